@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/pgrules/pgrules/internal/demo"
+	"github.com/pgrules/pgrules/internal/tempdb"
+)
+
+func runDemo(ctx context.Context, args []string) error {
+	var f serveFlags
+	fs := newFlagSet("demo", "Starts a throwaway PostgreSQL in a temporary directory, loads the check-credit\nscenario into database \"demo\", and runs the proxy in front of it until Ctrl-C,\nwhich stops both and removes the directory.")
+	f.register(fs, false)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := f.logger()
+	if err != nil {
+		return err
+	}
+	log.Info().Msg("starting a throwaway PostgreSQL")
+	cluster, err := tempdb.Start(tempdb.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := cluster.Destroy(); err != nil {
+			log.Warn().Err(err).Msg("removing the throwaway PostgreSQL")
+		}
+	}()
+	if err := demo.Exec(ctx, cluster.URL(tempdb.SuperUser, "postgres"), "CREATE DATABASE demo"); err != nil {
+		return err
+	}
+	if err := demo.Load(ctx, cluster.URL(tempdb.SuperUser, "demo")); err != nil {
+		return err
+	}
+	f.upstream = cluster.URL(tempdb.SuperUser, "postgres")
+	cfg, err := f.proxyConfig(log)
+	if err != nil {
+		return err
+	}
+	return runProxy(ctx, cfg, f.listen, 5*time.Second, func(addr net.Addr) {
+		fmt.Printf(`
+pgrules demo is running: PostgreSQL %s (data in %s), pgrules on %s.
+The check-credit scenario (customer, orders, lineitem, product) is in database "demo".
+
+Connect with:
+
+    psql "postgres://postgres@127.0.0.1:%s/demo?sslmode=disable"
+
+Press Ctrl-C to stop both and remove the data.
+
+`, "on port "+fmt.Sprint(cluster.Port), cluster.Dir, addr, portOf(addr))
+	})
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgrules/pgrules/proxy"
+	"github.com/rs/zerolog"
+)
+
+// serveFlags are the flags of `serve`, shared by `demo`. Every flag can also
+// be set by an environment variable PGRULES_<NAME> (upper case, '-' as '_').
+type serveFlags struct {
+	listen          string
+	upstream        string
+	upstreamSSLMode string
+	tlsCert         string
+	tlsKey          string
+	maxMessageBytes int
+	maxConnections  int
+	shutdownTimeout time.Duration
+	logLevel        string
+	logFormat       string
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet, withUpstream bool) {
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:6432", "address to accept clients on")
+	if withUpstream {
+		fs.StringVar(&f.upstream, "upstream", "", "URL of the upstream PostgreSQL, e.g. postgres://pgrules@127.0.0.1:5432/postgres (its host, port and TLS settings; clients choose their own database and user)")
+	}
+	fs.StringVar(&f.upstreamSSLMode, "upstream-sslmode", "", "sslmode for upstream connections (disable, allow, prefer, require, verify-ca, verify-full); overrides the URL's")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate offered to clients that ask for TLS (with --tls-key)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", 64<<20, "largest client message accepted; a larger one ends the session with SQLSTATE 54000")
+	fs.IntVar(&f.maxConnections, "max-connections", 1000, "most concurrent client sessions; one more is refused with SQLSTATE 53300")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open transactions may run before their sessions are closed")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
+}
+
+// parseFlags parses args over defaults taken from the environment.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	var envErr error
+	fs.VisitAll(func(fl *flag.Flag) {
+		name := "PGRULES_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := fl.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
+			}
+			fl.DefValue = v
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	return fs.Parse(args)
+}
+
+func newFlagSet(name, summary string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: pgrules %s [flags]\n\n%s\n\nFlags (each also read from PGRULES_<FLAG>, e.g. PGRULES_LISTEN):\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func (f *serveFlags) logger() (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(f.logLevel)
+	if err != nil {
+		return zerolog.Logger{}, fmt.Errorf("--log-level: %w", err)
+	}
+	var log zerolog.Logger
+	switch f.logFormat {
+	case "json":
+		log = zerolog.New(os.Stderr)
+	case "console":
+		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly})
+	default:
+		return zerolog.Logger{}, fmt.Errorf("--log-format must be json or console, not %q", f.logFormat)
+	}
+	return log.Level(level).With().Timestamp().Logger(), nil
+}
+
+func (f *serveFlags) proxyConfig(log zerolog.Logger) (proxy.Config, error) {
+	cfg := proxy.Config{
+		Upstream:        f.upstream,
+		UpstreamSSLMode: f.upstreamSSLMode,
+		MaxMessageBytes: f.maxMessageBytes,
+		MaxConnections:  f.maxConnections,
+		Logger:          log,
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return cfg, errors.New("--tls-cert and --tls-key go together")
+	}
+	if f.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return cfg, fmt.Errorf("TLS certificate: %w", err)
+		}
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return cfg, nil
+}
+
+func serve(ctx context.Context, args []string) error {
+	var f serveFlags
+	fs := newFlagSet("serve", "Runs the proxy in front of the upstream PostgreSQL until SIGINT or SIGTERM.")
+	f.register(fs, true)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if f.upstream == "" {
+		return errors.New("--upstream (or PGRULES_UPSTREAM) is required")
+	}
+	log, err := f.logger()
+	if err != nil {
+		return err
+	}
+	cfg, err := f.proxyConfig(log)
+	if err != nil {
+		return err
+	}
+	return runProxy(ctx, cfg, f.listen, f.shutdownTimeout, nil)
+}
+
+// runProxy serves on listen until ctx ends, then shuts down gracefully
+// within timeout. ready, if set, runs once the listener is open.
+func runProxy(ctx context.Context, cfg proxy.Config, listen string, timeout time.Duration, ready func(net.Addr)) error {
+	srv, err := proxy.New(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	cfg.Logger.Info().Str("listen", ln.Addr().String()).Msg("pgrules is accepting connections")
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	cfg.Logger.Info().Dur("timeout", timeout).Int("sessions", srv.ActiveSessions()).Msg("shutting down: waiting for open transactions")
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		cfg.Logger.Warn().Err(err).Msg("shutdown timeout: closed the remaining sessions")
+	}
+	if err := <-served; !errors.Is(err, proxy.ErrServerClosed) {
+		return err
+	}
+	cfg.Logger.Info().Msg("pgrules stopped")
+	return nil
+}
+
+func portOf(addr net.Addr) string {
+	return strconv.Itoa(addr.(*net.TCPAddr).Port)
+}

@@ -1,0 +1,75 @@
+package pgerr
+
+import (
+	"errors"
+	"fmt"
+)
+
+// SQLSTATE codes used by pgrules. The names follow PostgreSQL's errcodes.txt.
+const (
+	ProtocolViolation       = "08P01"
+	ConnectionFailure       = "08006"
+	ConnectionException     = "08000"
+	ProgramLimitExceeded    = "54000"
+	TooManyConnections      = "53300"
+	AdminShutdown           = "57P01"
+	CannotConnectNow        = "57P03"
+	FeatureNotSupported     = "0A000"
+	InvalidObjectDefinition = "42P17"
+	ObjectNotInPrereqState  = "55000"
+	CheckViolation          = "23514"
+	DataException           = "22000"
+	DivisionByZero          = "22012"
+	RaiseException          = "P0001"
+	InternalError           = "XX000"
+)
+
+// Severities of an ErrorResponse. FATAL means the connection ends with it.
+const (
+	SeverityError = "ERROR"
+	SeverityFatal = "FATAL"
+)
+
+// Error is an error with a SQLSTATE. The zero Severity means ERROR.
+type Error struct {
+	Code       string
+	Severity   string
+	Message    string
+	Detail     string
+	Hint       string
+	Schema     string
+	Table      string
+	Column     string
+	Constraint string
+	Err        error // the cause, if any
+}
+
+// New returns an error with the given SQLSTATE and a formatted message.
+// A %w verb in format wraps its argument as the cause.
+func New(code, format string, args ...any) *Error {
+	err := fmt.Errorf(format, args...)
+	return &Error{Code: code, Message: err.Error(), Err: errors.Unwrap(err)}
+}
+
+// Fatal is New with severity FATAL: the connection is closed after it.
+func Fatal(code, format string, args ...any) *Error {
+	e := New(code, format, args...)
+	e.Severity = SeverityFatal
+	return e
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (SQLSTATE %s)", e.Message, e.Code)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Code returns the SQLSTATE of the first *Error in err's chain, or "" when
+// there is none.
+func Code(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}

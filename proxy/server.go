@@ -1,0 +1,263 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Config is what a Server needs. Zero values take the defaults noted.
+type Config struct {
+	// Upstream is the URL of the PostgreSQL server. Its host, port and TLS
+	// settings say where sessions connect; the database and user a client
+	// asks for are the client's own.
+	Upstream string
+	// UpstreamSSLMode overrides the sslmode of Upstream when set.
+	UpstreamSSLMode string
+	// TLS, when set, is offered to clients that send SSLRequest.
+	TLS *tls.Config
+	// MaxMessageBytes limits the body of one client message (default 64 MiB).
+	MaxMessageBytes int
+	// MaxConnections limits concurrent client sessions (default 1000).
+	MaxConnections int
+	// StartupTimeout bounds the startup and authentication exchange, as
+	// PostgreSQL's authentication_timeout does (default 60s).
+	StartupTimeout time.Duration
+	// DialTimeout bounds connecting to the upstream (default 10s).
+	DialTimeout time.Duration
+	Logger      zerolog.Logger
+}
+
+const (
+	defaultMaxMessageBytes = 64 << 20
+	defaultMaxConnections  = 1000
+)
+
+// Server accepts client connections and runs one session for each.
+type Server struct {
+	cfg     Config
+	targets []target
+	log     zerolog.Logger
+
+	nextID   atomic.Uint64
+	active   atomic.Int64 // sessions past their startup packet
+	draining atomic.Bool  // Shutdown was called: no new work for idle sessions
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]*session  // every client connection, from accept to close
+	sessions  map[*session]struct{}  // sessions in their message loops
+	keys      map[cancelKey]*session // the cancel keys clients were given
+	wg        sync.WaitGroup         // one per connection goroutine
+	done      chan struct{}          // closed when Shutdown starts
+	doneOnce  sync.Once
+}
+
+// New checks cfg and returns a Server ready to Serve.
+func New(cfg Config) (*Server, error) {
+	if cfg.Upstream == "" {
+		return nil, errors.New("proxy: no upstream URL")
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = defaultMaxMessageBytes
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = defaultMaxConnections
+	}
+	if cfg.StartupTimeout <= 0 {
+		cfg.StartupTimeout = 60 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	targets, _, err := upstreamTargets(cfg.Upstream, cfg.UpstreamSSLMode)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg:       cfg,
+		targets:   targets,
+		log:       cfg.Logger,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[net.Conn]*session),
+		sessions:  make(map[*session]struct{}),
+		keys:      make(map[cancelKey]*session),
+		done:      make(chan struct{}),
+	}, nil
+}
+
+// errTooManyFiles is what accept returns when the process is out of file
+// descriptors: a reason to wait, not to stop serving.
+var errTooManyFiles = syscall.EMFILE
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Serve accepts connections on ln until Shutdown or Close, and returns
+// ErrServerClosed then.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	select {
+	case <-s.done:
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	default:
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.done:
+				return ErrServerClosed
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn().Err(err).Dur("retry_in", backoff).Msg("accept failed")
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("proxy: accept: %w", err)
+		}
+		backoff = 0
+		if !s.track(conn) {
+			conn.Close()
+			return ErrServerClosed
+		}
+		go s.handle(conn)
+	}
+}
+
+// track registers a new client connection; false means the server is
+// shutting down and the connection must be dropped.
+func (s *Server) track(conn net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	s.conns[conn] = nil
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(conn net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, conn)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+func (s *Server) handle(conn net.Conn) {
+	defer s.untrack(conn)
+	sess := newSession(s, conn)
+	s.mu.Lock()
+	s.conns[conn] = sess
+	s.mu.Unlock()
+	sess.run()
+}
+
+// Shutdown stops accepting, ends idle sessions at once, lets sessions in a
+// transaction or a running statement finish, and when ctx ends, closes
+// whatever is left. It returns ctx's error if it had to force anything.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.closeListeners()
+	s.mu.Lock()
+	for sess := range s.sessions {
+		sess.closeIfIdle()
+	}
+	s.mu.Unlock()
+
+	finished := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+		s.closeConns()
+		<-finished
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and every connection at once.
+func (s *Server) Close() error {
+	s.draining.Store(true)
+	s.closeListeners()
+	s.closeConns()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.doneOnce.Do(func() { close(s.done) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sess := range s.sessions {
+		sess.kill()
+	}
+	for c, sess := range s.conns {
+		if _, inLoop := s.sessions[sess]; !inLoop {
+			c.Close()
+		}
+	}
+}
+
+// register makes a session that finished its startup visible to Shutdown
+// and to cancel requests. It reports false when the server is draining, in
+// which case the session must end.
+func (s *Server) register(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining.Load() {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	s.keys[sess.key] = sess
+	return true
+}
+
+func (s *Server) unregister(sess *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, sess)
+	if s.keys[sess.key] == sess {
+		delete(s.keys, sess.key)
+	}
+}
+
+// ActiveSessions is the number of client sessions past their startup.
+func (s *Server) ActiveSessions() int { return int(s.active.Load()) }

@@ -1,0 +1,532 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgrules/pgrules/pgerr"
+	"github.com/rs/zerolog"
+)
+
+// cancelKey is the body of a BackendKeyData message: the process ID and
+// secret a client must send back to cancel its query.
+type cancelKey string
+
+// TxStatus is the transaction state from the last ReadyForQuery: 'I' idle,
+// 'T' in a transaction block, 'E' in a failed transaction block.
+type TxStatus byte
+
+const (
+	TxIdle   TxStatus = 'I'
+	TxActive TxStatus = 'T'
+	TxFailed TxStatus = 'E'
+)
+
+// errAuthRelayed means the upstream refused the client and the client has
+// already been sent the upstream's ErrorResponse.
+var errAuthRelayed = errors.New("authentication failed upstream")
+
+func shutdownError() error {
+	return pgerr.Fatal(pgerr.AdminShutdown, "terminating connection due to administrator command")
+}
+
+type session struct {
+	srv   *Server
+	id    uint64
+	start time.Time
+
+	// Set by the session goroutine during startup, read-only afterwards.
+	log       zerolog.Logger
+	client    net.Conn // the TLS connection once TLS is on
+	clientTLS bool
+	upstream  net.Conn
+	target    target
+	key       cancelKey // what the client was given
+	upKey     []byte    // the upstream backend's own key data
+
+	cr *msgReader    // owned by the frontend loop
+	uw *bufio.Writer // owned by the frontend loop
+	ur *msgReader    // owned by the backend loop
+	cw *bufio.Writer // owned by the backend loop
+
+	txStatus atomic.Uint32 // a TxStatus; written by the backend loop
+	pending  atomic.Int64  // requests forwarded and not yet answered by ReadyForQuery
+
+	// fatalRelayed is set by the backend loop when the upstream told the
+	// client itself that the connection is ending.
+	fatalRelayed atomic.Bool
+
+	// gate makes forwarding a new request and ending an idle session
+	// during shutdown mutually exclusive, so a request is never forwarded
+	// to an upstream that is about to be closed under it.
+	gate   sync.Mutex
+	killed bool // guarded by gate
+
+	endOnce sync.Once
+	endErr  error // why the session ended; written once, under endOnce
+}
+
+func newSession(srv *Server, conn net.Conn) *session {
+	id := srv.nextID.Add(1)
+	s := &session{
+		srv:    srv,
+		id:     id,
+		start:  time.Now(),
+		client: conn,
+		log:    srv.log.With().Uint64("session", id).Str("client", conn.RemoteAddr().String()).Logger(),
+	}
+	s.txStatus.Store(uint32(TxIdle))
+	return s
+}
+
+// TxStatus returns the session's transaction state as of the last
+// ReadyForQuery the upstream sent.
+func (s *session) TxStatus() TxStatus { return TxStatus(s.txStatus.Load()) }
+
+func (s *session) run() {
+	defer s.client.Close()
+	counted := false
+	defer func() {
+		if counted {
+			s.srv.active.Add(-1)
+		}
+	}()
+
+	s.client.SetDeadline(time.Now().Add(s.srv.cfg.StartupTimeout))
+	err := s.startup(&counted)
+	if err == nil && !s.srv.register(s) {
+		err = shutdownError()
+	}
+	if err != nil {
+		if s.upstream != nil {
+			s.upstream.Close()
+		}
+		s.failStartup(err)
+		return
+	}
+	defer s.srv.unregister(s)
+	s.client.SetDeadline(noDeadline)
+	s.upstream.SetDeadline(noDeadline)
+	s.log.Debug().Msg("session started")
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.backendLoop()
+	}()
+	s.frontendLoop()
+	<-done
+
+	ev := s.log.Debug()
+	if code := pgerr.Code(s.endErr); code != "" {
+		ev = s.log.Info().Str("sqlstate", code)
+	}
+	ev.Err(s.endErr).Dur("duration", time.Since(s.start)).Msg("session ended")
+}
+
+var noDeadline time.Time
+
+// failStartup tells the client why its connection could not be set up,
+// unless it is gone or has been told already.
+func (s *session) failStartup(err error) {
+	if errors.Is(err, errClientGone) || errors.Is(err, errAuthRelayed) {
+		s.log.Debug().Err(err).Msg("connection ended during startup")
+		return
+	}
+	s.log.Info().Err(err).Msg("connection refused")
+	w := s.cw
+	if w == nil {
+		w = bufio.NewWriter(s.client)
+	}
+	s.client.SetWriteDeadline(time.Now().Add(time.Second))
+	if encodeError(w, err) == nil {
+		w.Flush()
+	}
+}
+
+// startup handles the first packets of a connection (SSLRequest,
+// GSSENCRequest, CancelRequest, StartupMessage), connects to the upstream
+// and relays authentication until the upstream's first ReadyForQuery.
+func (s *session) startup(counted *bool) error {
+	var pkt []byte
+	for pkt == nil {
+		p, err := readStartupPacket(s.client)
+		if err != nil {
+			return err
+		}
+		switch code := binary.BigEndian.Uint32(p); code {
+		case sslRequestCode:
+			if s.srv.cfg.TLS == nil || s.clientTLS {
+				if _, err := s.client.Write([]byte{'N'}); err != nil {
+					return errClientGone
+				}
+				continue
+			}
+			if _, err := s.client.Write([]byte{'S'}); err != nil {
+				return errClientGone
+			}
+			tc := tls.Server(s.client, s.srv.cfg.TLS)
+			if err := tc.Handshake(); err != nil {
+				s.log.Info().Err(err).Msg("TLS handshake with client failed")
+				return errClientGone
+			}
+			s.client, s.clientTLS = tc, true
+		case gssEncRequestCode:
+			if _, err := s.client.Write([]byte{'N'}); err != nil {
+				return errClientGone
+			}
+		case cancelRequestCode:
+			s.srv.cancel(p[4:])
+			return errClientGone
+		default:
+			if major := code >> 16; major != 3 {
+				return pgerr.Fatal(pgerr.ProtocolViolation, "unsupported frontend protocol %d.%d: pgrules speaks protocol 3", major, code&0xffff)
+			}
+			pkt = p
+		}
+	}
+
+	var sm pgproto3.StartupMessage
+	if err := sm.Decode(pkt); err != nil {
+		return pgerr.Fatal(pgerr.ProtocolViolation, "invalid startup packet: %w", err)
+	}
+	db := sm.Parameters["database"]
+	if db == "" {
+		db = sm.Parameters["user"]
+	}
+	s.log = s.log.With().Str("user", sm.Parameters["user"]).Str("database", db).Logger()
+
+	*counted = true
+	if s.srv.active.Add(1) > int64(s.srv.cfg.MaxConnections) {
+		return pgerr.Fatal(pgerr.TooManyConnections, "sorry, too many clients already (pgrules --max-connections is %d)", s.srv.cfg.MaxConnections)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DialTimeout)
+	defer cancel()
+	up, t, err := dialUpstream(ctx, s.srv.targets)
+	if err != nil {
+		e := pgerr.Fatal(pgerr.ConnectionFailure, "%s", err)
+		e.Err = err
+		return e
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		up.SetDeadline(deadline.Add(s.srv.cfg.StartupTimeout))
+	}
+	s.upstream, s.target = up, t
+	s.cw = bufio.NewWriterSize(s.client, ioBufferSize)
+	s.uw = bufio.NewWriterSize(up, ioBufferSize)
+	s.cr = newMsgReader(s.client, s.srv.cfg.MaxMessageBytes, s.flushUpstream)
+	s.ur = newMsgReader(up, 0, s.flushClient)
+
+	var h [4]byte
+	binary.BigEndian.PutUint32(h[:], uint32(len(pkt)+4))
+	s.uw.Write(h[:])
+	s.uw.Write(pkt)
+	if err := s.uw.Flush(); err != nil {
+		return upstreamLost(err)
+	}
+	return s.relayAuth()
+}
+
+// relayAuth relays the authentication exchange until the upstream is ready.
+// Credentials pass through untouched: the proxy holds no passwords.
+func (s *session) relayAuth() error {
+	for {
+		typ, n, err := s.ur.header()
+		if err != nil {
+			return upstreamLost(err)
+		}
+		body, err := s.ur.body(n)
+		if err != nil {
+			return upstreamLost(err)
+		}
+		switch typ {
+		case 'R':
+			if len(body) < 4 {
+				return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed authentication request")
+			}
+			switch method := binary.BigEndian.Uint32(body); method {
+			case 0, 12: // AuthenticationOk, AuthenticationSASLFinal
+				writeMessage(s.cw, typ, body)
+			case 3, 5, 11: // cleartext, MD5, SASLContinue
+				writeMessage(s.cw, typ, body)
+				if err := s.relayPassword(); err != nil {
+					return err
+				}
+			case 10: // SASL
+				offer, err := withoutChannelBinding(body)
+				if err != nil {
+					return err
+				}
+				writeMessage(s.cw, typ, offer)
+				if err := s.relayPassword(); err != nil {
+					return err
+				}
+			default:
+				return pgerr.Fatal("28000", "the upstream asks for authentication method %d, which pgrules cannot relay (it relays trust, password, md5 and scram-sha-256)", method)
+			}
+		case 'K':
+			writeMessage(s.cw, typ, s.issueKey(body))
+		case 'E':
+			writeMessage(s.cw, typ, body)
+			s.cw.Flush()
+			return errAuthRelayed
+		case 'Z':
+			if len(body) != 1 {
+				return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ReadyForQuery")
+			}
+			s.txStatus.Store(uint32(body[0]))
+			writeMessage(s.cw, typ, body)
+			if err := s.cw.Flush(); err != nil {
+				return errClientGone
+			}
+			return nil
+		default: // ParameterStatus, NoticeResponse, NegotiateProtocolVersion
+			writeMessage(s.cw, typ, body)
+		}
+	}
+}
+
+// relayPassword passes the client's answer to an authentication request to
+// the upstream.
+func (s *session) relayPassword() error {
+	if err := s.cw.Flush(); err != nil {
+		return errClientGone
+	}
+	typ, n, err := s.cr.header()
+	if err != nil {
+		return clientReadError(err)
+	}
+	if typ == 'X' {
+		return errClientGone
+	}
+	if typ != 'p' {
+		return pgerr.Fatal(pgerr.ProtocolViolation, "expected a password response, got message type %q", typ)
+	}
+	if err := s.cr.copyBody(s.uw, typ, n); err != nil {
+		return clientReadError(err)
+	}
+	if err := s.uw.Flush(); err != nil {
+		return upstreamLost(err)
+	}
+	return nil
+}
+
+// withoutChannelBinding removes SCRAM-SHA-256-PLUS from a SASL offer.
+// Channel binding ties the exchange to the TLS connection it runs on, and
+// the client's TLS connection ends at the proxy: a client that used it would
+// bind to the proxy's certificate and the upstream would refuse it.
+func withoutChannelBinding(body []byte) ([]byte, error) {
+	var offer pgproto3.AuthenticationSASL
+	if err := offer.Decode(body); err != nil {
+		return nil, pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed SASL offer: %w", err)
+	}
+	kept := offer.AuthMechanisms[:0]
+	for _, m := range offer.AuthMechanisms {
+		if m != "SCRAM-SHA-256-PLUS" {
+			kept = append(kept, m)
+		}
+	}
+	if len(kept) == 0 {
+		return nil, pgerr.Fatal("28000", "the upstream only offers SCRAM with channel binding, which cannot pass through a proxy")
+	}
+	offer.AuthMechanisms = kept
+	msg, err := offer.Encode(nil)
+	if err != nil {
+		return nil, err
+	}
+	return msg[5:], nil
+}
+
+// issueKey records the upstream's BackendKeyData and returns the one the
+// client gets: the upstream's process ID, so pg_backend_pid() agrees, and a
+// secret of the proxy's own, so the upstream's secret never leaves the
+// proxy and a cancel request is only honoured for this session.
+func (s *session) issueKey(upstream []byte) []byte {
+	s.upKey = append([]byte(nil), upstream...)
+	secretLen := max(len(upstream)-4, 4)
+	key := make([]byte, 4+secretLen)
+	copy(key, upstream[:min(4, len(upstream))])
+	rand.Read(key[4:])
+	s.key = cancelKey(key)
+	return key
+}
+
+func (s *session) flushUpstream() error {
+	if err := s.uw.Flush(); err != nil {
+		return upstreamLost(err)
+	}
+	return nil
+}
+
+func (s *session) flushClient() error {
+	if err := s.cw.Flush(); err != nil {
+		return errClientGone
+	}
+	return nil
+}
+
+func upstreamLost(err error) error {
+	if pgerr.Code(err) != "" {
+		return err
+	}
+	return pgerr.Fatal(pgerr.ConnectionFailure, "lost the connection to the upstream server: %w", err)
+}
+
+// clientReadError classifies an error from reading the client: protocol
+// errors are the client's to hear; anything else means it is gone.
+func clientReadError(err error) error {
+	if pgerr.Code(err) != "" {
+		return err
+	}
+	return errClientGone
+}
+
+// end records why the session ends. The first reason wins: later errors are
+// consequences of it.
+func (s *session) end(err error) {
+	s.endOnce.Do(func() { s.endErr = err })
+}
+
+// frontendLoop relays client messages to the upstream until the session
+// ends, then closes the upstream, which rolls back any open transaction.
+func (s *session) frontendLoop() {
+	s.end(s.relayClient())
+	s.uw.Write([]byte{'X', 0, 0, 0, 4})
+	s.uw.Flush()
+	s.upstream.Close()
+}
+
+func (s *session) relayClient() error {
+	for {
+		typ, n, err := s.cr.header()
+		if err != nil {
+			return clientReadError(err)
+		}
+		if !frontendTypes[typ] {
+			return pgerr.Fatal(pgerr.ProtocolViolation, "invalid frontend message type %d", typ)
+		}
+		switch typ {
+		case 'X':
+			return errClientGone
+		case 'Q', 'S', 'F':
+			if !s.beginRequest() {
+				return shutdownError()
+			}
+		}
+		if err := s.cr.copyBody(s.uw, typ, n); err != nil {
+			return clientReadError(err)
+		}
+	}
+}
+
+// beginRequest counts a request that will be answered by ReadyForQuery. It
+// reports false when the session must end instead: the server is shutting
+// down and the session is idle.
+func (s *session) beginRequest() bool {
+	s.gate.Lock()
+	defer s.gate.Unlock()
+	if s.killed || s.srv.draining.Load() && s.idle() {
+		s.killed = true
+		return false
+	}
+	s.pending.Add(1)
+	return true
+}
+
+func (s *session) idle() bool {
+	return s.pending.Load() == 0 && s.TxStatus() == TxIdle
+}
+
+// closeIfIdle ends the session if it has nothing in flight and no open
+// transaction. Shutdown calls it for every session, and the backend loop
+// again whenever a session becomes idle while the server drains.
+func (s *session) closeIfIdle() {
+	s.gate.Lock()
+	defer s.gate.Unlock()
+	if s.killed || !s.idle() {
+		return
+	}
+	s.killed = true
+	s.end(shutdownError())
+	s.upstream.Close()
+}
+
+// kill ends the session now, whatever it is doing.
+func (s *session) kill() {
+	s.gate.Lock()
+	s.killed = true
+	s.gate.Unlock()
+	s.end(shutdownError())
+	s.client.SetWriteDeadline(time.Now().Add(time.Second))
+	s.upstream.Close()
+}
+
+// backendLoop relays upstream messages to the client until the upstream
+// connection ends, tells the client why if it has not been told, and closes
+// the client connection.
+func (s *session) backendLoop() {
+	s.end(s.relayUpstream())
+	if pgerr.Code(s.endErr) != "" && !s.fatalRelayed.Load() {
+		s.client.SetWriteDeadline(time.Now().Add(time.Second))
+		if encodeError(s.cw, s.endErr) == nil {
+			s.cw.Flush()
+		}
+	} else {
+		s.cw.Flush()
+	}
+	s.client.Close()
+}
+
+func (s *session) relayUpstream() error {
+	for {
+		typ, n, err := s.ur.header()
+		if err != nil {
+			if errors.Is(err, errClientGone) {
+				return err
+			}
+			return upstreamLost(err)
+		}
+		switch typ {
+		case 'Z':
+			body, err := s.ur.body(n)
+			if err != nil {
+				return upstreamLost(err)
+			}
+			if len(body) != 1 {
+				return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ReadyForQuery")
+			}
+			s.txStatus.Store(uint32(body[0]))
+			s.pending.Add(-1)
+			writeMessage(s.cw, typ, body)
+			if s.srv.draining.Load() {
+				s.closeIfIdle()
+			}
+		case 'E':
+			body, err := s.ur.body(n)
+			if err != nil {
+				return upstreamLost(err)
+			}
+			if isFatalError(body) {
+				s.fatalRelayed.Store(true)
+			}
+			writeMessage(s.cw, typ, body)
+		default:
+			if err := s.ur.copyBody(s.cw, typ, n); err != nil {
+				if errors.Is(err, errClientGone) {
+					return err
+				}
+				return upstreamLost(err)
+			}
+		}
+	}
+}
