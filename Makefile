@@ -1,0 +1,33 @@
+# pgrules — see README.md. The two commands a newcomer needs: make demo, make test.
+GO ?= go
+PKGS := ./...
+
+.PHONY: demo test vet bench build deps-demo deps-test deps-bench fmt clean
+
+build:
+	$(GO) build -o bin/pgrules ./cmd/pgrules
+
+demo: deps-demo
+	$(GO) run ./cmd/pgrules demo
+
+test: deps-test vet
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+
+bench: deps-bench
+	$(GO) run ./bench
+
+deps-demo:
+	@scripts/deps.sh demo
+deps-test:
+	@scripts/deps.sh test
+deps-bench:
+	@scripts/deps.sh bench
+
+clean:
+	rm -rf bin
