@@ -132,11 +132,12 @@ func truncated(err error, got, want int) error {
 	return err
 }
 
+// writeHeader builds the header in the writer's own free space, so relaying
+// a message allocates nothing.
 func writeHeader(w *bufio.Writer, typ byte, n int) {
-	var h [5]byte
-	h[0] = typ
-	binary.BigEndian.PutUint32(h[1:], uint32(n+4))
-	w.Write(h[:]) // a bufio.Writer's error is sticky and reported by Flush
+	b := append(w.AvailableBuffer(), typ)
+	b = binary.BigEndian.AppendUint32(b, uint32(n+4))
+	w.Write(b) // a bufio.Writer's error is sticky and reported by Flush
 }
 
 func writeMessage(w *bufio.Writer, typ byte, body []byte) error {
