@@ -20,7 +20,7 @@ vet:
 	$(GO) tool staticcheck $(PKGS)
 
 bench: deps-bench
-	$(GO) run ./bench
+	$(GO) run ./bench $(BENCHFLAGS)
 
 deps-demo:
 	@scripts/deps.sh demo

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// command prepares a short-lived child (go build, pgbench, psql) that
+// cancelling ctx stops.
+func command(ctx context.Context, cred *syscall.Credential, prog string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, prog, args...)
+	cmd.SysProcAttr = procAttr(cred)
+	// The whole group, because go build leaves compilers and linkers behind
+	// if only the go command itself is stopped.
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// run runs cmd and returns its output (stdout and stderr together). The
+// error of a failed run carries the output, since that is where the tools
+// say what went wrong.
+func run(ctx context.Context, cmd *exec.Cmd) (string, error) {
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return out.String(), ctx.Err()
+	}
+	if err != nil {
+		return out.String(), fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, tail(out.String(), 3000))
+	}
+	return out.String(), nil
+}
+
+// server is a long-running child (pgrules, PgBouncer) that the harness stops
+// itself, in order, at the end.
+type server struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error // how it exited; set before done is closed
+}
+
+func startServer(name, logPath string, cred *syscall.Credential, env []string, prog string, args ...string) (*server, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child holds its own descriptor
+	cmd := exec.Command(prog, args...)
+	cmd.SysProcAttr = procAttr(cred)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = env
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	s := &server{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		s.err = cmd.Wait()
+		close(s.done)
+	}()
+	return s, nil
+}
+
+// stop asks the server to exit and kills it if it has not within timeout.
+func (s *server) stop(timeout time.Duration) error {
+	select {
+	case <-s.done:
+		return nil // already gone; ready() reports why if it matters
+	default:
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(timeout):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+		return fmt.Errorf("%s did not exit within %s of SIGTERM; killed it", s.name, timeout)
+	}
+}
+
+func (s *server) logTail() string {
+	b, _ := os.ReadFile(s.logPath)
+	return tail(string(b), 3000)
+}
+
+// ready waits until a PostgreSQL connection through the server to url
+// succeeds and runs a query, which proves more than an open port: that the
+// server reaches the upstream and accepts this user and database.
+func (s *server) ready(ctx context.Context, url string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	var last error
+	for {
+		select {
+		case <-s.done:
+			return fmt.Errorf("%s exited while starting (%v); its log:\n%s", s.name, s.err, s.logTail())
+		default:
+		}
+		if last = ping(ctx, url); last == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready within %s: %v; its log:\n%s", s.name, within, last, s.logTail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func ping(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, "SELECT 1").ReadAll()
+	return err
+}
+
+// execSQL runs statements on a fresh connection to url.
+func execSQL(ctx context.Context, url, sql string) ([]*pgconn.Result, error) {
+	conn, err := pgconn.Connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	res, err := conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", sql, err)
+	}
+	return res, nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		s = "…" + s[len(s)-n:]
+	}
+	return s
+}
