@@ -40,7 +40,7 @@ esac
 if [ "$what" = test ]; then
   /usr/bin/python3 -c 'import psycopg2' 2>/dev/null || apt_install python3 python3-psycopg2
   command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
-  if [ ! -d tests/clients/node/node_modules/pg ]; then
+  if [ -f tests/clients/node/package.json ] && [ ! -d tests/clients/node/node_modules/pg ]; then
     echo "deps: npm ci (node-postgres)"
     (cd tests/clients/node && npm ci --no-audit --no-fund --silent)
   fi

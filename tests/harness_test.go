@@ -23,12 +23,12 @@ import (
 // Passwords of the roles every owned cluster has, one per authentication
 // method its pg_hba.conf requires of them.
 const (
-	md5User      = "md5user"
-	md5Password  = "md5 secret"
-	scramUser    = "scramuser"
-	scramPass    = "scram secret"
-	clearUser    = "clearuser"
-	clearPass    = "clear secret"
+	md5User     = "md5user"
+	md5Password = "md5 secret"
+	scramUser   = "scramuser"
+	scramPass   = "scram secret"
+	clearUser   = "clearuser"
+	clearPass   = "clear secret"
 )
 
 var authHBA = []string{
