@@ -171,10 +171,9 @@ type testProxy struct {
 
 type proxyOption func(*proxy.Config)
 
-func withTLS(c *tls.Config) proxyOption       { return func(p *proxy.Config) { p.TLS = c } }
-func withMaxMessage(n int) proxyOption        { return func(p *proxy.Config) { p.MaxMessageBytes = n } }
-func withMaxConnections(n int) proxyOption    { return func(p *proxy.Config) { p.MaxConnections = n } }
-func withLogger(l zerolog.Logger) proxyOption { return func(p *proxy.Config) { p.Logger = l } }
+func withTLS(c *tls.Config) proxyOption    { return func(p *proxy.Config) { p.TLS = c } }
+func withMaxMessage(n int) proxyOption     { return func(p *proxy.Config) { p.MaxMessageBytes = n } }
+func withMaxConnections(n int) proxyOption { return func(p *proxy.Config) { p.MaxConnections = n } }
 
 // startProxy runs a proxy in front of s on 127.0.0.1:0 until the test ends.
 func startProxy(t testing.TB, s *server, opts ...proxyOption) *testProxy {

@@ -1,0 +1,16 @@
+CREATE SCHEMA s;
+CREATE TABLE s.t (id serial PRIMARY KEY, v text DEFAULT 'd');
+CREATE INDEX ON s.t (v);
+CREATE VIEW s.vw AS SELECT id, upper(v) AS v FROM s.t;
+INSERT INTO s.t DEFAULT VALUES RETURNING *;
+INSERT INTO s.t (v) SELECT 'row ' || g FROM generate_series(1, 3) g RETURNING id, v;
+UPDATE s.t SET v = v || '!' WHERE id > 2 RETURNING *;
+DELETE FROM s.t WHERE id = 1 RETURNING id;
+WITH moved AS (DELETE FROM s.t WHERE id = 2 RETURNING *) INSERT INTO s.t (v) SELECT v || ' moved' FROM moved RETURNING v;
+INSERT INTO s.t (id, v) VALUES (3, 'conflict') ON CONFLICT (id) DO UPDATE SET v = excluded.v RETURNING *;
+SELECT * FROM s.vw ORDER BY id;
+ALTER TABLE s.t ADD COLUMN extra int NOT NULL DEFAULT 7;
+TRUNCATE s.t;
+CREATE FUNCTION s.f(x int) RETURNS int LANGUAGE sql AS 'SELECT x * 2';
+SELECT s.f(21);
+DROP SCHEMA s CASCADE;

@@ -1,0 +1,13 @@
+SELEC 1;
+SELECT * FROM no_such_table;
+CREATE TABLE e (id int PRIMARY KEY, v int CHECK (v > 0), nn text NOT NULL, ref int REFERENCES e(id));
+INSERT INTO e VALUES (1, 1, 'a', NULL);
+INSERT INTO e VALUES (1, 1, 'dup', NULL);
+INSERT INTO e VALUES (2, -1, 'check', NULL);
+INSERT INTO e VALUES (3, 1, NULL, NULL);
+INSERT INTO e VALUES (4, 1, 'fk', 99);
+SELECT 1 / 0;
+SELECT 'abc'::int;
+DO $$ BEGIN RAISE EXCEPTION 'custom failure' USING ERRCODE = 'P0042', HINT = 'a hint', DETAIL = 'some detail'; END $$;
+DO $$ BEGIN RAISE NOTICE 'a notice with %', 42; RAISE WARNING 'a warning'; END $$;
+SELECT count(*) FROM e;
