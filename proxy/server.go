@@ -188,6 +188,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for sess := range s.sessions {
 		sess.closeIfIdle()
 	}
+	// A connection still in its startup has no transaction to finish.
+	s.closeStarting()
 	s.mu.Unlock()
 
 	finished := make(chan struct{})
@@ -229,6 +231,12 @@ func (s *Server) closeConns() {
 	for sess := range s.sessions {
 		sess.kill()
 	}
+	s.closeStarting()
+}
+
+// closeStarting closes the connections that have not reached their message
+// loop. s.mu must be held.
+func (s *Server) closeStarting() {
 	for c, sess := range s.conns {
 		if _, inLoop := s.sessions[sess]; !inLoop {
 			c.Close()

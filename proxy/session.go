@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -48,6 +49,8 @@ type session struct {
 	log       zerolog.Logger
 	client    net.Conn // the TLS connection once TLS is on
 	clientTLS bool
+	user      string // from the startup packet
+	database  string // from the startup packet, defaulting to user
 	upstream  net.Conn
 	target    target
 	key       cancelKey // what the client was given
@@ -60,6 +63,10 @@ type session struct {
 
 	txStatus atomic.Uint32 // a TxStatus; written by the backend loop
 	pending  atomic.Int64  // requests forwarded and not yet answered by ReadyForQuery
+	// unsynced is set by the frontend loop while the client has sent
+	// extended-protocol messages not yet followed by Sync: the upstream is
+	// then inside an implicit transaction that ReadyForQuery does not show.
+	unsynced atomic.Bool
 
 	// fatalRelayed is set by the backend loop when the upstream told the
 	// client itself that the connection is ending.
@@ -188,22 +195,24 @@ func (s *session) startup(counted *bool) error {
 			s.srv.cancel(p[4:])
 			return errClientGone
 		default:
+			// A newer minor version goes upstream as it is: the
+			// server answers it with NegotiateProtocolVersion.
 			if major := code >> 16; major != 3 {
-				return pgerr.Fatal(pgerr.ProtocolViolation, "unsupported frontend protocol %d.%d: pgrules speaks protocol 3", major, code&0xffff)
+				return pgerr.Fatal(pgerr.FeatureNotSupported, "unsupported frontend protocol %d.%d: server supports 3.0 to 3.0", major, code&0xffff)
 			}
 			pkt = p
 		}
 	}
 
-	var sm pgproto3.StartupMessage
-	if err := sm.Decode(pkt); err != nil {
-		return pgerr.Fatal(pgerr.ProtocolViolation, "invalid startup packet: %w", err)
+	params, err := startupParams(pkt)
+	if err != nil {
+		return err
 	}
-	db := sm.Parameters["database"]
-	if db == "" {
-		db = sm.Parameters["user"]
+	s.user, s.database = params["user"], params["database"]
+	if s.database == "" {
+		s.database = s.user
 	}
-	s.log = s.log.With().Str("user", sm.Parameters["user"]).Str("database", db).Logger()
+	s.log = s.log.With().Str("user", s.user).Str("database", s.database).Logger()
 
 	*counted = true
 	if s.srv.active.Add(1) > int64(s.srv.cfg.MaxConnections) {
@@ -263,16 +272,23 @@ func (s *session) relayAuth() error {
 					return err
 				}
 			case 10: // SASL
+				if s.bindingPassesThrough() {
+					writeMessage(s.cw, typ, body)
+					if err := s.relayPassword(); err != nil {
+						return err
+					}
+					break
+				}
 				offer, err := withoutChannelBinding(body)
 				if err != nil {
 					return err
 				}
 				writeMessage(s.cw, typ, offer)
-				if err := s.relayPassword(); err != nil {
+				if err := s.relaySASLInitial(len(offer) != len(body)); err != nil {
 					return err
 				}
 			default:
-				return pgerr.Fatal("28000", "the upstream asks for authentication method %d, which pgrules cannot relay (it relays trust, password, md5 and scram-sha-256)", method)
+				return pgerr.Fatal(pgerr.InvalidAuthorization, "the upstream asks for authentication method %d, which pgrules cannot relay (it relays trust, password, md5 and scram-sha-256)", method)
 			}
 		case 'K':
 			writeMessage(s.cw, typ, s.issueKey(body))
@@ -321,6 +337,62 @@ func (s *session) relayPassword() error {
 	return nil
 }
 
+// bindingPassesThrough reports whether SCRAM channel binding can work end
+// to end: both legs are TLS and the proxy presents the upstream's own
+// certificate. tls-server-end-point binds to a hash of the server's
+// certificate, which is then the same on both connections.
+func (s *session) bindingPassesThrough() bool {
+	up, ok := s.upstream.(*tls.Conn)
+	if !ok || !s.clientTLS {
+		return false
+	}
+	peer := up.ConnectionState().PeerCertificates
+	own := s.srv.cfg.TLS.Certificates
+	return len(peer) > 0 && len(own) > 0 && len(own[0].Certificate) > 0 &&
+		bytes.Equal(peer[0].Raw, own[0].Certificate[0])
+}
+
+// relaySASLInitial relays the client's SASLInitialResponse. When the
+// upstream offered channel binding that the proxy had to withhold, a TLS
+// client says in its gs2 header that it could have bound ("y"), and the
+// upstream rightly takes that for a downgrade attack. The flag is covered by
+// the client's proof, so the proxy cannot change it; it refuses the login
+// itself, saying what to do, instead of relaying the server's puzzling
+// "channel binding negotiation error".
+func (s *session) relaySASLInitial(withheld bool) error {
+	if err := s.cw.Flush(); err != nil {
+		return errClientGone
+	}
+	typ, n, err := s.cr.header()
+	if err != nil {
+		return clientReadError(err)
+	}
+	if typ == 'X' {
+		return errClientGone
+	}
+	if typ != 'p' {
+		return pgerr.Fatal(pgerr.ProtocolViolation, "expected a SASL initial response, got message type %q", typ)
+	}
+	body, err := s.cr.body(n)
+	if err != nil {
+		return clientReadError(err)
+	}
+	if withheld && s.clientTLS {
+		var init pgproto3.SASLInitialResponse
+		if init.Decode(body) == nil && bytes.HasPrefix(init.Data, []byte("y,")) {
+			e := pgerr.Fatal(pgerr.InvalidAuthorization, "SCRAM channel binding cannot pass through pgrules to this TLS upstream")
+			e.Detail = "The client connected with TLS and can bind; the upstream binds to its own certificate, which pgrules does not present."
+			e.Hint = "Give pgrules the upstream server's certificate and key (--tls-cert, --tls-key), connect with channel_binding=disable, or connect pgrules to the upstream without TLS (--upstream-sslmode=disable) on a trusted network."
+			return e
+		}
+	}
+	writeMessage(s.uw, typ, body)
+	if err := s.uw.Flush(); err != nil {
+		return upstreamLost(err)
+	}
+	return nil
+}
+
 // withoutChannelBinding removes SCRAM-SHA-256-PLUS from a SASL offer.
 // Channel binding ties the exchange to the TLS connection it runs on, and
 // the client's TLS connection ends at the proxy: a client that used it would
@@ -337,7 +409,7 @@ func withoutChannelBinding(body []byte) ([]byte, error) {
 		}
 	}
 	if len(kept) == 0 {
-		return nil, pgerr.Fatal("28000", "the upstream only offers SCRAM with channel binding, which cannot pass through a proxy")
+		return nil, pgerr.Fatal(pgerr.InvalidAuthorization, "the upstream only offers SCRAM with channel binding, which cannot pass through a proxy")
 	}
 	offer.AuthMechanisms = kept
 	msg, err := offer.Encode(nil)
@@ -422,6 +494,11 @@ func (s *session) relayClient() error {
 			if !s.beginRequest() {
 				return shutdownError()
 			}
+			s.unsynced.Store(false)
+		case 'P', 'B', 'E', 'D', 'C', 'H':
+			if !s.unsynced.Load() && !s.beginBatch() {
+				return shutdownError()
+			}
 		}
 		if err := s.cr.copyBody(s.uw, typ, n); err != nil {
 			return clientReadError(err)
@@ -443,8 +520,21 @@ func (s *session) beginRequest() bool {
 	return true
 }
 
+// beginBatch marks the start of an extended-protocol batch, with the same
+// shutdown rule as beginRequest.
+func (s *session) beginBatch() bool {
+	s.gate.Lock()
+	defer s.gate.Unlock()
+	if s.killed || s.srv.draining.Load() && s.idle() {
+		s.killed = true
+		return false
+	}
+	s.unsynced.Store(true)
+	return true
+}
+
 func (s *session) idle() bool {
-	return s.pending.Load() == 0 && s.TxStatus() == TxIdle
+	return s.pending.Load() == 0 && s.TxStatus() == TxIdle && !s.unsynced.Load()
 }
 
 // closeIfIdle ends the session if it has nothing in flight and no open

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -158,8 +159,9 @@ func readStartupPacket(r io.Reader) ([]byte, error) {
 		}
 		return nil, pgerr.Fatal(pgerr.ProtocolViolation, "incomplete startup packet: %w", err)
 	}
+	// Like PostgreSQL, the limit applies to the packet after its length word.
 	length := int(binary.BigEndian.Uint32(h[:]))
-	if length < 8 || length > maxStartupPacket {
+	if length < 8 || length-4 > maxStartupPacket {
 		return nil, pgerr.Fatal(pgerr.ProtocolViolation, "invalid length of startup packet: %d", length)
 	}
 	pkt := make([]byte, length-4)
@@ -167,6 +169,35 @@ func readStartupPacket(r io.Reader) ([]byte, error) {
 		return nil, pgerr.Fatal(pgerr.ProtocolViolation, "incomplete startup packet: %w", err)
 	}
 	return pkt, nil
+}
+
+// startupParams decodes the name/value pairs of a StartupMessage packet
+// (after its protocol version) the way PostgreSQL's ProcessStartupPacket
+// does, with the same errors, so that a client gets the answer it would get
+// without the proxy.
+func startupParams(pkt []byte) (map[string]string, error) {
+	params := make(map[string]string)
+	b := pkt[4:]
+	for len(b) > 0 && b[0] != 0 {
+		name, rest, ok := bytes.Cut(b, []byte{0})
+		if !ok || len(rest) == 0 {
+			break
+		}
+		value, rest, ok := bytes.Cut(rest, []byte{0})
+		if !ok {
+			b = nil
+			break
+		}
+		params[string(name)] = string(value)
+		b = rest
+	}
+	if len(b) != 1 {
+		return nil, pgerr.Fatal(pgerr.ProtocolViolation, "invalid startup packet layout: expected terminator as last byte")
+	}
+	if params["user"] == "" {
+		return nil, pgerr.Fatal(pgerr.InvalidAuthorization, "no PostgreSQL user name specified in startup packet")
+	}
+	return params, nil
 }
 
 // frontendTypes are the message types a client may send once the session

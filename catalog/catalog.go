@@ -1,0 +1,197 @@
+package catalog
+
+import "strings"
+
+// Snapshot is one database's catalog at one moment. It is never modified
+// after Load returns it.
+type Snapshot struct {
+	Database string
+	// Tables by qualified name, "schema.table".
+	Tables map[string]*Table
+	// Rules in definition order.
+	Rules []*Rule
+	// SearchPath is the schemas an unqualified name resolves in, in order,
+	// as seen by the connection that loaded the snapshot.
+	SearchPath []string
+}
+
+// Table is an ordinary (or partitioned) table of the database.
+type Table struct {
+	Schema string
+	Name   string
+	OID    uint32
+	// Columns in attribute-number order; dropped columns are left out.
+	Columns []*Column
+	// PrimaryKey lists the primary key's columns in key order; empty when
+	// the table has none.
+	PrimaryKey []string
+	// Parents are the foreign keys of this table (this table is the child).
+	Parents []*ForeignKey
+	// Children are the foreign keys that reference this table.
+	Children []*ForeignKey
+
+	columns map[string]*Column
+}
+
+// QualifiedName is "schema.table", the key of Snapshot.Tables.
+func (t *Table) QualifiedName() string { return t.Schema + "." + t.Name }
+
+// Column returns the named column, or nil.
+func (t *Table) Column(name string) *Column {
+	if t.columns == nil {
+		return nil
+	}
+	return t.columns[name]
+}
+
+// Column is one column of a table.
+type Column struct {
+	Name string
+	Num  int16
+	// TypeOID is the column's type (for a domain, its base type's).
+	TypeOID uint32
+	// Type is the type as format_type prints it, e.g. "numeric(14,2)".
+	Type    string
+	Kind    Kind
+	NotNull bool
+	// HasDefault is true when the column has a DEFAULT (or is an identity
+	// or generated column).
+	HasDefault bool
+	Generated  bool
+}
+
+// Kind is how a column's values appear in rule expressions.
+type Kind uint8
+
+const (
+	KindOther   Kind = iota // passed around as text
+	KindInt                 // smallint, integer, bigint, oid
+	KindDecimal             // numeric: an exact decimal, never a float
+	KindFloat               // real, double precision
+	KindText                // text, varchar, char, name, uuid, enums
+	KindBool
+	KindTime // date, timestamp, timestamptz
+	KindJSON // json, jsonb: decoded values
+)
+
+var kindNames = [...]string{"other", "int", "decimal", "float", "text", "bool", "time", "json"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// ForeignKey is one foreign-key constraint between two tables.
+type ForeignKey struct {
+	// Name is the constraint's name; `via` in a rule names it.
+	Name string
+	// Child and Parent are qualified table names.
+	Child, Parent string
+	// Columns of the child, and the parent columns they reference, in the
+	// constraint's order.
+	Columns       []string
+	ParentColumns []string
+	// Accessor is the name expressions use for the parent seen from the
+	// child: row.<Accessor>.<column> (rules-api.md §3).
+	Accessor string
+	// OnDelete and OnUpdate are pg_constraint's confdeltype/confupdtype:
+	// 'a' no action, 'r' restrict, 'c' cascade, 'n' set null, 'd' set default.
+	OnDelete, OnUpdate byte
+}
+
+// RuleKind is what a rule does.
+type RuleKind string
+
+const (
+	Sum              RuleKind = "sum"
+	Count            RuleKind = "count"
+	Min              RuleKind = "min"
+	Max              RuleKind = "max"
+	Formula          RuleKind = "formula"
+	Copy             RuleKind = "copy"
+	Constraint       RuleKind = "constraint"
+	CommitConstraint RuleKind = "commit_constraint"
+	Event            RuleKind = "event"
+)
+
+// IsDerivation reports whether the rule computes a column.
+func (k RuleKind) IsDerivation() bool {
+	switch k {
+	case Sum, Count, Min, Max, Formula, Copy:
+		return true
+	}
+	return false
+}
+
+// IsAggregate reports whether the rule derives a parent column from its
+// children.
+func (k RuleKind) IsAggregate() bool {
+	switch k {
+	case Sum, Count, Min, Max:
+		return true
+	}
+	return false
+}
+
+// Rule is one row of pgrules.rule, as stored. It is not checked: package
+// rules compiles it against the Snapshot and reports what is wrong.
+type Rule struct {
+	Name string
+	// Table is the qualified table the rule belongs to: the target's table
+	// for a derivation, the checked table for a constraint, the watched
+	// table for an event.
+	Table string
+	Kind  RuleKind
+	// Column is the derived column (derivations only).
+	Column string
+	// Expression is the formula, the constraint's condition or the event's
+	// action.
+	Expression string
+	// Source is the qualified table and column read by an aggregate (the
+	// child: "public.lineitem.amount"; for count only the table) or by a
+	// copy (the parent: "public.product.price").
+	SourceTable  string
+	SourceColumn string
+	Filter       string
+	// Via names the foreign key to use; empty when it was left out.
+	Via     string
+	Message string
+	Timing  string
+	Verbs   []string
+	Enabled bool
+	// Seq orders rules by definition.
+	Seq int64
+	// ChangedInTx is true when the rule row was written by the transaction
+	// that loaded the snapshot (only meaningful for a snapshot loaded on a
+	// client's connection).
+	ChangedInTx bool
+}
+
+// Lookup resolves a table name as Postgres would: a qualified name as is,
+// an unqualified one through the search path. It returns nil when no such
+// table exists.
+func (s *Snapshot) Lookup(name string) *Table {
+	if schema, table, ok := strings.Cut(name, "."); ok {
+		return s.Tables[schema+"."+table]
+	}
+	for _, schema := range s.SearchPath {
+		if t := s.Tables[schema+"."+name]; t != nil {
+			return t
+		}
+	}
+	return nil
+}
+
+// RulesOf returns the rules attached to the qualified table, in definition
+// order.
+func (s *Snapshot) RulesOf(table string) []*Rule {
+	var out []*Rule
+	for _, r := range s.Rules {
+		if r.Table == table {
+			out = append(out, r)
+		}
+	}
+	return out
+}
