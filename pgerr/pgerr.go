@@ -46,7 +46,17 @@ type Error struct {
 	Table      string
 	Column     string
 	Constraint string
-	Err        error // the cause, if any
+	// The remaining fields are those of a server's ErrorResponse, kept so
+	// that an error relayed through the engine reaches the client whole.
+	Position         int32
+	InternalPosition int32
+	InternalQuery    string
+	Where            string
+	DataType         string
+	File             string
+	Line             int32
+	Routine          string
+	Err              error // the cause, if any
 }
 
 // New returns an error with the given SQLSTATE and a formatted message.

@@ -33,7 +33,10 @@ type Config struct {
 	StartupTimeout time.Duration
 	// DialTimeout bounds connecting to the upstream (default 10s).
 	DialTimeout time.Duration
-	Logger      zerolog.Logger
+	// Rules, when set, sees every session's statements and runs those it
+	// wants; without it the proxy only relays.
+	Rules  Rules
+	Logger zerolog.Logger
 }
 
 const (

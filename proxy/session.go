@@ -15,22 +15,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/stmt"
 	"github.com/rs/zerolog"
 )
 
 // cancelKey is the body of a BackendKeyData message: the process ID and
 // secret a client must send back to cancel its query.
 type cancelKey string
-
-// TxStatus is the transaction state from the last ReadyForQuery: 'I' idle,
-// 'T' in a transaction block, 'E' in a failed transaction block.
-type TxStatus byte
-
-const (
-	TxIdle   TxStatus = 'I'
-	TxActive TxStatus = 'T'
-	TxFailed TxStatus = 'E'
-)
 
 // errAuthRelayed means the upstream refused the client and the client has
 // already been sent the upstream's ErrorResponse.
@@ -79,25 +70,46 @@ type session struct {
 	killed bool // guarded by gate
 
 	endOnce sync.Once
-	endErr  error // why the session ended; written once, under endOnce
+	endErr  error         // why the session ended; written once, under endOnce
+	ended   chan struct{} // closed by end
+
+	// rules is nil when statements are only relayed. Its methods are
+	// called by the frontend loop only.
+	rules SessionRules
+	// sent counts the requests the frontend loop forwarded that the
+	// upstream answers with ReadyForQuery; owned by the frontend loop.
+	sent int64
+	// seen counts the ReadyForQuery messages the backend loop read; owned
+	// by the backend loop.
+	seen int64
+	// lendAt is the request number whose ReadyForQuery hands the upstream
+	// reader and the client writer to the frontend loop (0: none).
+	lendAt   atomic.Int64
+	lent     chan struct{} // backend loop to frontend loop: they are yours
+	returned chan struct{} // frontend loop to backend loop: they are back
+	// x is the frontend loop's state of extended-protocol batches.
+	x extState
 }
 
 func newSession(srv *Server, conn net.Conn) *session {
 	id := srv.nextID.Add(1)
 	s := &session{
-		srv:    srv,
-		id:     id,
-		start:  time.Now(),
-		client: conn,
-		log:    srv.log.With().Uint64("session", id).Str("client", conn.RemoteAddr().String()).Logger(),
+		srv:      srv,
+		id:       id,
+		start:    time.Now(),
+		client:   conn,
+		ended:    make(chan struct{}),
+		lent:     make(chan struct{}),
+		returned: make(chan struct{}),
+		log:      srv.log.With().Uint64("session", id).Str("client", conn.RemoteAddr().String()).Logger(),
 	}
-	s.txStatus.Store(uint32(TxIdle))
+	s.txStatus.Store(uint32(stmt.TxIdle))
 	return s
 }
 
 // TxStatus returns the session's transaction state as of the last
 // ReadyForQuery the upstream sent.
-func (s *session) TxStatus() TxStatus { return TxStatus(s.txStatus.Load()) }
+func (s *session) TxStatus() stmt.TxStatus { return stmt.TxStatus(s.txStatus.Load()) }
 
 func (s *session) run() {
 	defer s.client.Close()
@@ -124,6 +136,14 @@ func (s *session) run() {
 	s.client.SetDeadline(noDeadline)
 	s.upstream.SetDeadline(noDeadline)
 	s.log.Debug().Msg("session started")
+	if s.srv.cfg.Rules != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.StartupTimeout)
+		s.rules = s.srv.cfg.Rules.Open(ctx, SessionInfo{Database: s.database, User: s.user, Log: s.log})
+		cancel()
+		if s.rules != nil {
+			defer s.rules.Close()
+		}
+	}
 
 	done := make(chan struct{})
 	go func() {
@@ -466,15 +486,23 @@ func clientReadError(err error) error {
 // end records why the session ends. The first reason wins: later errors are
 // consequences of it.
 func (s *session) end(err error) {
-	s.endOnce.Do(func() { s.endErr = err })
+	s.endOnce.Do(func() {
+		s.endErr = err
+		close(s.ended)
+	})
 }
 
 // frontendLoop relays client messages to the upstream until the session
 // ends, then closes the upstream, which rolls back any open transaction.
 func (s *session) frontendLoop() {
 	s.end(s.relayClient())
-	s.uw.Write([]byte{'X', 0, 0, 0, 4})
-	s.uw.Flush()
+	// After a client's protocol error the server hears nothing more: a
+	// Terminate in the middle of a COPY would only draw an error of its
+	// own, relayed ahead of the one that tells the client what it did.
+	if errors.Is(s.endErr, errClientGone) {
+		s.uw.Write([]byte{'X', 0, 0, 0, 4})
+		s.uw.Flush()
+	}
 	s.upstream.Close()
 }
 
@@ -486,6 +514,15 @@ func (s *session) relayClient() error {
 		}
 		if !frontendTypes[typ] {
 			return pgerr.Fatal(pgerr.ProtocolViolation, "invalid frontend message type %d", typ)
+		}
+		if s.rules != nil {
+			handled, err := s.intercept(typ, n)
+			if err != nil {
+				return err
+			}
+			if handled {
+				continue
+			}
 		}
 		switch typ {
 		case 'X':
@@ -517,6 +554,7 @@ func (s *session) beginRequest() bool {
 		return false
 	}
 	s.pending.Add(1)
+	s.sent++
 	return true
 }
 
@@ -534,7 +572,7 @@ func (s *session) beginBatch() bool {
 }
 
 func (s *session) idle() bool {
-	return s.pending.Load() == 0 && s.TxStatus() == TxIdle && !s.unsynced.Load()
+	return s.pending.Load() == 0 && s.TxStatus() == stmt.TxIdle && !s.unsynced.Load()
 }
 
 // closeIfIdle ends the session if it has nothing in flight and no open
@@ -597,6 +635,21 @@ func (s *session) relayUpstream() error {
 			}
 			s.txStatus.Store(uint32(body[0]))
 			s.pending.Add(-1)
+			if s.seen++; s.seen == s.lendAt.Load() {
+				// The frontend loop asked for this ReadyForQuery: it
+				// now runs statements of its own until it gives back.
+				select {
+				case s.lent <- struct{}{}:
+				case <-s.ended:
+					return errClientGone
+				}
+				select {
+				case <-s.returned:
+				case <-s.ended:
+					return errClientGone
+				}
+				continue
+			}
 			writeMessage(s.cw, typ, body)
 			if s.srv.draining.Load() {
 				s.closeIfIdle()

@@ -230,6 +230,14 @@ func errorResponse(err error) *pgproto3.ErrorResponse {
 		TableName:           e.Table,
 		ColumnName:          e.Column,
 		ConstraintName:      e.Constraint,
+		Position:            e.Position,
+		InternalPosition:    e.InternalPosition,
+		InternalQuery:       e.InternalQuery,
+		Where:               e.Where,
+		DataTypeName:        e.DataType,
+		File:                e.File,
+		Line:                e.Line,
+		Routine:             e.Routine,
 	}
 }
 

@@ -133,7 +133,7 @@ func TestAuthRelayed(t *testing.T) {
 	})
 
 	// The failed logins ended only their own connections.
-	if got := cmQuery(t, bystander, "SELECT current_user"); got != scramUser {
+	if got := scalar(t, bystander, "SELECT current_user"); got != scramUser {
 		t.Fatalf("bystander session: current_user = %q", got)
 	}
 	after, err := pgconn.Connect(ctx, p.url(md5User, md5Password, "postgres"))
@@ -228,7 +228,7 @@ func TestTLSCertificate(t *testing.T) {
 		if peer := tc.ConnectionState().PeerCertificates; len(peer) == 0 || !bytes.Equal(peer[0].Raw, cert.der) {
 			t.Fatal("the proxy presented another certificate than its own")
 		}
-		if got := cmQuery(t, c, "SELECT 6 * 7"); got != "42" {
+		if got := scalar(t, c, "SELECT 6 * 7"); got != "42" {
 			t.Fatalf("SELECT over TLS = %q", got)
 		}
 	})
@@ -288,7 +288,7 @@ func TestTLSChannelBinding(t *testing.T) {
 	direct := connect(t, srv.url("", "", db))
 	cmNoBackendsLeft(t, direct)
 	c := connect(t, cmSSLMode(p.url(scramUser, scramPass, db), "require"))
-	if got := cmQuery(t, c, "SELECT current_user"); got != scramUser {
+	if got := scalar(t, c, "SELECT current_user"); got != scramUser {
 		t.Fatalf("login after the refusals: current_user = %q", got)
 	}
 }
@@ -320,7 +320,7 @@ func TestTLSUpstreamChannelBinding(t *testing.T) {
 		}
 		t.Run("plain client", func(t *testing.T) {
 			c := connect(t, p.url(scramUser, scramPass, "postgres"))
-			if got := cmQuery(t, c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"); got != "t" {
+			if got := scalar(t, c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"); got != "t" {
 				t.Fatalf("the proxy's upstream connection is not TLS (pg_stat_ssl.ssl = %q)", got)
 			}
 		})
@@ -363,7 +363,7 @@ func TestTLSUpstreamChannelBinding(t *testing.T) {
 			t.Fatalf("channel_binding=require through a proxy with the upstream's certificate: %v", err)
 		}
 		defer c.Close(ctx)
-		if got := cmQuery(t, c, "SELECT current_user"); got != scramUser {
+		if got := scalar(t, c, "SELECT current_user"); got != scramUser {
 			t.Fatalf("current_user = %q", got)
 		}
 	})
@@ -487,7 +487,7 @@ func auPgx(t *testing.T, url, password string, _ ...string) auResult {
 	}
 	defer c.Close(context.Background())
 	_, ssl := c.Conn().(*tls.Conn)
-	return auResult{user: cmQuery(t, c, "SELECT current_user"), ssl: ssl}
+	return auResult{user: scalar(t, c, "SELECT current_user"), ssl: ssl}
 }
 
 func auLibpq(t *testing.T, url, password string, _ ...string) auResult {

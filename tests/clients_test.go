@@ -110,7 +110,7 @@ func TestClients(t *testing.T) {
 					}
 					got.check(t, want)
 					direct := connect(t, shared.url("", "", db))
-					rows := cmQuery(t, direct, "SELECT string_agg(concat_ws('|', id, price, coalesce(note, 'NULL')), ' ' ORDER BY id) FROM item")
+					rows := scalar(t, direct, "SELECT string_agg(concat_ws('|', id, price, coalesce(note, 'NULL')), ' ' ORDER BY id) FROM item")
 					if rows != cmFinalRows {
 						t.Errorf("item in the database:\n got %s\nwant %s", rows, cmFinalRows)
 					}
@@ -134,7 +134,7 @@ func cmPgbench(t *testing.T, p *testProxy, sslmode string) {
 		t.Fatalf("pgbench -i: %v\n%s", err, out)
 	}
 	direct := connect(t, shared.url("", "", db))
-	if n := cmQuery(t, direct, "SELECT count(*) FROM pgbench_accounts"); n != "100000" {
+	if n := scalar(t, direct, "SELECT count(*) FROM pgbench_accounts"); n != "100000" {
 		t.Fatalf("pgbench -i loaded %s accounts, want 100000", n)
 	}
 	processed := regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)/(\d+)$`)
@@ -153,13 +153,13 @@ func cmPgbench(t *testing.T, p *testProxy, sslmode string) {
 			if m := failed.FindSubmatch(out); m == nil || string(m[1]) != "0" {
 				t.Errorf("pgbench -M %s reports failed transactions (or no count):\n%s", mode, out)
 			}
-			if n := cmQuery(t, direct, "SELECT count(*) FROM pgbench_history"); n != strconv.Itoa((i+1)*perMode) {
+			if n := scalar(t, direct, "SELECT count(*) FROM pgbench_history"); n != strconv.Itoa((i+1)*perMode) {
 				t.Errorf("pgbench_history has %s rows after %d runs of %d", n, i+1, perMode)
 			}
 			// Each transaction adds one delta to an account, a teller, a
 			// branch and the history; the sums only agree if every
 			// statement of every transaction took effect exactly once.
-			balanced := cmQuery(t, direct, `SELECT (SELECT sum(abalance) FROM pgbench_accounts) = h.s
+			balanced := scalar(t, direct, `SELECT (SELECT sum(abalance) FROM pgbench_accounts) = h.s
 				AND (SELECT sum(tbalance) FROM pgbench_tellers) = h.s
 				AND (SELECT sum(bbalance) FROM pgbench_branches) = h.s
 				FROM (SELECT sum(delta) AS s FROM pgbench_history) h`)
@@ -209,22 +209,6 @@ func cmSSLMode(url, mode string) string {
 	return strings.Replace(url, "sslmode=disable", "sslmode="+mode, 1)
 }
 
-// cmQuery runs sql on c and returns the first column of the first row.
-func cmQuery(t *testing.T, c *pgconn.PgConn, sql string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := c.Exec(ctx, sql).ReadAll()
-	if err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	last := res[len(res)-1]
-	if len(last.Rows) == 0 {
-		return ""
-	}
-	return string(last.Rows[0][0])
-}
-
 // cmNoBackendsLeft fails unless every upstream session of the database,
 // other than c's own, ends soon after its client has gone: the proxy must
 // not keep server connections alive behind departed clients.
@@ -235,7 +219,7 @@ func cmNoBackendsLeft(t *testing.T, c *pgconn.PgConn) {
 		AND backend_type = 'client backend' AND pid <> pg_backend_pid()`
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n := cmQuery(t, c, q)
+		n := scalar(t, c, q)
 		if n == "0" {
 			return
 		}

@@ -244,23 +244,6 @@ func ftEventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// ftScalar runs sql on a pgconn connection and returns the first column of
-// the first row of the last result ("" when there is none).
-func ftScalar(t testing.TB, c *pgconn.PgConn, sql string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), ftTimeout)
-	defer cancel()
-	res, err := c.Exec(ctx, sql).ReadAll()
-	if err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	last := res[len(res)-1]
-	if len(last.Rows) == 0 {
-		return ""
-	}
-	return string(last.Rows[0][0])
-}
-
 func ftSQLState(err error) string {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
@@ -275,7 +258,7 @@ func ftSQLState(err error) string {
 func ftBackendGone(t testing.TB, admin *pgconn.PgConn, pid uint32) {
 	t.Helper()
 	q := fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid)
-	ftEventually(t, fmt.Sprintf("backend %d to end", pid), func() bool { return ftScalar(t, admin, q) == "0" })
+	ftEventually(t, fmt.Sprintf("backend %d to end", pid), func() bool { return scalar(t, admin, q) == "0" })
 }
 
 // ftWaitActive waits until backend pid is running a statement, so that a
@@ -283,7 +266,7 @@ func ftBackendGone(t testing.TB, admin *pgconn.PgConn, pid uint32) {
 func ftWaitActive(t testing.TB, admin *pgconn.PgConn, pid uint32) {
 	t.Helper()
 	q := fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND state = 'active' AND query LIKE '%%pg_sleep%%'", pid)
-	ftEventually(t, fmt.Sprintf("backend %d to run its statement", pid), func() bool { return ftScalar(t, admin, q) == "1" })
+	ftEventually(t, fmt.Sprintf("backend %d to run its statement", pid), func() bool { return scalar(t, admin, q) == "1" })
 }
 
 func ftNoSessionsLeft(t testing.TB, p *testProxy) {
@@ -312,7 +295,7 @@ func TestFaultMessageTooLarge(t *testing.T) {
 	const limit = 1 << 20
 	db := shared.newDB(t)
 	admin := connect(t, shared.url("", "", db))
-	ftScalar(t, admin, "CREATE TABLE t (v text)")
+	scalar(t, admin, "CREATE TABLE t (v text)")
 	p := startProxy(t, shared, withMaxMessage(limit))
 	bystanderOK := ftBystander(t, p, db)
 
@@ -368,7 +351,7 @@ func TestFaultMessageTooLarge(t *testing.T) {
 		c.expectFatal("54000")
 		<-wrote
 		ftBackendGone(t, admin, c.pid)
-		if n := ftScalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
+		if n := scalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
 			t.Fatalf("%s rows of an aborted COPY committed", n)
 		}
 		bystanderOK(t)
@@ -388,7 +371,7 @@ func ftNoSessionsLeftExcept(t testing.TB, p *testProxy, bystanders int) {
 func TestFaultMalformedMessages(t *testing.T) {
 	db := shared.newDB(t)
 	admin := connect(t, shared.url("", "", db))
-	ftScalar(t, admin, "CREATE TABLE t (v text)")
+	scalar(t, admin, "CREATE TABLE t (v text)")
 	p := startProxy(t, shared)
 	bystanderOK := ftBystander(t, p, db)
 
@@ -425,7 +408,7 @@ func TestFaultMalformedMessages(t *testing.T) {
 			}
 			c.expectFatal("08P01")
 			ftBackendGone(t, admin, c.pid)
-			if n := ftScalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
+			if n := scalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
 				t.Fatalf("%s rows committed by a broken session", n)
 			}
 			bystanderOK(t)
@@ -448,7 +431,7 @@ func TestFaultMalformedMessages(t *testing.T) {
 		c.conn.(*net.TCPConn).CloseWrite()
 		c.expectFatal("08P01")
 		ftBackendGone(t, admin, c.pid)
-		if n := ftScalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
+		if n := scalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
 			t.Fatalf("%s rows of a broken COPY committed", n)
 		}
 		bystanderOK(t)
@@ -581,7 +564,7 @@ func TestFaultMaxConnections(t *testing.T) {
 	admin := connect(t, shared.url("", "", "postgres"))
 	p := startProxy(t, shared, withMaxConnections(2))
 	backends := func() string {
-		return ftScalar(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = '"+db+"'")
+		return scalar(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = '"+db+"'")
 	}
 
 	first := ftDial(t, p.Addr)
@@ -635,7 +618,7 @@ func TestFaultMaxConnections(t *testing.T) {
 func TestFaultClientKilledMidTransaction(t *testing.T) {
 	db := shared.newDB(t)
 	admin := connect(t, shared.url("", "", db))
-	ftScalar(t, admin, "CREATE TABLE t (v int)")
+	scalar(t, admin, "CREATE TABLE t (v int)")
 	p := startProxy(t, shared)
 
 	for _, mode := range []string{"reset", "close without Terminate"} {
@@ -655,7 +638,7 @@ func TestFaultClientKilledMidTransaction(t *testing.T) {
 			c.conn.Close()
 
 			ftBackendGone(t, admin, c.pid)
-			if n := ftScalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
+			if n := scalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
 				t.Fatalf("%s rows committed by a dead client", n)
 			}
 			ftNoSessionsLeft(t, p)
@@ -674,7 +657,7 @@ func TestFaultUpstreamRestarted(t *testing.T) {
 	busy := ftDial(t, p.Addr)
 	busy.login("postgres")
 	driver := connect(t, p.url("", "", "postgres"))
-	ftScalar(t, driver, "SELECT 1")
+	scalar(t, driver, "SELECT 1")
 	busy.send(&pgproto3.Query{String: "SELECT pg_sleep(30)"})
 	admin := connect(t, srv.url("", "", "postgres"))
 	ftWaitActive(t, admin, busy.pid)
@@ -767,7 +750,7 @@ func (f *ftForwarder) cut() {
 func TestFaultUpstreamConnectionLost(t *testing.T) {
 	db := shared.newDB(t)
 	admin := connect(t, shared.url("", "", db))
-	ftScalar(t, admin, "CREATE TABLE t (v int)")
+	scalar(t, admin, "CREATE TABLE t (v int)")
 	fwd := ftForward(t, ftDirectAddr(t))
 	u, _ := url.Parse(shared.admin)
 	u.Host = fwd.ln.Addr().String()
@@ -792,7 +775,7 @@ func TestFaultUpstreamConnectionLost(t *testing.T) {
 		t.Fatalf("clients told after %v", d)
 	}
 	ftBackendGone(t, admin, inTx.pid)
-	if n := ftScalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
+	if n := scalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
 		t.Fatalf("%s rows committed over a broken connection", n)
 	}
 	ftNoSessionsLeft(t, p)
@@ -910,7 +893,7 @@ func TestCancelRunningQuery(t *testing.T) {
 	admin := connect(t, shared.url("", "", db))
 	p := startProxy(t, shared)
 	a := connect(t, p.url("", "", db))
-	if got := ftScalar(t, a, "SELECT pg_backend_pid()"); got != strconv.FormatUint(uint64(a.PID()), 10) {
+	if got := scalar(t, a, "SELECT pg_backend_pid()"); got != strconv.FormatUint(uint64(a.PID()), 10) {
 		t.Fatalf("the client was given pid %d, its backend is %s", a.PID(), got)
 	}
 
@@ -929,7 +912,7 @@ func TestCancelRunningQuery(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("cancel took %v", d)
 	}
-	if got := ftScalar(t, a, "SELECT 'still here'"); got != "still here" {
+	if got := scalar(t, a, "SELECT 'still here'"); got != "still here" {
 		t.Fatalf("after the cancel: %q", got)
 	}
 }
@@ -973,7 +956,7 @@ func TestCancelWrongKey(t *testing.T) {
 	if err := ftWait(t, done, "the query"); err != nil {
 		t.Fatalf("a cancel with a wrong key stopped the query: %v", err)
 	}
-	if got := ftScalar(t, a, "SELECT 'fine'"); got != "fine" {
+	if got := scalar(t, a, "SELECT 'fine'"); got != "fine" {
 		t.Fatalf("afterwards: %q", got)
 	}
 }
@@ -1026,7 +1009,7 @@ func TestCancelOtherSession(t *testing.T) {
 func TestShutdownDrains(t *testing.T) {
 	db := shared.newDB(t)
 	admin := connect(t, shared.url("", "", db))
-	ftScalar(t, admin, "CREATE TABLE t (v int)")
+	scalar(t, admin, "CREATE TABLE t (v int)")
 	p := startProxy(t, shared)
 
 	idle := ftDial(t, p.Addr)
@@ -1074,7 +1057,7 @@ func TestShutdownDrains(t *testing.T) {
 	case <-time.After(ftTimeout):
 		t.Fatal("Shutdown did not return")
 	}
-	if n := ftScalar(t, admin, "SELECT count(*) FROM t"); n != "2" {
+	if n := scalar(t, admin, "SELECT count(*) FROM t"); n != "2" {
 		t.Fatalf("%s rows committed, want 2", n)
 	}
 	if n := p.ActiveSessions(); n != 0 {
@@ -1087,7 +1070,7 @@ func TestShutdownDrains(t *testing.T) {
 func TestShutdownTimeout(t *testing.T) {
 	db := shared.newDB(t)
 	admin := connect(t, shared.url("", "", db))
-	ftScalar(t, admin, "CREATE TABLE t (v int)")
+	scalar(t, admin, "CREATE TABLE t (v int)")
 	p := startProxy(t, shared)
 	stuck := ftDial(t, p.Addr)
 	stuck.login(db)
@@ -1104,7 +1087,7 @@ func TestShutdownTimeout(t *testing.T) {
 	}
 	stuck.expectFatal("57P01")
 	ftBackendGone(t, admin, stuck.pid)
-	if n := ftScalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
+	if n := scalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
 		t.Fatalf("%s rows of an unfinished transaction committed", n)
 	}
 	if n := p.ActiveSessions(); n != 0 {
@@ -1119,7 +1102,7 @@ func TestShutdownTimeout(t *testing.T) {
 func TestShutdownUnsyncedBatch(t *testing.T) {
 	db := shared.newDB(t)
 	admin := connect(t, shared.url("", "", db))
-	ftScalar(t, admin, "CREATE TABLE t (v int)")
+	scalar(t, admin, "CREATE TABLE t (v int)")
 	p := startProxy(t, shared)
 	probe := ftDial(t, p.Addr)
 	probe.login(db)
@@ -1161,7 +1144,7 @@ func TestShutdownUnsyncedBatch(t *testing.T) {
 	if err := ftWait(t, done, "Shutdown"); err != nil {
 		t.Fatalf("Shutdown = %v", err)
 	}
-	if n := ftScalar(t, admin, "SELECT count(*) FROM t"); n != "1" {
+	if n := scalar(t, admin, "SELECT count(*) FROM t"); n != "1" {
 		t.Fatalf("%s rows committed, want the batch's 1", n)
 	}
 }

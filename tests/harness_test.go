@@ -233,3 +233,20 @@ func connect(t testing.TB, url string) *pgconn.PgConn {
 	t.Cleanup(func() { c.Close(context.Background()) })
 	return c
 }
+
+// scalar runs sql on c and returns the first column of the first row of the
+// last result ("" when there is none).
+func scalar(t testing.TB, c *pgconn.PgConn, sql string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	last := res[len(res)-1]
+	if len(last.Rows) == 0 {
+		return ""
+	}
+	return string(last.Rows[0][0])
+}

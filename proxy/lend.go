@@ -1,0 +1,245 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/stmt"
+)
+
+// The frontend loop runs statements of its own (the engine's, and the
+// client's intercepted ones) by borrowing the upstream reader and the
+// client writer from the backend loop. It sends a Sync and asks for its
+// ReadyForQuery: when the backend loop reaches it, every response to what
+// the client sent before has been relayed, and the backend loop hands over
+// and waits. Responses stay in order without a queue of routes, and the
+// relay path pays nothing for it.
+
+// borrow takes the upstream reader and the client writer. It returns an
+// error when the session has ended meanwhile.
+func (s *session) borrow() error {
+	if !s.beginRequest() {
+		return shutdownError()
+	}
+	s.unsynced.Store(true) // busy until given back, whatever ReadyForQuery says
+	s.lendAt.Store(s.sent)
+	s.uw.Write(syncMsg)
+	if err := s.uw.Flush(); err != nil {
+		return upstreamLost(err)
+	}
+	select {
+	case <-s.lent:
+		return nil
+	case <-s.ended:
+		return errClientGone
+	}
+}
+
+// giveBack returns the upstream reader and the client writer to the
+// backend loop.
+func (s *session) giveBack() {
+	s.unsynced.Store(false)
+	select {
+	case s.returned <- struct{}{}:
+	case <-s.ended:
+	}
+}
+
+var syncMsg = []byte{'S', 0, 0, 0, 4}
+
+// upstreamConn is stmt.Conn on a borrowed upstream. Async messages that
+// arrive meanwhile (notices, notifications, parameter changes) go to the
+// client, as they would have.
+type upstreamConn struct {
+	s   *session
+	buf []byte
+}
+
+var _ stmt.Conn = (*upstreamConn)(nil)
+
+func (c *upstreamConn) send(msgs ...pgproto3.FrontendMessage) error {
+	buf := c.buf[:0]
+	for _, m := range msgs {
+		var err error
+		if buf, err = m.Encode(buf); err != nil {
+			return pgerr.New(pgerr.InternalError, "encode %T: %w", m, err)
+		}
+	}
+	c.buf = buf
+	c.s.uw.Write(buf)
+	if err := c.s.uw.Flush(); err != nil {
+		return upstreamLost(err)
+	}
+	return nil
+}
+
+// Exec implements stmt.Conn.
+func (c *upstreamConn) Exec(ctx context.Context, st stmt.Statement) (*stmt.Result, error) {
+	err := c.send(
+		&pgproto3.Parse{Query: st.SQL, ParameterOIDs: st.ParamOIDs},
+		&pgproto3.Bind{ParameterFormatCodes: st.ParamFormats, Parameters: st.Params, ResultFormatCodes: st.ResultFormats},
+		&pgproto3.Describe{ObjectType: 'P'},
+		&pgproto3.Execute{},
+		&pgproto3.Sync{},
+	)
+	if err != nil {
+		return nil, err
+	}
+	results, err := c.collect()
+	if len(results) > 0 {
+		return results[0], err
+	}
+	return nil, err
+}
+
+// Query implements stmt.Conn.
+func (c *upstreamConn) Query(ctx context.Context, sql string, args ...string) ([][][]byte, error) {
+	params := make([][]byte, len(args))
+	for i, a := range args {
+		params[i] = []byte(a)
+	}
+	res, err := c.Exec(ctx, stmt.Statement{SQL: sql, Params: params})
+	if err != nil {
+		return nil, err
+	}
+	return res.Rows, nil
+}
+
+// Simple implements stmt.Conn.
+func (c *upstreamConn) Simple(ctx context.Context, sql string) ([]*stmt.Result, error) {
+	if err := c.send(&pgproto3.Query{String: sql}); err != nil {
+		return nil, err
+	}
+	return c.collect()
+}
+
+// TxStatus implements stmt.Conn.
+func (c *upstreamConn) TxStatus() stmt.TxStatus { return c.s.TxStatus() }
+
+// Notice implements stmt.Conn.
+func (c *upstreamConn) Notice(message string) {
+	buf, err := (&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "00000", Message: message}).Encode(nil)
+	if err == nil {
+		c.s.cw.Write(buf)
+	}
+}
+
+// collect reads responses up to ReadyForQuery into results, one per
+// completed statement, and the first error the server sent.
+func (c *upstreamConn) collect() ([]*stmt.Result, error) {
+	var (
+		results  []*stmt.Result
+		cur      = &stmt.Result{}
+		firstErr error
+	)
+	for {
+		typ, body, err := c.s.readUpstream()
+		if err != nil {
+			return nil, err
+		}
+		switch typ {
+		case 'T':
+			var rd pgproto3.RowDescription
+			if err := rd.Decode(body); err != nil {
+				return nil, pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed RowDescription: %w", err)
+			}
+			cur.Fields = make([]stmt.Field, len(rd.Fields))
+			for i, f := range rd.Fields {
+				cur.Fields[i] = stmt.Field{Name: string(f.Name), TableOID: f.TableOID, TableAttrNum: f.TableAttributeNumber,
+					TypeOID: f.DataTypeOID, TypeSize: f.DataTypeSize, TypeModifier: f.TypeModifier, Format: f.Format}
+			}
+		case 'D':
+			row, err := decodeDataRow(body)
+			if err != nil {
+				return nil, err
+			}
+			cur.Rows = append(cur.Rows, row)
+		case 'C', 'I':
+			if typ == 'C' && len(body) > 0 {
+				cur.Tag = string(body[:len(body)-1])
+			}
+			results = append(results, cur)
+			cur = &stmt.Result{}
+		case 'E':
+			if firstErr == nil {
+				firstErr = upstreamError(body)
+			}
+		case 'Z':
+			return results, firstErr
+		case 'N', 'A', 'S':
+			writeMessage(c.s.cw, typ, body)
+		}
+	}
+}
+
+// readUpstream reads one message from the borrowed upstream reader. The
+// body is valid until the next read. ReadyForQuery updates the session's
+// transaction state.
+func (s *session) readUpstream() (byte, []byte, error) {
+	typ, n, err := s.ur.header()
+	if err != nil {
+		return 0, nil, upstreamLost(err)
+	}
+	body, err := s.ur.body(n)
+	if err != nil {
+		return 0, nil, upstreamLost(err)
+	}
+	switch typ {
+	case 'Z':
+		if len(body) != 1 {
+			return 0, nil, pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ReadyForQuery")
+		}
+		s.txStatus.Store(uint32(body[0]))
+	case 'E':
+		if isFatalError(body) {
+			writeMessage(s.cw, typ, body)
+			s.fatalRelayed.Store(true)
+			return 0, nil, upstreamError(body)
+		}
+	}
+	return typ, body, nil
+}
+
+// decodeDataRow copies a DataRow's values out of the reader's buffer.
+func decodeDataRow(body []byte) ([][]byte, error) {
+	bad := pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed DataRow")
+	if len(body) < 2 {
+		return nil, bad
+	}
+	n := int(binary.BigEndian.Uint16(body))
+	body = body[2:]
+	row := make([][]byte, n)
+	for i := range row {
+		if len(body) < 4 {
+			return nil, bad
+		}
+		l := int(int32(binary.BigEndian.Uint32(body)))
+		body = body[4:]
+		if l < 0 {
+			continue
+		}
+		if len(body) < l {
+			return nil, bad
+		}
+		row[i] = append([]byte{}, body[:l]...)
+		body = body[l:]
+	}
+	return row, nil
+}
+
+// upstreamError turns an ErrorResponse body into a *pgerr.Error carrying
+// every field the server sent.
+func upstreamError(body []byte) error {
+	var m pgproto3.ErrorResponse
+	if err := m.Decode(body); err != nil {
+		return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ErrorResponse: %w", err)
+	}
+	return &pgerr.Error{
+		Code: m.Code, Severity: m.SeverityUnlocalized, Message: m.Message, Detail: m.Detail, Hint: m.Hint,
+		Schema: m.SchemaName, Table: m.TableName, Column: m.ColumnName, Constraint: m.ConstraintName,
+		Position: m.Position, InternalPosition: m.InternalPosition, InternalQuery: m.InternalQuery,
+		Where: m.Where, DataType: m.DataTypeName, File: m.File, Line: m.Line, Routine: m.Routine,
+	}
+}

@@ -1,0 +1,55 @@
+package proxy
+
+import (
+	"context"
+
+	"github.com/pgrules/pgrules/stmt"
+	"github.com/rs/zerolog"
+)
+
+// Rules is the proxy's view of the rules engine: which statements it wants
+// and how to run them. The proxy knows nothing of what the rules are.
+type Rules interface {
+	// Open is called once a session has started. It returns nil when the
+	// session's statements are only to be relayed.
+	Open(ctx context.Context, info SessionInfo) SessionRules
+}
+
+// SessionInfo describes a session to the engine.
+type SessionInfo struct {
+	Database string
+	User     string
+	Log      zerolog.Logger
+}
+
+// SessionRules are one session's rules. Its methods are called from the
+// session's frontend goroutine only, one at a time.
+type SessionRules interface {
+	// Intercepts reports whether a statement text (a simple Query's whole
+	// text, or a Parse's) needs the engine. It is called for every Query
+	// and Parse, so it must be cheap for statements it does not want.
+	Intercepts(sql string) bool
+	// Split divides an intercepted simple Query into its statements.
+	Split(sql string) ([]Part, error)
+	// Exec runs one intercepted statement on c, inside the transaction the
+	// proxy has open, and returns what the client gets for it. When it
+	// fails, the transaction on c must be in the failed state (as after
+	// any Postgres error) unless the error is the server's own.
+	Exec(ctx context.Context, c stmt.Conn, st stmt.Statement) (*stmt.Result, error)
+	// Commit runs just before the proxy commits a transaction it opened
+	// around an autocommit statement; an error rolls it back instead.
+	Commit(ctx context.Context, c stmt.Conn) error
+	// Close releases the session's resources.
+	Close()
+}
+
+// Part is one statement of a simple Query.
+type Part struct {
+	SQL string
+	// Engine is true when the statement goes to Exec; otherwise it is
+	// relayed as a Query of its own.
+	Engine bool
+	// TxControl marks BEGIN, COMMIT, ROLLBACK, SAVEPOINT and the like: a
+	// Query holding one is not wrapped in a transaction by the proxy.
+	TxControl bool
+}

@@ -1,0 +1,212 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/proxy"
+	"github.com/pgrules/pgrules/stmt"
+)
+
+// The interception machinery, tested with a scripted engine on a real
+// server: statements marked /*engine*/ go to it, and it writes an audit row
+// of its own in the client's transaction before running the statement. What
+// the client sees must be what the server would have answered, and the
+// engine's writes must commit or fail with the statement.
+
+type auditRules struct{ commits atomic.Int64 }
+
+func (r *auditRules) Open(context.Context, proxy.SessionInfo) proxy.SessionRules { return r }
+
+func (r *auditRules) Intercepts(sql string) bool { return strings.Contains(sql, "/*engine*/") }
+
+func (r *auditRules) Split(sql string) ([]proxy.Part, error) {
+	var parts []proxy.Part
+	for _, s := range strings.Split(sql, ";") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		word := strings.ToUpper(strings.Fields(s)[0])
+		parts = append(parts, proxy.Part{
+			SQL:       s,
+			Engine:    r.Intercepts(s),
+			TxControl: word == "BEGIN" || word == "COMMIT" || word == "ROLLBACK",
+		})
+	}
+	return parts, nil
+}
+
+func (r *auditRules) Exec(ctx context.Context, c stmt.Conn, st stmt.Statement) (*stmt.Result, error) {
+	if _, err := c.Query(ctx, "INSERT INTO audit(stmt) VALUES ($1)", st.SQL); err != nil {
+		return nil, err
+	}
+	res, err := c.Exec(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	if strings.Contains(st.SQL, "/*fail*/") {
+		// As an engine does when a rule fails: the server fails the
+		// transaction, with the engine's error.
+		_, err := c.Query(ctx, "SELECT 1/0")
+		return nil, err
+	}
+	return res, nil
+}
+
+func (r *auditRules) Commit(ctx context.Context, c stmt.Conn) error {
+	r.commits.Add(1)
+	rows, err := c.Query(ctx, "SELECT count(*) FROM t WHERE v < 0")
+	if err != nil {
+		return err
+	}
+	if string(rows[0][0]) != "0" {
+		return pgerr.New(pgerr.CheckViolation, "negative values at commit")
+	}
+	return nil
+}
+
+func (r *auditRules) Close() {}
+
+func withRules(r proxy.Rules) proxyOption { return func(p *proxy.Config) { p.Rules = r } }
+
+func TestInterceptSimple(t *testing.T) {
+	db := shared.newDB(t)
+	admin := connect(t, shared.url("", "", db))
+	scalar(t, admin, "CREATE TABLE t (id serial PRIMARY KEY, v int); CREATE TABLE audit (stmt text)")
+	rules := &auditRules{}
+	p := startProxy(t, shared, withRules(rules))
+	c := connect(t, p.url("", "", db))
+	ctx := context.Background()
+
+	res, err := c.Exec(ctx, "INSERT INTO t(v) VALUES (1), (2) RETURNING v /*engine*/").ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].CommandTag.String() != "INSERT 0 2" || len(res[0].Rows) != 2 || string(res[0].Rows[1][0]) != "2" ||
+		len(res[0].FieldDescriptions) != 1 || res[0].FieldDescriptions[0].Name != "v" {
+		t.Fatalf("got %+v", res)
+	}
+	if c.TxStatus() != 'I' {
+		t.Fatalf("tx status %c after an autocommit statement", c.TxStatus())
+	}
+	if got := scalar(t, admin, "SELECT count(*) FROM audit"); got != "1" {
+		t.Fatalf("%s audit rows committed, want 1", got)
+	}
+
+	// Several statements in one Query: relayed and engine parts in order.
+	res, err = c.Exec(ctx, "SELECT 41 + 1; UPDATE t SET v = v + 10 /*engine*/; SELECT sum(v) FROM t").ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 3 || string(res[0].Rows[0][0]) != "42" || res[1].CommandTag.String() != "UPDATE 2" || string(res[2].Rows[0][0]) != "23" {
+		t.Fatalf("got %+v", res)
+	}
+
+	// A failure leaves nothing behind in autocommit, and stops the Query.
+	_, err = c.Exec(ctx, "INSERT INTO t(v) VALUES (100) /*engine*/ /*fail*/; INSERT INTO t(v) VALUES (200)").ReadAll()
+	if code := sqlStateOf(err); code != "22012" {
+		t.Fatalf("error %v, want 22012", err)
+	}
+	if got := scalar(t, c, "SELECT count(*) FROM t WHERE v >= 100"); got != "0" {
+		t.Fatalf("%s rows of the failed Query survived", got)
+	}
+	if got := scalar(t, admin, "SELECT count(*) FROM audit"); got != "2" {
+		t.Fatalf("%s audit rows, want 2: the failed statement's must be rolled back", got)
+	}
+
+	// Inside BEGIN the failure leaves the transaction failed, as any error.
+	scalar(t, c, "BEGIN")
+	_, err = c.Exec(ctx, "INSERT INTO t(v) VALUES (5) /*engine*/ /*fail*/").ReadAll()
+	if sqlStateOf(err) != "22012" || c.TxStatus() != 'E' {
+		t.Fatalf("error %v, tx status %c; want 22012 and E", err, c.TxStatus())
+	}
+	if _, err := c.Exec(ctx, "SELECT 1").ReadAll(); sqlStateOf(err) != "25P02" {
+		t.Fatalf("statement in the failed transaction: %v, want 25P02", err)
+	}
+	scalar(t, c, "ROLLBACK")
+
+	// The commit hook runs before the proxy commits what it wrapped.
+	before := rules.commits.Load()
+	_, err = c.Exec(ctx, "INSERT INTO t(v) VALUES (-1) /*engine*/").ReadAll()
+	if sqlStateOf(err) != "23514" || rules.commits.Load() != before+1 {
+		t.Fatalf("error %v after %d commit hooks; want 23514 after one", err, rules.commits.Load()-before)
+	}
+	if got := scalar(t, c, "SELECT count(*) FROM t WHERE v < 0"); got != "0" || c.TxStatus() != 'I' {
+		t.Fatalf("%s vetoed rows committed, tx status %c", got, c.TxStatus())
+	}
+}
+
+func TestInterceptExtended(t *testing.T) {
+	db := shared.newDB(t)
+	admin := connect(t, shared.url("", "", db))
+	scalar(t, admin, "CREATE TABLE t (id serial PRIMARY KEY, v int); CREATE TABLE audit (stmt text)")
+	p := startProxy(t, shared, withRules(&auditRules{}))
+	c := connect(t, p.url("", "", db))
+	ctx := context.Background()
+
+	// Parameters, binary results.
+	rr := c.ExecParams(ctx, "INSERT INTO t(v) VALUES ($1) RETURNING id, v /*engine*/", [][]byte{[]byte("7")}, nil, nil, []int16{1, 0}).Read()
+	if rr.Err != nil || rr.CommandTag.String() != "INSERT 0 1" || len(rr.Rows) != 1 || len(rr.Rows[0][0]) != 4 || string(rr.Rows[0][1]) != "7" {
+		t.Fatalf("got %+v", rr)
+	}
+
+	// A named statement prepared once and executed many times.
+	if _, err := c.Prepare(ctx, "ins", "INSERT INTO t(v) VALUES ($1) /*engine*/", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"1", "2", "3"} {
+		if rr := c.ExecPrepared(ctx, "ins", [][]byte{[]byte(v)}, nil, nil).Read(); rr.Err != nil || rr.CommandTag.String() != "INSERT 0 1" {
+			t.Fatalf("execute %s: %+v", v, rr)
+		}
+	}
+
+	// A pipelined batch mixing reads and writes: one transaction, results
+	// in order; a failure in it rolls back all of it.
+	b := &pgconn.Batch{}
+	b.ExecParams("SELECT count(*) FROM t", nil, nil, nil, nil)
+	b.ExecParams("UPDATE t SET v = v * 2 /*engine*/", nil, nil, nil, nil)
+	b.ExecParams("SELECT sum(v) FROM t", nil, nil, nil, nil)
+	res, err := c.ExecBatch(ctx, b).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 3 || string(res[0].Rows[0][0]) != "4" || res[1].CommandTag.String() != "UPDATE 4" || string(res[2].Rows[0][0]) != "26" {
+		t.Fatalf("got %+v", res)
+	}
+	b = &pgconn.Batch{}
+	b.ExecParams("INSERT INTO t(v) VALUES (1000)", nil, nil, nil, nil)
+	b.ExecParams("UPDATE t SET v = 0 /*engine*/ /*fail*/", nil, nil, nil, nil)
+	b.ExecParams("INSERT INTO t(v) VALUES (2000)", nil, nil, nil, nil)
+	if _, err := c.ExecBatch(ctx, b).ReadAll(); sqlStateOf(err) != "22012" {
+		t.Fatalf("failing batch: %v, want 22012", err)
+	}
+	if got := scalar(t, admin, "SELECT count(*) || '/' || sum(v) FROM t"); got != "4/26" {
+		t.Fatalf("after the failed batch: %s, want 4/26 (nothing of it kept)", got)
+	}
+	if got := scalar(t, c, "SELECT 'still fine'"); got != "still fine" || c.TxStatus() != 'I' {
+		t.Fatalf("session after the failed batch: %q %c", got, c.TxStatus())
+	}
+	// A server error before the engine's statement: skipped like the server would.
+	b = &pgconn.Batch{}
+	b.ExecParams("SELECT 1/0", nil, nil, nil, nil)
+	b.ExecParams("UPDATE t SET v = 0 /*engine*/", nil, nil, nil, nil)
+	if _, err := c.ExecBatch(ctx, b).ReadAll(); sqlStateOf(err) != "22012" {
+		t.Fatalf("batch with a server error: %v", err)
+	}
+	if got := scalar(t, admin, "SELECT sum(v) FROM t"); got != "26" {
+		t.Fatalf("sum %s: the statement after the error ran", got)
+	}
+}
+
+func sqlStateOf(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
