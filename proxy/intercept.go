@@ -247,7 +247,7 @@ func (s *session) runQuery(text string) error {
 	parts, err := s.rules.Split(text)
 	if err != nil {
 		// The server will say what is wrong with it.
-		parts = []Part{{SQL: text}}
+		parts = []stmt.Part{{SQL: text}}
 	}
 	wrap := s.TxStatus() == stmt.TxIdle && len(parts) > 0
 	for _, p := range parts {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgrules/pgrules/stmt"
 	"github.com/rs/zerolog"
 )
 
@@ -35,7 +36,7 @@ type Config struct {
 	DialTimeout time.Duration
 	// Rules, when set, sees every session's statements and runs those it
 	// wants; without it the proxy only relays.
-	Rules  Rules
+	Rules  stmt.Rules
 	Logger zerolog.Logger
 }
 

@@ -75,7 +75,7 @@ type session struct {
 
 	// rules is nil when statements are only relayed. Its methods are
 	// called by the frontend loop only.
-	rules SessionRules
+	rules stmt.Session
 	// sent counts the requests the frontend loop forwarded that the
 	// upstream answers with ReadyForQuery; owned by the frontend loop.
 	sent int64
@@ -138,7 +138,7 @@ func (s *session) run() {
 	s.log.Debug().Msg("session started")
 	if s.srv.cfg.Rules != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.StartupTimeout)
-		s.rules = s.srv.cfg.Rules.Open(ctx, SessionInfo{Database: s.database, User: s.user, Log: s.log})
+		s.rules = s.srv.cfg.Rules.Open(ctx, stmt.SessionInfo{Database: s.database, User: s.user, Log: s.log})
 		cancel()
 		if s.rules != nil {
 			defer s.rules.Close()

@@ -21,18 +21,18 @@ import (
 
 type auditRules struct{ commits atomic.Int64 }
 
-func (r *auditRules) Open(context.Context, proxy.SessionInfo) proxy.SessionRules { return r }
+func (r *auditRules) Open(context.Context, stmt.SessionInfo) stmt.Session { return r }
 
 func (r *auditRules) Intercepts(sql string) bool { return strings.Contains(sql, "/*engine*/") }
 
-func (r *auditRules) Split(sql string) ([]proxy.Part, error) {
-	var parts []proxy.Part
+func (r *auditRules) Split(sql string) ([]stmt.Part, error) {
+	var parts []stmt.Part
 	for _, s := range strings.Split(sql, ";") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
 		word := strings.ToUpper(strings.Fields(s)[0])
-		parts = append(parts, proxy.Part{
+		parts = append(parts, stmt.Part{
 			SQL:       s,
 			Engine:    r.Intercepts(s),
 			TxControl: word == "BEGIN" || word == "COMMIT" || word == "ROLLBACK",
@@ -72,7 +72,7 @@ func (r *auditRules) Commit(ctx context.Context, c stmt.Conn) error {
 
 func (r *auditRules) Close() {}
 
-func withRules(r proxy.Rules) proxyOption { return func(p *proxy.Config) { p.Rules = r } }
+func withRules(r stmt.Rules) proxyOption { return func(p *proxy.Config) { p.Rules = r } }
 
 func TestInterceptSimple(t *testing.T) {
 	db := shared.newDB(t)

@@ -1,18 +1,18 @@
-package proxy
+package stmt
 
 import (
 	"context"
 
-	"github.com/pgrules/pgrules/stmt"
 	"github.com/rs/zerolog"
 )
 
 // Rules is the proxy's view of the rules engine: which statements it wants
-// and how to run them. The proxy knows nothing of what the rules are.
+// and how to run them. The proxy knows nothing of what the rules are, the
+// engine nothing of the wire.
 type Rules interface {
 	// Open is called once a session has started. It returns nil when the
 	// session's statements are only to be relayed.
-	Open(ctx context.Context, info SessionInfo) SessionRules
+	Open(ctx context.Context, info SessionInfo) Session
 }
 
 // SessionInfo describes a session to the engine.
@@ -22,9 +22,9 @@ type SessionInfo struct {
 	Log      zerolog.Logger
 }
 
-// SessionRules are one session's rules. Its methods are called from the
+// Session is one session's rules. Its methods are called from the
 // session's frontend goroutine only, one at a time.
-type SessionRules interface {
+type Session interface {
 	// Intercepts reports whether a statement text (a simple Query's whole
 	// text, or a Parse's) needs the engine. It is called for every Query
 	// and Parse, so it must be cheap for statements it does not want.
@@ -35,10 +35,10 @@ type SessionRules interface {
 	// proxy has open, and returns what the client gets for it. When it
 	// fails, the transaction on c must be in the failed state (as after
 	// any Postgres error) unless the error is the server's own.
-	Exec(ctx context.Context, c stmt.Conn, st stmt.Statement) (*stmt.Result, error)
+	Exec(ctx context.Context, c Conn, st Statement) (*Result, error)
 	// Commit runs just before the proxy commits a transaction it opened
 	// around an autocommit statement; an error rolls it back instead.
-	Commit(ctx context.Context, c stmt.Conn) error
+	Commit(ctx context.Context, c Conn) error
 	// Close releases the session's resources.
 	Close()
 }
