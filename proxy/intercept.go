@@ -5,10 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -525,50 +525,5 @@ func cstring(b []byte) (string, bool) {
 	return string(s), ok
 }
 
-// isCopy reports whether sql starts with the keyword COPY, after any
-// whitespace and comments.
-func isCopy(sql string) bool {
-	w := leadingKeyword(sql)
-	return len(w) == 4 && strings.EqualFold(w, "copy")
-}
-
-// leadingKeyword returns the first word of sql, skipping whitespace,
-// comments and opening parentheses.
-func leadingKeyword(sql string) string {
-	for i := 0; i < len(sql); {
-		switch c := sql[i]; {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '(':
-			i++
-		case strings.HasPrefix(sql[i:], "--"):
-			j := strings.IndexByte(sql[i:], '\n')
-			if j < 0 {
-				return ""
-			}
-			i += j + 1
-		case strings.HasPrefix(sql[i:], "/*"):
-			// Comments nest in PostgreSQL.
-			depth := 0
-			for i < len(sql) {
-				if strings.HasPrefix(sql[i:], "/*") {
-					depth++
-					i += 2
-				} else if strings.HasPrefix(sql[i:], "*/") {
-					depth--
-					i += 2
-					if depth == 0 {
-						break
-					}
-				} else {
-					i++
-				}
-			}
-		default:
-			j := i
-			for j < len(sql) && (sql[j] >= 'a' && sql[j] <= 'z' || sql[j] >= 'A' && sql[j] <= 'Z' || sql[j] == '_') {
-				j++
-			}
-			return sql[i:j]
-		}
-	}
-	return ""
-}
+// isCopy reports whether sql is a COPY statement.
+func isCopy(sql string) bool { return sqlparse.LeadingKeyword(sql) == "COPY" }
