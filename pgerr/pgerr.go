@@ -19,6 +19,7 @@ const (
 	UndefinedObject         = "42704"
 	UndefinedTable          = "42P01"
 	UndefinedColumn         = "42703"
+	UndefinedFunction       = "42883"
 	DatatypeMismatch        = "42804"
 	InvalidObjectDefinition = "42P17"
 	ObjectNotInPrereqState  = "55000"

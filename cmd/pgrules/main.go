@@ -17,6 +17,10 @@ Usage:
   pgrules serve [flags]   run the proxy in front of an upstream PostgreSQL
   pgrules demo  [flags]   start a throwaway PostgreSQL with the check-credit
                           scenario and the proxy in front of it
+  pgrules install --upstream URL
+                          install or upgrade the pgrules schema in a database
+  pgrules explain --upstream URL <table>
+                          show a table's rules in execution order
   pgrules help            show this text
 
 Run "pgrules <command> --help" for the flags of a command.
@@ -36,6 +40,10 @@ func main() {
 		err = serve(ctx, args)
 	case "demo":
 		err = runDemo(ctx, args)
+	case "install":
+		err = install(ctx, args)
+	case "explain":
+		err = explain(ctx, args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

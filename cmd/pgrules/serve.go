@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgrules/pgrules/proxy"
+	"github.com/pgrules/pgrules/rules"
 	"github.com/rs/zerolog"
 )
 
@@ -135,6 +136,13 @@ func serve(ctx context.Context, args []string) error {
 // runProxy serves on listen until ctx ends, then shuts down gracefully
 // within timeout. ready, if set, runs once the listener is open.
 func runProxy(ctx context.Context, cfg proxy.Config, listen string, timeout time.Duration, ready func(net.Addr)) error {
+	engine := rules.NewEngine(rules.EngineConfig{
+		Connect: catalogConnector(cfg.Upstream, cfg.UpstreamSSLMode),
+		Setup:   installSchema,
+		Logger:  cfg.Logger,
+	})
+	defer engine.Close()
+	cfg.Rules = engine
 	srv, err := proxy.New(cfg)
 	if err != nil {
 		return err

@@ -16,6 +16,8 @@ var (
 	Data string
 	//go:embed triggers.sql
 	Triggers string
+	//go:embed rules.sql
+	Rules string
 )
 
 // Load runs the schema and data scripts on the database at url.

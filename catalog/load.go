@@ -1,0 +1,215 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgrules/pgrules/pgerr"
+)
+
+// Querier runs a query with text parameters and returns its rows as text
+// (nil for NULL). The proxy implements it on a client's own upstream
+// connection; PgxQuerier adapts a pgx connection.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...string) ([][][]byte, error)
+}
+
+// PgxQuerier adapts a pgx connection to Querier.
+func PgxQuerier(conn *pgx.Conn) Querier { return pgxQuerier{conn} }
+
+type pgxQuerier struct{ conn *pgx.Conn }
+
+func (q pgxQuerier) Query(ctx context.Context, sql string, args ...string) ([][][]byte, error) {
+	params := make([][]byte, len(args))
+	for i, a := range args {
+		params[i] = []byte(a)
+	}
+	res := q.conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil).Read()
+	return res.Rows, res.Err
+}
+
+// The catalog is read with four queries, each returning one JSON document,
+// so that a load inside a client's transaction costs four round trips
+// whatever the size of the schema.
+const (
+	sessionQuery = `SELECT current_database(), array_to_json(current_schemas(false))::text,
+		to_regclass('pgrules.rule') IS NOT NULL`
+
+	tablesQuery = `SELECT coalesce(json_agg(json_build_object(
+		'schema', n.nspname, 'name', c.relname, 'oid', c.oid::int8,
+		'pk', (SELECT array_agg(a.attname ORDER BY k.i) FROM pg_index x
+		        CROSS JOIN unnest(x.indkey) WITH ORDINALITY k(n, i)
+		        JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
+		       WHERE x.indrelid = c.oid AND x.indisprimary),
+		'columns', (SELECT json_agg(json_build_object(
+		        'name', a.attname, 'num', a.attnum, 'type', format_type(a.atttypid, a.atttypmod),
+		        'oid', (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8,
+		        'enum', t.typtype = 'e', 'notnull', a.attnotnull,
+		        'default', a.atthasdef OR a.attidentity <> '', 'generated', a.attgenerated <> '')
+		        ORDER BY a.attnum)
+		      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))), '[]')::text
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgrules')
+		  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'`
+
+	relationshipsQuery = `SELECT coalesce(json_agg(r), '[]')::text FROM pgrules.relationships r`
+
+	rulesQuery = `SELECT coalesce(json_agg(json_build_object(
+		'name', name, 'schema', table_schema, 'table', table_name, 'kind', kind, 'column', target_column,
+		'expression', expression, 'source_schema', source_schema, 'source_table', source_table,
+		'source_column', source_column, 'filter', filter, 'via', via, 'message', message, 'timing', timing,
+		'verbs', verbs, 'enabled', enabled, 'seq', seq,
+		'changed', txid = pg_current_xact_id_if_assigned()) ORDER BY seq), '[]')::text
+		FROM pgrules.rule`
+)
+
+// Load reads the catalog of the database q is connected to, as q's
+// transaction sees it.
+func Load(ctx context.Context, q Querier) (*Snapshot, error) {
+	rows, err := q.Query(ctx, sessionQuery)
+	if err != nil {
+		return nil, fmt.Errorf("read the catalog: %w", err)
+	}
+	snap := &Snapshot{Database: string(rows[0][0]), Tables: make(map[string]*Table)}
+	if err := json.Unmarshal(rows[0][1], &snap.SearchPath); err != nil {
+		return nil, fmt.Errorf("search path: %w", err)
+	}
+	if string(rows[0][2]) != "t" {
+		return nil, pgerr.New(pgerr.ObjectNotInPrereqState, "the pgrules schema is not installed in database %s (pgrules install installs it)", snap.Database)
+	}
+	if err := loadTables(ctx, q, snap); err != nil {
+		return nil, err
+	}
+	if err := loadRelationships(ctx, q, snap); err != nil {
+		return nil, err
+	}
+	if err := loadRules(ctx, q, snap); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+func queryJSON(ctx context.Context, q Querier, sql string, v any) error {
+	rows, err := q.Query(ctx, sql)
+	if err != nil {
+		return fmt.Errorf("read the catalog: %w", err)
+	}
+	if err := json.Unmarshal(rows[0][0], v); err != nil {
+		return fmt.Errorf("read the catalog: %w", err)
+	}
+	return nil
+}
+
+func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
+	var tables []struct {
+		Schema, Name string
+		OID          uint32
+		PK           []string
+		Columns      []struct {
+			Name               string
+			Num                int16
+			Type               string
+			OID                uint32
+			Enum, NotNull      bool
+			Default, Generated bool
+		}
+	}
+	if err := queryJSON(ctx, q, tablesQuery, &tables); err != nil {
+		return err
+	}
+	for _, t := range tables {
+		cols := make([]*Column, len(t.Columns))
+		for i, c := range t.Columns {
+			kind := kindOf(c.OID)
+			if c.Enum {
+				kind = KindText
+			}
+			cols[i] = &Column{Name: c.Name, Num: c.Num, TypeOID: c.OID, Type: c.Type, Kind: kind,
+				NotNull: c.NotNull, HasDefault: c.Default, Generated: c.Generated}
+		}
+		tbl := NewTable(t.Schema, t.Name, cols, t.PK)
+		tbl.OID = t.OID
+		snap.Tables[tbl.QualifiedName()] = tbl
+	}
+	return nil
+}
+
+// kindOf maps a type OID to how rules see its values.
+func kindOf(oid uint32) Kind {
+	switch oid {
+	case 20, 21, 23, 26: // int8, int2, int4, oid
+		return KindInt
+	case 1700:
+		return KindDecimal
+	case 700, 701:
+		return KindFloat
+	case 25, 1043, 1042, 19, 2950: // text, varchar, bpchar, name, uuid
+		return KindText
+	case 16:
+		return KindBool
+	case 1082, 1114, 1184:
+		return KindTime
+	case 114, 3802:
+		return KindJSON
+	}
+	return KindOther
+}
+
+func loadRelationships(ctx context.Context, q Querier, snap *Snapshot) error {
+	var rels []struct {
+		Name          string
+		ChildSchema   string   `json:"child_schema"`
+		ChildTable    string   `json:"child_table"`
+		ChildColumns  []string `json:"child_columns"`
+		ParentSchema  string   `json:"parent_schema"`
+		ParentTable   string   `json:"parent_table"`
+		ParentColumns []string `json:"parent_columns"`
+		Accessor      string
+		OnDelete      string `json:"on_delete"`
+		OnUpdate      string `json:"on_update"`
+	}
+	if err := queryJSON(ctx, q, relationshipsQuery, &rels); err != nil {
+		return err
+	}
+	for _, r := range rels {
+		fk := &ForeignKey{Name: r.Name, Child: r.ChildSchema + "." + r.ChildTable, Parent: r.ParentSchema + "." + r.ParentTable,
+			Columns: r.ChildColumns, ParentColumns: r.ParentColumns, Accessor: r.Accessor}
+		if r.OnDelete != "" {
+			fk.OnDelete = r.OnDelete[0]
+		}
+		if r.OnUpdate != "" {
+			fk.OnUpdate = r.OnUpdate[0]
+		}
+		snap.link(fk)
+	}
+	return nil
+}
+
+func loadRules(ctx context.Context, q Querier, snap *Snapshot) error {
+	var rules []struct {
+		Name, Schema, Table, Kind, Column, Expression string
+		SourceSchema                                  string `json:"source_schema"`
+		SourceTable                                   string `json:"source_table"`
+		SourceColumn                                  string `json:"source_column"`
+		Filter, Via, Message, Timing                  string
+		Verbs                                         []string
+		Enabled, Changed                              bool
+		Seq                                           int64
+	}
+	if err := queryJSON(ctx, q, rulesQuery, &rules); err != nil {
+		return err
+	}
+	for _, r := range rules {
+		rule := &Rule{Name: r.Name, Table: r.Schema + "." + r.Table, Kind: RuleKind(r.Kind), Column: r.Column,
+			Expression: r.Expression, SourceColumn: r.SourceColumn, Filter: r.Filter, Via: r.Via, Message: r.Message,
+			Timing: r.Timing, Verbs: r.Verbs, Enabled: r.Enabled, Seq: r.Seq, ChangedInTx: r.Changed}
+		if r.SourceTable != "" {
+			rule.SourceTable = r.SourceSchema + "." + r.SourceTable
+		}
+		snap.Rules = append(snap.Rules, rule)
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/rules"
+	pgsql "github.com/pgrules/pgrules/sql"
+)
+
+// catalogConnector opens the proxy's own connections, with the upstream
+// URL's credentials, to the database a client chose.
+func catalogConnector(upstream, sslmode string) func(ctx context.Context, database string) (*pgx.Conn, error) {
+	return func(ctx context.Context, database string) (*pgx.Conn, error) {
+		cfg, err := pgx.ParseConfig(withSSLMode(upstream, sslmode))
+		if err != nil {
+			return nil, err
+		}
+		cfg.Database = database
+		return pgx.ConnectConfig(ctx, cfg)
+	}
+}
+
+// withSSLMode sets sslmode in a URL or keyword/value connection string.
+func withSSLMode(conn, sslmode string) string {
+	if sslmode == "" {
+		return conn
+	}
+	if u, err := url.Parse(conn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		q := u.Query()
+		q.Set("sslmode", sslmode)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return conn + " sslmode=" + sslmode
+}
+
+func installSchema(ctx context.Context, conn *pgx.Conn) error {
+	_, _, err := pgsql.Install(ctx, conn)
+	return err
+}
+
+// adminFlags are the flags of the commands that work on one database.
+type adminFlags struct {
+	upstream string
+	sslmode  string
+}
+
+func (f *adminFlags) connect(ctx context.Context, name, summary string, args []string) (*pgx.Conn, []string, error) {
+	fs := newFlagSet(name, summary)
+	fs.StringVar(&f.upstream, "upstream", "", "URL of the PostgreSQL database, e.g. postgres://user@127.0.0.1:5432/shop")
+	fs.StringVar(&f.sslmode, "upstream-sslmode", "", "sslmode for the connection; overrides the URL's")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, nil, err
+	}
+	if f.upstream == "" {
+		return nil, nil, errors.New("--upstream (or PGRULES_UPSTREAM) is required")
+	}
+	conn, err := pgx.Connect(ctx, withSSLMode(f.upstream, f.sslmode))
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn, fs.Args(), nil
+}
+
+func install(ctx context.Context, args []string) error {
+	var f adminFlags
+	conn, _, err := f.connect(ctx, "install", "Installs or upgrades the pgrules schema in the database of --upstream. Rules already defined are kept.", args)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	from, to, err := pgsql.Install(ctx, conn)
+	if err != nil {
+		return err
+	}
+	switch {
+	case from == 0:
+		fmt.Printf("installed the pgrules schema, version %d\n", to)
+	case from == to:
+		fmt.Printf("the pgrules schema is up to date (version %d)\n", to)
+	default:
+		fmt.Printf("upgraded the pgrules schema from version %d to %d\n", from, to)
+	}
+	return nil
+}
+
+func explain(ctx context.Context, args []string) error {
+	var f adminFlags
+	conn, rest, err := f.connect(ctx, "explain", "Shows the rules of a table in the order they run, what each reads, and what depends on it.\nUsage: pgrules explain --upstream URL <table>", args)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if len(rest) != 1 {
+		return errors.New("name one table: pgrules explain --upstream URL <table>")
+	}
+	snap, err := catalog.Load(ctx, catalog.PgxQuerier(conn))
+	if err != nil {
+		return err
+	}
+	t := snap.Lookup(rest[0])
+	if t == nil {
+		return fmt.Errorf("no table %q in database %s", rest[0], snap.Database)
+	}
+	set := rules.Compile(snap)
+	for _, e := range set.Errors() {
+		fmt.Fprintf(os.Stderr, "broken: %s\n", e.Message)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "#\trule\tkind\ttarget\treads\tdepends on\tused by")
+	for _, e := range set.Explain(t.QualifiedName()) {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Position, e.Rule, e.Kind, e.Target,
+			strings.Join(e.Reads, ", "), strings.Join(e.DependsOn, ", "), strings.Join(e.UsedBy, ", "))
+	}
+	return w.Flush()
+}

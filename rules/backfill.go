@@ -1,0 +1,103 @@
+package rules
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/stmt"
+)
+
+// computeExisting gives the rows that exist already the values of the
+// derivations this transaction defined or redefined, and of everything
+// downstream of them, in dependency order: one set-based UPDATE per
+// derivation (a sidecar to an existing database must start consistent).
+func (s *session) computeExisting(ctx context.Context, conn stmt.Conn, snap *catalog.Snapshot, set *Set) error {
+	changed := make(map[string]bool)
+	for _, r := range snap.Rules {
+		if r.ChangedInTx && r.Enabled && r.Kind.IsDerivation() && s.computed[r.Name] != fingerprint(r) {
+			changed[r.Name] = true
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	for _, r := range set.Downstream(changed) {
+		sql, err := backfillSQL(snap, set, r)
+		if err != nil {
+			return err
+		}
+		if _, err := conn.Simple(ctx, sql); err != nil {
+			return err
+		}
+		if r.ChangedInTx {
+			s.computed[r.Name] = fingerprint(r)
+		}
+	}
+	return nil
+}
+
+// fingerprint identifies a definition, so that a rules script re-run in
+// one transaction does not compute the same rows again.
+func fingerprint(r *catalog.Rule) string {
+	return strings.Join([]string{string(r.Kind), r.Table, r.Column, r.Expression, r.SourceTable, r.SourceColumn, r.Filter, r.Via}, "\x00")
+}
+
+// backfillSQL is the statement that computes a derivation for every row of
+// its table.
+func backfillSQL(snap *catalog.Snapshot, set *Set, r *catalog.Rule) (string, error) {
+	t := snap.Tables[r.Table]
+	if t == nil {
+		return "", pgerr.New(pgerr.UndefinedTable, "rule %q: no table %s", r.Name, r.Table)
+	}
+	target := quoteIdent(r.Column)
+	switch r.Kind {
+	case catalog.Formula:
+		g := &sqlGen{snap: snap, table: t, alias: "t", rule: r.Name}
+		e, err := g.translate(r.Expression)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("UPDATE %s t SET %s = %s", qualified(t), target, e), nil
+	case catalog.Copy:
+		fk := set.Relationship(r.Name)
+		parent := snap.Tables[r.SourceTable]
+		if fk == nil || parent == nil {
+			return "", pgerr.New(pgerr.InvalidObjectDefinition, "rule %q: no relationship to %s", r.Name, r.SourceTable)
+		}
+		// Values already there are history (a price frozen on an order
+		// line): only empty targets are filled.
+		return fmt.Sprintf("UPDATE %s t SET %s = (SELECT p.%s FROM %s p WHERE %s) WHERE t.%s IS NULL",
+			qualified(t), target, quoteIdent(r.SourceColumn), qualified(parent), keyMatch(fk, "t", "p"), target), nil
+	case catalog.Sum, catalog.Count, catalog.Min, catalog.Max:
+		fk := set.Relationship(r.Name)
+		child := snap.Tables[r.SourceTable]
+		if fk == nil || child == nil {
+			return "", pgerr.New(pgerr.InvalidObjectDefinition, "rule %q: no relationship to %s", r.Name, r.SourceTable)
+		}
+		where := keyMatch(fk, "c", "t")
+		if r.Filter != "" {
+			g := &sqlGen{snap: snap, table: child, alias: "c", rule: r.Name}
+			f, err := g.translate(r.Filter)
+			if err != nil {
+				return "", err
+			}
+			where += " AND coalesce(" + f + ", false)"
+		}
+		var agg string
+		switch r.Kind {
+		case catalog.Sum:
+			agg = "coalesce(sum(c." + quoteIdent(r.SourceColumn) + "), 0)"
+		case catalog.Count:
+			agg = "count(*)"
+		case catalog.Min:
+			agg = "min(c." + quoteIdent(r.SourceColumn) + ")"
+		default:
+			agg = "max(c." + quoteIdent(r.SourceColumn) + ")"
+		}
+		return fmt.Sprintf("UPDATE %s t SET %s = (SELECT %s FROM %s c WHERE %s)", qualified(t), target, agg, qualified(child), where), nil
+	}
+	return "", pgerr.New(pgerr.InternalError, "rule %q: %s is not a derivation", r.Name, r.Kind)
+}

@@ -1,0 +1,568 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/parser"
+	"github.com/expr-lang/expr/vm"
+	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/pgerr"
+	"github.com/shopspring/decimal"
+)
+
+// ColumnRef names a column of a table ("schema.table").
+type ColumnRef struct {
+	Table, Column string
+}
+
+func (c ColumnRef) String() string { return shortName(c.Table) + "." + c.Column }
+
+// shortName drops the public schema for display.
+func shortName(table string) string { return strings.TrimPrefix(table, "public.") }
+
+// Compiled is one rule, checked against the catalog.
+type Compiled struct {
+	Rule *catalog.Rule
+	// FK is the relationship of an aggregate (child to the parent that
+	// holds the target) or a copy (the row to the parent it copies from).
+	FK *catalog.ForeignKey
+	// Reads are the columns the rule reads: of the row, of its parents
+	// (through accessors), and for an aggregate the child's column and
+	// filter columns.
+	Reads []ColumnRef
+	// Target is the derived column (derivations only).
+	Target ColumnRef
+
+	program *vm.Program // formula, condition or action
+	filter  *vm.Program
+	message []messagePart
+}
+
+type messagePart struct {
+	text    string
+	program *vm.Program
+}
+
+// Set is every rule of one snapshot, compiled. It is immutable and shared
+// by all sessions of the database; compiled programs are safe to run from
+// many goroutines (each with its own vm.VM).
+type Set struct {
+	snap   *catalog.Snapshot
+	rules  []*Compiled // in definition order, disabled ones included
+	byName map[string]*Compiled
+	errs   map[string]*pgerr.Error
+	// order is every enabled derivation, each after what it reads.
+	order    []*Compiled
+	involved map[string]bool
+}
+
+// Compile checks and compiles every rule of snap. Rules that do not compile
+// are reported by Errors and RuleError and are not part of the order.
+func Compile(snap *catalog.Snapshot) *Set {
+	s := &Set{snap: snap, byName: make(map[string]*Compiled), errs: make(map[string]*pgerr.Error), involved: make(map[string]bool)}
+	for _, r := range snap.Rules {
+		c := &Compiled{Rule: r}
+		s.rules = append(s.rules, c)
+		s.byName[r.Name] = c
+		if !r.Enabled {
+			continue
+		}
+		if err := s.compile(c); err != nil {
+			s.errs[r.Name] = err
+		}
+	}
+	s.checkDuplicates()
+	s.orderDerivations()
+	for _, c := range s.rules {
+		if !c.Rule.Enabled {
+			continue
+		}
+		s.involved[c.Rule.Table] = true
+		for _, r := range c.Reads {
+			s.involved[r.Table] = true
+		}
+	}
+	return s
+}
+
+func ruleError(r *catalog.Rule, code, format string, args ...any) *pgerr.Error {
+	e := pgerr.New(code, "rule %q: "+format, append([]any{r.Name}, args...)...)
+	e.Schema, e.Table, _ = strings.Cut(r.Table, ".")
+	e.Table = strings.TrimPrefix(r.Table, e.Schema+".")
+	return e
+}
+
+func (s *Set) compile(c *Compiled) *pgerr.Error {
+	r := c.Rule
+	t := s.snap.Tables[r.Table]
+	if t == nil {
+		return ruleError(r, pgerr.UndefinedTable, "table %s does not exist", r.Table)
+	}
+	var target *catalog.Column
+	if r.Kind.IsDerivation() {
+		if target = t.Column(r.Column); target == nil {
+			return ruleError(r, pgerr.UndefinedColumn, "column %q of table %s does not exist", r.Column, shortName(r.Table))
+		}
+		c.Target = ColumnRef{r.Table, r.Column}
+	}
+	switch r.Kind {
+	case catalog.Formula:
+		k, err := s.expression(c, t, "expression", r.Expression, &c.program, false)
+		if err != nil {
+			return err
+		}
+		if !assignable(k, target.Kind) {
+			return ruleError(r, pgerr.DatatypeMismatch, "the expression gives %s, which column %s (%s) cannot hold", k, r.Column, target.Type)
+		}
+	case catalog.Constraint, catalog.CommitConstraint:
+		k, err := s.expression(c, t, "condition", r.Expression, &c.program, false)
+		if err != nil {
+			return err
+		}
+		if k != kBool && k != kAny && k != kNil {
+			return ruleError(r, pgerr.DatatypeMismatch, "the condition gives %s, not a boolean", k)
+		}
+		if err := s.template(c, t); err != nil {
+			return err
+		}
+	case catalog.Event:
+		if _, err := s.expression(c, t, "action", r.Expression, &c.program, true); err != nil {
+			return err
+		}
+	case catalog.Copy:
+		parent := s.snap.Tables[r.SourceTable]
+		if parent == nil {
+			return ruleError(r, pgerr.UndefinedTable, "table %s does not exist", r.SourceTable)
+		}
+		src := parent.Column(r.SourceColumn)
+		if src == nil {
+			return ruleError(r, pgerr.UndefinedColumn, "column %q of table %s does not exist", r.SourceColumn, shortName(r.SourceTable))
+		}
+		fk, err := s.relationship(r, t, parent)
+		if err != nil {
+			return err
+		}
+		c.FK = fk
+		c.Reads = append(c.Reads, ColumnRef{parent.QualifiedName(), r.SourceColumn})
+		for _, col := range fk.Columns {
+			c.Reads = append(c.Reads, ColumnRef{t.QualifiedName(), col})
+		}
+		if !assignable(kindOf(src.Kind), target.Kind) {
+			return ruleError(r, pgerr.DatatypeMismatch, "column %s.%s (%s) cannot be copied into %s (%s)", shortName(r.SourceTable), r.SourceColumn, src.Type, r.Column, target.Type)
+		}
+	case catalog.Sum, catalog.Count, catalog.Min, catalog.Max:
+		child := s.snap.Tables[r.SourceTable]
+		if child == nil {
+			return ruleError(r, pgerr.UndefinedTable, "table %s does not exist", r.SourceTable)
+		}
+		fk, err := s.relationship(r, child, t)
+		if err != nil {
+			return err
+		}
+		c.FK = fk
+		for _, col := range fk.Columns {
+			c.Reads = append(c.Reads, ColumnRef{child.QualifiedName(), col})
+		}
+		if r.Kind != catalog.Count {
+			src := child.Column(r.SourceColumn)
+			if src == nil {
+				return ruleError(r, pgerr.UndefinedColumn, "column %q of table %s does not exist", r.SourceColumn, shortName(r.SourceTable))
+			}
+			c.Reads = append(c.Reads, ColumnRef{child.QualifiedName(), r.SourceColumn})
+			numeric := src.Kind == catalog.KindInt || src.Kind == catalog.KindDecimal || src.Kind == catalog.KindFloat
+			ordered := numeric || src.Kind == catalog.KindText || src.Kind == catalog.KindTime
+			if r.Kind == catalog.Sum && !numeric || !ordered {
+				return ruleError(r, pgerr.DatatypeMismatch, "%s of column %s.%s (%s) is not possible", r.Kind, shortName(r.SourceTable), r.SourceColumn, src.Type)
+			}
+			if !assignable(kindOf(src.Kind), target.Kind) {
+				return ruleError(r, pgerr.DatatypeMismatch, "the %s of %s.%s (%s) cannot be stored in %s (%s)", r.Kind, shortName(r.SourceTable), r.SourceColumn, src.Type, r.Column, target.Type)
+			}
+		} else if target.Kind != catalog.KindInt && target.Kind != catalog.KindDecimal && target.Kind != catalog.KindFloat {
+			return ruleError(r, pgerr.DatatypeMismatch, "a count cannot be stored in %s (%s)", r.Column, target.Type)
+		}
+		if r.Filter != "" {
+			k, err := s.expression(c, child, "filter", r.Filter, &c.filter, false)
+			if err != nil {
+				return err
+			}
+			if k != kBool && k != kAny && k != kNil {
+				return ruleError(r, pgerr.DatatypeMismatch, "the filter gives %s, not a boolean", k)
+			}
+		}
+	default:
+		return ruleError(r, pgerr.InvalidObjectDefinition, "unknown kind %q", r.Kind)
+	}
+	return nil
+}
+
+// relationship finds the foreign key from child to parent that the rule
+// uses: the one named by via, or the only one there is.
+func (s *Set) relationship(r *catalog.Rule, child, parent *catalog.Table) (*catalog.ForeignKey, *pgerr.Error) {
+	var candidates []*catalog.ForeignKey
+	for _, fk := range child.Parents {
+		if fk.Parent == parent.QualifiedName() {
+			candidates = append(candidates, fk)
+		}
+	}
+	names := make([]string, len(candidates))
+	for i, fk := range candidates {
+		names[i] = fk.Name
+	}
+	if r.Via != "" {
+		for _, fk := range candidates {
+			if fk.Name == r.Via {
+				return fk, nil
+			}
+		}
+		e := ruleError(r, pgerr.InvalidObjectDefinition, "via %q is not a foreign key from %s to %s", r.Via, shortName(child.QualifiedName()), shortName(parent.QualifiedName()))
+		if len(names) > 0 {
+			e.Hint = "The foreign keys between them are: " + strings.Join(names, ", ") + "."
+		}
+		return nil, e
+	}
+	switch len(candidates) {
+	case 1:
+		return candidates[0], nil
+	case 0:
+		return nil, ruleError(r, pgerr.InvalidObjectDefinition, "no foreign key joins %s to %s", shortName(child.QualifiedName()), shortName(parent.QualifiedName()))
+	}
+	e := ruleError(r, pgerr.InvalidObjectDefinition, "%s and %s are joined by several foreign keys (%s): name one with via",
+		shortName(child.QualifiedName()), shortName(parent.QualifiedName()), strings.Join(names, ", "))
+	e.Hint = fmt.Sprintf("For example: via => '%s'.", names[0])
+	return nil, e
+}
+
+// checkDuplicates reports a column derived by two rules (defined behind
+// the proxy's back: the SQL functions refuse it).
+func (s *Set) checkDuplicates() {
+	seen := make(map[ColumnRef]*Compiled)
+	for _, c := range s.rules {
+		if !c.Rule.Enabled || !c.Rule.Kind.IsDerivation() || s.errs[c.Rule.Name] != nil {
+			continue
+		}
+		if first := seen[c.Target]; first != nil {
+			s.errs[c.Rule.Name] = ruleError(c.Rule, pgerr.InvalidObjectDefinition, "column %s is already derived by rule %q", c.Target, first.Rule.Name)
+			continue
+		}
+		seen[c.Target] = c
+	}
+}
+
+// orderDerivations sorts the derivations so that each comes after every
+// derivation whose target it reads, and reports cycles.
+func (s *Set) orderDerivations() {
+	writer := make(map[ColumnRef]*Compiled)
+	var ders []*Compiled
+	for _, c := range s.rules {
+		if c.Rule.Enabled && c.Rule.Kind.IsDerivation() && s.errs[c.Rule.Name] == nil {
+			writer[c.Target] = c
+			ders = append(ders, c)
+		}
+	}
+	const (
+		unvisited = iota
+		visiting
+		done
+	)
+	state := make(map[*Compiled]int)
+	var stack []*Compiled
+	var visit func(c *Compiled)
+	visit = func(c *Compiled) {
+		switch state[c] {
+		case done:
+			return
+		case visiting:
+			i := slices.Index(stack, c)
+			cycle := make([]string, 0, len(stack)-i+1)
+			for _, x := range stack[i:] {
+				cycle = append(cycle, x.Rule.Name)
+			}
+			cycle = append(cycle, c.Rule.Name)
+			for _, x := range stack[i:] {
+				if s.errs[x.Rule.Name] == nil {
+					s.errs[x.Rule.Name] = ruleError(x.Rule, pgerr.InvalidObjectDefinition, "the derivations form a cycle: %s", strings.Join(cycle, " → "))
+				}
+			}
+			return
+		}
+		state[c] = visiting
+		stack = append(stack, c)
+		for _, r := range c.Reads {
+			if w := writer[r]; w != nil && w != c {
+				visit(w)
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[c] = done
+		s.order = append(s.order, c)
+	}
+	for _, c := range ders {
+		visit(c)
+	}
+	s.order = slices.DeleteFunc(s.order, func(c *Compiled) bool { return s.errs[c.Rule.Name] != nil })
+}
+
+// Errors returns the compile errors, in rule order.
+func (s *Set) Errors() []*pgerr.Error {
+	var out []*pgerr.Error
+	for _, c := range s.rules {
+		if e := s.errs[c.Rule.Name]; e != nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// RuleError returns the named rule's compile error, or nil.
+func (s *Set) RuleError(name string) *pgerr.Error { return s.errs[name] }
+
+// Broken returns the errors of the rules a write to table would run: those
+// attached to it and those that read it.
+func (s *Set) Broken(table string) []*pgerr.Error {
+	var out []*pgerr.Error
+	for _, c := range s.rules {
+		e := s.errs[c.Rule.Name]
+		if e == nil {
+			continue
+		}
+		if c.Rule.Table == table || c.Rule.SourceTable == table {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Involves reports whether a write to table concerns a rule: the table has
+// rules, or a rule reads it.
+func (s *Set) Involves(table string) bool {
+	return s.involved[table] || len(s.Broken(table)) > 0
+}
+
+// Relationship returns the foreign key an aggregate or a copy uses.
+func (s *Set) Relationship(name string) *catalog.ForeignKey {
+	if c := s.byName[name]; c != nil {
+		return c.FK
+	}
+	return nil
+}
+
+// Downstream returns the named derivations and every derivation that
+// depends on them, directly or not, in execution order.
+func (s *Set) Downstream(names map[string]bool) []*catalog.Rule {
+	affected := make(map[ColumnRef]bool)
+	var out []*catalog.Rule
+	for _, c := range s.order {
+		hit := names[c.Rule.Name]
+		for _, r := range c.Reads {
+			hit = hit || affected[r]
+		}
+		if hit {
+			affected[c.Target] = true
+			out = append(out, c.Rule)
+		}
+	}
+	return out
+}
+
+// ExplainEntry is one line of `pgrules explain`.
+type ExplainEntry struct {
+	Position  int      `json:"position"`
+	Rule      string   `json:"rule"`
+	Kind      string   `json:"kind"`
+	Target    string   `json:"target,omitempty"`
+	Reads     []string `json:"reads"`
+	DependsOn []string `json:"depends_on"`
+	UsedBy    []string `json:"used_by"`
+}
+
+// kindRank is the order in which a row's logic runs.
+var kindRank = map[catalog.RuleKind]int{
+	catalog.Copy: 1, catalog.Formula: 2, catalog.Sum: 3, catalog.Count: 3, catalog.Min: 3, catalog.Max: 3,
+	catalog.Constraint: 4, catalog.CommitConstraint: 5, catalog.Event: 6,
+}
+
+// Explain lists the rules of table in execution order.
+func (s *Set) Explain(table string) []ExplainEntry {
+	pos := make(map[*Compiled]int)
+	for i, c := range s.order {
+		pos[c] = i
+	}
+	var mine []*Compiled
+	for _, c := range s.rules {
+		if c.Rule.Table == table {
+			mine = append(mine, c)
+		}
+	}
+	sort.SliceStable(mine, func(i, j int) bool {
+		a, b := mine[i], mine[j]
+		if kindRank[a.Rule.Kind] != kindRank[b.Rule.Kind] {
+			return kindRank[a.Rule.Kind] < kindRank[b.Rule.Kind]
+		}
+		return pos[a] < pos[b]
+	})
+	out := make([]ExplainEntry, len(mine))
+	for i, c := range mine {
+		e := ExplainEntry{Position: i + 1, Rule: c.Rule.Name, Kind: string(c.Rule.Kind), Reads: []string{}, DependsOn: []string{}, UsedBy: []string{}}
+		if c.Rule.Kind.IsDerivation() {
+			e.Target = c.Target.String()
+		}
+		for _, r := range c.Reads {
+			e.Reads = append(e.Reads, r.String())
+			for _, o := range s.rules {
+				if o != c && o.Rule.Kind.IsDerivation() && o.Target == r && !slices.Contains(e.DependsOn, o.Rule.Name) {
+					e.DependsOn = append(e.DependsOn, o.Rule.Name)
+				}
+			}
+		}
+		if c.Rule.Kind.IsDerivation() {
+			for _, o := range s.rules {
+				if o != c && slices.Contains(o.Reads, c.Target) {
+					e.UsedBy = append(e.UsedBy, o.Rule.Name)
+				}
+			}
+		}
+		if !c.Rule.Enabled {
+			e.Kind += " (disabled)"
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// ExplainAll is Explain of every table with rules, by qualified name.
+func (s *Set) ExplainAll() map[string][]ExplainEntry {
+	out := make(map[string][]ExplainEntry)
+	for _, c := range s.rules {
+		if _, ok := out[c.Rule.Table]; !ok {
+			out[c.Rule.Table] = s.Explain(c.Rule.Table)
+		}
+	}
+	return out
+}
+
+// template compiles a constraint's message: text with {expression} parts.
+func (s *Set) template(c *Compiled, t *catalog.Table) *pgerr.Error {
+	msg := c.Rule.Message
+	for msg != "" {
+		open := strings.IndexByte(msg, '{')
+		if open < 0 {
+			c.message = append(c.message, messagePart{text: msg})
+			break
+		}
+		end := strings.IndexByte(msg[open:], '}')
+		if end < 0 {
+			return ruleError(c.Rule, pgerr.InvalidObjectDefinition, "the message has a { without its }")
+		}
+		if open > 0 {
+			c.message = append(c.message, messagePart{text: msg[:open]})
+		}
+		var p *vm.Program
+		if _, err := s.expression(c, t, "message", msg[open+1:open+end], &p, false); err != nil {
+			return err
+		}
+		c.message = append(c.message, messagePart{program: p})
+		msg = msg[open+end+1:]
+	}
+	return nil
+}
+
+// operatorFuncs replace expr's operators (see values.go).
+var operatorFuncs = map[string]string{
+	"+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod",
+	"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge",
+}
+
+var exprFunctions = []expr.Option{
+	expr.Function("_add", func(p ...any) (any, error) { return opAdd(p[0], p[1]) }),
+	expr.Function("_sub", func(p ...any) (any, error) { return opSub(p[0], p[1]) }),
+	expr.Function("_mul", func(p ...any) (any, error) { return opMul(p[0], p[1]) }),
+	expr.Function("_div", func(p ...any) (any, error) { return opDiv(p[0], p[1]) }),
+	expr.Function("_mod", func(p ...any) (any, error) { return opMod(p[0], p[1]) }),
+	expr.Function("_neg", func(p ...any) (any, error) { return opNeg(p[0]) }),
+	expr.Function("_eq", func(p ...any) (any, error) { return opEq(p[0], p[1]) }),
+	expr.Function("_ne", func(p ...any) (any, error) { return opNe(p[0], p[1]) }),
+	expr.Function("_lt", func(p ...any) (any, error) { return opLt(p[0], p[1]) }),
+	expr.Function("_le", func(p ...any) (any, error) { return opLe(p[0], p[1]) }),
+	expr.Function("_gt", func(p ...any) (any, error) { return opGt(p[0], p[1]) }),
+	expr.Function("_ge", func(p ...any) (any, error) { return opGe(p[0], p[1]) }),
+}
+
+// actionFuncs are the functions of event actions (rules-api.md §4), with
+// their arity and the timings that allow them. They run in the engine; the
+// compiler checks their use.
+var actionFuncs = map[string]struct {
+	min, max int
+	timings  []string // nil: every timing
+}{
+	"set":    {2, 2, []string{"early", "pre_insert"}},
+	"reject": {1, 2, nil},
+	"insert": {2, 2, nil},
+	"update": {3, 3, nil},
+	"delete": {2, 2, nil},
+	"notify": {2, 2, nil},
+	"sql":    {1, 100, nil},
+	"post":   {2, 2, []string{"after_commit", "failure"}},
+}
+
+// expression parses, checks and compiles one expression of a rule against
+// the row of table t: names, types, and the columns it reads.
+func (s *Set) expression(c *Compiled, t *catalog.Table, part, src string, out **vm.Program, action bool) (kind, *pgerr.Error) {
+	tree, err := parser.Parse(src)
+	if err != nil {
+		var fe *file.Error
+		if errors.As(err, &fe) {
+			return kAny, ruleError(c.Rule, pgerr.InvalidObjectDefinition, "syntax error in the %s at %d:%d: %s", part, fe.Line, fe.Column+1, fe.Message)
+		}
+		return kAny, ruleError(c.Rule, pgerr.InvalidObjectDefinition, "syntax error in the %s: %s", part, err)
+	}
+	ck := &checker{set: s, c: c, table: t, part: part, src: src, action: action}
+	k := ck.check(tree.Node)
+	if ck.err != nil {
+		return kAny, ck.err
+	}
+	opts := append([]expr.Option{
+		expr.Env(map[string]any{"row": map[string]any{}, "old": map[string]any{}, "verb": "", "error": map[string]any{}}),
+		expr.Patch(&operatorPatcher{}),
+		expr.AllowUndefinedVariables(),
+		expr.MaxNodes(10000),
+	}, exprFunctions...)
+	if action {
+		for name := range actionFuncs {
+			opts = append(opts, expr.Function(name, func(p ...any) (any, error) {
+				return nil, pgerr.New(pgerr.FeatureNotSupported, "event actions run in the engine")
+			}))
+		}
+	}
+	p, err := expr.Compile(src, opts...)
+	if err != nil {
+		return kAny, ruleError(c.Rule, pgerr.InvalidObjectDefinition, "the %s does not compile: %s", part, err)
+	}
+	*out = p
+	return k, nil
+}
+
+// operatorPatcher rewrites operators into calls of the value functions and
+// decimal literals into exact decimals.
+type operatorPatcher struct{}
+
+func (operatorPatcher) Visit(node *ast.Node) {
+	switch n := (*node).(type) {
+	case *ast.BinaryNode:
+		if f, ok := operatorFuncs[n.Operator]; ok {
+			ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: f}, Arguments: []ast.Node{n.Left, n.Right}})
+		}
+	case *ast.UnaryNode:
+		if n.Operator == "-" {
+			ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: "_neg"}, Arguments: []ast.Node{n.Node}})
+		}
+	case *ast.FloatNode:
+		ast.Patch(node, &ast.ConstantNode{Value: decimal.NewFromFloat(n.Value)})
+	}
+}

@@ -1,0 +1,354 @@
+package rules
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/sqlparse"
+	"github.com/pgrules/pgrules/stmt"
+	"github.com/rs/zerolog"
+)
+
+// Engine runs the rules of every database a proxy serves: it implements
+// stmt.Rules. Each database gets a catalog watcher on the proxy's own
+// connection, started by the first session of that database, and the rules
+// compiled from its snapshot, shared by all its sessions.
+type Engine struct {
+	cfg EngineConfig
+
+	mu  sync.Mutex
+	dbs map[string]*database
+}
+
+// EngineConfig is what an Engine needs from the program that wires it.
+type EngineConfig struct {
+	// Connect opens the proxy's own connection to a database.
+	Connect func(ctx context.Context, database string) (*pgx.Conn, error)
+	// Setup runs on every such connection before the catalog is read:
+	// it installs or upgrades the pgrules schema.
+	Setup  func(ctx context.Context, conn *pgx.Conn) error
+	Logger zerolog.Logger
+}
+
+// NewEngine returns an engine; databases are watched from their first
+// session on.
+func NewEngine(cfg EngineConfig) *Engine {
+	return &Engine{cfg: cfg, dbs: make(map[string]*database)}
+}
+
+// Close stops every watcher.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for name, db := range e.dbs {
+		db.watcher.Close()
+		delete(e.dbs, name)
+	}
+}
+
+// database is one database's rules.
+type database struct {
+	watcher *catalog.Watcher
+	state   atomic.Pointer[compiled]
+	mu      sync.Mutex // serializes compiling a new snapshot
+}
+
+// compiled is a snapshot with its rules compiled and the statements
+// classified against it so far. It is replaced, never changed, when the
+// snapshot changes, so the classification cache needs no invalidation.
+type compiled struct {
+	snap  *catalog.Snapshot
+	set   *Set
+	err   error    // the catalog could not be loaded
+	plans sync.Map // statement text → *plan
+	// planned counts plans, to bound the cache against clients that
+	// inline their values into ever-new statement texts.
+	planned atomic.Int64
+}
+
+const maxPlans = 10000
+
+func (e *Engine) database(ctx context.Context, name string) *database {
+	e.mu.Lock()
+	db := e.dbs[name]
+	if db == nil {
+		db = &database{}
+		db.watcher = catalog.NewWatcher(catalog.WatcherConfig{
+			Connect: func(ctx context.Context) (*pgx.Conn, error) { return e.cfg.Connect(ctx, name) },
+			Setup:   e.cfg.Setup,
+			Logger:  e.cfg.Logger.With().Str("database", name).Logger(),
+		})
+		db.watcher.Start(context.Background())
+		e.dbs[name] = db
+	}
+	e.mu.Unlock()
+	return db
+}
+
+// current returns the compiled state of the watcher's latest snapshot.
+func (db *database) current(ctx context.Context) *compiled {
+	snap, err := db.watcher.Snapshot(ctx)
+	if c := db.state.Load(); c != nil && c.snap == snap && snap != nil {
+		return c
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if c := db.state.Load(); c != nil && c.snap == snap && snap != nil {
+		return c
+	}
+	c := &compiled{snap: snap, err: err}
+	if err == nil {
+		c.set = Compile(snap)
+	}
+	db.state.Store(c)
+	return c
+}
+
+// Open implements stmt.Rules.
+func (e *Engine) Open(ctx context.Context, info stmt.SessionInfo) stmt.Session {
+	db := e.database(ctx, info.Database)
+	db.current(ctx) // waits for the first snapshot, bounded by ctx
+	return &session{db: db, log: info.Log}
+}
+
+// plan is what the engine does with one statement text.
+type plan struct {
+	intercept bool
+	define    bool // calls into the pgrules schema: check definitions after it
+	parts     []sqlparse.Statement
+	parseErr  error
+}
+
+// session is one client session's view of the rules. Used by the
+// session's frontend goroutine only.
+type session struct {
+	db  *database
+	log zerolog.Logger
+	// computed remembers, per transaction, which derivations have had
+	// their existing rows computed, and from which definition.
+	computed map[string]string
+}
+
+func (s *session) Close() {}
+
+// Intercepts implements stmt.Session.
+func (s *session) Intercepts(sql string) bool {
+	return s.plan(s.db.current(context.Background()), sql).intercept
+}
+
+func (s *session) plan(c *compiled, sql string) *plan {
+	if p, ok := c.plans.Load(sql); ok {
+		return p.(*plan)
+	}
+	p := c.classify(sql)
+	if c.planned.Add(1) <= maxPlans {
+		c.plans.Store(sql, p)
+	}
+	return p
+}
+
+// classify decides, without parsing when it can, whether a statement text
+// needs the engine.
+func (c *compiled) classify(sql string) *plan {
+	p := &plan{}
+	if containsFold(sql, "pgrules.") {
+		p.intercept, p.define = true, true
+	}
+	switch sqlparse.LeadingKeyword(sql) {
+	case "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "TRUNCATE", "WITH", "EXPLAIN":
+	default:
+		if !p.define {
+			return p
+		}
+	}
+	p.parts, p.parseErr = sqlparse.Parse(sql)
+	if p.parseErr != nil {
+		return p // the server will report the syntax error
+	}
+	for _, st := range p.parts {
+		if c.writesRuledTable(st) {
+			p.intercept = true
+		}
+	}
+	return p
+}
+
+// writesRuledTable reports whether a statement writes a table that rules
+// read or derive, or whose rules are broken or could not be loaded.
+func (c *compiled) writesRuledTable(st sqlparse.Statement) bool {
+	if len(st.Writes) == 0 {
+		return false
+	}
+	if c.err != nil {
+		return true
+	}
+	for _, w := range st.Writes {
+		if t := c.lookup(w); t != nil && c.set.Involves(t.QualifiedName()) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *compiled) lookup(w sqlparse.Write) *catalog.Table {
+	if w.Schema != "" {
+		return c.snap.Lookup(w.Schema + "." + w.Table)
+	}
+	return c.snap.Lookup(w.Table)
+}
+
+// Split implements stmt.Session.
+func (s *session) Split(sql string) ([]stmt.Part, error) {
+	c := s.db.current(context.Background())
+	p := s.plan(c, sql)
+	if p.parseErr != nil {
+		return nil, p.parseErr
+	}
+	parts := make([]stmt.Part, len(p.parts))
+	for i, st := range p.parts {
+		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Engine: s.plan(c, st.SQL).intercept}
+	}
+	return parts, nil
+}
+
+// Commit implements stmt.Session. Commit constraints come with the engine
+// that runs writes.
+func (s *session) Commit(ctx context.Context, c stmt.Conn) error { return nil }
+
+// Exec implements stmt.Session.
+func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (*stmt.Result, error) {
+	c := s.db.current(ctx)
+	p := s.plan(c, st.SQL)
+	if p.define {
+		return s.define(ctx, conn, c, st)
+	}
+	return nil, s.refuseWrite(ctx, conn, c, p)
+}
+
+// refuseWrite fails a write on a table with rules, which this engine
+// cannot run yet, or whose rules are broken: rules are never skipped.
+func (s *session) refuseWrite(ctx context.Context, conn stmt.Conn, c *compiled, p *plan) error {
+	if c.err != nil {
+		return failTx(ctx, conn, pgerr.New(pgerr.ObjectNotInPrereqState, "the rules of this database could not be loaded, so writes to tables are refused: %s", c.err))
+	}
+	for _, st := range p.parts {
+		for _, w := range st.Writes {
+			t := c.lookup(w)
+			if t == nil {
+				continue
+			}
+			if broken := c.set.Broken(t.QualifiedName()); len(broken) > 0 {
+				e := pgerr.New(pgerr.ObjectNotInPrereqState, "writes to %s are refused until its rules are fixed: %s", t.QualifiedName(), broken[0].Message)
+				e.Schema, e.Table = t.Schema, t.Name
+				return failTx(ctx, conn, e)
+			}
+			if c.set.Involves(t.QualifiedName()) {
+				e := pgerr.New(pgerr.FeatureNotSupported, "%s on %s, which has rules: this version of pgrules defines rules but does not run them on writes yet, so the write is refused", w.Verb, t.QualifiedName())
+				e.Schema, e.Table = t.Schema, t.Name
+				return failTx(ctx, conn, e)
+			}
+		}
+	}
+	return failTx(ctx, conn, pgerr.New(pgerr.InternalError, "pgrules intercepted a statement it has nothing to do for"))
+}
+
+// failTx puts the client's transaction in the failed state, as the error
+// would have had it come from the server, and returns the error.
+func failTx(ctx context.Context, conn stmt.Conn, e *pgerr.Error) error {
+	conn.Query(ctx, "SELECT pgrules.raise($1, $2)", e.Code, e.Message)
+	return e
+}
+
+// define runs a statement that calls into the pgrules schema — a rule
+// definition, a listing, an explain — inside a savepoint, then compiles the
+// rules as the transaction now sees them. A definition that does not
+// compile is undone and fails the statement; new derivations get their
+// values on the existing rows.
+func (s *session) define(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
+	ownTx := conn.TxStatus() == stmt.TxIdle
+	if ownTx {
+		if _, err := conn.Simple(ctx, "BEGIN"); err != nil {
+			return nil, err
+		}
+	}
+	if ownTx || s.computed == nil {
+		s.computed = make(map[string]string)
+	}
+	res, err := s.defineIn(ctx, conn, c, st)
+	if ownTx {
+		end := "COMMIT"
+		if err != nil {
+			end = "ROLLBACK"
+		}
+		if _, cerr := conn.Simple(ctx, end); cerr != nil && err == nil {
+			return nil, cerr
+		}
+	}
+	return res, err
+}
+
+func (s *session) defineIn(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
+	if containsFold(st.SQL, "pgrules.explain") && c.set != nil {
+		doc, err := json.Marshal(c.set.ExplainAll())
+		if err != nil {
+			return nil, pgerr.New(pgerr.InternalError, "explain: %w", err)
+		}
+		if _, err := conn.Query(ctx, "SELECT set_config('pgrules.explain', $1, true)", string(doc)); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := conn.Simple(ctx, "SAVEPOINT pgrules_define"); err != nil {
+		return nil, err
+	}
+	res, err := conn.Exec(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := catalog.Load(ctx, conn)
+	if err == nil {
+		set := Compile(snap)
+		if perr := s.firstError(snap, set); perr != nil {
+			err = perr
+		} else {
+			err = s.computeExisting(ctx, conn, snap, set)
+		}
+	}
+	if err != nil {
+		conn.Simple(ctx, "ROLLBACK TO SAVEPOINT pgrules_define; RELEASE SAVEPOINT pgrules_define")
+		var e *pgerr.Error
+		if !errors.As(err, &e) {
+			e = pgerr.New(pgerr.InternalError, "%s", err)
+		}
+		return nil, failTx(ctx, conn, e)
+	}
+	if _, err := conn.Simple(ctx, "RELEASE SAVEPOINT pgrules_define"); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// firstError is the first compile error of a rule this transaction wrote.
+// Rules broken before it are not its fault: they refuse writes to their
+// tables instead.
+func (s *session) firstError(snap *catalog.Snapshot, set *Set) *pgerr.Error {
+	for _, r := range snap.Rules {
+		if !r.ChangedInTx {
+			continue
+		}
+		if e := set.RuleError(r.Name); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func containsFold(s, substr string) bool {
+	return strings.Contains(strings.ToLower(s), substr)
+}

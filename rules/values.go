@@ -1,0 +1,358 @@
+package rules
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strconv"
+	"time"
+
+	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/pgerr"
+	"github.com/shopspring/decimal"
+)
+
+// Values in expressions: int for integers, decimal.Decimal for numeric
+// (exact, never a float64), float64 for real and double precision, string,
+// bool, time.Time, decoded JSON, and nil for NULL.
+//
+// Every arithmetic and comparison operator of a rule expression is
+// rewritten into a call of one of the functions below (see compile.go),
+// which decide by the operands' run-time types: an integer meeting a decimal
+// becomes a decimal, a float meeting a decimal becomes the decimal of its
+// shortest representation, so 0.1 + 0.2 == 0.3 holds and money stays
+// exact. Arithmetic with nil gives nil, as in SQL; == and != treat nil as
+// a value (nil == nil); <, <=, >, >= with nil are false.
+
+// divisionPrecision is the number of decimal places kept by a division
+// whose result does not terminate, as many as PostgreSQL's numeric keeps
+// for operands of small scale (at least 16 significant digits).
+const divisionPrecision = 20
+
+type numKind int
+
+const (
+	notNumber numKind = iota
+	isInt
+	isDecimal
+	isFloat
+)
+
+func numeric(v any) numKind {
+	switch v.(type) {
+	case int:
+		return isInt
+	case decimal.Decimal:
+		return isDecimal
+	case float64:
+		return isFloat
+	}
+	return notNumber
+}
+
+func toDecimal(v any) decimal.Decimal {
+	switch v := v.(type) {
+	case int:
+		return decimal.NewFromInt(int64(v))
+	case float64:
+		d, _ := decimal.NewFromString(strconv.FormatFloat(v, 'f', -1, 64))
+		return d
+	}
+	return v.(decimal.Decimal)
+}
+
+func toFloat(v any) float64 {
+	if i, ok := v.(int); ok {
+		return float64(i)
+	}
+	return v.(float64)
+}
+
+// widest is the type two numbers are combined in.
+func widest(a, b any) numKind {
+	ka, kb := numeric(a), numeric(b)
+	switch {
+	case ka == notNumber || kb == notNumber:
+		return notNumber
+	case ka == isDecimal || kb == isDecimal:
+		return isDecimal
+	case ka == isFloat || kb == isFloat:
+		return isFloat
+	}
+	return isInt
+}
+
+func typeError(op string, a, b any) error {
+	return pgerr.New(pgerr.DataException, "operator %s cannot combine %s and %s", op, typeName(a), typeName(b))
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "nil"
+	case int:
+		return "integer"
+	case decimal.Decimal:
+		return "decimal"
+	case float64:
+		return "float"
+	case string:
+		return "text"
+	case bool:
+		return "boolean"
+	case time.Time:
+		return "time"
+	}
+	return reflect.TypeOf(v).String()
+}
+
+func opAdd(a, b any) (any, error) {
+	if a == nil || b == nil {
+		return nil, nil
+	}
+	switch widest(a, b) {
+	case isInt:
+		return a.(int) + b.(int), nil
+	case isDecimal:
+		return toDecimal(a).Add(toDecimal(b)), nil
+	case isFloat:
+		return toFloat(a) + toFloat(b), nil
+	}
+	if sa, ok := a.(string); ok {
+		if sb, ok := b.(string); ok {
+			return sa + sb, nil
+		}
+	}
+	return nil, typeError("+", a, b)
+}
+
+func opSub(a, b any) (any, error) {
+	if a == nil || b == nil {
+		return nil, nil
+	}
+	switch widest(a, b) {
+	case isInt:
+		return a.(int) - b.(int), nil
+	case isDecimal:
+		return toDecimal(a).Sub(toDecimal(b)), nil
+	case isFloat:
+		return toFloat(a) - toFloat(b), nil
+	}
+	return nil, typeError("-", a, b)
+}
+
+func opMul(a, b any) (any, error) {
+	if a == nil || b == nil {
+		return nil, nil
+	}
+	switch widest(a, b) {
+	case isInt:
+		return a.(int) * b.(int), nil
+	case isDecimal:
+		return toDecimal(a).Mul(toDecimal(b)), nil
+	case isFloat:
+		return toFloat(a) * toFloat(b), nil
+	}
+	return nil, typeError("*", a, b)
+}
+
+// opDiv divides exactly: integers and decimals give a decimal (7 / 2 is
+// 3.5, not 3), floats a float.
+func opDiv(a, b any) (any, error) {
+	if a == nil || b == nil {
+		return nil, nil
+	}
+	k := widest(a, b)
+	if k == notNumber {
+		return nil, typeError("/", a, b)
+	}
+	if k == isFloat {
+		if toFloat(b) == 0 {
+			return nil, pgerr.New(pgerr.DivisionByZero, "division by zero")
+		}
+		return toFloat(a) / toFloat(b), nil
+	}
+	d := toDecimal(b)
+	if d.IsZero() {
+		return nil, pgerr.New(pgerr.DivisionByZero, "division by zero")
+	}
+	q := toDecimal(a).DivRound(d, divisionPrecision)
+	// Trailing zeros of a terminating quotient are noise: 1.00 / 4 is 0.25.
+	return trimZeros(q), nil
+}
+
+func trimZeros(d decimal.Decimal) decimal.Decimal {
+	s := d.String()
+	out, _ := decimal.NewFromString(s)
+	return out
+}
+
+func opMod(a, b any) (any, error) {
+	if a == nil || b == nil {
+		return nil, nil
+	}
+	switch widest(a, b) {
+	case isInt:
+		if b.(int) == 0 {
+			return nil, pgerr.New(pgerr.DivisionByZero, "division by zero")
+		}
+		return a.(int) % b.(int), nil
+	case isDecimal:
+		if toDecimal(b).IsZero() {
+			return nil, pgerr.New(pgerr.DivisionByZero, "division by zero")
+		}
+		return toDecimal(a).Mod(toDecimal(b)), nil
+	}
+	return nil, typeError("%", a, b)
+}
+
+func opNeg(a any) (any, error) {
+	switch v := a.(type) {
+	case nil:
+		return nil, nil
+	case int:
+		return -v, nil
+	case decimal.Decimal:
+		return v.Neg(), nil
+	case float64:
+		return -v, nil
+	}
+	return nil, pgerr.New(pgerr.DataException, "operator - cannot apply to %s", typeName(a))
+}
+
+// compare orders two non-nil values; ok is false when they are of kinds
+// that do not compare.
+func compare(a, b any) (c int, ok bool) {
+	switch widest(a, b) {
+	case isInt:
+		x, y := a.(int), b.(int)
+		return cmpOrdered(x, y), true
+	case isDecimal:
+		return toDecimal(a).Cmp(toDecimal(b)), true
+	case isFloat:
+		return cmpOrdered(toFloat(a), toFloat(b)), true
+	}
+	switch x := a.(type) {
+	case string:
+		if y, ok := b.(string); ok {
+			return cmpOrdered(x, y), true
+		}
+	case time.Time:
+		if y, ok := b.(time.Time); ok {
+			return x.Compare(y), true
+		}
+	case bool:
+		if y, ok := b.(bool); ok {
+			if x == y {
+				return 0, true
+			}
+			if !x {
+				return -1, true
+			}
+			return 1, true
+		}
+	}
+	return 0, false
+}
+
+func cmpOrdered[T int | float64 | string](x, y T) int {
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+func opEq(a, b any) (any, error) {
+	if a == nil || b == nil {
+		return a == nil && b == nil, nil
+	}
+	if c, ok := compare(a, b); ok {
+		return c == 0, nil
+	}
+	return reflect.DeepEqual(a, b), nil
+}
+
+func opNe(a, b any) (any, error) {
+	eq, err := opEq(a, b)
+	return !eq.(bool), err
+}
+
+func ordering(op string, test func(int) bool) func(a, b any) (any, error) {
+	return func(a, b any) (any, error) {
+		if a == nil || b == nil {
+			return false, nil
+		}
+		c, ok := compare(a, b)
+		if !ok {
+			return nil, typeError(op, a, b)
+		}
+		return test(c), nil
+	}
+}
+
+var (
+	opLt = ordering("<", func(c int) bool { return c < 0 })
+	opLe = ordering("<=", func(c int) bool { return c <= 0 })
+	opGt = ordering(">", func(c int) bool { return c > 0 })
+	opGe = ordering(">=", func(c int) bool { return c >= 0 })
+)
+
+// ParseValue turns a column's value in PostgreSQL's text format into its
+// expression value. A nil text is NULL.
+func ParseValue(kind catalog.Kind, text []byte) (any, error) {
+	if text == nil {
+		return nil, nil
+	}
+	s := string(text)
+	switch kind {
+	case catalog.KindInt:
+		n, err := strconv.Atoi(s)
+		return n, err
+	case catalog.KindDecimal:
+		return decimal.NewFromString(s)
+	case catalog.KindFloat:
+		return strconv.ParseFloat(s, 64)
+	case catalog.KindBool:
+		return s == "t" || s == "true", nil
+	case catalog.KindTime:
+		for _, layout := range []string{"2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999Z07", "2006-01-02 15:04:05.999999999", "2006-01-02"} {
+			if t, err := time.Parse(layout, s); err == nil {
+				return t, nil
+			}
+		}
+		return nil, fmt.Errorf("cannot read %q as a time", s)
+	case catalog.KindJSON:
+		var v any
+		err := json.Unmarshal(text, &v)
+		return v, err
+	}
+	return s, nil
+}
+
+// FormatValue turns an expression value into PostgreSQL's text format; nil
+// is NULL.
+func FormatValue(v any) []byte {
+	switch v := v.(type) {
+	case nil:
+		return nil
+	case int:
+		return strconv.AppendInt(nil, int64(v), 10)
+	case decimal.Decimal:
+		return []byte(v.String())
+	case float64:
+		return strconv.AppendFloat(nil, v, 'g', -1, 64)
+	case bool:
+		if v {
+			return []byte("t")
+		}
+		return []byte("f")
+	case time.Time:
+		return []byte(v.Format("2006-01-02 15:04:05.999999999Z07:00"))
+	case string:
+		return []byte(v)
+	}
+	return []byte(fmt.Sprint(v))
+}

@@ -1,0 +1,306 @@
+package tests
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgrules/pgrules/internal/demo"
+	"github.com/pgrules/pgrules/proxy"
+	"github.com/pgrules/pgrules/rules"
+	pgsql "github.com/pgrules/pgrules/sql"
+)
+
+// Rules defined in psql and pgx through the proxy (rules-api.md §2, §3,
+// §6): stored, listed, compiled at once, refused with the right SQLSTATE
+// and nothing stored when bad.
+
+// withEngine gives the proxy the rules engine, as `pgrules serve` does.
+func withEngine(s *server) proxyOption {
+	return func(p *proxy.Config) {
+		e := rules.NewEngine(rules.EngineConfig{
+			Connect: func(ctx context.Context, database string) (*pgx.Conn, error) {
+				return pgx.Connect(ctx, s.url("", "", database))
+			},
+			Setup: func(ctx context.Context, conn *pgx.Conn) error {
+				_, _, err := pgsql.Install(ctx, conn)
+				return err
+			},
+			Logger: p.Logger,
+		})
+		p.Rules = e
+		enginesToClose = append(enginesToClose, e)
+	}
+}
+
+var enginesToClose []*rules.Engine
+
+// creditDB is a database with the check-credit schema and data, and a
+// proxy with the engine in front of it.
+func creditDB(t *testing.T) (db string, p *testProxy, admin *pgconn.PgConn) {
+	t.Helper()
+	db = shared.newDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := demo.Load(ctx, shared.url("", "", db)); err != nil {
+		t.Fatal(err)
+	}
+	p = startProxy(t, shared, withEngine(shared))
+	t.Cleanup(func() {
+		for _, e := range enginesToClose {
+			e.Close()
+		}
+		enginesToClose = nil
+	})
+	return db, p, connect(t, shared.url("", "", db))
+}
+
+// pgError runs sql and returns the server's error (nil when it succeeded).
+func pgError(t *testing.T, c *pgconn.PgConn, sql string) *pgconn.PgError {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.Exec(ctx, sql).ReadAll()
+	if err == nil {
+		return nil
+	}
+	pe, ok := err.(*pgconn.PgError)
+	if !ok {
+		t.Fatalf("%s: %v (not a server error)", sql, err)
+	}
+	return pe
+}
+
+func TestDefineCheckCredit(t *testing.T) {
+	db, p, admin := creditDB(t)
+	c := connect(t, p.url("", "", db))
+	for _, stmt := range strings.Split(strings.TrimSpace(demo.Rules), ";\n") {
+		if e := pgError(t, c, stmt); e != nil {
+			t.Fatalf("%s: %v", stmt, e)
+		}
+	}
+	got := scalar(t, admin, "SELECT string_agg(name || ':' || kind, ' ' ORDER BY name) FROM pgrules.rules")
+	want := "credit_limit:constraint customer.balance:sum customer.unpaid_order_count:count lineitem.amount:formula lineitem.unit_price:copy orders.amount_total:sum"
+	if got != want {
+		t.Fatalf("rules: %s\nwant:  %s", got, want)
+	}
+	// The scenario's rules again, from psql as a user would run them: a
+	// rules script can be re-run.
+	script := filepath.Join(t.TempDir(), "rules.sql")
+	if err := os.WriteFile(script, []byte(demo.Rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", p.url("", "", db), "-f", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("psql -f rules.sql: %v\n%s", err, out)
+	}
+	if n := scalar(t, admin, "SELECT count(*) FROM pgrules.rule"); n != "6" {
+		t.Fatalf("%s rules after re-running the script, want 6", n)
+	}
+	// explain through the proxy, in execution order.
+	if got := scalar(t, c, "SELECT string_agg(rule, ',' ORDER BY position) FROM pgrules.explain('lineitem')"); got != "lineitem.unit_price,lineitem.amount" {
+		t.Fatalf("explain lineitem: %q", got)
+	}
+	if e := pgError(t, admin, "SELECT * FROM pgrules.explain('lineitem')"); e == nil || e.Code != "55000" {
+		t.Fatalf("explain directly: %v, want 55000", e)
+	}
+}
+
+func TestDefineErrors(t *testing.T) {
+	db, p, admin := creditDB(t)
+	scalar(t, admin, `CREATE TABLE dept (id int PRIMARY KEY, payroll numeric DEFAULT 0);
+		CREATE TABLE emp (id int PRIMARY KEY, salary numeric,
+			works_for int CONSTRAINT works_for REFERENCES dept, on_loan_to int CONSTRAINT on_loan_to REFERENCES dept)`)
+	c := connect(t, p.url("", "", db))
+	scalar(t, c, "SELECT 1") // the session's rules are open, the schema installed
+	for _, tc := range []struct {
+		name, sql, code string
+		says            []string // the message must contain each
+	}{
+		{"unknown table", `SELECT pgrules.formula('nosuch.x', '1')`, "42P01", []string{"nosuch"}},
+		{"unknown target column", `SELECT pgrules.formula('lineitem.nosuch', '1')`, "42703", []string{"nosuch"}},
+		{"unknown column in expression", `SELECT pgrules.formula('lineitem.amount', 'row.quantity * row.unit_prize')`, "", []string{"lineitem.amount", "unit_prize", "1:"}},
+		{"syntax error", `SELECT pgrules.formula('lineitem.amount', 'row.quantity *')`, "", []string{"lineitem.amount", "1:"}},
+		{"type error in a constraint", `SELECT pgrules.constraint('customer', 'row.name + 1 > 0', 'bad')`, "", []string{"customer_constraint_1"}},
+		{"condition not boolean", `SELECT pgrules.constraint('customer', 'row.balance', 'bad', name => 'nb')`, "", []string{"nb"}},
+		{"ambiguous relationship", `SELECT pgrules.sum('dept.payroll', 'emp.salary')`, "42P17", []string{"dept.payroll", "works_for", "on_loan_to"}},
+		{"via naming no such key", `SELECT pgrules.sum('dept.payroll', 'emp.salary', via => 'nope')`, "", []string{"nope"}},
+		{"sum of text", `SELECT pgrules.sum('orders.amount_total', 'lineitem.amount', name => 'x'), pgrules.sum('customer.balance', 'orders.notes')`, "", []string{"customer.balance"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := scalar(t, admin, "SELECT count(*) FROM pgrules.rule")
+			e := pgError(t, c, tc.sql)
+			if e == nil {
+				t.Fatalf("%s succeeded", tc.sql)
+			}
+			if tc.code != "" && e.Code != tc.code || !strings.HasPrefix(e.Code, "42") {
+				t.Fatalf("SQLSTATE %s (%s), want %s", e.Code, e.Message, or(tc.code, "42xxx"))
+			}
+			for _, s := range tc.says {
+				if !strings.Contains(e.Message+" "+e.Detail+" "+e.Hint, s) {
+					t.Errorf("message %q (detail %q) does not mention %q", e.Message, e.Detail, s)
+				}
+			}
+			if after := scalar(t, admin, "SELECT count(*) FROM pgrules.rule"); after != before {
+				t.Fatalf("%s rules stored after the failed definition, %s before", after, before)
+			}
+			if got := scalar(t, c, "SELECT 'next'"); got != "next" || c.TxStatus() != 'I' {
+				t.Fatalf("the session after the error: %q %c", got, c.TxStatus())
+			}
+		})
+	}
+
+	t.Run("cycle among formulas", func(t *testing.T) {
+		scalar(t, c, `SELECT pgrules.formula('lineitem.amount', 'row.unit_price * 2')`)
+		e := pgError(t, c, `SELECT pgrules.formula('lineitem.unit_price', 'row.amount / 2')`)
+		if e == nil || !strings.HasPrefix(e.Code, "42") || !strings.Contains(e.Message+e.Detail, "lineitem.amount") {
+			t.Fatalf("cycle: %v", e)
+		}
+		scalar(t, c, `SELECT pgrules.drop_rule('lineitem.amount')`)
+	})
+	t.Run("second derivation of a column", func(t *testing.T) {
+		scalar(t, c, `SELECT pgrules.sum('orders.amount_total', 'lineitem.amount')`)
+		e := pgError(t, c, `SELECT pgrules.formula('orders.amount_total', '0', name => 'other')`)
+		if e == nil || e.Code != "42P17" || !strings.Contains(e.Message, "orders.amount_total") {
+			t.Fatalf("second derivation: %v", e)
+		}
+	})
+	t.Run("via chooses the relationship", func(t *testing.T) {
+		if e := pgError(t, c, `SELECT pgrules.sum('dept.payroll', 'emp.salary', via => 'works_for')`); e != nil {
+			t.Fatal(e)
+		}
+	})
+	t.Run("extended protocol with parameters", func(t *testing.T) {
+		ctx := context.Background()
+		rr := c.ExecParams(ctx, "SELECT pgrules.formula($1, $2)", [][]byte{[]byte("lineitem.amount"), []byte("row.quantity * row.nope")}, nil, nil, nil).Read()
+		if pe, ok := rr.Err.(*pgconn.PgError); !ok || !strings.HasPrefix(pe.Code, "42") || !strings.Contains(pe.Message, "nope") {
+			t.Fatalf("bad definition with parameters: %v", rr.Err)
+		}
+		rr = c.ExecParams(ctx, "SELECT pgrules.formula($1, $2)", [][]byte{[]byte("lineitem.amount"), []byte("row.quantity * row.unit_price")}, nil, nil, nil).Read()
+		if rr.Err != nil || len(rr.Rows) != 1 || string(rr.Rows[0][0]) != "lineitem.amount" {
+			t.Fatalf("definition with parameters: %+v", rr)
+		}
+	})
+	t.Run("inside a transaction", func(t *testing.T) {
+		scalar(t, c, "BEGIN")
+		e := pgError(t, c, `SELECT pgrules.formula('lineitem.amount', 'row.nope')`)
+		if e == nil || c.TxStatus() != 'E' {
+			t.Fatalf("error %v, status %c: want the transaction failed", e, c.TxStatus())
+		}
+		scalar(t, c, "ROLLBACK")
+	})
+}
+
+func TestDefineLifecycle(t *testing.T) {
+	db, p, admin := creditDB(t)
+	c := connect(t, p.url("", "", db))
+	rule := func() string {
+		return scalar(t, admin, "SELECT coalesce(string_agg(name || ' ' || enabled || ' ' || message, ';'), 'none') FROM pgrules.rules WHERE kind = 'constraint'")
+	}
+
+	scalar(t, c, "BEGIN")
+	scalar(t, c, `SELECT pgrules.constraint('customer', 'row.balance >= 0', 'negative')`)
+	scalar(t, c, "ROLLBACK")
+	if got := rule(); got != "none" {
+		t.Fatalf("after ROLLBACK: %s", got)
+	}
+	if got := scalar(t, c, `SELECT pgrules.constraint('customer', 'row.balance >= 0', 'negative')`); got != "customer_constraint_1" {
+		t.Fatalf("default name %q", got)
+	}
+	scalar(t, c, `SELECT pgrules.constraint('customer', 'row.balance >= 0', 'balance {row.balance} is negative', name => 'customer_constraint_1')`)
+	if got := rule(); got != "customer_constraint_1 true balance {row.balance} is negative" {
+		t.Fatalf("after redefinition: %s", got)
+	}
+	scalar(t, c, `SELECT pgrules.disable_rule('customer_constraint_1')`)
+	if got := rule(); !strings.Contains(got, " false ") {
+		t.Fatalf("after disable: %s", got)
+	}
+	scalar(t, c, `SELECT pgrules.enable_rule('customer_constraint_1')`)
+	scalar(t, c, `SELECT pgrules.drop_rule('customer_constraint_1')`)
+	if got := rule(); got != "none" {
+		t.Fatalf("after drop: %s", got)
+	}
+	if e := pgError(t, c, `SELECT pgrules.drop_rule('customer_constraint_1')`); e == nil || e.Code != "42704" {
+		t.Fatalf("dropping an unknown rule: %v", e)
+	}
+}
+
+// TestDefineOnExistingRows: a derivation defined on tables that hold rows
+// computes their values in the same transaction.
+func TestDefineOnExistingRows(t *testing.T) {
+	db, p, admin := creditDB(t)
+	scalar(t, admin, `INSERT INTO orders (id, customer_id, paid) VALUES (1, 1, false), (2, 1, true), (3, 2, false);
+		INSERT INTO lineitem (order_id, product_id, quantity, unit_price, amount) VALUES
+			(1, 1, 3, 10.00, NULL), (1, 3, 7, 0.10, NULL), (2, 2, 1, NULL, NULL), (3, 2, 2, 25.50, NULL)`)
+	c := connect(t, p.url("", "", db))
+	for _, stmt := range strings.Split(strings.TrimSpace(demo.Rules), ";\n") {
+		if e := pgError(t, c, stmt); e != nil {
+			t.Fatalf("%s: %v", stmt, e)
+		}
+	}
+	for sql, want := range map[string]string{
+		"SELECT string_agg(unit_price::text || '/' || amount::text, ' ' ORDER BY id) FROM lineitem": "10.00/30.00 0.10/0.70 25.50/25.50 25.50/51.00",
+		"SELECT string_agg(amount_total::text, ' ' ORDER BY id) FROM orders":                        "30.70 25.50 51.00",
+		"SELECT string_agg(balance || '/' || unpaid_order_count, ' ' ORDER BY id) FROM customer":    "30.70/1 51.00/1",
+	} {
+		if got := scalar(t, admin, sql); got != want {
+			t.Errorf("%s\n got %s\nwant %s", sql, got, want)
+		}
+	}
+}
+
+// TestDefineSeenByOtherProxies: a rule defined through one proxy reaches
+// another proxy's catalog within a second, and writes are never let past
+// rules (this version refuses writes to tables with rules; a broken rule
+// stored behind the proxy's back refuses them with 55000).
+func TestDefineSeenByOtherProxies(t *testing.T) {
+	db, p, admin := creditDB(t)
+	other := startProxy(t, shared, withEngine(shared))
+	a := connect(t, p.url("", "", db))
+	b := connect(t, other.url("", "", db))
+	if e := pgError(t, b, "UPDATE product SET price = price"); e != nil {
+		t.Fatalf("write before any rule: %v", e)
+	}
+	scalar(t, a, `SELECT pgrules.copy('lineitem.unit_price', 'product.price')`)
+	deadline := time.Now().Add(time.Second)
+	for {
+		e := pgError(t, b, "UPDATE product SET price = price")
+		if e != nil && e.Code == "0A000" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the other proxy still lets writes to product through a second after the rule: %v", e)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if e := pgError(t, b, "INSERT INTO orders (customer_id) VALUES (1)"); e != nil {
+		t.Fatalf("a table without rules: %v", e)
+	}
+
+	scalar(t, admin, `INSERT INTO pgrules.rule (name, table_schema, table_name, kind, target_column, expression)
+		VALUES ('broken', 'public', 'orders', 'formula', 'notes', 'row.no_such_column')`)
+	deadline = time.Now().Add(time.Second)
+	for {
+		e := pgError(t, a, "UPDATE orders SET paid = paid")
+		if e != nil && e.Code == "55000" && strings.Contains(e.Message, "broken") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("write to a table with a broken rule: %v, want 55000 naming the rule", e)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
