@@ -77,8 +77,10 @@ type checker struct {
 	src    string
 	action bool
 	err    *pgerr.Error
-	// rows maps row-valued nodes to their table.
+	// rows maps row-valued nodes to their table; old marks those reached
+	// from old, whose reads are not dependencies (old values never change).
 	rows map[ast.Node]*catalog.Table
+	old  map[ast.Node]bool
 }
 
 func (ck *checker) fail(n ast.Node, code, format string, args ...any) kind {
@@ -112,11 +114,11 @@ func (ck *checker) read(t *catalog.Table, column string) {
 	}
 }
 
-func (ck *checker) rowOf(n ast.Node, t *catalog.Table) kind {
+func (ck *checker) rowOf(n ast.Node, t *catalog.Table, old bool) kind {
 	if ck.rows == nil {
-		ck.rows = make(map[ast.Node]*catalog.Table)
+		ck.rows, ck.old = make(map[ast.Node]*catalog.Table), make(map[ast.Node]bool)
 	}
-	ck.rows[n] = t
+	ck.rows[n], ck.old[n] = t, old
 	return kRow
 }
 
@@ -135,7 +137,7 @@ func (ck *checker) check(n ast.Node) kind {
 	case *ast.IdentifierNode:
 		switch n.Value {
 		case "row", "old":
-			return ck.rowOf(n, ck.table)
+			return ck.rowOf(n, ck.table, n.Value == "old")
 		case "verb":
 			return kText
 		case "error":
@@ -153,16 +155,20 @@ func (ck *checker) check(n ast.Node) kind {
 		if !ok {
 			return ck.fail(n, pgerr.InvalidObjectDefinition, "a row's columns are named, not indexed")
 		}
-		t := ck.rows[n.Node]
+		t, old := ck.rows[n.Node], ck.old[n.Node]
 		if col := t.Column(prop.Value); col != nil {
-			ck.read(t, prop.Value)
+			if !old {
+				ck.read(t, prop.Value)
+			}
 			return kindOf(col.Kind)
 		}
 		if fk := parentByAccessor(t, prop.Value); fk != nil {
 			for _, c := range fk.Columns {
-				ck.read(t, c)
+				if !old {
+					ck.read(t, c)
+				}
 			}
-			return ck.rowOf(n, ck.set.snap.Tables[fk.Parent])
+			return ck.rowOf(n, ck.set.snap.Tables[fk.Parent], old)
 		}
 		var names []string
 		for _, fk := range t.Parents {
@@ -281,4 +287,3 @@ func (ck *checker) call(n *ast.CallNode) kind {
 	}
 	return kAny
 }
-

@@ -295,7 +295,10 @@ func (s *Set) orderDerivations() {
 		state[c] = visiting
 		stack = append(stack, c)
 		for _, r := range c.Reads {
-			if w := writer[r]; w != nil && w != c {
+			w := writer[r]
+			if w == c && c.Rule.Kind == catalog.Formula {
+				s.errs[c.Rule.Name] = ruleError(c.Rule, pgerr.InvalidObjectDefinition, "the formula reads its own target %s: the derivations form a cycle: %s → %s", c.Target, c.Rule.Name, c.Rule.Name)
+			} else if w != nil && w != c {
 				visit(w)
 			}
 		}

@@ -341,6 +341,10 @@ func FormatValue(v any) []byte {
 	case int:
 		return strconv.AppendInt(nil, int64(v), 10)
 	case decimal.Decimal:
+		// Keep the value's own scale: 81.00 stays 81.00.
+		if exp := v.Exponent(); exp < 0 {
+			return []byte(v.StringFixed(-exp))
+		}
 		return []byte(v.String())
 	case float64:
 		return strconv.AppendFloat(nil, v, 'g', -1, 64)
@@ -350,7 +354,7 @@ func FormatValue(v any) []byte {
 		}
 		return []byte("f")
 	case time.Time:
-		return []byte(v.Format("2006-01-02 15:04:05.999999999Z07:00"))
+		return []byte(v.Format("2006-01-02 15:04:05.999999999-07:00"))
 	case string:
 		return []byte(v)
 	}
