@@ -48,13 +48,16 @@ END $$;
 
 -- _default_name: a derivation is named after its target, other rules
 -- '<table>_<kind>_<n>' with the lowest free n.
-CREATE OR REPLACE FUNCTION pgrules._default_name(rel text, kind text) RETURNS text
-LANGUAGE sql STABLE AS $$
-  SELECT format('%s_%s_%s', rel, kind, n)
-  FROM generate_series(1, 1000000) n
-  WHERE NOT EXISTS (SELECT 1 FROM pgrules.rule r WHERE r.name = format('%s_%s_%s', rel, kind, n))
-  LIMIT 1
-$$;
+CREATE OR REPLACE FUNCTION pgrules._default_name(p_rel text, p_kind text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+  n int := 1;
+BEGIN
+  WHILE EXISTS (SELECT 1 FROM pgrules.rule r WHERE r.name = format('%s_%s_%s', p_rel, p_kind, n)) LOOP
+    n := n + 1;
+  END LOOP;
+  RETURN format('%s_%s_%s', p_rel, p_kind, n);
+END $$;
 
 CREATE OR REPLACE FUNCTION pgrules._nonempty(value text, what text, rule_name text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -300,3 +303,13 @@ END $$;
 DROP TRIGGER IF EXISTS notify ON pgrules.rule;
 CREATE TRIGGER notify AFTER INSERT OR UPDATE OR DELETE ON pgrules.rule
   FOR EACH STATEMENT EXECUTE FUNCTION pgrules._notify();
+
+-- Schema changes made anywhere (through a proxy or not) reload every
+-- proxy's catalog at commit. Event triggers need a superuser; Install
+-- skips this part for other roles (the proxies then see schema changes
+-- with the next rule change or restart).
+CREATE OR REPLACE FUNCTION pgrules._notify_ddl() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('pgrules', current_database());
+END $$;

@@ -21,6 +21,8 @@ var (
 	migrations embed.FS
 	//go:embed functions.sql
 	functions string
+	//go:embed ddl_trigger.sql
+	ddlTrigger string
 )
 
 // installLock serializes installs by several proxies starting at once.
@@ -72,6 +74,15 @@ func installUpTo(ctx context.Context, conn *pgx.Conn, version int) (from, to int
 	if version == Version {
 		if _, err := tx.Exec(ctx, functions); err != nil {
 			return from, version, fmt.Errorf("pgrules functions: %w", err)
+		}
+		var super bool
+		if err := tx.QueryRow(ctx, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&super); err != nil {
+			return from, version, err
+		}
+		if super {
+			if _, err := tx.Exec(ctx, ddlTrigger); err != nil {
+				return from, version, fmt.Errorf("pgrules event trigger: %w", err)
+			}
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
