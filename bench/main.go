@@ -38,6 +38,12 @@ var sections = []section{
 		needs: []string{needPostgres, needPgbench, needPgbouncer, needPgrules},
 		run:   runProxy,
 	},
+	{
+		name:  "rules",
+		about: "compile time of 1,000 rules, evaluation of a formula and a constraint, catalog load of 500 tables",
+		needs: []string{needPostgres},
+		run:   runRules,
+	},
 }
 
 type options struct {
