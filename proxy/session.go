@@ -335,22 +335,38 @@ func (s *session) relayAuth() error {
 // relayPassword passes the client's answer to an authentication request to
 // the upstream.
 func (s *session) relayPassword() error {
+	body, err := s.readPasswordMessage("a password response")
+	if err != nil {
+		return err
+	}
+	return s.sendAuth(body)
+}
+
+// readPasswordMessage flushes what the client has to see and reads its
+// answer, a PasswordMessage (which carries SASL responses too).
+func (s *session) readPasswordMessage(what string) ([]byte, error) {
 	if err := s.cw.Flush(); err != nil {
-		return errClientGone
+		return nil, errClientGone
 	}
 	typ, n, err := s.cr.header()
 	if err != nil {
-		return clientReadError(err)
+		return nil, clientReadError(err)
 	}
 	if typ == 'X' {
-		return errClientGone
+		return nil, errClientGone
 	}
 	if typ != 'p' {
-		return pgerr.Fatal(pgerr.ProtocolViolation, "expected a password response, got message type %q", typ)
+		return nil, pgerr.Fatal(pgerr.ProtocolViolation, "expected %s, got message type %q", what, typ)
 	}
-	if err := s.cr.copyBody(s.uw, typ, n); err != nil {
-		return clientReadError(err)
+	body, err := s.cr.body(n)
+	if err != nil {
+		return nil, clientReadError(err)
 	}
+	return body, nil
+}
+
+func (s *session) sendAuth(body []byte) error {
+	writeMessage(s.uw, 'p', body)
 	if err := s.uw.Flush(); err != nil {
 		return upstreamLost(err)
 	}
@@ -380,22 +396,9 @@ func (s *session) bindingPassesThrough() bool {
 // itself, saying what to do, instead of relaying the server's puzzling
 // "channel binding negotiation error".
 func (s *session) relaySASLInitial(withheld bool) error {
-	if err := s.cw.Flush(); err != nil {
-		return errClientGone
-	}
-	typ, n, err := s.cr.header()
+	body, err := s.readPasswordMessage("a SASL initial response")
 	if err != nil {
-		return clientReadError(err)
-	}
-	if typ == 'X' {
-		return errClientGone
-	}
-	if typ != 'p' {
-		return pgerr.Fatal(pgerr.ProtocolViolation, "expected a SASL initial response, got message type %q", typ)
-	}
-	body, err := s.cr.body(n)
-	if err != nil {
-		return clientReadError(err)
+		return err
 	}
 	if withheld && s.clientTLS {
 		var init pgproto3.SASLInitialResponse
@@ -406,11 +409,7 @@ func (s *session) relaySASLInitial(withheld bool) error {
 			return e
 		}
 	}
-	writeMessage(s.uw, typ, body)
-	if err := s.uw.Flush(); err != nil {
-		return upstreamLost(err)
-	}
-	return nil
+	return s.sendAuth(body)
 }
 
 // withoutChannelBinding removes SCRAM-SHA-256-PLUS from a SASL offer.

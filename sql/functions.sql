@@ -216,22 +216,20 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pgrules.drop_rule IS 'Removes a rule.';
 
-CREATE OR REPLACE FUNCTION pgrules.disable_rule(name text) RETURNS text
+CREATE OR REPLACE FUNCTION pgrules._set_enabled(rule_name text, on_off boolean) RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM pgrules._existing(name);
-  UPDATE pgrules.rule r SET enabled = false, txid = pg_current_xact_id() WHERE r.name = disable_rule.name;
-  RETURN name;
+  PERFORM pgrules._existing(rule_name);
+  UPDATE pgrules.rule SET enabled = on_off, txid = pg_current_xact_id() WHERE name = rule_name;
+  RETURN rule_name;
 END $$;
+
+CREATE OR REPLACE FUNCTION pgrules.disable_rule(name text) RETURNS text
+LANGUAGE sql AS $$ SELECT pgrules._set_enabled(name, false) $$;
 COMMENT ON FUNCTION pgrules.disable_rule IS 'Switches a rule off.';
 
 CREATE OR REPLACE FUNCTION pgrules.enable_rule(name text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pgrules._existing(name);
-  UPDATE pgrules.rule r SET enabled = true, txid = pg_current_xact_id() WHERE r.name = enable_rule.name;
-  RETURN name;
-END $$;
+LANGUAGE sql AS $$ SELECT pgrules._set_enabled(name, true) $$;
 COMMENT ON FUNCTION pgrules.enable_rule IS 'Switches a rule on.';
 
 CREATE OR REPLACE FUNCTION pgrules.explain(tbl text)
