@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"strings"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgrules/pgrules/pgerr"
@@ -58,14 +60,15 @@ func (s *session) intercept(typ byte, n int) (bool, error) {
 		if err != nil {
 			return true, clientReadError(err)
 		}
-		text, ok := cstring(body)
+		text, _, ok := bytes.Cut(body, []byte{0})
 		if !ok {
 			return true, pgerr.Fatal(pgerr.ProtocolViolation, "invalid Query message")
 		}
 		if len(s.x.msgs) > 0 {
 			s.forwardBatch()
 		}
-		if !s.rules.Intercepts(text) {
+		// The text is looked at in place; Intercepts keeps no reference.
+		if !s.rules.Intercepts(unsafe.String(unsafe.SliceData(text), len(text))) {
 			if !s.beginRequest() {
 				return true, shutdownError()
 			}
@@ -73,7 +76,7 @@ func (s *session) intercept(typ byte, n int) (bool, error) {
 			writeMessage(s.uw, typ, body)
 			return true, nil
 		}
-		return true, s.runQuery(text)
+		return true, s.runQuery(string(text))
 	case 'P', 'B', 'E', 'D', 'C', 'H', 'S':
 		body, err := s.cr.body(n)
 		if err != nil {
@@ -111,32 +114,49 @@ func (s *session) addToBatch(typ byte, body []byte) error {
 	}
 	switch typ {
 	case 'P':
-		var p pgproto3.Parse
-		if p.Decode(body) != nil {
+		name, rest, ok := bytes.Cut(body, []byte{0})
+		query, _, ok2 := bytes.Cut(rest, []byte{0})
+		if !ok || !ok2 {
 			return bad()
 		}
-		if s.rules.Intercepts(p.Query) {
+		// The text is looked at in place; Intercepts keeps no reference.
+		if s.rules.Intercepts(unsafe.String(unsafe.SliceData(query), len(query))) {
+			var p pgproto3.Parse
+			if p.Decode(body) != nil {
+				return bad()
+			}
 			if x.stmts == nil {
 				x.stmts = make(map[string]*stmt.Statement)
 			}
 			x.stmts[p.Name] = &stmt.Statement{SQL: p.Query, ParamOIDs: p.ParameterOIDs}
-		} else {
-			delete(x.stmts, p.Name)
+		} else if len(x.stmts) > 0 {
+			delete(x.stmts, string(name))
 		}
-		if isCopy(p.Query) {
+		if isCopy(unsafe.String(unsafe.SliceData(query), len(query))) {
 			if x.copyStmts == nil {
 				x.copyStmts = make(map[string]bool)
 			}
-			x.copyStmts[p.Name] = true
-		} else {
-			delete(x.copyStmts, p.Name)
+			x.copyStmts[string(name)] = true
+		} else if len(x.copyStmts) > 0 {
+			delete(x.copyStmts, string(name))
 		}
 	case 'B':
-		var b pgproto3.Bind
-		if b.Decode(body) != nil {
+		portal, rest, ok := bytes.Cut(body, []byte{0})
+		name, _, ok2 := bytes.Cut(rest, []byte{0})
+		if !ok || !ok2 {
 			return bad()
 		}
-		if ps := x.stmts[b.PreparedStatement]; ps != nil {
+		if len(x.portals) > 0 {
+			delete(x.portals, string(portal))
+		}
+		if len(x.copyPortals) > 0 {
+			delete(x.copyPortals, string(portal))
+		}
+		if ps := x.stmts[string(name)]; ps != nil {
+			var b pgproto3.Bind
+			if b.Decode(body) != nil {
+				return bad()
+			}
 			if x.portals == nil {
 				x.portals = make(map[string]*stmt.Statement)
 			}
@@ -151,16 +171,12 @@ func (s *session) addToBatch(typ byte, body []byte) error {
 				SQL: ps.SQL, ParamOIDs: ps.ParamOIDs, Params: params,
 				ParamFormats: append([]int16(nil), b.ParameterFormatCodes...), ResultFormats: append([]int16(nil), b.ResultFormatCodes...),
 			}
-		} else {
-			delete(x.portals, b.DestinationPortal)
 		}
-		if x.copyStmts[b.PreparedStatement] {
+		if x.copyStmts[string(name)] {
 			if x.copyPortals == nil {
 				x.copyPortals = make(map[string]bool)
 			}
-			x.copyPortals[b.DestinationPortal] = true
-		} else {
-			delete(x.copyPortals, b.DestinationPortal)
+			x.copyPortals[string(portal)] = true
 		}
 	case 'E':
 		portal, _, ok := bytes.Cut(body, []byte{0})
@@ -526,4 +542,4 @@ func cstring(b []byte) (string, bool) {
 }
 
 // isCopy reports whether sql is a COPY statement.
-func isCopy(sql string) bool { return sqlparse.LeadingKeyword(sql) == "COPY" }
+func isCopy(sql string) bool { return strings.EqualFold(sqlparse.LeadingKeyword(sql), "COPY") }

@@ -138,15 +138,23 @@ type session struct {
 
 func (s *session) Close() {}
 
-// Intercepts implements stmt.Session.
+// Intercepts implements stmt.Session. It runs for every statement a client
+// sends, so what can be decided from the text alone is decided without
+// allocating or caching: only statements that call into the pgrules schema
+// or can write a table while the database has rules are parsed.
 func (s *session) Intercepts(sql string) bool {
-	return s.plan(s.db.current(context.Background()), sql).intercept
+	c := s.db.current(context.Background())
+	if !sqlparse.ContainsFold(sql, "pgrules.") && (!sqlparse.MayWrite(sql) || c.err == nil && len(c.snap.Rules) == 0) {
+		return false
+	}
+	return s.plan(c, sql).intercept
 }
 
 func (s *session) plan(c *compiled, sql string) *plan {
 	if p, ok := c.plans.Load(sql); ok {
 		return p.(*plan)
 	}
+	sql = strings.Clone(sql) // the proxy's text is only lent to Intercepts
 	p := c.classify(sql)
 	if c.planned.Add(1) <= maxPlans {
 		c.plans.Store(sql, p)
@@ -158,15 +166,10 @@ func (s *session) plan(c *compiled, sql string) *plan {
 // needs the engine.
 func (c *compiled) classify(sql string) *plan {
 	p := &plan{}
-	if containsFold(sql, "pgrules.") {
+	if sqlparse.ContainsFold(sql, "pgrules.") {
 		p.intercept, p.define = true, true
-	}
-	switch sqlparse.LeadingKeyword(sql) {
-	case "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "TRUNCATE", "WITH", "EXPLAIN":
-	default:
-		if !p.define {
-			return p
-		}
+	} else if !sqlparse.MayWrite(sql) {
+		return p
 	}
 	p.parts, p.parseErr = sqlparse.Parse(sql)
 	if p.parseErr != nil {
@@ -295,7 +298,7 @@ func (s *session) define(ctx context.Context, conn stmt.Conn, c *compiled, st st
 }
 
 func (s *session) defineIn(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
-	if containsFold(st.SQL, "pgrules.explain") && c.set != nil {
+	if sqlparse.ContainsFold(st.SQL, "pgrules.explain") && c.set != nil {
 		doc, err := json.Marshal(c.set.ExplainAll())
 		if err != nil {
 			return nil, pgerr.New(pgerr.InternalError, "explain: %w", err)
@@ -347,8 +350,4 @@ func (s *session) firstError(snap *catalog.Snapshot, set *Set) *pgerr.Error {
 		}
 	}
 	return nil
-}
-
-func containsFold(s, substr string) bool {
-	return strings.Contains(strings.ToLower(s), substr)
 }

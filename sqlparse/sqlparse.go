@@ -132,9 +132,9 @@ func (st *Statement) addWrite(r *pg_query.RangeVar, v Verb) {
 	st.Writes = append(st.Writes, Write{Schema: r.Schemaname, Table: r.Relname, Verb: v})
 }
 
-// LeadingKeyword returns the first word of sql in upper case, skipping
+// LeadingKeyword returns the first word of sql as written, skipping
 // whitespace, comments and opening parentheses: enough to tell, without
-// parsing, that a statement cannot write.
+// parsing, that a statement cannot write. It does not allocate.
 func LeadingKeyword(sql string) string {
 	for i := 0; i < len(sql); {
 		switch c := sql[i]; {
@@ -153,7 +153,7 @@ func LeadingKeyword(sql string) string {
 			for j < len(sql) && isWordByte(sql[j]) {
 				j++
 			}
-			return strings.ToUpper(sql[i:j])
+			return sql[i:j]
 		}
 	}
 	return ""
@@ -183,4 +183,42 @@ func commentLength(s string) int {
 
 func isWordByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
+}
+
+// writeKeywords begin the statements that can write a table.
+var writeKeywords = []string{"INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "TRUNCATE", "WITH", "EXPLAIN"}
+
+// MayWrite reports whether a statement text can write a table, from its
+// first word alone: false for SELECT, SHOW, SET, BEGIN and the like.
+// (SELECT ... INTO creates a table, which has no rules yet.)
+func MayWrite(sql string) bool {
+	w := LeadingKeyword(sql)
+	for _, k := range writeKeywords {
+		if strings.EqualFold(w, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// ContainsFold reports whether s contains the ASCII word sub in any case,
+// without allocating. sub must be lower case.
+func ContainsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		j := 0
+		for j < len(sub) && lower(s[i+j]) == sub[j] {
+			j++
+		}
+		if j == len(sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func lower(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }

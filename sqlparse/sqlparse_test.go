@@ -59,14 +59,27 @@ func TestParse(t *testing.T) {
 
 func TestLeadingKeyword(t *testing.T) {
 	for in, want := range map[string]string{
-		"select 1": "SELECT",
-		"  -- note\n/* a /* nested */ */ ((with x": "WITH",
+		"select 1": "select",
+		"  -- note\n/* a /* nested */ */ ((with x": "with",
 		"-- only a comment":                        "",
 		"":                                         "",
-		"\tcopy t from stdin":                      "COPY",
+		"\tcopy t from stdin":                      "copy",
 	} {
 		if got := LeadingKeyword(in); got != want {
 			t.Errorf("LeadingKeyword(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestMayWriteAndContainsFold(t *testing.T) {
+	for sql, want := range map[string]bool{"select 1": false, " Insert into t": true, "/* x */ with a as (select 1) select": true, "show all": false, "": false} {
+		if MayWrite(sql) != want {
+			t.Errorf("MayWrite(%q) = %v", sql, !want)
+		}
+	}
+	for s, want := range map[string]bool{"SELECT PGRULES.sum(1)": true, "select pgrules.x": true, "select pgrule.x": false, "pgrules": false} {
+		if ContainsFold(s, "pgrules.") != want {
+			t.Errorf("ContainsFold(%q) = %v", s, !want)
 		}
 	}
 }

@@ -27,7 +27,9 @@ type SessionInfo struct {
 type Session interface {
 	// Intercepts reports whether a statement text (a simple Query's whole
 	// text, or a Parse's) needs the engine. It is called for every Query
-	// and Parse, so it must be cheap for statements it does not want.
+	// and Parse, so it must be cheap for statements it does not want. The
+	// text may point into the proxy's read buffer: it must not be kept
+	// beyond the call (copy it to keep it).
 	Intercepts(sql string) bool
 	// Split divides an intercepted simple Query into its statements.
 	Split(sql string) ([]Part, error)

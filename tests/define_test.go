@@ -103,6 +103,13 @@ func TestDefineCheckCredit(t *testing.T) {
 	if n := scalar(t, admin, "SELECT count(*) FROM pgrules.rule"); n != "6" {
 		t.Fatalf("%s rules after re-running the script, want 6", n)
 	}
+	// A bad definition in psql: the user sees which rule, what and where.
+	out, err = exec.Command("psql", "-X", "-q", "-d", p.url("", "", db), "-c",
+		"SELECT pgrules.formula('lineitem.amount', 'row.quantity * row.unit_prize')").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `ERROR:  rule "lineitem.amount": table lineitem has no column or parent "unit_prize"`) ||
+		!strings.Contains(string(out), "at 1:20") {
+		t.Fatalf("psql with a bad definition: %v\n%s", err, out)
+	}
 	// explain through the proxy, in execution order.
 	if got := scalar(t, c, "SELECT string_agg(rule, ',' ORDER BY position) FROM pgrules.explain('lineitem')"); got != "lineitem.unit_price,lineitem.amount" {
 		t.Fatalf("explain lineitem: %q", got)
@@ -228,6 +235,24 @@ func TestDefineLifecycle(t *testing.T) {
 	}
 	if e := pgError(t, c, `SELECT pgrules.drop_rule('customer_constraint_1')`); e == nil || e.Code != "42704" {
 		t.Fatalf("dropping an unknown rule: %v", e)
+	}
+
+	// The other kinds of rule, through the proxy. min and max are NULL
+	// without children: their targets must allow it (a NOT NULL target
+	// fails the definition with the server's 23502).
+	scalar(t, admin, "ALTER TABLE customer ADD smallest numeric, ADD largest numeric")
+	for sql, name := range map[string]string{
+		`SELECT pgrules.commit_constraint('orders', 'row.amount_total >= 0', 'an order cannot be negative')`: "orders_commit_constraint_1",
+		`SELECT pgrules.event('orders', 'row', 'notify("orders", string(row.id))', verbs => '{insert}')`:     "orders_event_1",
+		`SELECT pgrules.min('customer.smallest', 'orders.amount_total')`:                                     "customer.smallest",
+		`SELECT pgrules.max('customer.largest', 'orders.amount_total', 'row.paid')`:                          "customer.largest",
+	} {
+		if got := scalar(t, c, sql); got != name {
+			t.Fatalf("%s = %q, want %q", sql, got, name)
+		}
+	}
+	if e := pgError(t, c, `SELECT pgrules.event('orders', 'row', 'set("notes", "x")')`); e == nil || e.Code != "42P17" || !strings.Contains(e.Message, "set") {
+		t.Fatalf("set in a row event: %v", e)
 	}
 }
 
