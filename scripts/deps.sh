@@ -25,6 +25,8 @@ have_initdb() {
 }
 
 command -v go >/dev/null || { echo "deps: Go is required (https://go.dev/dl/)" >&2; exit 1; }
+# pg_query_go (PostgreSQL's parser) is C code built with cgo.
+command -v gcc >/dev/null || apt_install gcc libc6-dev
 have_initdb || apt_install postgresql
 command -v psql >/dev/null || apt_install postgresql-client
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -70,7 +70,7 @@ func (f *adminFlags) connect(ctx context.Context, name, summary string, args []s
 	return conn, fs.Args(), nil
 }
 
-func install(ctx context.Context, args []string) error {
+func install(ctx context.Context, args []string, out io.Writer) error {
 	var f adminFlags
 	conn, _, err := f.connect(ctx, "install", "Installs or upgrades the pgrules schema in the database of --upstream. Rules already defined are kept.", args)
 	if err != nil {
@@ -83,16 +83,16 @@ func install(ctx context.Context, args []string) error {
 	}
 	switch {
 	case from == 0:
-		fmt.Printf("installed the pgrules schema, version %d\n", to)
+		fmt.Fprintf(out, "installed the pgrules schema, version %d\n", to)
 	case from == to:
-		fmt.Printf("the pgrules schema is up to date (version %d)\n", to)
+		fmt.Fprintf(out, "the pgrules schema is up to date (version %d)\n", to)
 	default:
-		fmt.Printf("upgraded the pgrules schema from version %d to %d\n", from, to)
+		fmt.Fprintf(out, "upgraded the pgrules schema from version %d to %d\n", from, to)
 	}
 	return nil
 }
 
-func explain(ctx context.Context, args []string) error {
+func explain(ctx context.Context, args []string, out io.Writer) error {
 	var f adminFlags
 	conn, rest, err := f.connect(ctx, "explain", "Shows the rules of a table in the order they run, what each reads, and what depends on it.\nUsage: pgrules explain --upstream URL <table>", args)
 	if err != nil {
@@ -112,9 +112,9 @@ func explain(ctx context.Context, args []string) error {
 	}
 	set := rules.Compile(snap)
 	for _, e := range set.Errors() {
-		fmt.Fprintf(os.Stderr, "broken: %s\n", e.Message)
+		fmt.Fprintf(out, "broken: %s\n", e.Message)
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "#\trule\tkind\ttarget\treads\tdepends on\tused by")
 	for _, e := range set.Explain(t.QualifiedName()) {
 		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Position, e.Rule, e.Kind, e.Target,

@@ -41,9 +41,9 @@ func main() {
 	case "demo":
 		err = runDemo(ctx, args)
 	case "install":
-		err = install(ctx, args)
+		err = install(ctx, args, os.Stdout)
 	case "explain":
-		err = explain(ctx, args)
+		err = explain(ctx, args, os.Stdout)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return
