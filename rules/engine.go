@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgrules/pgrules/catalog"
@@ -37,6 +38,17 @@ type EngineConfig struct {
 	Logger zerolog.Logger
 }
 
+// CatalogApplicationName is the application_name of the engine's own
+// catalog connections, one per database served, so they can be told from
+// the clients' in pg_stat_activity.
+const CatalogApplicationName = "pgrules catalog"
+
+// idleWatch is how long a database's catalog is still watched after its
+// last session ended: clients that connect per transaction must not pay a
+// catalog load each time, and a dropped database must not be watched
+// forever.
+const idleWatch = 30 * time.Second
+
 // NewEngine returns an engine; databases are watched from their first
 // session on.
 func NewEngine(cfg EngineConfig) *Engine {
@@ -48,6 +60,9 @@ func (e *Engine) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for name, db := range e.dbs {
+		if db.idle != nil {
+			db.idle.Stop()
+		}
 		db.watcher.Close()
 		delete(e.dbs, name)
 	}
@@ -58,6 +73,10 @@ type database struct {
 	watcher *catalog.Watcher
 	state   atomic.Pointer[compiled]
 	mu      sync.Mutex // serializes compiling a new snapshot
+
+	// Guarded by Engine.mu.
+	sessions int
+	idle     *time.Timer // closes the watcher once no session is left
 }
 
 // compiled is a snapshot with its rules compiled and the statements
@@ -75,9 +94,14 @@ type compiled struct {
 
 const maxPlans = 10000
 
-func (e *Engine) database(ctx context.Context, name string) *database {
+func (e *Engine) database(name string) *database {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	db := e.dbs[name]
+	if db != nil && db.idle != nil {
+		db.idle.Stop()
+		db.idle = nil
+	}
 	if db == nil {
 		db = &database{}
 		db.watcher = catalog.NewWatcher(catalog.WatcherConfig{
@@ -88,8 +112,26 @@ func (e *Engine) database(ctx context.Context, name string) *database {
 		db.watcher.Start(context.Background())
 		e.dbs[name] = db
 	}
-	e.mu.Unlock()
+	db.sessions++
 	return db
+}
+
+// release ends a session's use of a database; the last one starts the
+// idle timer.
+func (e *Engine) release(name string, db *database) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if db.sessions--; db.sessions > 0 {
+		return
+	}
+	db.idle = time.AfterFunc(idleWatch, func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if db.sessions == 0 && e.dbs[name] == db {
+			delete(e.dbs, name)
+			go db.watcher.Close()
+		}
+	})
 }
 
 // current returns the compiled state of the watcher's latest snapshot.
@@ -113,9 +155,9 @@ func (db *database) current(ctx context.Context) *compiled {
 
 // Open implements stmt.Rules.
 func (e *Engine) Open(ctx context.Context, info stmt.SessionInfo) stmt.Session {
-	db := e.database(ctx, info.Database)
+	db := e.database(info.Database)
 	db.current(ctx) // waits for the first snapshot, bounded by ctx
-	return &session{db: db, log: info.Log}
+	return &session{e: e, name: info.Database, db: db, log: info.Log}
 }
 
 // plan is what the engine does with one statement text.
@@ -129,14 +171,17 @@ type plan struct {
 // session is one client session's view of the rules. Used by the
 // session's frontend goroutine only.
 type session struct {
-	db  *database
-	log zerolog.Logger
+	e    *Engine
+	name string
+	db   *database
+	log  zerolog.Logger
 	// computed remembers, per transaction, which derivations have had
 	// their existing rows computed, and from which definition.
 	computed map[string]string
 }
 
-func (s *session) Close() {}
+// Close implements stmt.Session.
+func (s *session) Close() { s.e.release(s.name, s.db) }
 
 // Intercepts implements stmt.Session. It runs for every statement a client
 // sends, so what can be decided from the text alone is decided without

@@ -214,9 +214,10 @@ func cmSSLMode(url, mode string) string {
 // not keep server connections alive behind departed clients.
 func cmNoBackendsLeft(t *testing.T, c *pgconn.PgConn) {
 	t.Helper()
-	// Autovacuum workers show up with the database's name too.
+	// Autovacuum workers show up with the database's name too, and so
+	// does the engine's catalog connection.
 	const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-		AND backend_type = 'client backend' AND pid <> pg_backend_pid()`
+		AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> 'pgrules catalog'`
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		n := scalar(t, c, q)

@@ -26,7 +26,12 @@ func withEngine(s *server) proxyOption {
 	return func(p *proxy.Config) {
 		e := rules.NewEngine(rules.EngineConfig{
 			Connect: func(ctx context.Context, database string) (*pgx.Conn, error) {
-				return pgx.Connect(ctx, s.url("", "", database))
+				cfg, err := pgx.ParseConfig(s.url("", "", database))
+				if err != nil {
+					return nil, err
+				}
+				cfg.RuntimeParams["application_name"] = rules.CatalogApplicationName
+				return pgx.ConnectConfig(ctx, cfg)
 			},
 			Setup: func(ctx context.Context, conn *pgx.Conn) error {
 				_, _, err := pgsql.Install(ctx, conn)
@@ -35,11 +40,8 @@ func withEngine(s *server) proxyOption {
 			Logger: p.Logger,
 		})
 		p.Rules = e
-		enginesToClose = append(enginesToClose, e)
 	}
 }
-
-var enginesToClose []*rules.Engine
 
 // creditDB is a database with the check-credit schema and data, and a
 // proxy with the engine in front of it.
@@ -51,13 +53,7 @@ func creditDB(t *testing.T) (db string, p *testProxy, admin *pgconn.PgConn) {
 	if err := demo.Load(ctx, shared.url("", "", db)); err != nil {
 		t.Fatal(err)
 	}
-	p = startProxy(t, shared, withEngine(shared))
-	t.Cleanup(func() {
-		for _, e := range enginesToClose {
-			e.Close()
-		}
-		enginesToClose = nil
-	})
+	p = startProxy(t, shared)
 	return db, p, connect(t, shared.url("", "", db))
 }
 
@@ -286,7 +282,7 @@ func TestDefineOnExistingRows(t *testing.T) {
 // stored behind the proxy's back refuses them with 55000).
 func TestDefineSeenByOtherProxies(t *testing.T) {
 	db, p, admin := creditDB(t)
-	other := startProxy(t, shared, withEngine(shared))
+	other := startProxy(t, shared)
 	a := connect(t, p.url("", "", db))
 	b := connect(t, other.url("", "", db))
 	if e := pgError(t, b, "UPDATE product SET price = price"); e != nil {

@@ -564,7 +564,7 @@ func TestFaultMaxConnections(t *testing.T) {
 	admin := connect(t, shared.url("", "", "postgres"))
 	p := startProxy(t, shared, withMaxConnections(2))
 	backends := func() string {
-		return scalar(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = '"+db+"'")
+		return scalar(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = '"+db+"' AND application_name <> 'pgrules catalog'")
 	}
 
 	first := ftDial(t, p.Addr)

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgrules/pgrules/internal/tempdb"
 	"github.com/pgrules/pgrules/proxy"
+	"github.com/pgrules/pgrules/rules"
 	"github.com/rs/zerolog"
 )
 
@@ -185,6 +186,12 @@ func startProxy(t testing.TB, s *server, opts ...proxyOption) *testProxy {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	// As in production, the rules engine sees every session (and installs
+	// the pgrules schema in each database it serves), unless a test brings
+	// its own.
+	if cfg.Rules == nil {
+		withEngine(s)(&cfg)
+	}
 	srv, err := proxy.New(cfg)
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
@@ -202,6 +209,9 @@ func startProxy(t testing.TB, s *server, opts ...proxyOption) *testProxy {
 	t.Cleanup(func() {
 		srv.Close()
 		wg.Wait()
+		if e, ok := cfg.Rules.(*rules.Engine); ok {
+			e.Close()
+		}
 	})
 	return &testProxy{Server: srv, Addr: ln.Addr().String(), srv: s}
 }

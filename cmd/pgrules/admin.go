@@ -24,6 +24,7 @@ func catalogConnector(upstream, sslmode string) func(ctx context.Context, databa
 			return nil, err
 		}
 		cfg.Database = database
+		cfg.RuntimeParams["application_name"] = rules.CatalogApplicationName
 		return pgx.ConnectConfig(ctx, cfg)
 	}
 }
