@@ -3,11 +3,13 @@ package tests
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgrules/pgrules/pgerr"
 	"github.com/pgrules/pgrules/proxy"
 	"github.com/pgrules/pgrules/stmt"
@@ -209,4 +211,40 @@ func sqlStateOf(err error) string {
 		return pe.Code
 	}
 	return ""
+}
+
+// TestInterceptFlush: a batch that executes a statement the engine wants
+// and then waits at a Flush cannot be run (the statement and its rules must
+// commit together, which needs the Sync): it is refused with 0A000, the
+// rest of the batch is dropped as after any error, and the client's Sync
+// gets its ReadyForQuery.
+func TestInterceptFlush(t *testing.T) {
+	db := shared.newDB(t)
+	admin := connect(t, shared.url("", "", db))
+	scalar(t, admin, "CREATE TABLE t (id serial PRIMARY KEY, v int); CREATE TABLE audit (stmt text)")
+	p := startProxy(t, shared, withRules(&auditRules{}))
+	c := ftDial(t, p.Addr)
+	c.login(db)
+	c.send(&pgproto3.Parse{Query: "INSERT INTO t(v) VALUES (1) /*engine*/"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Flush{})
+	if e, ok := c.recv().(*pgproto3.ErrorResponse); !ok || e.Code != "0A000" {
+		t.Fatalf("got %#v, want ErrorResponse 0A000", e)
+	}
+	c.send(&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	if z, ok := c.recv().(*pgproto3.ReadyForQuery); !ok || z.TxStatus != 'I' {
+		t.Fatalf("got %#v, want ReadyForQuery I", z)
+	}
+	if n := scalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
+		t.Fatalf("%s rows written by the refused batch", n)
+	}
+	// Without the engine's statement, Flush works as always.
+	c.send(&pgproto3.Parse{Query: "SELECT 42"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Flush{})
+	for _, want := range []string{"*pgproto3.ParseComplete", "*pgproto3.BindComplete", "*pgproto3.DataRow", "*pgproto3.CommandComplete"} {
+		if got := fmt.Sprintf("%T", c.recv()); got != want {
+			t.Fatalf("got %s, want %s", got, want)
+		}
+	}
+	c.send(&pgproto3.Sync{})
+	if _, ok := c.recv().(*pgproto3.ReadyForQuery); !ok {
+		t.Fatal("no ReadyForQuery")
+	}
 }
