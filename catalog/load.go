@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 
@@ -66,6 +67,10 @@ const (
 		FROM pgrules.rule`
 )
 
+// ErrNoSchema is wrapped by Load's error when the database has no pgrules
+// schema, and so no rules.
+var ErrNoSchema = errors.New("the pgrules schema is not installed")
+
 // Load reads the catalog of the database q is connected to, as q's
 // transaction sees it.
 func Load(ctx context.Context, q Querier) (*Snapshot, error) {
@@ -78,7 +83,7 @@ func Load(ctx context.Context, q Querier) (*Snapshot, error) {
 		return nil, fmt.Errorf("search path: %w", err)
 	}
 	if string(rows[0][2]) != "t" {
-		return nil, pgerr.New(pgerr.ObjectNotInPrereqState, "the pgrules schema is not installed in database %s (pgrules install installs it)", snap.Database)
+		return nil, pgerr.New(pgerr.ObjectNotInPrereqState, "database %s: %w (pgrules install installs it)", snap.Database, ErrNoSchema)
 	}
 	if err := loadTables(ctx, q, snap); err != nil {
 		return nil, err

@@ -126,9 +126,11 @@ func (w *Watcher) session(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.Background())
+	// A role that may not install the schema can still serve a database
+	// whose schema someone else installed, or one without rules at all.
 	if w.cfg.Setup != nil {
 		if err := w.cfg.Setup(ctx, conn); err != nil {
-			return err
+			w.cfg.Logger.Warn().Err(err).Msg("could not install or upgrade the pgrules schema")
 		}
 	}
 	if _, err := conn.Exec(ctx, "LISTEN pgrules"); err != nil {

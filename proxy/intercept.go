@@ -340,6 +340,7 @@ func (s *session) relayStatement(sql string) (failed bool, err error) {
 	if err := s.uw.Flush(); err != nil {
 		return false, upstreamLost(err)
 	}
+	refused := false
 	for {
 		typ, body, err := s.readUpstream()
 		if err != nil {
@@ -350,11 +351,35 @@ func (s *session) relayStatement(sql string) (failed bool, err error) {
 			return failed, nil
 		case 'E':
 			failed = true
+			if refused {
+				continue // the server's answer to our CopyFail
+			}
 		case 'G':
-			return false, pgerr.Fatal(pgerr.FeatureNotSupported, "COPY FROM STDIN cannot be combined in one Query with statements pgrules runs rules for")
+			if err := s.refuseCopyIn(); err != nil {
+				return false, err
+			}
+			refused = true
+			continue
 		}
 		writeMessage(s.cw, typ, body)
 	}
+}
+
+// refuseCopyIn aborts a COPY FROM STDIN the server has started for a
+// statement relayed by the proxy: the client's data would have to flow
+// through the proxy's own exchange, which it does not carry. The client
+// gets 0A000 in place of the server's answer to the CopyFail.
+func (s *session) refuseCopyIn() error {
+	const why = "COPY FROM STDIN cannot run in one Query or batch with a statement pgrules runs rules for; send it on its own"
+	buf, err := (&pgproto3.CopyFail{Message: why}).Encode(nil)
+	if err != nil {
+		return pgerr.New(pgerr.InternalError, "encode CopyFail: %w", err)
+	}
+	s.uw.Write(buf)
+	if err := s.uw.Flush(); err != nil {
+		return upstreamLost(err)
+	}
+	return encodeError(s.cw, pgerr.New(pgerr.FeatureNotSupported, why))
 }
 
 // finish ends a transaction the proxy opened around the client's
@@ -487,23 +512,33 @@ func (s *session) relayResponses(m batchMsg) (bool, error) {
 	if m.typ == 'H' {
 		return true, nil
 	}
+	refused := false
 	for {
 		typ, body, err := s.readUpstream()
 		if err != nil {
 			return false, err
 		}
+		switch typ {
+		case 'G':
+			if err := s.refuseCopyIn(); err != nil {
+				return false, err
+			}
+			refused = true
+			continue
+		case 'E':
+			if !refused {
+				writeMessage(s.cw, typ, body)
+			}
+			return false, nil
+		}
 		writeMessage(s.cw, typ, body)
 		switch typ {
-		case 'E':
-			return false, nil
 		case '1', '2', '3', 'T', 'n', 'C', 'I', 's':
 			return true, nil
 		case 't':
 			if !m.describeStmt {
 				return true, nil
 			}
-		case 'G':
-			return false, pgerr.Fatal(pgerr.FeatureNotSupported, "COPY FROM STDIN cannot be combined in one batch with statements pgrules runs rules for")
 		}
 	}
 }

@@ -83,10 +83,13 @@ type database struct {
 // classified against it so far. It is replaced, never changed, when the
 // snapshot changes, so the classification cache needs no invalidation.
 type compiled struct {
-	snap  *catalog.Snapshot
-	set   *Set
-	err   error    // the catalog could not be loaded
-	plans sync.Map // statement text → *plan
+	// src and srcErr are what the watcher returned, the key of this state.
+	src    *catalog.Snapshot
+	srcErr error
+	snap   *catalog.Snapshot
+	set    *Set
+	err    error    // the catalog could not be loaded
+	plans  sync.Map // statement text → *plan
 	// planned counts plans, to bound the cache against clients that
 	// inline their values into ever-new statement texts.
 	planned atomic.Int64
@@ -137,17 +140,22 @@ func (e *Engine) release(name string, db *database) {
 // current returns the compiled state of the watcher's latest snapshot.
 func (db *database) current(ctx context.Context) *compiled {
 	snap, err := db.watcher.Snapshot(ctx)
-	if c := db.state.Load(); c != nil && c.snap == snap && snap != nil {
+	if c := db.state.Load(); c != nil && c.src == snap && c.srcErr == err {
 		return c
 	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if c := db.state.Load(); c != nil && c.snap == snap && snap != nil {
+	if c := db.state.Load(); c != nil && c.src == snap && c.srcErr == err {
 		return c
 	}
-	c := &compiled{snap: snap, err: err}
-	if err == nil {
-		c.set = Compile(snap)
+	c := &compiled{src: snap, srcErr: err, snap: snap, err: err}
+	if errors.Is(err, catalog.ErrNoSchema) {
+		// No pgrules schema, so no rules: everything is relayed, and
+		// calls into the schema get the server's own error.
+		c.snap, c.err = &catalog.Snapshot{Tables: map[string]*catalog.Table{}}, nil
+	}
+	if c.err == nil {
+		c.set = Compile(c.snap)
 	}
 	db.state.Store(c)
 	return c

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,8 +24,17 @@ import (
 
 // withEngine gives the proxy the rules engine, as `pgrules serve` does.
 func withEngine(s *server) proxyOption {
+	return withEngineSetup(s, func(ctx context.Context, conn *pgx.Conn) error {
+		_, _, err := pgsql.Install(ctx, conn)
+		return err
+	})
+}
+
+// withEngineSetup is withEngine with another setup of the catalog
+// connection in place of installing the schema.
+func withEngineSetup(s *server, setup func(context.Context, *pgx.Conn) error) proxyOption {
 	return func(p *proxy.Config) {
-		e := rules.NewEngine(rules.EngineConfig{
+		p.Rules = rules.NewEngine(rules.EngineConfig{
 			Connect: func(ctx context.Context, database string) (*pgx.Conn, error) {
 				cfg, err := pgx.ParseConfig(s.url("", "", database))
 				if err != nil {
@@ -33,13 +43,9 @@ func withEngine(s *server) proxyOption {
 				cfg.RuntimeParams["application_name"] = rules.CatalogApplicationName
 				return pgx.ConnectConfig(ctx, cfg)
 			},
-			Setup: func(ctx context.Context, conn *pgx.Conn) error {
-				_, _, err := pgsql.Install(ctx, conn)
-				return err
-			},
+			Setup:  setup,
 			Logger: p.Logger,
 		})
-		p.Rules = e
 	}
 }
 
@@ -324,4 +330,35 @@ func or(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// TestNoSchema: a proxy whose role may not install the pgrules schema still
+// serves a database without it: no schema, no rules, so writes pass, and
+// calls into the schema get the server's own error.
+func TestNoSchema(t *testing.T) {
+	db := shared.newDB(t)
+	ctx := context.Background()
+	if err := demo.Load(ctx, shared.url("", "", db)); err != nil {
+		t.Fatal(err)
+	}
+	noInstall := func(p *proxy.Config) {
+		withEngine(shared)(p)
+		p.Rules.(*rules.Engine).Close()
+		p.Rules = rules.NewEngine(rules.EngineConfig{
+			Connect: func(ctx context.Context, database string) (*pgx.Conn, error) {
+				return pgx.Connect(ctx, shared.url("", "", database))
+			},
+			Setup: func(context.Context, *pgx.Conn) error {
+				return errors.New("permission denied to create schema pgrules")
+			},
+		})
+	}
+	p := startProxy(t, shared, noInstall)
+	c := connect(t, p.url("", "", db))
+	if e := pgError(t, c, "INSERT INTO orders (customer_id) VALUES (1)"); e != nil {
+		t.Fatalf("write without the pgrules schema: %v", e)
+	}
+	if e := pgError(t, c, "SELECT pgrules.formula('lineitem.amount', '1')"); e == nil || e.Code != "3F000" {
+		t.Fatalf("a definition without the schema: %v, want the server's 3F000", e)
+	}
 }

@@ -248,3 +248,21 @@ func TestInterceptFlush(t *testing.T) {
 		t.Fatal("no ReadyForQuery")
 	}
 }
+
+// TestInterceptCopyIn: a COPY FROM STDIN in one Query with a statement the
+// engine runs is refused with 0A000, nothing of the Query is kept, and the
+// session goes on.
+func TestInterceptCopyIn(t *testing.T) {
+	db := shared.newDB(t)
+	admin := connect(t, shared.url("", "", db))
+	scalar(t, admin, "CREATE TABLE t (id serial PRIMARY KEY, v int); CREATE TABLE audit (stmt text)")
+	p := startProxy(t, shared, withRules(&auditRules{}))
+	c := connect(t, p.url("", "", db))
+	_, err := c.Exec(context.Background(), "INSERT INTO t(v) VALUES (1) /*engine*/; COPY t (v) FROM STDIN").ReadAll()
+	if sqlStateOf(err) != "0A000" {
+		t.Fatalf("got %v, want 0A000", err)
+	}
+	if got := scalar(t, c, "SELECT count(*) FROM t"); got != "0" || c.TxStatus() != 'I' {
+		t.Fatalf("%s rows kept, status %c", got, c.TxStatus())
+	}
+}
