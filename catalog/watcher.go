@@ -107,7 +107,11 @@ func (w *Watcher) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		w.cfg.Logger.Warn().Err(err).Dur("retry_in", backoff).Msg("catalog watcher: connection lost")
+		ev := w.cfg.Logger.Warn()
+		if errors.Is(err, ErrNoSchema) {
+			ev = w.cfg.Logger.Debug() // no rules here; look again later
+		}
+		ev.Err(err).Dur("retry_in", backoff).Msg("catalog watcher: no snapshot")
 		w.loaded(nil, err)
 		select {
 		case <-time.After(backoff):
