@@ -1,0 +1,160 @@
+package tests
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgrules/pgrules/internal/demo"
+)
+
+// The check-credit acceptance scenarios (../shared/scenarios/check-credit).
+// Each runs on a target: for now directly on PostgreSQL with the logic as
+// PL/pgSQL triggers (triggers.sql), the second oracle the scenarios name.
+// The rules engine (issue 4) adds the target "through pgrules with
+// rules.sql", which must pass the same checks and end in the same state.
+
+type creditTarget struct {
+	name string
+	// open prepares a fresh database with the schema, the data and the
+	// logic, and returns a connection to run the scenario on.
+	open func(t *testing.T) *pgconn.PgConn
+}
+
+var creditTargets = []creditTarget{
+	{"triggers", func(t *testing.T) *pgconn.PgConn {
+		db := shared.newDB(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := demo.Exec(ctx, shared.url("", "", db), demo.Schema, demo.Data, demo.Triggers); err != nil {
+			t.Fatal(err)
+		}
+		return connect(t, shared.url("", "", db))
+	}},
+}
+
+// scenario1 is the state most scenarios start from: an order for Alice
+// with a line of 3 widgets and one of 2 gadgets.
+var scenario1 = []string{
+	"INSERT INTO orders (id, customer_id) VALUES (1, 1)",
+	"INSERT INTO lineitem (id, order_id, product_id, quantity) VALUES (1, 1, 1, 3)",
+	"INSERT INTO lineitem (id, order_id, product_id, quantity) VALUES (2, 1, 2, 2)",
+}
+
+// Queries that show the scenarios' derived values.
+const (
+	qLines     = "SELECT coalesce(string_agg(unit_price || '/' || amount, ' ' ORDER BY id), '') FROM lineitem"
+	qOrders    = "SELECT coalesce(string_agg(id || ':' || amount_total, ' ' ORDER BY id), '') FROM orders"
+	qCustomers = "SELECT string_agg(name || ':' || balance || '/' || unpaid_order_count, ' ' ORDER BY id) FROM customer"
+	// qDrift counts derived values that differ from their definition
+	// recomputed with SQL aggregates.
+	qDrift = `SELECT
+		(SELECT count(*) FROM lineitem l JOIN product p ON p.id = l.product_id WHERE l.amount IS DISTINCT FROM l.quantity * l.unit_price)
+	  + (SELECT count(*) FROM orders o WHERE o.amount_total <> coalesce((SELECT sum(amount) FROM lineitem l WHERE l.order_id = o.id), 0))
+	  + (SELECT count(*) FROM customer c WHERE c.balance <> coalesce((SELECT sum(amount_total) FROM orders o WHERE o.customer_id = c.id AND NOT o.paid), 0)
+	       OR c.unpaid_order_count <> (SELECT count(*) FROM orders o WHERE o.customer_id = c.id AND NOT o.paid))`
+)
+
+type creditScenario struct {
+	name  string
+	steps []string          // run one by one, each as its own Query
+	fail  string            // the step that must fail with 23514 (its text), if any
+	want  map[string]string // query → result afterwards
+}
+
+var creditScenarios = []creditScenario{
+	{name: "1 order with two lines", steps: scenario1, want: map[string]string{
+		qLines: "10.00/30.00 25.50/51.00", qOrders: "1:81.00", qCustomers: "Alice:81.00/1 Bob:0.00/0"}},
+	{name: "2 quantity changed", steps: append(scenario1[:3:3], "UPDATE lineitem SET quantity = 5 WHERE product_id = 1"), want: map[string]string{
+		qLines: "10.00/50.00 25.50/51.00", qOrders: "1:101.00", qCustomers: "Alice:101.00/1 Bob:0.00/0"}},
+	{name: "3 paid", steps: append(scenario1[:3:3], "UPDATE orders SET paid = true WHERE id = 1"), want: map[string]string{
+		qOrders: "1:81.00", qCustomers: "Alice:0.00/0 Bob:0.00/0"}},
+	{name: "4 unpaid again", steps: append(scenario1[:3:3], "UPDATE orders SET paid = true WHERE id = 1", "UPDATE orders SET paid = false"), want: map[string]string{
+		qCustomers: "Alice:81.00/1 Bob:0.00/0"}},
+	{name: "5 order reassigned", steps: append(scenario1[:3:3], "UPDATE orders SET customer_id = 2 WHERE id = 1"), want: map[string]string{
+		qCustomers: "Alice:0.00/0 Bob:81.00/1"}},
+	{name: "6 price change not propagated", steps: append(scenario1[:3:3], "UPDATE product SET price = 99 WHERE id = 1"), want: map[string]string{
+		qLines: "10.00/30.00 25.50/51.00", qOrders: "1:81.00", qCustomers: "Alice:81.00/1 Bob:0.00/0"}},
+	{name: "7 line deleted", steps: append(scenario1[:3:3], "DELETE FROM lineitem WHERE product_id = 2"), want: map[string]string{
+		qOrders: "1:30.00", qCustomers: "Alice:30.00/1 Bob:0.00/0"}},
+	{name: "8 lines then order deleted", steps: append(scenario1[:3:3], "DELETE FROM lineitem WHERE order_id = 1", "DELETE FROM orders WHERE id = 1"), want: map[string]string{
+		qOrders: "", qCustomers: "Alice:0.00/0 Bob:0.00/0"}},
+	{name: "9 credit limit in autocommit",
+		steps: []string{"INSERT INTO orders (id, customer_id) VALUES (2, 2)", "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 2, 20)", "SELECT 1"},
+		fail:  "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 2, 20)",
+		want:  map[string]string{qLines: "", qOrders: "2:0.00", qCustomers: "Alice:0.00/0 Bob:0.00/1"}},
+	{name: "11 one update across orders and customers",
+		steps: []string{
+			"INSERT INTO orders (id, customer_id) VALUES (1, 1), (2, 1), (3, 2)",
+			"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, 1), (1, 2, 2), (2, 3, 5), (3, 1, 4), (3, 3, 10)",
+			"UPDATE orders SET paid = true WHERE id = 2",
+			"UPDATE lineitem SET quantity = quantity + 1",
+		},
+		want: map[string]string{qOrders: "1:96.50 2:0.60 3:51.10", qCustomers: "Alice:96.50/1 Bob:51.10/1"}},
+	{name: "12 a thousand dimes",
+		steps: []string{"INSERT INTO orders (id, customer_id) VALUES (1, 1)", "INSERT INTO lineitem (order_id, product_id, quantity) SELECT 1, 3, 1 FROM generate_series(1, 1000)"},
+		want:  map[string]string{qOrders: "1:100.00", qCustomers: "Alice:100.00/1 Bob:0.00/0"}},
+	{name: "14 RETURNING carries the derived values",
+		steps: []string{"INSERT INTO orders (id, customer_id) VALUES (1, 1)", "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 3) RETURNING unit_price || '/' || amount"},
+		want:  map[string]string{qLines: "25.50/76.50"}},
+}
+
+func TestCreditScenarios(t *testing.T) {
+	for _, target := range creditTargets {
+		for _, sc := range creditScenarios {
+			t.Run(target.name+"/"+sc.name, func(t *testing.T) {
+				c := target.open(t)
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				for _, step := range sc.steps {
+					res, err := c.Exec(ctx, step).ReadAll()
+					if step == sc.fail {
+						pe, ok := err.(*pgconn.PgError)
+						if !ok || pe.Code != "23514" || !strings.Contains(pe.Message, "510.00") || !strings.Contains(pe.Message, "500.00") {
+							t.Fatalf("%s: %v, want 23514 naming 510.00 and 500.00", step, err)
+						}
+						continue
+					}
+					if err != nil {
+						t.Fatalf("%s: %v", step, err)
+					}
+					if strings.Contains(step, "RETURNING") && string(res[0].Rows[0][0]) != sc.want[qLines] {
+						t.Fatalf("RETURNING gave %q", res[0].Rows[0][0])
+					}
+				}
+				for q, want := range sc.want {
+					if got := scalar(t, c, q); got != want {
+						t.Errorf("%s\n got %q\nwant %q", q, got, want)
+					}
+				}
+				if drift := scalar(t, c, qDrift); drift != "0" {
+					t.Errorf("%s derived values drift from their definitions", drift)
+				}
+			})
+		}
+	}
+}
+
+// TestCreditScenarioInTransaction is scenario 10: inside BEGIN, the
+// failing insert leaves the transaction failed until ROLLBACK.
+func TestCreditScenarioInTransaction(t *testing.T) {
+	for _, target := range creditTargets {
+		t.Run(target.name, func(t *testing.T) {
+			c := target.open(t)
+			scalar(t, c, "BEGIN")
+			scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (2, 2)")
+			if e := pgError(t, c, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 2, 20)"); e == nil || e.Code != "23514" {
+				t.Fatalf("over the limit: %v", e)
+			}
+			if e := pgError(t, c, "SELECT 1"); e == nil || e.Code != "25P02" || c.TxStatus() != 'E' {
+				t.Fatalf("after the failure: %v, status %c", e, c.TxStatus())
+			}
+			scalar(t, c, "ROLLBACK")
+			if got := scalar(t, c, qCustomers); got != "Alice:0.00/0 Bob:0.00/0" {
+				t.Fatalf("after ROLLBACK: %s", got)
+			}
+		})
+	}
+}
