@@ -46,58 +46,62 @@ func fingerprint(r *catalog.Rule) string {
 }
 
 // backfillSQL is the statement that computes a derivation for every row of
-// its table.
+// its table (for a copy, every row whose target is empty: values already
+// there are history, a price frozen on an order line).
 func backfillSQL(snap *catalog.Snapshot, set *Set, r *catalog.Rule) (string, error) {
-	t := snap.Tables[r.Table]
-	if t == nil {
-		return "", pgerr.New(pgerr.UndefinedTable, "rule %q: no table %s", r.Name, r.Table)
+	t, value, err := definitionSQL(snap, set, r)
+	if err != nil {
+		return "", err
 	}
 	target := quoteIdent(r.Column)
-	switch r.Kind {
-	case catalog.Formula:
+	sql := fmt.Sprintf("UPDATE %s t SET %s = %s", qualified(t), target, value)
+	if r.Kind == catalog.Copy {
+		sql += " WHERE t." + target + " IS NULL"
+	}
+	return sql, nil
+}
+
+// definitionSQL is a derivation's value as a SQL expression over the row
+// t of its table.
+func definitionSQL(snap *catalog.Snapshot, set *Set, r *catalog.Rule) (*catalog.Table, string, error) {
+	t := snap.Tables[r.Table]
+	if t == nil {
+		return nil, "", pgerr.New(pgerr.UndefinedTable, "rule %q: no table %s", r.Name, r.Table)
+	}
+	if r.Kind == catalog.Formula {
 		g := &sqlGen{snap: snap, table: t, alias: "t", rule: r.Name}
 		e, err := g.translate(r.Expression)
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("UPDATE %s t SET %s = %s", qualified(t), target, e), nil
-	case catalog.Copy:
-		fk := set.Relationship(r.Name)
-		parent := snap.Tables[r.SourceTable]
-		if fk == nil || parent == nil {
-			return "", pgerr.New(pgerr.InvalidObjectDefinition, "rule %q: no relationship to %s", r.Name, r.SourceTable)
-		}
-		// Values already there are history (a price frozen on an order
-		// line): only empty targets are filled.
-		return fmt.Sprintf("UPDATE %s t SET %s = (SELECT p.%s FROM %s p WHERE %s) WHERE t.%s IS NULL",
-			qualified(t), target, quoteIdent(r.SourceColumn), qualified(parent), keyMatch(fk, "t", "p"), target), nil
-	case catalog.Sum, catalog.Count, catalog.Min, catalog.Max:
-		fk := set.Relationship(r.Name)
-		child := snap.Tables[r.SourceTable]
-		if fk == nil || child == nil {
-			return "", pgerr.New(pgerr.InvalidObjectDefinition, "rule %q: no relationship to %s", r.Name, r.SourceTable)
-		}
-		where := keyMatch(fk, "c", "t")
-		if r.Filter != "" {
-			g := &sqlGen{snap: snap, table: child, alias: "c", rule: r.Name}
-			f, err := g.translate(r.Filter)
-			if err != nil {
-				return "", err
-			}
-			where += " AND coalesce(" + f + ", false)"
-		}
-		var agg string
-		switch r.Kind {
-		case catalog.Sum:
-			agg = "coalesce(sum(c." + quoteIdent(r.SourceColumn) + "), 0)"
-		case catalog.Count:
-			agg = "count(*)"
-		case catalog.Min:
-			agg = "min(c." + quoteIdent(r.SourceColumn) + ")"
-		default:
-			agg = "max(c." + quoteIdent(r.SourceColumn) + ")"
-		}
-		return fmt.Sprintf("UPDATE %s t SET %s = (SELECT %s FROM %s c WHERE %s)", qualified(t), target, agg, qualified(child), where), nil
+		return t, e, err
 	}
-	return "", pgerr.New(pgerr.InternalError, "rule %q: %s is not a derivation", r.Name, r.Kind)
+	fk := set.Relationship(r.Name)
+	other := snap.Tables[r.SourceTable]
+	if fk == nil || other == nil {
+		return nil, "", pgerr.New(pgerr.InvalidObjectDefinition, "rule %q: no relationship to %s", r.Name, r.SourceTable)
+	}
+	if r.Kind == catalog.Copy {
+		return t, fmt.Sprintf("(SELECT p.%s FROM %s p WHERE %s)", quoteIdent(r.SourceColumn), qualified(other), keyMatch(fk, "t", "p")), nil
+	}
+	where := keyMatch(fk, "c", "t")
+	if r.Filter != "" {
+		g := &sqlGen{snap: snap, table: other, alias: "c", rule: r.Name}
+		f, err := g.translate(r.Filter)
+		if err != nil {
+			return nil, "", err
+		}
+		where += " AND coalesce(" + f + ", false)"
+	}
+	var agg string
+	switch r.Kind {
+	case catalog.Sum:
+		agg = "coalesce(sum(c." + quoteIdent(r.SourceColumn) + "), 0)"
+	case catalog.Count:
+		agg = "count(*)"
+	case catalog.Min:
+		agg = "min(c." + quoteIdent(r.SourceColumn) + ")"
+	case catalog.Max:
+		agg = "max(c." + quoteIdent(r.SourceColumn) + ")"
+	default:
+		return nil, "", pgerr.New(pgerr.InternalError, "rule %q: %s is not a derivation", r.Name, r.Kind)
+	}
+	return t, fmt.Sprintf("(SELECT %s FROM %s c WHERE %s)", agg, qualified(other), where), nil
 }

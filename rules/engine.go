@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -360,6 +362,9 @@ func (s *session) defineIn(ctx context.Context, conn stmt.Conn, c *compiled, st 
 			return nil, err
 		}
 	}
+	if err := s.maintenance(ctx, conn, st); err != nil {
+		return nil, err
+	}
 	if _, err := conn.Simple(ctx, "SAVEPOINT pgrules_define"); err != nil {
 		return nil, err
 	}
@@ -378,11 +383,7 @@ func (s *session) defineIn(ctx context.Context, conn stmt.Conn, c *compiled, st 
 	}
 	if err != nil {
 		conn.Simple(ctx, "ROLLBACK TO SAVEPOINT pgrules_define; RELEASE SAVEPOINT pgrules_define")
-		var e *pgerr.Error
-		if !errors.As(err, &e) {
-			e = pgerr.New(pgerr.InternalError, "%s", err)
-		}
-		return nil, failTx(ctx, conn, e)
+		return nil, failTx(ctx, conn, asPgError(err))
 	}
 	if _, err := conn.Simple(ctx, "RELEASE SAVEPOINT pgrules_define"); err != nil {
 		return nil, err
@@ -403,4 +404,74 @@ func (s *session) firstError(snap *catalog.Snapshot, set *Set) *pgerr.Error {
 		}
 	}
 	return nil
+}
+
+// maintenanceCall finds pgrules.verify(...) or pgrules.rebuild(...) and
+// its argument: a string literal, a parameter, or nothing (every table).
+var maintenanceCall = regexp.MustCompile(`(?i)pgrules\.(verify|rebuild)\s*\(\s*(?:'((?:[^']|'')*)'|\$(\d+)|(null))?\s*\)`)
+
+// maintenance answers pgrules.verify and pgrules.rebuild in the client's
+// transaction, before its statement reads the answer: verify's drifting
+// rows, rebuild's corrections, handed over in transaction-local settings.
+func (s *session) maintenance(ctx context.Context, conn stmt.Conn, st stmt.Statement) error {
+	calls := maintenanceCall.FindAllStringSubmatch(st.SQL, -1)
+	if len(calls) == 0 {
+		if sqlparse.ContainsFold(st.SQL, "pgrules.verify") || sqlparse.ContainsFold(st.SQL, "pgrules.rebuild") {
+			return failTx(ctx, conn, pgerr.New(pgerr.FeatureNotSupported, "pgrules.verify and pgrules.rebuild take a table name as a literal or a parameter, or nothing"))
+		}
+		return nil
+	}
+	snap, err := catalog.Load(ctx, conn)
+	if err != nil {
+		return err
+	}
+	set := Compile(snap)
+	for _, call := range calls {
+		name := strings.ReplaceAll(call[2], "''", "'")
+		if call[3] != "" {
+			i, _ := strconv.Atoi(call[3])
+			if i < 1 || i > len(st.Params) {
+				return failTx(ctx, conn, pgerr.New(pgerr.ProtocolViolation, "pgrules.%s: no parameter $%d", call[1], i))
+			}
+			name = string(st.Params[i-1])
+		}
+		table := ""
+		if name != "" {
+			t := snap.Lookup(name)
+			if t == nil {
+				return failTx(ctx, conn, pgerr.New(pgerr.UndefinedTable, "pgrules.%s: table %q does not exist", call[1], name))
+			}
+			table = t.QualifiedName()
+		}
+		var answer any
+		if strings.EqualFold(call[1], "verify") {
+			answer, err = Verify(ctx, conn, snap, set, table)
+		} else {
+			answer, err = Rebuild(ctx, conn, snap, set, table)
+		}
+		if err != nil {
+			// A failure of our own SQL (not the server's) must fail the
+			// transaction too; one more error in a failed one is harmless.
+			return failTx(ctx, conn, asPgError(err))
+		}
+		doc, err := json.Marshal(answer)
+		if err != nil {
+			return pgerr.New(pgerr.InternalError, "%s: %w", call[1], err)
+		}
+		if string(doc) == "null" {
+			doc = []byte("[]")
+		}
+		if _, err := conn.Query(ctx, "SELECT set_config($1, $2, true)", "pgrules."+strings.ToLower(call[1]), string(doc)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func asPgError(err error) *pgerr.Error {
+	var e *pgerr.Error
+	if !errors.As(err, &e) {
+		e = pgerr.New(pgerr.InternalError, "%s", err)
+	}
+	return e
 }

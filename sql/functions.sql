@@ -232,17 +232,27 @@ CREATE OR REPLACE FUNCTION pgrules.enable_rule(name text) RETURNS text
 LANGUAGE sql AS $$ SELECT pgrules._set_enabled(name, true) $$;
 COMMENT ON FUNCTION pgrules.enable_rule IS 'Switches a rule on.';
 
+-- explain, verify and rebuild are computed by the proxy and handed over in
+-- transaction-local settings.
+CREATE OR REPLACE FUNCTION pgrules._proxy_setting(setting text, fn text) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  doc jsonb := nullif(current_setting(setting, true), '')::jsonb;
+BEGIN
+  IF doc IS NULL THEN
+    RAISE EXCEPTION 'pgrules.% is answered by the pgrules proxy', fn USING ERRCODE = '55000',
+      HINT = format('Connect through the proxy, or run: pgrules %s --upstream URL.', fn);
+  END IF;
+  RETURN doc;
+END $$;
+
 CREATE OR REPLACE FUNCTION pgrules.explain(tbl text)
 RETURNS TABLE ("position" int, rule text, kind text, target text, reads text[], depends_on text[], used_by text[])
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-  doc jsonb := nullif(current_setting('pgrules.explain', true), '')::jsonb;
+  doc jsonb := pgrules._proxy_setting('pgrules.explain', 'explain');
   t record;
 BEGIN
-  IF doc IS NULL THEN
-    RAISE EXCEPTION 'pgrules.explain is answered by the pgrules proxy' USING ERRCODE = '55000',
-      HINT = 'Connect through the proxy, or run: pgrules explain --upstream URL <table>.';
-  END IF;
   SELECT x.sch, x.rel INTO t FROM pgrules._table(tbl, 'explain') x;
   RETURN QUERY
     SELECT (e->>'position')::int, e->>'rule', e->>'kind', e->>'target',
@@ -311,3 +321,19 @@ LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_notify('pgrules', current_database());
 END $$;
+
+CREATE OR REPLACE FUNCTION pgrules.verify(tbl text DEFAULT NULL)
+RETURNS TABLE (rule text, table_name text, key text, stored text, computed text)
+LANGUAGE sql STABLE AS $$
+  SELECT d->>'rule', d->>'table', d->>'key', d->>'stored', d->>'computed'
+  FROM jsonb_array_elements(pgrules._proxy_setting('pgrules.verify', 'verify')) d
+$$;
+COMMENT ON FUNCTION pgrules.verify IS 'Rows whose derived values differ from their definitions recomputed from scratch (through the proxy).';
+
+CREATE OR REPLACE FUNCTION pgrules.rebuild(tbl text DEFAULT NULL)
+RETURNS TABLE (rule text, rows_corrected int)
+LANGUAGE sql VOLATILE AS $$
+  SELECT d->>'rule', (d->>'rows')::int
+  FROM jsonb_array_elements(pgrules._proxy_setting('pgrules.rebuild', 'rebuild')) d
+$$;
+COMMENT ON FUNCTION pgrules.rebuild IS 'Sets every derived column to its definition, in dependency order (through the proxy).';

@@ -362,3 +362,46 @@ func TestNoSchema(t *testing.T) {
 		t.Fatalf("a definition without the schema: %v, want the server's 3F000", e)
 	}
 }
+
+// TestVerifyRebuildThroughProxy: pgrules.verify and pgrules.rebuild answered
+// by the proxy in the client's transaction; directly they refuse with 55000.
+func TestVerifyRebuildThroughProxy(t *testing.T) {
+	db, p, admin := creditDB(t)
+	c := connect(t, p.url("", "", db))
+	for _, stmt := range strings.Split(strings.TrimSpace(demo.Rules), ";\n") {
+		if e := pgError(t, c, stmt); e != nil {
+			t.Fatalf("%s: %v", stmt, e)
+		}
+	}
+	// Rows written behind the proxy's back, with derived values left out.
+	scalar(t, admin, `INSERT INTO orders (id, customer_id) VALUES (1, 1);
+		INSERT INTO lineitem (order_id, product_id, quantity, unit_price) VALUES (1, 1, 3, 10.00)`)
+	if got := scalar(t, c, "SELECT string_agg(rule || ' ' || key || ' ' || stored || '→' || computed, '; ' ORDER BY rule) FROM pgrules.verify()"); got !=
+		"customer.unpaid_order_count 1 0→1; lineitem.amount 1 NULL→30.00" {
+		t.Fatalf("verify: %s", got)
+	}
+	if got := scalar(t, c, "SELECT count(*) FROM pgrules.verify('product')"); got != "0" {
+		t.Fatalf("verify of a table without derivations: %s rows", got)
+	}
+	// Verify compares each value with its definition over the stored
+	// values it reads; rebuilding lineitem corrects the line and what is
+	// downstream of it: the order's total and the customer's balance.
+	if got := scalar(t, c, "SELECT string_agg(rule || ':' || rows_corrected, ' ') FROM pgrules.rebuild('lineitem')"); got != "lineitem.amount:1 orders.amount_total:1 customer.balance:1" {
+		t.Fatalf("rebuild from lineitem: %s", got)
+	}
+	if got := scalar(t, admin, "SELECT balance || '/' || unpaid_order_count FROM customer WHERE id = 1"); got != "30.00/0" {
+		t.Fatalf("after rebuild of lineitem: %s", got)
+	}
+	if got := scalar(t, c, "SELECT sum(rows_corrected) FROM pgrules.rebuild()"); got != "1" {
+		t.Fatalf("rebuild of everything corrected %s rows, want the count's 1", got)
+	}
+	if got := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); got != "0" {
+		t.Fatalf("%s rows drift after rebuild", got)
+	}
+	if e := pgError(t, admin, "SELECT * FROM pgrules.verify()"); e == nil || e.Code != "55000" {
+		t.Fatalf("verify directly: %v", e)
+	}
+	if e := pgError(t, c, "SELECT * FROM pgrules.rebuild('nosuch')"); e == nil || e.Code != "42P01" {
+		t.Fatalf("rebuild of an unknown table: %v", e)
+	}
+}

@@ -123,3 +123,61 @@ func explain(ctx context.Context, args []string, out io.Writer) error {
 	}
 	return w.Flush()
 }
+
+// maintain runs verify or rebuild (rebuild in one transaction).
+func maintain(ctx context.Context, args []string, out io.Writer, rebuild bool) error {
+	var f adminFlags
+	name, summary := "verify", "Recomputes every derived column from scratch (set-based SQL) and lists the rows that drift.\nUsage: pgrules verify --upstream URL [table]"
+	if rebuild {
+		name, summary = "rebuild", "Sets every derived column to its definition, in dependency order, and says how many rows each rule corrected.\nUsage: pgrules rebuild --upstream URL [table]"
+	}
+	conn, rest, err := f.connect(ctx, name, summary, args)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if len(rest) > 1 {
+		return fmt.Errorf("name at most one table: pgrules %s --upstream URL [table]", name)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	q := catalog.PgxQuerier(conn)
+	snap, err := catalog.Load(ctx, q)
+	if err != nil {
+		return err
+	}
+	table := ""
+	if len(rest) == 1 {
+		t := snap.Lookup(rest[0])
+		if t == nil {
+			return fmt.Errorf("no table %q in database %s", rest[0], snap.Database)
+		}
+		table = t.QualifiedName()
+	}
+	set := rules.Compile(snap)
+	if !rebuild {
+		drift, err := rules.Verify(ctx, q, snap, set, table)
+		if err != nil {
+			return err
+		}
+		for _, d := range drift {
+			fmt.Fprintf(out, "%s: %s %s: stored %s, computed %s\n", d.Rule, d.Table, d.Key, d.Stored, d.Computed)
+		}
+		if len(drift) > 0 {
+			return fmt.Errorf("%d rows drift from their rules (pgrules rebuild corrects them)", len(drift))
+		}
+		fmt.Fprintln(out, "no drift")
+		return nil
+	}
+	fixed, err := rules.Rebuild(ctx, q, snap, set, table)
+	if err != nil {
+		return err
+	}
+	for _, r := range fixed {
+		fmt.Fprintf(out, "%s: %d rows corrected\n", r.Rule, r.Rows)
+	}
+	return tx.Commit(ctx)
+}

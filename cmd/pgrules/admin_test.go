@@ -43,3 +43,39 @@ func TestInstallAndExplain(t *testing.T) {
 		t.Fatalf("install without --upstream: %v", err)
 	}
 }
+
+func TestVerifyAndRebuild(t *testing.T) {
+	url := pgtest.DB(t)
+	ctx := context.Background()
+	if err := pgtest.Exec(ctx, url, demo.Schema+";"+demo.Data); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := install(ctx, []string{"--upstream", url}, &out); err != nil {
+		t.Fatal(err)
+	}
+	// Rules defined behind the proxy's back, over rows whose derived
+	// values were never computed.
+	if err := pgtest.Exec(ctx, url, demo.Rules+`;
+		INSERT INTO orders (id, customer_id) VALUES (1, 1);
+		INSERT INTO lineitem (order_id, product_id, quantity, unit_price) VALUES (1, 1, 3, 10.00), (1, 2, 2, 25.50)`); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err := maintain(ctx, []string{"--upstream", url}, &out, false)
+	if err == nil || !strings.Contains(out.String(), "lineitem.amount: public.lineitem 1: stored NULL, computed 30.00") ||
+		!strings.Contains(out.String(), "customer.unpaid_order_count: public.customer 1: stored 0, computed 1") {
+		t.Fatalf("verify: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := maintain(ctx, []string{"--upstream", url}, &out, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "lineitem.amount: 2 rows corrected") || !strings.Contains(out.String(), "customer.balance: 1 rows corrected") {
+		t.Fatalf("rebuild:\n%s", out.String())
+	}
+	out.Reset()
+	if err := maintain(ctx, []string{"--upstream", url, "customer"}, &out, false); err != nil || out.String() != "no drift\n" {
+		t.Fatalf("verify after rebuild: %v\n%s", err, out.String())
+	}
+}

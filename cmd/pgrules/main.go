@@ -21,6 +21,10 @@ Usage:
                           install or upgrade the pgrules schema in a database
   pgrules explain --upstream URL <table>
                           show a table's rules in execution order
+  pgrules verify --upstream URL [table]
+                          list rows whose derived values drift from their rules
+  pgrules rebuild --upstream URL [table]
+                          set every derived value to its rule
   pgrules help            show this text
 
 Run "pgrules <command> --help" for the flags of a command.
@@ -44,6 +48,10 @@ func main() {
 		err = install(ctx, args, os.Stdout)
 	case "explain":
 		err = explain(ctx, args, os.Stdout)
+	case "verify":
+		err = maintain(ctx, args, os.Stdout, false)
+	case "rebuild":
+		err = maintain(ctx, args, os.Stdout, true)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

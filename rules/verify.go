@@ -1,0 +1,115 @@
+package rules
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/pgrules/pgrules/catalog"
+)
+
+// Drift is a row whose derived value differs from its definition
+// recomputed from scratch.
+type Drift struct {
+	Rule     string `json:"rule"`
+	Table    string `json:"table"`
+	Key      string `json:"key"`
+	Stored   string `json:"stored"`
+	Computed string `json:"computed"`
+}
+
+// maxDrift bounds the rows reported per rule.
+const maxDrift = 1000
+
+// verifiable are the derivations verify and rebuild recompute: copies are
+// left out, their values are history by definition (a price frozen on an
+// order line may differ from today's).
+func (s *Set) verifiable(table string) []*Compiled {
+	var out []*Compiled
+	for _, c := range s.order {
+		if c.Rule.Kind != catalog.Copy && (table == "" || c.Rule.Table == table) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// keyText renders the row's primary key (its ctid without one).
+func keyText(t *catalog.Table) string {
+	if len(t.PrimaryKey) == 0 {
+		return "t.ctid::text"
+	}
+	parts := make([]string, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		parts[i] = "t." + quoteIdent(k) + "::text"
+	}
+	return "concat_ws(',', " + strings.Join(parts, ", ") + ")"
+}
+
+// Verify recomputes every derived column of table (every table when it is
+// empty) with set-based SQL and returns the rows that drift, in rule order.
+func Verify(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set *Set, table string) ([]Drift, error) {
+	var out []Drift
+	for _, c := range set.verifiable(table) {
+		t, value, err := definitionSQL(snap, set, c.Rule)
+		if err != nil {
+			return nil, err
+		}
+		col := t.Column(c.Rule.Column)
+		target := "t." + quoteIdent(c.Rule.Column)
+		// The definition is cast to the column's type, so that it is
+		// rounded as the stored value was.
+		computed := fmt.Sprintf("(%s)::%s", value, col.Type)
+		rows, err := q.Query(ctx, fmt.Sprintf("SELECT %s, %s::text, %s::text FROM %s t WHERE %s IS DISTINCT FROM %s LIMIT %d",
+			keyText(t), target, computed, qualified(t), target, computed, maxDrift))
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			out = append(out, Drift{Rule: c.Rule.Name, Table: t.QualifiedName(), Key: string(r[0]), Stored: nullText(r[1]), Computed: nullText(r[2])})
+		}
+	}
+	return out, nil
+}
+
+func nullText(b []byte) string {
+	if b == nil {
+		return "NULL"
+	}
+	return string(b)
+}
+
+// Rebuilt is how many rows a rebuild corrected for one rule.
+type Rebuilt struct {
+	Rule string `json:"rule"`
+	Rows int    `json:"rows"`
+}
+
+// Rebuild sets every derived column of table (every table when it is
+// empty) to its definition, in dependency order, and everything downstream
+// of them, and returns how many rows each rule corrected.
+func Rebuild(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set *Set, table string) ([]Rebuilt, error) {
+	names := make(map[string]bool)
+	for _, c := range set.verifiable(table) {
+		names[c.Rule.Name] = true
+	}
+	var out []Rebuilt
+	for _, r := range set.Downstream(names) {
+		if r.Kind == catalog.Copy {
+			continue
+		}
+		t, value, err := definitionSQL(snap, set, r)
+		if err != nil {
+			return nil, err
+		}
+		target := "t." + quoteIdent(r.Column)
+		computed := fmt.Sprintf("(%s)::%s", value, t.Column(r.Column).Type)
+		rows, err := q.Query(ctx, fmt.Sprintf("UPDATE %s t SET %s = %s WHERE %s IS DISTINCT FROM %s RETURNING 1",
+			qualified(t), quoteIdent(r.Column), computed, target, computed))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Rebuilt{Rule: r.Name, Rows: len(rows)})
+	}
+	return out, nil
+}
