@@ -39,6 +39,12 @@ var sections = []section{
 		run:   runProxy,
 	},
 	{
+		name:  "credit",
+		about: "the check-credit order transaction with PL/pgSQL triggers and with no logic (pgrules with rules comes with issue 4)",
+		needs: []string{needPostgres, needPgbench},
+		run:   runCredit,
+	},
+	{
 		name:  "rules",
 		about: "compile time of 1,000 rules, evaluation of a formula and a constraint, catalog load of 500 tables",
 		needs: []string{needPostgres},
