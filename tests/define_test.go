@@ -79,14 +79,21 @@ func pgError(t *testing.T, c *pgconn.PgConn, sql string) *pgconn.PgError {
 	return pe
 }
 
-func TestDefineCheckCredit(t *testing.T) {
-	db, p, admin := creditDB(t)
-	c := connect(t, p.url("", "", db))
+// defineCreditRules runs the scenario's rules.sql on c, a statement at a
+// time, as psql would send it.
+func defineCreditRules(t *testing.T, c *pgconn.PgConn) {
+	t.Helper()
 	for _, stmt := range strings.Split(strings.TrimSpace(demo.Rules), ";\n") {
 		if e := pgError(t, c, stmt); e != nil {
 			t.Fatalf("%s: %v", stmt, e)
 		}
 	}
+}
+
+func TestDefineCheckCredit(t *testing.T) {
+	db, p, admin := creditDB(t)
+	c := connect(t, p.url("", "", db))
+	defineCreditRules(t, c)
 	got := scalar(t, admin, "SELECT string_agg(name || ':' || kind, ' ' ORDER BY name) FROM pgrules.rules")
 	want := "credit_limit:constraint customer.balance:sum customer.unpaid_order_count:count lineitem.amount:formula lineitem.unit_price:copy orders.amount_total:sum"
 	if got != want {
@@ -266,11 +273,7 @@ func TestDefineOnExistingRows(t *testing.T) {
 		INSERT INTO lineitem (order_id, product_id, quantity, unit_price, amount) VALUES
 			(1, 1, 3, 10.00, NULL), (1, 3, 7, 0.10, NULL), (2, 2, 1, NULL, NULL), (3, 2, 2, 25.50, NULL)`)
 	c := connect(t, p.url("", "", db))
-	for _, stmt := range strings.Split(strings.TrimSpace(demo.Rules), ";\n") {
-		if e := pgError(t, c, stmt); e != nil {
-			t.Fatalf("%s: %v", stmt, e)
-		}
-	}
+	defineCreditRules(t, c)
 	for sql, want := range map[string]string{
 		"SELECT string_agg(unit_price::text || '/' || amount::text, ' ' ORDER BY id) FROM lineitem": "10.00/30.00 0.10/0.70 25.50/25.50 25.50/51.00",
 		"SELECT string_agg(amount_total::text, ' ' ORDER BY id) FROM orders":                        "30.70 25.50 51.00",
@@ -368,11 +371,7 @@ func TestNoSchema(t *testing.T) {
 func TestVerifyRebuildThroughProxy(t *testing.T) {
 	db, p, admin := creditDB(t)
 	c := connect(t, p.url("", "", db))
-	for _, stmt := range strings.Split(strings.TrimSpace(demo.Rules), ";\n") {
-		if e := pgError(t, c, stmt); e != nil {
-			t.Fatalf("%s: %v", stmt, e)
-		}
-	}
+	defineCreditRules(t, c)
 	// Rows written behind the proxy's back, with derived values left out.
 	scalar(t, admin, `INSERT INTO orders (id, customer_id) VALUES (1, 1);
 		INSERT INTO lineitem (order_id, product_id, quantity, unit_price) VALUES (1, 1, 3, 10.00)`)
