@@ -1,92 +1,242 @@
--- The pgrules API (rules-api.md §2): re-created on every install, so a fix
--- here needs no migration. The functions check what SQL can check (tables,
--- columns, argument forms, a column derived twice); expressions and
--- relationships are compiled by the proxy, in the same transaction.
+-- The functions, views and triggers of the pgrules schema (rules-api.md).
+-- Install runs this file after the migrations whenever it differs from the
+-- copy last installed, so a fix here needs no migration. Everything is
+-- CREATE OR REPLACE; a change that cannot be made that way (a function's
+-- argument names or result type, a view's existing columns) needs a
+-- migration that drops the old object first.
+--
+-- The definition functions check what SQL can check, so that a direct
+-- connection gets the same clear errors: tables, columns, the form of the
+-- arguments, a column derived twice. Each error names the rule. Expressions
+-- and relationships (which foreign key, via) are compiled by the proxy, in
+-- the same transaction.
+--
+-- Names that start with an underscore are this file's helpers.
 
+-- pgrules.raise fails the statement with exactly the fields it is given.
+-- RAISE fixes its USING options when the function is compiled and refuses
+-- a NULL value, and an empty string would still be sent (psql prints an
+-- empty "DETAIL:"), so leaving the NULL fields out takes one RAISE for each
+-- combination of the six optional fields. This block writes the function
+-- with all 64.
+DO $generate$
+DECLARE
+  fields  text[] := '{detail,hint,schema_name,table_name,constraint_name,column_name}';
+  options text[] := '{DETAIL,HINT,SCHEMA,TABLE,CONSTRAINT,COLUMN}';
+  present text;         -- the expression of the bit mask of non-NULL fields
+  branches text := '';
+BEGIN
+  SELECT string_agg(format('((%I IS NOT NULL)::int << %s)', fields[i], i - 1), ' | ' ORDER BY i)
+    INTO present FROM generate_subscripts(fields, 1) i;
+  FOR mask IN 0..63 LOOP
+    branches := branches || format(E'\n    WHEN %s THEN RAISE EXCEPTION USING ERRCODE = c, MESSAGE = m%s;', mask,
+      (SELECT string_agg(format(', %s = %I', options[i], fields[i]), '' ORDER BY i)
+         FROM generate_subscripts(fields, 1) i WHERE mask & (1 << (i - 1)) <> 0));
+  END LOOP;
+  EXECUTE format($f$
 CREATE OR REPLACE FUNCTION pgrules.raise(code text, message text, detail text DEFAULT NULL, hint text DEFAULT NULL,
   schema_name text DEFAULT NULL, table_name text DEFAULT NULL, constraint_name text DEFAULT NULL,
   column_name text DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql AS $body$
+-- Written by a generator in pgrules' functions.sql: one RAISE for each set
+-- of non-NULL fields, because RAISE refuses NULL option values.
+DECLARE
+  c text := coalesce(code, 'P0001');
+  m text := coalesce(message, '');
 BEGIN
-  -- RAISE refuses NULL option values: empty strings leave a field out.
-  RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message, DETAIL = coalesce(detail, ''),
-    HINT = coalesce(hint, ''), SCHEMA = coalesce(schema_name, ''), TABLE = coalesce(table_name, ''),
-    CONSTRAINT = coalesce(constraint_name, ''), COLUMN = coalesce(column_name, '');
-END $$;
-COMMENT ON FUNCTION pgrules.raise IS 'Raises an error with the given SQLSTATE and fields (used by the pgrules proxy).';
+  CASE %s%s
+  END CASE;
+END $body$$f$, present, branches);
+END $generate$;
+COMMENT ON FUNCTION pgrules.raise IS
+  'Raises an ERROR with this SQLSTATE, message and fields; NULL fields are left out. The pgrules proxy uses it to fail a transaction as a server error would.';
 
--- _table resolves a table name through the search path.
-CREATE OR REPLACE FUNCTION pgrules._table(tbl text, rule_name text, OUT sch text, OUT rel text)
+-- _lock serializes rule definitions from here to the end of the
+-- transaction, so that two transactions cannot both take the lowest free
+-- default name, or derive one column under two names. The key is
+-- 0x706772756c6573, "pgrules" in ASCII (Install's own lock is "pgrule").
+CREATE OR REPLACE FUNCTION pgrules._lock() RETURNS void
+LANGUAGE sql AS $$ SELECT pg_advisory_xact_lock(31638938685564275) $$;
+
+-- _parse splits a name written as in SQL ('orders', 'sales.orders',
+-- 'lineitem."Amount"') into its identifiers, unquoted and folded to lower
+-- case as SQL folds them; NULL when it is not such a name.
+CREATE OR REPLACE FUNCTION pgrules._parse(ref text) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  RETURN parse_ident(ref);
+EXCEPTION WHEN invalid_parameter_value THEN
+  RETURN NULL;
+END $$;
+
+-- _prefix starts an error message with the rule it is about.
+CREATE OR REPLACE FUNCTION pgrules._prefix(rule_name text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN rule_name IS NOT NULL THEN format('rule "%s": ', rule_name) ELSE '' END $$;
+
+-- _relation resolves a parsed table name as SQL would (an unqualified one
+-- through the search_path) to a table that can have rules: an ordinary or
+-- partitioned table that the proxy's catalog sees.
+CREATE OR REPLACE FUNCTION pgrules._relation(parts text[], rule_name text,
+  OUT sch text, OUT rel text, OUT relid regclass)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-  rel_oid regclass;
+  shown text := array_to_string(parts, '.');
+  kind "char";
+  persistence "char";
 BEGIN
-  rel_oid := to_regclass(tbl);
-  IF rel_oid IS NULL THEN
-    RAISE EXCEPTION 'rule "%": table "%" does not exist', rule_name, tbl USING ERRCODE = '42P01';
+  relid := to_regclass((SELECT string_agg(quote_ident(p), '.' ORDER BY i) FROM unnest(parts) WITH ORDINALITY u(p, i)));
+  IF relid IS NULL THEN
+    PERFORM pgrules.raise('42P01', format('%stable "%s" does not exist', pgrules._prefix(rule_name), shown),
+      hint => CASE WHEN cardinality(parts) = 1
+                   THEN format('An unqualified name is looked up in the search_path: %s.', array_to_string(current_schemas(false), ', '))
+                   WHEN to_regnamespace(quote_ident(parts[1])) IS NULL
+                   THEN format('There is no schema "%s" (a qualified name is schema.table).', parts[1]) END);
   END IF;
-  SELECT n.nspname, c.relname INTO sch, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel_oid;
+  SELECT n.nspname, c.relname, c.relkind, c.relpersistence INTO sch, rel, kind, persistence
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = relid;
+  IF kind NOT IN ('r', 'p') THEN
+    RAISE EXCEPTION USING ERRCODE = '42809', SCHEMA = sch, TABLE = rel,
+      MESSAGE = format('%s%s.%s is %s, not a table', pgrules._prefix(rule_name), sch, rel,
+                       CASE kind WHEN 'v' THEN 'a view' WHEN 'm' THEN 'a materialized view' WHEN 'f' THEN 'a foreign table'
+                                 WHEN 'S' THEN 'a sequence' WHEN 'i' THEN 'an index' WHEN 'I' THEN 'an index'
+                                 WHEN 'c' THEN 'a composite type' ELSE format('a relation of kind %s', kind) END),
+      DETAIL = 'Rules apply to ordinary and partitioned tables.';
+  END IF;
+  IF sch IN ('pg_catalog', 'information_schema', 'pgrules') OR persistence = 't' THEN
+    RAISE EXCEPTION USING ERRCODE = '42809', SCHEMA = sch, TABLE = rel,
+      MESSAGE = format('%stable %s.%s cannot have rules', pgrules._prefix(rule_name), sch, rel),
+      DETAIL = 'Rules apply to the tables of the database, not to system tables, to those of pgrules or to temporary tables.';
+  END IF;
 END $$;
 
--- _column splits '[schema.]table.column' and checks that the column exists.
+-- _table resolves a table argument, 'table' or 'schema.table'. what names
+-- the argument in errors.
+CREATE OR REPLACE FUNCTION pgrules._table(tbl text, what text, rule_name text,
+  OUT sch text, OUT rel text, OUT relid regclass)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  parts text[] := pgrules._parse(tbl);
+BEGIN
+  IF parts IS NULL OR cardinality(parts) > 2 THEN
+    RAISE EXCEPTION USING ERRCODE = '42P17',
+      MESSAGE = format('%s%s must name a table, not %s', pgrules._prefix(rule_name), what, quote_nullable(tbl)),
+      HINT = format('Write %s as ''table'' or ''schema.table''.', what);
+  END IF;
+  SELECT r.sch, r.rel, r.relid INTO sch, rel, relid FROM pgrules._relation(parts, rule_name) r;
+END $$;
+
+-- _column resolves a column argument, 'table.column' or
+-- 'schema.table.column', to the table and the column's name.
 CREATE OR REPLACE FUNCTION pgrules._column(ref text, what text, rule_name text, OUT sch text, OUT rel text, OUT col text)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-  dot int := length(ref) - strpos(reverse(ref), '.') + 1;
+  parts text[] := pgrules._parse(ref);
+  n int := cardinality(parts);
+  relid regclass;
 BEGIN
-  IF ref IS NULL OR strpos(ref, '.') = 0 THEN
-    RAISE EXCEPTION 'rule "%": % must be ''table.column'', not %', rule_name, what, coalesce('''' || ref || '''', 'NULL')
-      USING ERRCODE = '42P17', HINT = 'Write it as ''table.column'' or ''schema.table.column''.';
+  IF parts IS NULL OR n NOT IN (2, 3) THEN
+    RAISE EXCEPTION USING ERRCODE = '42P17',
+      MESSAGE = format('%s%s must name a column, not %s', pgrules._prefix(rule_name), what, quote_nullable(ref)),
+      HINT = format('Write %s as ''table.column'' or ''schema.table.column''.', what);
   END IF;
-  col := substr(ref, dot + 1);
-  SELECT t.sch, t.rel INTO sch, rel FROM pgrules._table(substr(ref, 1, dot - 1), rule_name) t;
-  IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = format('%I.%I', sch, rel)::regclass
-                 AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped) THEN
-    RAISE EXCEPTION 'rule "%": column "%" of table %.% does not exist', rule_name, col, sch, rel USING ERRCODE = '42703';
+  SELECT r.sch, r.rel, r.relid INTO sch, rel, relid FROM pgrules._relation(parts[1:n - 1], rule_name) r;
+  SELECT a.attname INTO col FROM pg_attribute a
+  WHERE a.attrelid = relid AND a.attname = parts[n] AND a.attnum > 0 AND NOT a.attisdropped;
+  IF col IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = '42703', SCHEMA = sch, TABLE = rel, COLUMN = parts[n],
+      MESSAGE = format('%scolumn "%s" of table %s.%s does not exist', pgrules._prefix(rule_name), parts[n], sch, rel);
   END IF;
 END $$;
 
--- _default_name: a derivation is named after its target, other rules
--- '<table>_<kind>_<n>' with the lowest free n.
+-- _given_name checks a name given with name => and returns it (NULL when
+-- none was given: the caller then makes the default name).
+CREATE OR REPLACE FUNCTION pgrules._given_name(name text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  IF btrim(name) = '' THEN
+    RAISE EXCEPTION USING ERRCODE = '42P17', MESSAGE = 'a rule''s name must not be empty',
+      HINT = 'Leave name out to get the default name.';
+  END IF;
+  RETURN name;
+END $$;
+
+-- _target_name is a derivation's default name: its target without the
+-- schema, 'customer.balance' (the target as given when it is malformed, for
+-- the error that follows).
+CREATE OR REPLACE FUNCTION pgrules._target_name(target text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+  parts text[] := pgrules._parse(target);
+  n int := cardinality(parts);
+BEGIN
+  IF n IN (2, 3) THEN
+    RETURN parts[n - 1] || '.' || parts[n];
+  END IF;
+  RETURN target;
+END $$;
+
+-- _default_name is the default name of any other rule:
+-- '<table>_<kind>_<n>' with the lowest n that no rule has. p_rel is the
+-- table as given (its parameters keep the names of the first release:
+-- CREATE OR REPLACE cannot rename them).
 CREATE OR REPLACE FUNCTION pgrules._default_name(p_rel text, p_kind text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
+  parts text[] := pgrules._parse(p_rel);
+  base text := format('%s_%s_', coalesce(parts[cardinality(parts)], p_rel), p_kind);
   n int := 1;
 BEGIN
-  WHILE EXISTS (SELECT 1 FROM pgrules.rule r WHERE r.name = format('%s_%s_%s', p_rel, p_kind, n)) LOOP
+  WHILE EXISTS (SELECT 1 FROM pgrules.rule r WHERE r.name = base || n) LOOP
     n := n + 1;
   END LOOP;
-  RETURN format('%s_%s_%s', p_rel, p_kind, n);
+  RETURN base || n;
 END $$;
 
-CREATE OR REPLACE FUNCTION pgrules._nonempty(value text, what text, rule_name text) RETURNS void
-LANGUAGE plpgsql AS $$
+-- _nonempty refuses a missing or blank expression, condition, message or
+-- action; hint shows what one looks like.
+CREATE OR REPLACE FUNCTION pgrules._nonempty(value text, what text, rule_name text, hint text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
   IF value IS NULL OR btrim(value) = '' THEN
-    RAISE EXCEPTION 'rule "%": % must not be empty', rule_name, what USING ERRCODE = '42P17';
+    RAISE EXCEPTION USING ERRCODE = '42P17', MESSAGE = format('%s%s is empty', pgrules._prefix(rule_name), what), HINT = hint;
   END IF;
 END $$;
 
--- _save stores a rule, replacing one of the same name (keeping its place
--- in the definition order).
-CREATE OR REPLACE FUNCTION pgrules._save(r pgrules.rule) RETURNS text
+-- _save stores a rule, replacing the one of the same name (which keeps its
+-- place in the definition order). named tells whether the caller gave the
+-- name: a derivation's default name replaces only a rule that derives the
+-- same column, never one of another schema's table of the same name.
+CREATE OR REPLACE FUNCTION pgrules._save(r pgrules.rule, named boolean) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-  other text;
+  other pgrules.rule;
 BEGIN
   IF r.kind IN ('sum', 'count', 'min', 'max', 'formula', 'copy') THEN
-    SELECT name INTO other FROM pgrules.rule
-    WHERE table_schema = r.table_schema AND table_name = r.table_name AND target_column = r.target_column
-      AND kind IN ('sum', 'count', 'min', 'max', 'formula', 'copy') AND name <> r.name;
+    SELECT * INTO other FROM pgrules.rule o
+    WHERE o.table_schema = r.table_schema AND o.table_name = r.table_name AND o.target_column = r.target_column
+      AND o.kind IN ('sum', 'count', 'min', 'max', 'formula', 'copy') AND o.name <> r.name;
     IF FOUND THEN
-      RAISE EXCEPTION 'rule "%": column %.%.% is already derived by rule "%"', r.name, r.table_schema, r.table_name, r.target_column, other
-        USING ERRCODE = '42P17', HINT = 'A column has at most one derivation: drop the other rule first (pgrules.drop_rule).';
+      RAISE EXCEPTION USING ERRCODE = '42P17', SCHEMA = r.table_schema, TABLE = r.table_name, COLUMN = r.target_column,
+        MESSAGE = format('rule "%s": column %s.%s.%s is already derived by rule "%s" (%s)',
+                         r.name, r.table_schema, r.table_name, r.target_column, other.name, other.kind),
+        HINT = format('A column has at most one derivation: drop the other first, SELECT pgrules.drop_rule(%L).', other.name);
+    END IF;
+    IF NOT named THEN
+      SELECT * INTO other FROM pgrules.rule o
+      WHERE o.name = r.name
+        AND (o.table_schema, o.table_name, o.target_column) IS DISTINCT FROM (r.table_schema, r.table_name, r.target_column);
+      IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42710',
+          MESSAGE = format('rule "%s" already exists, a %s of %s.%s%s', r.name, other.kind, other.table_schema, other.table_name,
+                           coalesce('.' || other.target_column, '')),
+          HINT = format('Give this derivation of %s.%s.%s a name of its own: name => ''...''.', r.table_schema, r.table_name, r.target_column);
+      END IF;
     END IF;
   END IF;
   INSERT INTO pgrules.rule (name, table_schema, table_name, kind, target_column, expression, source_schema, source_table,
-                            source_column, filter, via, message, timing, verbs, enabled)
+                            source_column, filter, via, message, timing, verbs)
   VALUES (r.name, r.table_schema, r.table_name, r.kind, r.target_column, r.expression, r.source_schema, r.source_table,
-          r.source_column, r.filter, r.via, r.message, r.timing, r.verbs, true)
+          r.source_column, r.filter, r.via, r.message, r.timing, r.verbs)
   ON CONFLICT (name) DO UPDATE SET
     table_schema = excluded.table_schema, table_name = excluded.table_name, kind = excluded.kind,
     target_column = excluded.target_column, expression = excluded.expression, source_schema = excluded.source_schema,
@@ -101,108 +251,138 @@ CREATE OR REPLACE FUNCTION pgrules._aggregate(kind text, target text, "of" text,
 LANGUAGE plpgsql AS $$
 DECLARE
   r pgrules.rule;
-  rule_name text := coalesce(name, regexp_replace(target, '^.*\.([^.]+\.[^.]+)$', '\1'));
 BEGIN
-  SELECT t.sch, t.rel, t.col INTO r.table_schema, r.table_name, r.target_column FROM pgrules._column(target, 'target', rule_name) t;
+  PERFORM pgrules._lock();
+  r.name := coalesce(pgrules._given_name(name), pgrules._target_name(target));
+  r.kind := kind;
+  SELECT c.sch, c.rel, c.col INTO r.table_schema, r.table_name, r.target_column FROM pgrules._column(target, 'target', r.name) c;
   IF kind = 'count' THEN
-    SELECT t.sch, t.rel INTO r.source_schema, r.source_table FROM pgrules._table("of", rule_name) t;
+    SELECT t.sch, t.rel INTO r.source_schema, r.source_table FROM pgrules._table("of", 'of', r.name) t;
   ELSE
-    SELECT t.sch, t.rel, t.col INTO r.source_schema, r.source_table, r.source_column FROM pgrules._column("of", 'of', rule_name) t;
+    SELECT c.sch, c.rel, c.col INTO r.source_schema, r.source_table, r.source_column FROM pgrules._column("of", 'of', r.name) c;
   END IF;
-  r.name := rule_name; r.kind := kind; r.filter := nullif(btrim(filter), ''); r.via := via;
-  RETURN pgrules._save(r);
+  r.filter := nullif(btrim(filter), '');
+  r.via := nullif(btrim(via), '');
+  RETURN pgrules._save(r, name IS NOT NULL);
 END $$;
 
 CREATE OR REPLACE FUNCTION pgrules.sum(target text, "of" text, filter text DEFAULT NULL, via text DEFAULT NULL, name text DEFAULT NULL)
 RETURNS text LANGUAGE sql AS $$ SELECT pgrules._aggregate('sum', target, "of", filter, via, name) $$;
-COMMENT ON FUNCTION pgrules.sum IS 'target = sum of the child column "of" (''child.column'') over the children whose filter is true.';
+COMMENT ON FUNCTION pgrules.sum IS
+  'target (''table.column'') = sum of the child column "of" (''child.column'') over the child rows whose filter is true; 0 when there are none. Returns the rule''s name.';
 
 CREATE OR REPLACE FUNCTION pgrules.count(target text, "of" text, filter text DEFAULT NULL, via text DEFAULT NULL, name text DEFAULT NULL)
 RETURNS text LANGUAGE sql AS $$ SELECT pgrules._aggregate('count', target, "of", filter, via, name) $$;
-COMMENT ON FUNCTION pgrules.count IS 'target = number of child rows ("of" = ''child'') whose filter is true.';
+COMMENT ON FUNCTION pgrules.count IS
+  'target (''table.column'') = number of child rows ("of" = ''child'') whose filter is true. Returns the rule''s name.';
 
 CREATE OR REPLACE FUNCTION pgrules.min(target text, "of" text, filter text DEFAULT NULL, via text DEFAULT NULL, name text DEFAULT NULL)
 RETURNS text LANGUAGE sql AS $$ SELECT pgrules._aggregate('min', target, "of", filter, via, name) $$;
-COMMENT ON FUNCTION pgrules.min IS 'target = smallest non-NULL child value of "of" (''child.column''); NULL when none qualifies.';
+COMMENT ON FUNCTION pgrules.min IS
+  'target (''table.column'') = smallest non-NULL value of the child column "of" (''child.column'') whose row''s filter is true; NULL when none. Returns the rule''s name.';
 
 CREATE OR REPLACE FUNCTION pgrules.max(target text, "of" text, filter text DEFAULT NULL, via text DEFAULT NULL, name text DEFAULT NULL)
 RETURNS text LANGUAGE sql AS $$ SELECT pgrules._aggregate('max', target, "of", filter, via, name) $$;
-COMMENT ON FUNCTION pgrules.max IS 'target = largest non-NULL child value of "of" (''child.column''); NULL when none qualifies.';
+COMMENT ON FUNCTION pgrules.max IS
+  'target (''table.column'') = largest non-NULL value of the child column "of" (''child.column'') whose row''s filter is true; NULL when none. Returns the rule''s name.';
 
 CREATE OR REPLACE FUNCTION pgrules.formula(target text, expression text, name text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
   r pgrules.rule;
 BEGIN
-  r.name := coalesce(name, regexp_replace(target, '^.*\.([^.]+\.[^.]+)$', '\1'));
-  SELECT t.sch, t.rel, t.col INTO r.table_schema, r.table_name, r.target_column FROM pgrules._column(target, 'target', r.name) t;
-  PERFORM pgrules._nonempty(expression, 'the expression', r.name);
-  r.kind := 'formula'; r.expression := expression;
-  RETURN pgrules._save(r);
+  PERFORM pgrules._lock();
+  r.name := coalesce(pgrules._given_name(name), pgrules._target_name(target));
+  r.kind := 'formula';
+  SELECT c.sch, c.rel, c.col INTO r.table_schema, r.table_name, r.target_column FROM pgrules._column(target, 'target', r.name) c;
+  PERFORM pgrules._nonempty(expression, 'the expression', r.name,
+    'The expression computes the column from its row, e.g. ''row.quantity * row.unit_price''.');
+  r.expression := expression;
+  RETURN pgrules._save(r, name IS NOT NULL);
 END $$;
-COMMENT ON FUNCTION pgrules.formula IS 'target = expression, evaluated on the row (may read parent columns: row.customer.discount).';
+COMMENT ON FUNCTION pgrules.formula IS
+  'target (''table.column'') = expression, evaluated on the row; it may read parent columns (row.customer.discount). Returns the rule''s name.';
 
 CREATE OR REPLACE FUNCTION pgrules.copy(target text, source text, via text DEFAULT NULL, name text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
   r pgrules.rule;
 BEGIN
-  r.name := coalesce(name, regexp_replace(target, '^.*\.([^.]+\.[^.]+)$', '\1'));
-  SELECT t.sch, t.rel, t.col INTO r.table_schema, r.table_name, r.target_column FROM pgrules._column(target, 'target', r.name) t;
-  SELECT t.sch, t.rel, t.col INTO r.source_schema, r.source_table, r.source_column FROM pgrules._column(source, 'source', r.name) t;
-  r.kind := 'copy'; r.via := via;
-  RETURN pgrules._save(r);
+  PERFORM pgrules._lock();
+  r.name := coalesce(pgrules._given_name(name), pgrules._target_name(target));
+  r.kind := 'copy';
+  SELECT c.sch, c.rel, c.col INTO r.table_schema, r.table_name, r.target_column FROM pgrules._column(target, 'target', r.name) c;
+  SELECT c.sch, c.rel, c.col INTO r.source_schema, r.source_table, r.source_column FROM pgrules._column(source, 'source', r.name) c;
+  r.via := nullif(btrim(via), '');
+  RETURN pgrules._save(r, name IS NOT NULL);
 END $$;
-COMMENT ON FUNCTION pgrules.copy IS 'target = the parent column source (''parent.column''), taken on insert and when the foreign key changes.';
+COMMENT ON FUNCTION pgrules.copy IS
+  'target (''table.column'') = the parent column source (''parent.column''), taken on insert and when the foreign key changes, never propagated later. Returns the rule''s name.';
 
+-- _check defines constraint and commit_constraint.
 CREATE OR REPLACE FUNCTION pgrules._check(kind text, tbl text, condition text, message text, name text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
   r pgrules.rule;
-  given text := coalesce(name, tbl || '_' || kind);
 BEGIN
-  SELECT t.sch, t.rel INTO r.table_schema, r.table_name FROM pgrules._table(tbl, given) t;
-  r.name := coalesce(name, pgrules._default_name(r.table_name, kind));
-  PERFORM pgrules._nonempty(condition, 'the condition', r.name);
-  PERFORM pgrules._nonempty(message, 'the message', r.name);
-  r.kind := kind; r.expression := condition; r.message := message;
-  RETURN pgrules._save(r);
+  PERFORM pgrules._lock();
+  r.name := coalesce(pgrules._given_name(name), pgrules._default_name(tbl, kind));
+  r.kind := kind;
+  SELECT t.sch, t.rel INTO r.table_schema, r.table_name FROM pgrules._table(tbl, 'table', r.name) t;
+  PERFORM pgrules._nonempty(condition, 'the condition', r.name,
+    'The condition is a boolean expression on the row, e.g. ''row.balance <= row.credit_limit''.');
+  PERFORM pgrules._nonempty(message, 'the message', r.name,
+    'The message is the error''s text; {...} holds an expression, e.g. ''balance {row.balance} exceeds {row.credit_limit}''.');
+  r.expression := condition;
+  r.message := message;
+  RETURN pgrules._save(r, name IS NOT NULL);
 END $$;
 
 CREATE OR REPLACE FUNCTION pgrules.constraint("table" text, condition text, message text, name text DEFAULT NULL) RETURNS text
 LANGUAGE sql AS $$ SELECT pgrules._check('constraint', "table", condition, message, name) $$;
-COMMENT ON FUNCTION pgrules.constraint IS 'condition must hold after the row''s logic on every insert and update; else the statement fails with 23514.';
+COMMENT ON FUNCTION pgrules.constraint IS
+  'condition must be true after the row''s logic, on every insert and update of the row; else the statement fails with 23514 and message. Returns the rule''s name.';
 
 CREATE OR REPLACE FUNCTION pgrules.commit_constraint("table" text, condition text, message text, name text DEFAULT NULL) RETURNS text
 LANGUAGE sql AS $$ SELECT pgrules._check('commit_constraint', "table", condition, message, name) $$;
-COMMENT ON FUNCTION pgrules.commit_constraint IS 'condition must hold at commit for every row of the table touched in the transaction.';
+COMMENT ON FUNCTION pgrules.commit_constraint IS
+  'condition must be true at commit for every row of the table touched in the transaction and not deleted; else the commit fails. Returns the rule''s name.';
 
 CREATE OR REPLACE FUNCTION pgrules.event("table" text, timing text, action text, verbs text[] DEFAULT '{insert,update,delete}', name text DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
   r pgrules.rule;
 BEGIN
-  SELECT t.sch, t.rel INTO r.table_schema, r.table_name FROM pgrules._table("table", coalesce(name, "table" || '_event')) t;
-  r.name := coalesce(name, pgrules._default_name(r.table_name, 'event'));
+  PERFORM pgrules._lock();
+  r.name := coalesce(pgrules._given_name(name), pgrules._default_name("table", 'event'));
+  r.kind := 'event';
+  SELECT t.sch, t.rel INTO r.table_schema, r.table_name FROM pgrules._table("table", 'table', r.name) t;
   IF timing IS NULL OR timing NOT IN ('early', 'pre_insert', 'row', 'commit', 'after_commit', 'failure') THEN
-    RAISE EXCEPTION 'rule "%": timing must be early, pre_insert, row, commit, after_commit or failure, not %', r.name, coalesce('''' || timing || '''', 'NULL')
-      USING ERRCODE = '42P17';
+    RAISE EXCEPTION USING ERRCODE = '42P17',
+      MESSAGE = format('rule "%s": %s is not a timing', r.name, quote_nullable(timing)),
+      HINT = 'timing is one of early, pre_insert, row, commit, after_commit, failure.';
   END IF;
-  IF verbs IS NULL OR cardinality(verbs) = 0 OR NOT verbs <@ ARRAY['insert', 'update', 'delete'] THEN
-    RAISE EXCEPTION 'rule "%": verbs must be a non-empty subset of {insert,update,delete}, not %', r.name, coalesce(verbs::text, 'NULL')
-      USING ERRCODE = '42P17';
+  IF verbs IS NULL OR cardinality(verbs) = 0 OR NOT verbs <@ '{insert,update,delete}'::text[] THEN
+    RAISE EXCEPTION USING ERRCODE = '42P17',
+      MESSAGE = format('rule "%s": verbs must be one or more of insert, update and delete, not %s', r.name, coalesce(quote_literal(verbs), 'NULL')),
+      HINT = 'verbs is a non-empty subset of ''{insert,update,delete}''.';
   END IF;
-  PERFORM pgrules._nonempty(action, 'the action', r.name);
-  r.kind := 'event'; r.timing := timing; r.expression := action; r.verbs := verbs;
-  RETURN pgrules._save(r);
+  PERFORM pgrules._nonempty(action, 'the action', r.name,
+    'The action is an expression run at the timing, e.g. ''notify("orders", string(row.id))''.');
+  r.timing := timing;
+  r.expression := action;
+  r.verbs := verbs;
+  RETURN pgrules._save(r, name IS NOT NULL);
 END $$;
-COMMENT ON FUNCTION pgrules.event IS 'Runs action at timing (early, pre_insert, row, commit, after_commit, failure) for the given verbs.';
+COMMENT ON FUNCTION pgrules.event IS
+  'Runs action at timing (early, pre_insert, row, commit, after_commit, failure) for the rows of the table written with one of verbs. Returns the rule''s name.';
 
+-- _existing refuses a rule name that no rule has.
 CREATE OR REPLACE FUNCTION pgrules._existing(rule_name text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pgrules.rule WHERE name = rule_name) THEN
-    RAISE EXCEPTION 'rule "%" does not exist', rule_name USING ERRCODE = '42704',
+    RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('rule %s does not exist', coalesce('"' || rule_name || '"', 'NULL')),
       HINT = 'SELECT name FROM pgrules.rules lists the rules.';
   END IF;
 END $$;
@@ -210,15 +390,17 @@ END $$;
 CREATE OR REPLACE FUNCTION pgrules.drop_rule(name text) RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
+  PERFORM pgrules._lock();
   PERFORM pgrules._existing(name);
   DELETE FROM pgrules.rule r WHERE r.name = drop_rule.name;
   RETURN name;
 END $$;
-COMMENT ON FUNCTION pgrules.drop_rule IS 'Removes a rule.';
+COMMENT ON FUNCTION pgrules.drop_rule IS 'Removes the rule. Returns its name.';
 
 CREATE OR REPLACE FUNCTION pgrules._set_enabled(rule_name text, on_off boolean) RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
+  PERFORM pgrules._lock();
   PERFORM pgrules._existing(rule_name);
   UPDATE pgrules.rule SET enabled = on_off, txid = pg_current_xact_id() WHERE name = rule_name;
   RETURN rule_name;
@@ -226,81 +408,135 @@ END $$;
 
 CREATE OR REPLACE FUNCTION pgrules.disable_rule(name text) RETURNS text
 LANGUAGE sql AS $$ SELECT pgrules._set_enabled(name, false) $$;
-COMMENT ON FUNCTION pgrules.disable_rule IS 'Switches a rule off.';
+COMMENT ON FUNCTION pgrules.disable_rule IS 'Switches the rule off; it stays defined. Returns its name.';
 
 CREATE OR REPLACE FUNCTION pgrules.enable_rule(name text) RETURNS text
 LANGUAGE sql AS $$ SELECT pgrules._set_enabled(name, true) $$;
-COMMENT ON FUNCTION pgrules.enable_rule IS 'Switches a rule on.';
+COMMENT ON FUNCTION pgrules.enable_rule IS 'Switches the rule back on. Returns its name.';
 
--- explain, verify and rebuild are computed by the proxy and handed over in
--- transaction-local settings.
+-- explain, verify and rebuild are computed by the proxy, which hands the
+-- answer to the function in a transaction-local setting before the
+-- statement runs. _proxy_setting reads it. A setting made local in an
+-- earlier transaction reads '' afterwards, not NULL.
 CREATE OR REPLACE FUNCTION pgrules._proxy_setting(setting text, fn text) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
   doc jsonb := nullif(current_setting(setting, true), '')::jsonb;
 BEGIN
   IF doc IS NULL THEN
-    RAISE EXCEPTION 'pgrules.% is answered by the pgrules proxy', fn USING ERRCODE = '55000',
-      HINT = format('Connect through the proxy, or run: pgrules %s --upstream URL.', fn);
+    RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('pgrules.%s is answered by the pgrules proxy', fn),
+      HINT = format('Connect through the pgrules proxy, or run: pgrules %s --upstream URL %s', fn,
+                    CASE fn WHEN 'explain' THEN '<table>' ELSE '[table]' END);
   END IF;
   RETURN doc;
 END $$;
+
+-- _text_array is a JSON array of strings as text[]; {} for anything else
+-- (a Go nil slice arrives as null).
+CREATE OR REPLACE FUNCTION pgrules._text_array(j jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN jsonb_typeof(j) = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(j)) ELSE '{}' END
+$$;
 
 CREATE OR REPLACE FUNCTION pgrules.explain(tbl text)
 RETURNS TABLE ("position" int, rule text, kind text, target text, reads text[], depends_on text[], used_by text[])
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
   doc jsonb := pgrules._proxy_setting('pgrules.explain', 'explain');
-  t record;
+  entries jsonb;
 BEGIN
-  SELECT x.sch, x.rel INTO t FROM pgrules._table(tbl, 'explain') x;
+  SELECT doc -> (t.sch || '.' || t.rel) INTO entries FROM pgrules._table(tbl, 'the table', NULL) t;
+  IF jsonb_typeof(entries) IS DISTINCT FROM 'array' THEN
+    RETURN;  -- a table without rules
+  END IF;
   RETURN QUERY
-    SELECT (e->>'position')::int, e->>'rule', e->>'kind', e->>'target',
-           ARRAY(SELECT jsonb_array_elements_text(coalesce(e->'reads', '[]'))),
-           ARRAY(SELECT jsonb_array_elements_text(coalesce(e->'depends_on', '[]'))),
-           ARRAY(SELECT jsonb_array_elements_text(coalesce(e->'used_by', '[]')))
-    FROM jsonb_array_elements(coalesce(doc->(t.sch || '.' || t.rel), '[]')) e
+    SELECT (e ->> 'position')::int, e ->> 'rule', e ->> 'kind', e ->> 'target',
+           pgrules._text_array(e -> 'reads'), pgrules._text_array(e -> 'depends_on'), pgrules._text_array(e -> 'used_by')
+    FROM jsonb_array_elements(entries) e
     ORDER BY 1;
 END $$;
-COMMENT ON FUNCTION pgrules.explain IS 'The rules of a table in execution order, what each reads and what depends on it (through the proxy).';
+COMMENT ON FUNCTION pgrules.explain IS
+  'The rules of a table in the order they run, what each reads, what it depends on and what uses it. Answered by the pgrules proxy (or: pgrules explain --upstream URL <table>).';
+
+CREATE OR REPLACE FUNCTION pgrules.verify(tbl text DEFAULT NULL)
+RETURNS TABLE (rule text, table_name text, key text, stored text, computed text)
+LANGUAGE sql STABLE AS $$
+  SELECT d ->> 'rule', d ->> 'table', d ->> 'key', d ->> 'stored', d ->> 'computed'
+  FROM jsonb_array_elements(pgrules._proxy_setting('pgrules.verify', 'verify')) d
+$$;
+COMMENT ON FUNCTION pgrules.verify IS
+  'The rows whose derived values differ from their definitions recomputed from scratch (of one table, or all). Answered by the pgrules proxy.';
+
+CREATE OR REPLACE FUNCTION pgrules.rebuild(tbl text DEFAULT NULL)
+RETURNS TABLE (rule text, rows_corrected int)
+LANGUAGE sql VOLATILE AS $$
+  SELECT d ->> 'rule', (d ->> 'rows')::int
+  FROM jsonb_array_elements(pgrules._proxy_setting('pgrules.rebuild', 'rebuild')) d
+$$;
+COMMENT ON FUNCTION pgrules.rebuild IS
+  'Sets every derived column (of one table, or all) to its definition, in dependency order. Answered by the pgrules proxy.';
 
 CREATE OR REPLACE VIEW pgrules.rules AS
   SELECT name, table_schema || '.' || table_name AS table_name, kind,
-         CASE WHEN target_column IS NOT NULL THEN table_name || '.' || target_column END AS target,
+         table_name || '.' || target_column AS target,
          expression,
-         CASE WHEN source_table IS NOT NULL THEN source_schema || '.' || source_table || coalesce('.' || source_column, '') END AS source,
+         source_schema || '.' || source_table || coalesce('.' || source_column, '') AS source,
          filter, via, message, timing, verbs, enabled, defined_at, defined_by
-  FROM pgrules.rule ORDER BY seq;
+  FROM pgrules.rule
+  ORDER BY seq;
+COMMENT ON VIEW pgrules.rules IS 'Every rule, in definition order.';
 
--- relationships: every foreign key between tables, with the name
--- expressions use for the parent (rules-api.md §3).
+-- relationships is every foreign key between the database's tables, with
+-- the name expressions use for the parent seen from the child, its
+-- accessor (rules-api.md §3); package catalog reads accessors from here
+-- and nowhere else. A foreign key that references a partitioned table is
+-- stored once more for each partition, on the same child table with
+-- conparentid pointing at the original: those copies are left out (the
+-- partitions of a child table keep their own).
 CREATE OR REPLACE VIEW pgrules.relationships AS
   WITH fk AS (
-    SELECT c.conname AS name, cn.nspname AS child_schema, cc.relname AS child_table,
-           pn.nspname AS parent_schema, pc.relname AS parent_table, c.conrelid, c.confrelid,
-           ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
-                 JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i) AS child_columns,
-           ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
-                 JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i) AS parent_columns,
+    SELECT c.oid, c.conname AS name, c.conrelid,
+           cn.nspname AS child_schema, cc.relname AS child_table,
+           ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(num, i)
+                 JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num ORDER BY k.i) AS child_columns,
+           pn.nspname AS parent_schema, pc.relname AS parent_table,
+           ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(num, i)
+                 JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num ORDER BY k.i) AS parent_columns,
            c.confdeltype::text AS on_delete, c.confupdtype::text AS on_update
     FROM pg_constraint c
-    JOIN pg_class cc ON cc.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
-    JOIN pg_class pc ON pc.oid = c.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-    WHERE c.contype = 'f' AND cn.nspname NOT IN ('pgrules', 'pg_catalog', 'information_schema')
+    JOIN pg_class cc ON cc.oid = c.conrelid
+    JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+    JOIN pg_class pc ON pc.oid = c.confrelid
+    JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+    WHERE c.contype = 'f'
+      AND cc.relkind IN ('r', 'p') AND pc.relkind IN ('r', 'p')
+      AND cc.relpersistence <> 't' AND pc.relpersistence <> 't'
+      AND cn.nspname NOT IN ('pg_catalog', 'information_schema', 'pgrules')
+      AND pn.nspname NOT IN ('pg_catalog', 'information_schema', 'pgrules')
+      AND NOT EXISTS (SELECT 1 FROM pg_constraint o WHERE o.oid = c.conparentid AND o.conrelid = c.conrelid)
   ), stripped AS (
-    SELECT fk.*, CASE WHEN cardinality(child_columns) = 1 AND child_columns[1] LIKE '%\_id'
-                      THEN left(child_columns[1], -3) END AS short
+    -- stripped: the key's one column without its _id suffix, if it has one.
+    SELECT fk.*, CASE WHEN cardinality(child_columns) = 1 AND child_columns[1] LIKE '_%\_id'
+                      THEN left(child_columns[1], -3) END AS stripped
     FROM fk
   )
   SELECT name, child_schema, child_table, child_columns, parent_schema, parent_table, parent_columns,
-         CASE WHEN short IS NOT NULL AND short <> ''
-               AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = s.conrelid AND a.attname = s.short
+         CASE WHEN stripped IS NOT NULL
+               -- not a column of the child: row.<accessor> would be ambiguous
+               AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = s.conrelid AND a.attname = s.stripped
                                AND a.attnum > 0 AND NOT a.attisdropped)
-               AND (SELECT count(*) FROM stripped o WHERE o.conrelid = s.conrelid AND o.short = s.short) = 1
-              THEN short ELSE name END AS accessor,
+               -- and no other foreign key of the child strips to it
+               AND NOT EXISTS (SELECT 1 FROM stripped o WHERE o.conrelid = s.conrelid AND o.stripped = s.stripped AND o.oid <> s.oid)
+              THEN stripped ELSE name END AS accessor,
          on_delete, on_update
-  FROM stripped s;
+  FROM stripped s
+  ORDER BY child_schema, child_table, name;
+COMMENT ON VIEW pgrules.relationships IS
+  'Every foreign key between tables, and its accessor: the name rule expressions use for the parent (row.<accessor>.<column>).';
 
+-- Every change of pgrules.rule tells the proxies listening on the channel
+-- "pgrules" to reload that database's rules; NOTIFY is delivered at commit
+-- and dropped by a rollback.
 CREATE OR REPLACE FUNCTION pgrules._notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -309,31 +545,19 @@ BEGIN
 END $$;
 
 DROP TRIGGER IF EXISTS notify ON pgrules.rule;
-CREATE TRIGGER notify AFTER INSERT OR UPDATE OR DELETE ON pgrules.rule
+CREATE TRIGGER notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgrules.rule
   FOR EACH STATEMENT EXECUTE FUNCTION pgrules._notify();
 
--- Schema changes made anywhere (through a proxy or not) reload every
--- proxy's catalog at commit. Event triggers need a superuser; Install
--- skips this part for other roles (the proxies then see schema changes
--- with the next rule change or restart).
+-- Schema changes made anywhere (through a proxy or not) reload the
+-- proxies' catalogs at commit, through the event trigger of
+-- ddl_trigger.sql. Event triggers need a superuser: Install creates it
+-- only for one, and the proxies then see schema changes with the next rule
+-- change or restart.
 CREATE OR REPLACE FUNCTION pgrules._notify_ddl() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_notify('pgrules', current_database());
 END $$;
 
-CREATE OR REPLACE FUNCTION pgrules.verify(tbl text DEFAULT NULL)
-RETURNS TABLE (rule text, table_name text, key text, stored text, computed text)
-LANGUAGE sql STABLE AS $$
-  SELECT d->>'rule', d->>'table', d->>'key', d->>'stored', d->>'computed'
-  FROM jsonb_array_elements(pgrules._proxy_setting('pgrules.verify', 'verify')) d
-$$;
-COMMENT ON FUNCTION pgrules.verify IS 'Rows whose derived values differ from their definitions recomputed from scratch (through the proxy).';
-
-CREATE OR REPLACE FUNCTION pgrules.rebuild(tbl text DEFAULT NULL)
-RETURNS TABLE (rule text, rows_corrected int)
-LANGUAGE sql VOLATILE AS $$
-  SELECT d->>'rule', (d->>'rows')::int
-  FROM jsonb_array_elements(pgrules._proxy_setting('pgrules.rebuild', 'rebuild')) d
-$$;
-COMMENT ON FUNCTION pgrules.rebuild IS 'Sets every derived column to its definition, in dependency order (through the proxy).';
+COMMENT ON TABLE pgrules.rule IS 'The rules, one row each; written by the pgrules definition functions, listed by pgrules.rules.';
+COMMENT ON TABLE pgrules.schema_version IS 'The pgrules schema versions installed, one row per migration.';
