@@ -58,6 +58,12 @@ type Column struct {
 	// or generated column).
 	HasDefault bool
 	Generated  bool
+	// Default is the DEFAULT expression as SQL (for an identity column, the
+	// nextval of its sequence); empty when there is none.
+	Default string
+	// Identity is pg_attribute's attidentity: 'a' always, 'd' by default,
+	// 0 for an ordinary column.
+	Identity byte
 }
 
 // Kind is how a column's values appear in rule expressions.

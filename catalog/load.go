@@ -48,7 +48,11 @@ const (
 		        'name', a.attname, 'num', a.attnum, 'type', format_type(a.atttypid, a.atttypmod),
 		        'oid', (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8,
 		        'enum', t.typtype = 'e', 'notnull', a.attnotnull,
-		        'default', a.atthasdef OR a.attidentity <> '', 'generated', a.attgenerated <> '')
+		        'default', a.atthasdef OR a.attidentity <> '', 'generated', a.attgenerated <> '',
+		        'identity', a.attidentity,
+		        'defexpr', CASE WHEN a.attidentity <> '' THEN format('nextval(%L::regclass)', pg_get_serial_sequence(c.oid::regclass::text, a.attname))
+		                        WHEN a.attgenerated = '' THEN (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+		                                                       WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END)
 		        ORDER BY a.attnum)
 		      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 		      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))), '[]')::text
@@ -120,6 +124,8 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 			OID                uint32
 			Enum, NotNull      bool
 			Default, Generated bool
+			Identity           string
+			DefExpr            string
 		}
 	}
 	if err := queryJSON(ctx, q, tablesQuery, &tables); err != nil {
@@ -133,7 +139,10 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 				kind = KindText
 			}
 			cols[i] = &Column{Name: c.Name, Num: c.Num, TypeOID: c.OID, Type: c.Type, Kind: kind,
-				NotNull: c.NotNull, HasDefault: c.Default, Generated: c.Generated}
+				NotNull: c.NotNull, HasDefault: c.Default, Generated: c.Generated, Default: c.DefExpr}
+			if c.Identity != "" {
+				cols[i].Identity = c.Identity[0]
+			}
 		}
 		tbl := NewTable(t.Schema, t.Name, cols, t.PK)
 		tbl.OID = t.OID

@@ -35,6 +35,12 @@ type Watcher struct {
 	lastErr error         // of the last load, while no snapshot exists
 	first   chan struct{} // closed after the first load attempt
 	once    sync.Once
+	// Refresh waits for a load that began after it asked: asked counts
+	// the requests, served (under mu) is the highest request a finished
+	// load began after, and servedCh is closed and replaced at each load.
+	asked    atomic.Uint64
+	served   uint64
+	servedCh chan struct{}
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -42,7 +48,7 @@ type Watcher struct {
 
 // NewWatcher returns a watcher; Start runs it.
 func NewWatcher(cfg WatcherConfig) *Watcher {
-	return &Watcher{cfg: cfg, reload: make(chan struct{}, 1), first: make(chan struct{}), done: make(chan struct{})}
+	return &Watcher{cfg: cfg, reload: make(chan struct{}, 1), first: make(chan struct{}), done: make(chan struct{}), servedCh: make(chan struct{})}
 }
 
 // Start runs the watcher until Close or until ctx ends.
@@ -67,6 +73,27 @@ func (w *Watcher) Reload() {
 	select {
 	case w.reload <- struct{}{}:
 	default:
+	}
+}
+
+// Refresh reloads the snapshot and waits (within ctx) until a load that
+// began after the call has finished, so that a rule committed before it
+// is in the snapshot when it returns.
+func (w *Watcher) Refresh(ctx context.Context) error {
+	n := w.asked.Add(1)
+	w.Reload()
+	for {
+		w.mu.Lock()
+		done, ch := w.served >= n, w.servedCh
+		w.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -141,8 +168,14 @@ func (w *Watcher) session(ctx context.Context) error {
 		return err
 	}
 	for {
+		began := w.asked.Load()
 		s, err := Load(ctx, PgxQuerier(conn))
 		w.loaded(s, err)
+		w.mu.Lock()
+		w.served = max(w.served, began)
+		close(w.servedCh)
+		w.servedCh = make(chan struct{})
+		w.mu.Unlock()
 		if err != nil {
 			return err
 		}

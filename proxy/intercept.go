@@ -400,9 +400,11 @@ func (s *session) finish(ctx context.Context, c *upstreamConn, wrapped, failed b
 	}
 	if failed {
 		_, err := c.Simple(ctx, "ROLLBACK")
+		s.rules.Ended(ctx, false)
 		return nonFatal(err)
 	}
 	_, err := c.Simple(ctx, "COMMIT")
+	s.rules.Ended(ctx, err == nil)
 	if err != nil && !isFatal(err) && pgerr.Code(err) != "" {
 		return encodeError(s.cw, err)
 	}

@@ -77,21 +77,62 @@ func (c *upstreamConn) send(msgs ...pgproto3.FrontendMessage) error {
 
 // Exec implements stmt.Conn.
 func (c *upstreamConn) Exec(ctx context.Context, st stmt.Statement) (*stmt.Result, error) {
-	err := c.send(
-		&pgproto3.Parse{Query: st.SQL, ParameterOIDs: st.ParamOIDs},
-		&pgproto3.Bind{ParameterFormatCodes: st.ParamFormats, Parameters: st.Params, ResultFormatCodes: st.ResultFormats},
-		&pgproto3.Describe{ObjectType: 'P'},
-		&pgproto3.Execute{},
-		&pgproto3.Sync{},
-	)
-	if err != nil {
-		return nil, err
-	}
-	results, err := c.collect()
+	results, err := c.Batch(ctx, []stmt.Statement{st})
 	if len(results) > 0 {
 		return results[0], err
 	}
 	return nil, err
+}
+
+// Batch implements stmt.Conn.
+func (c *upstreamConn) Batch(ctx context.Context, sts []stmt.Statement) ([]*stmt.Result, error) {
+	msgs := make([]pgproto3.FrontendMessage, 0, 4*len(sts)+1)
+	for i := range sts {
+		st := &sts[i]
+		if st.SQL != "" {
+			msgs = append(msgs, &pgproto3.Parse{Name: st.Name, Query: st.SQL, ParameterOIDs: st.ParamOIDs})
+		}
+		msgs = append(msgs,
+			&pgproto3.Bind{PreparedStatement: st.Name, ParameterFormatCodes: st.ParamFormats, Parameters: st.Params, ResultFormatCodes: st.ResultFormats},
+			&pgproto3.Describe{ObjectType: 'P'},
+			&pgproto3.Execute{})
+	}
+	if err := c.send(append(msgs, &pgproto3.Sync{})...); err != nil {
+		return nil, err
+	}
+	return c.collect()
+}
+
+// ParamTypes implements stmt.Conn.
+func (c *upstreamConn) ParamTypes(ctx context.Context, sql string, oids []uint32) ([]uint32, error) {
+	err := c.send(&pgproto3.Parse{Query: sql, ParameterOIDs: oids}, &pgproto3.Describe{ObjectType: 'S'}, &pgproto3.Sync{})
+	if err != nil {
+		return nil, err
+	}
+	var types []uint32
+	var firstErr error
+	for {
+		typ, body, err := c.s.readUpstream()
+		if err != nil {
+			return nil, err
+		}
+		switch typ {
+		case 't':
+			var pd pgproto3.ParameterDescription
+			if err := pd.Decode(body); err != nil {
+				return nil, pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ParameterDescription: %w", err)
+			}
+			types = append([]uint32(nil), pd.ParameterOIDs...)
+		case 'E':
+			if firstErr == nil {
+				firstErr = upstreamError(body)
+			}
+		case 'Z':
+			return types, firstErr
+		case 'N', 'A', 'S':
+			writeMessage(c.s.cw, typ, body)
+		}
+	}
 }
 
 // Query implements stmt.Conn.
@@ -117,6 +158,9 @@ func (c *upstreamConn) Simple(ctx context.Context, sql string) ([]*stmt.Result, 
 
 // TxStatus implements stmt.Conn.
 func (c *upstreamConn) TxStatus() stmt.TxStatus { return c.s.TxStatus() }
+
+// TxEnds implements stmt.Conn.
+func (c *upstreamConn) TxEnds() uint64 { return c.s.txEnds.Load() }
 
 // Notice implements stmt.Conn.
 func (c *upstreamConn) Notice(message string) {
@@ -191,7 +235,7 @@ func (s *session) readUpstream() (byte, []byte, error) {
 		if len(body) != 1 {
 			return 0, nil, pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ReadyForQuery")
 		}
-		s.txStatus.Store(uint32(body[0]))
+		s.setTxStatus(body[0])
 	case 'E':
 		if isFatalError(body) {
 			writeMessage(s.cw, typ, body)

@@ -52,8 +52,12 @@ type session struct {
 	ur *msgReader    // owned by the backend loop
 	cw *bufio.Writer // owned by the backend loop
 
-	txStatus atomic.Uint32 // a TxStatus; written by the backend loop
-	pending  atomic.Int64  // requests forwarded and not yet answered by ReadyForQuery
+	txStatus atomic.Uint32 // a TxStatus; written by whoever reads the upstream
+	// txEnds counts the ReadyForQuery messages that found the session idle:
+	// it changes whenever a transaction has ended, which is how the engine
+	// tells one transaction from the next without seeing COMMIT or ROLLBACK.
+	txEnds  atomic.Uint64
+	pending atomic.Int64 // requests forwarded and not yet answered by ReadyForQuery
 	// unsynced is set by the frontend loop while the client has sent
 	// extended-protocol messages not yet followed by Sync: the upstream is
 	// then inside an implicit transaction that ReadyForQuery does not show.
@@ -110,6 +114,14 @@ func newSession(srv *Server, conn net.Conn) *session {
 // TxStatus returns the session's transaction state as of the last
 // ReadyForQuery the upstream sent.
 func (s *session) TxStatus() stmt.TxStatus { return stmt.TxStatus(s.txStatus.Load()) }
+
+// setTxStatus records a ReadyForQuery's status byte.
+func (s *session) setTxStatus(b byte) {
+	s.txStatus.Store(uint32(b))
+	if stmt.TxStatus(b) == stmt.TxIdle {
+		s.txEnds.Add(1)
+	}
+}
 
 func (s *session) run() {
 	defer s.client.Close()
@@ -320,7 +332,7 @@ func (s *session) relayAuth() error {
 			if len(body) != 1 {
 				return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ReadyForQuery")
 			}
-			s.txStatus.Store(uint32(body[0]))
+			s.setTxStatus(body[0])
 			writeMessage(s.cw, typ, body)
 			if err := s.cw.Flush(); err != nil {
 				return errClientGone
@@ -632,7 +644,7 @@ func (s *session) relayUpstream() error {
 			if len(body) != 1 {
 				return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ReadyForQuery")
 			}
-			s.txStatus.Store(uint32(body[0]))
+			s.setTxStatus(body[0])
 			s.pending.Add(-1)
 			if s.seen++; s.seen == s.lendAt.Load() {
 				// The frontend loop asked for this ReadyForQuery: it

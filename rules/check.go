@@ -81,6 +81,9 @@ type checker struct {
 	// from old, whose reads are not dependencies (old values never change).
 	rows map[ast.Node]*catalog.Table
 	old  map[ast.Node]bool
+	// paths are the foreign keys followed from the rule's row to reach a
+	// row-valued node (empty for row and old themselves).
+	paths map[ast.Node][]*catalog.ForeignKey
 }
 
 func (ck *checker) fail(n ast.Node, code, format string, args ...any) kind {
@@ -114,11 +117,14 @@ func (ck *checker) read(t *catalog.Table, column string) {
 	}
 }
 
-func (ck *checker) rowOf(n ast.Node, t *catalog.Table, old bool) kind {
+func (ck *checker) rowOf(n ast.Node, t *catalog.Table, old bool, path []*catalog.ForeignKey) kind {
 	if ck.rows == nil {
-		ck.rows, ck.old = make(map[ast.Node]*catalog.Table), make(map[ast.Node]bool)
+		ck.rows, ck.old, ck.paths = make(map[ast.Node]*catalog.Table), make(map[ast.Node]bool), make(map[ast.Node][]*catalog.ForeignKey)
 	}
-	ck.rows[n], ck.old[n] = t, old
+	ck.rows[n], ck.old[n], ck.paths[n] = t, old, path
+	if len(path) > 0 {
+		ck.c.addPath(path, old)
+	}
 	return kRow
 }
 
@@ -137,7 +143,7 @@ func (ck *checker) check(n ast.Node) kind {
 	case *ast.IdentifierNode:
 		switch n.Value {
 		case "row", "old":
-			return ck.rowOf(n, ck.table, n.Value == "old")
+			return ck.rowOf(n, ck.table, n.Value == "old", nil)
 		case "verb":
 			return kText
 		case "error":
@@ -155,10 +161,13 @@ func (ck *checker) check(n ast.Node) kind {
 		if !ok {
 			return ck.fail(n, pgerr.InvalidObjectDefinition, "a row's columns are named, not indexed")
 		}
-		t, old := ck.rows[n.Node], ck.old[n.Node]
+		t, old, path := ck.rows[n.Node], ck.old[n.Node], ck.paths[n.Node]
 		if col := t.Column(prop.Value); col != nil {
 			if !old {
 				ck.read(t, prop.Value)
+				if len(path) > 0 {
+					ck.c.ParentReads = append(ck.c.ParentReads, ParentRead{Path: path, Column: prop.Value})
+				}
 			}
 			return kindOf(col.Kind)
 		}
@@ -166,9 +175,12 @@ func (ck *checker) check(n ast.Node) kind {
 			for _, c := range fk.Columns {
 				if !old {
 					ck.read(t, c)
+					if len(path) > 0 {
+						ck.c.ParentReads = append(ck.c.ParentReads, ParentRead{Path: path, Column: c})
+					}
 				}
 			}
-			return ck.rowOf(n, ck.set.snap.Tables[fk.Parent], old)
+			return ck.rowOf(n, ck.set.snap.Tables[fk.Parent], old, append(slices.Clip(path), fk))
 		}
 		var names []string
 		for _, fk := range t.Parents {

@@ -39,10 +39,38 @@ type Compiled struct {
 	Reads []ColumnRef
 	// Target is the derived column (derivations only).
 	Target ColumnRef
+	// Paths are the chains of foreign keys the rule's expressions follow
+	// from their row to a parent row (row.order.customer is one path of
+	// two), which the engine loads before evaluating them. OldPaths are
+	// those followed from old.
+	Paths, OldPaths [][]*catalog.ForeignKey
+	// ParentReads are the parent columns read through a path, for the
+	// engine to recompute the rule when such a column changes.
+	ParentReads []ParentRead
 
 	program *vm.Program // formula, condition or action
 	filter  *vm.Program
 	message []messagePart
+}
+
+// ParentRead is a column of a parent row that an expression reads, and
+// the path to that parent.
+type ParentRead struct {
+	Path   []*catalog.ForeignKey
+	Column string
+}
+
+func (c *Compiled) addPath(path []*catalog.ForeignKey, old bool) {
+	paths := &c.Paths
+	if old {
+		paths = &c.OldPaths
+	}
+	for _, p := range *paths {
+		if slices.Equal(p, path) {
+			return
+		}
+	}
+	*paths = append(*paths, path)
 }
 
 type messagePart struct {
@@ -61,6 +89,8 @@ type Set struct {
 	// order is every enabled derivation, each after what it reads.
 	order    []*Compiled
 	involved map[string]bool
+	// tables are the rules the engine runs per table (tables.go).
+	tables map[string]*tableRules
 }
 
 // Compile checks and compiles every rule of snap. Rules that do not compile
@@ -80,6 +110,7 @@ func Compile(snap *catalog.Snapshot) *Set {
 	}
 	s.checkDuplicates()
 	s.orderDerivations()
+	s.buildTables()
 	for _, c := range s.rules {
 		if !c.Rule.Enabled {
 			continue

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
 	"github.com/pgrules/pgrules/sqlparse"
@@ -174,8 +175,18 @@ func (e *Engine) Open(ctx context.Context, info stmt.SessionInfo) stmt.Session {
 type plan struct {
 	intercept bool
 	define    bool // calls into the pgrules schema: check definitions after it
+	trace     bool // sets or resets pgrules.trace
+	// txControl is a COMMIT, PREPARE TRANSACTION or savepoint statement the
+	// engine follows while the database has commit constraints.
+	txControl bool
 	parts     []sqlparse.Statement
 	parseErr  error
+
+	// The analysis of a write, made on first use.
+	once     sync.Once
+	write    *writeStmt
+	cte      *pg_query.Node // a statement whose WITH writes a table with rules
+	writeErr error
 }
 
 // session is one client session's view of the rules. Used by the
@@ -188,6 +199,19 @@ type session struct {
 	// computed remembers, per transaction, which derivations have had
 	// their existing rows computed, and from which definition.
 	computed map[string]string
+
+	// trace is pgrules.trace as the session last set it; traceSet is true
+	// once the session has touched the setting, from then on read again
+	// before each write (a ROLLBACK may undo a SET).
+	trace, traceSet bool
+	// trips counts the engine's round trips to the server.
+	trips int64
+	// paramTypes caches the server's parameter types of client statements.
+	paramTypes map[string][]uint32
+	// typeNames caches format_type of result columns (CTEs).
+	typeNames map[[2]uint32]string
+	// tx is what the engine remembers of the open transaction.
+	tx txState
 }
 
 // Close implements stmt.Session.
@@ -198,9 +222,14 @@ func (s *session) Close() { s.e.release(s.name, s.db) }
 // allocating or caching: only statements that call into the pgrules schema
 // or can write a table while the database has rules are parsed.
 func (s *session) Intercepts(sql string) bool {
+	if s.tx.defined && isTxKeyword(sqlparse.LeadingKeyword(sql)) {
+		return true
+	}
 	c := s.db.current(context.Background())
 	if !sqlparse.ContainsFold(sql, "pgrules.") && (!sqlparse.MayWrite(sql) || c.err == nil && len(c.snap.Rules) == 0) {
-		return false
+		if c.err != nil || c.set == nil || !c.set.hasCommitWork() || !isTxKeyword(sqlparse.LeadingKeyword(sql)) {
+			return false
+		}
 	}
 	return s.plan(c, sql).intercept
 }
@@ -221,9 +250,14 @@ func (s *session) plan(c *compiled, sql string) *plan {
 // needs the engine.
 func (c *compiled) classify(sql string) *plan {
 	p := &plan{}
-	if sqlparse.ContainsFold(sql, "pgrules.") {
+	commitWork := c.err == nil && c.set != nil && c.set.hasCommitWork()
+	switch {
+	case sqlparse.ContainsFold(sql, "pgrules.trace"):
+		p.intercept, p.trace = true, true
+	case sqlparse.ContainsFold(sql, "pgrules."):
 		p.intercept, p.define = true, true
-	} else if !sqlparse.MayWrite(sql) {
+	case commitWork && isTxKeyword(sqlparse.LeadingKeyword(sql)):
+	case !sqlparse.MayWrite(sql):
 		return p
 	}
 	p.parts, p.parseErr = sqlparse.Parse(sql)
@@ -233,6 +267,9 @@ func (c *compiled) classify(sql string) *plan {
 	for _, st := range p.parts {
 		if c.writesRuledTable(st) {
 			p.intercept = true
+		}
+		if commitWork && st.TxControl && len(p.parts) == 1 && followedTx(st.SQL) {
+			p.intercept, p.txControl = true, true
 		}
 	}
 	return p
@@ -271,28 +308,57 @@ func (s *session) Split(sql string) ([]stmt.Part, error) {
 	}
 	parts := make([]stmt.Part, len(p.parts))
 	for i, st := range p.parts {
-		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Engine: s.plan(c, st.SQL).intercept}
+		engine := s.plan(c, st.SQL).intercept || st.TxControl && s.tx.defined
+		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Engine: engine}
 	}
 	return parts, nil
 }
 
-// Commit implements stmt.Session. Commit constraints come with the engine
-// that runs writes.
-func (s *session) Commit(ctx context.Context, c stmt.Conn) error { return nil }
+// Commit implements stmt.Session: the commit constraints of an
+// autocommit statement's transaction, which the proxy commits next.
+func (s *session) Commit(ctx context.Context, conn stmt.Conn) error {
+	c := s.db.current(ctx)
+	s.syncTx(conn)
+	if c.err != nil || c.set == nil {
+		return nil
+	}
+	return s.commitChecks(ctx, conn, c)
+}
+
+// Ended implements stmt.Session: a transaction that defined rules has its
+// catalog reloaded before the client hears it committed.
+func (s *session) Ended(ctx context.Context, committed bool) {
+	if s.tx.defined && committed {
+		s.refresh(ctx)
+	}
+	s.tx.defined = false
+}
 
 // Exec implements stmt.Session.
 func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (*stmt.Result, error) {
 	c := s.db.current(ctx)
-	p := s.plan(c, st.SQL)
-	if p.define {
-		return s.define(ctx, conn, c, st)
+	s.syncTx(conn)
+	if s.tx.defined && isTxKeyword(sqlparse.LeadingKeyword(st.SQL)) {
+		return s.endDefinitions(ctx, conn, c, st)
 	}
-	return nil, s.refuseWrite(ctx, conn, c, p)
+	p := s.plan(c, st.SQL)
+	switch {
+	case p.trace:
+		return s.setTrace(ctx, conn, st)
+	case p.define:
+		return s.define(ctx, conn, c, st)
+	case p.txControl:
+		return s.txControl(ctx, conn, c, st)
+	}
+	if err := s.refuseBroken(ctx, conn, c, p); err != nil {
+		return nil, err
+	}
+	return s.runWrite(ctx, conn, c, p, st)
 }
 
-// refuseWrite fails a write on a table with rules, which this engine
-// cannot run yet, or whose rules are broken: rules are never skipped.
-func (s *session) refuseWrite(ctx context.Context, conn stmt.Conn, c *compiled, p *plan) error {
+// refuseBroken fails a write on a table whose rules are broken, or in a
+// database whose rules could not be loaded: rules are never skipped.
+func (s *session) refuseBroken(ctx context.Context, conn stmt.Conn, c *compiled, p *plan) error {
 	if c.err != nil {
 		return failTx(ctx, conn, pgerr.New(pgerr.ObjectNotInPrereqState, "the rules of this database could not be loaded, so writes to tables are refused: %s", c.err))
 	}
@@ -307,14 +373,31 @@ func (s *session) refuseWrite(ctx context.Context, conn stmt.Conn, c *compiled, 
 				e.Schema, e.Table = t.Schema, t.Name
 				return failTx(ctx, conn, e)
 			}
-			if c.set.Involves(t.QualifiedName()) {
-				e := pgerr.New(pgerr.FeatureNotSupported, "%s on %s, which has rules: this version of pgrules defines rules but does not run them on writes yet, so the write is refused", w.Verb, t.QualifiedName())
-				e.Schema, e.Table = t.Schema, t.Name
-				return failTx(ctx, conn, e)
+			if w.Verb != sqlparse.Insert && w.Verb != sqlparse.Update && w.Verb != sqlparse.Delete && c.set.Involves(t.QualifiedName()) {
+				return failTx(ctx, conn, refusedVerb(t, w.Verb))
 			}
 		}
 	}
-	return failTx(ctx, conn, pgerr.New(pgerr.InternalError, "pgrules intercepted a statement it has nothing to do for"))
+	return nil
+}
+
+// refusedVerb is the error for MERGE, COPY FROM and TRUNCATE on a table
+// with rules, which the engine does not run: each would change rows
+// without their rules.
+func refusedVerb(t *catalog.Table, v sqlparse.Verb) *pgerr.Error {
+	var e *pgerr.Error
+	switch v {
+	case sqlparse.CopyFrom:
+		e = notSupported(t, "COPY FROM does not run rules")
+		e.Hint = "Load the rows with INSERT (INSERT ... SELECT from a staging table runs the rules set at a time)."
+	case sqlparse.Truncate:
+		e = notSupported(t, "TRUNCATE does not run rules")
+		e.Hint = "Use DELETE, which runs the rules; after a TRUNCATE behind the proxy's back, SELECT * FROM pgrules.rebuild() puts the derived columns right."
+	default:
+		e = notSupported(t, "%s is not supported", v)
+		e.Hint = "Write it as INSERT ... ON CONFLICT, UPDATE and DELETE statements."
+	}
+	return e
 }
 
 // failTx puts the client's transaction in the failed state, as the error
@@ -348,8 +431,42 @@ func (s *session) define(ctx context.Context, conn stmt.Conn, c *compiled, st st
 		if _, cerr := conn.Simple(ctx, end); cerr != nil && err == nil {
 			return nil, cerr
 		}
+		if err == nil {
+			s.refresh(ctx)
+		}
+	} else {
+		s.tx.defined = true
 	}
 	return res, err
+}
+
+// endDefinitions runs the statement that ends (or may end) a transaction
+// that defined rules, then waits for this proxy's catalog to have them, so
+// that no write that follows on any session of the proxy runs without
+// them.
+func (s *session) endDefinitions(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
+	var res *stmt.Result
+	var err error
+	if p := s.plan(c, st.SQL); p.txControl {
+		res, err = s.txControl(ctx, conn, c, st)
+	} else {
+		res, err = conn.Exec(ctx, st)
+	}
+	if conn.TxStatus() == stmt.TxIdle {
+		s.tx.defined = false
+		s.refresh(ctx)
+	}
+	return res, err
+}
+
+// refresh waits, for a bounded time, until the catalog holds what was
+// committed.
+func (s *session) refresh(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.db.watcher.Refresh(ctx); err != nil {
+		s.log.Warn().Err(err).Msg("the catalog did not reload after a rule change")
+	}
 }
 
 func (s *session) defineIn(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {

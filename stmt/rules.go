@@ -41,6 +41,9 @@ type Session interface {
 	// Commit runs just before the proxy commits a transaction it opened
 	// around an autocommit statement; an error rolls it back instead.
 	Commit(ctx context.Context, c Conn) error
+	// Ended is called after the proxy has committed (or rolled back) a
+	// transaction it opened around an autocommit statement.
+	Ended(ctx context.Context, committed bool)
 	// Close releases the session's resources.
 	Close()
 }

@@ -6,6 +6,10 @@ import "context"
 // For the simple protocol only SQL is set.
 type Statement struct {
 	SQL string
+	// Name, on the engine's own statements, names a prepared statement:
+	// with SQL it is prepared under that name (and kept for the session),
+	// without SQL the statement prepared under that name runs.
+	Name string
 	// Params are the bound values as the client sent them (nil is NULL),
 	// in ParamFormats (0 text, 1 binary; one entry applies to all), with
 	// the types the statement was parsed with (0 when left to the server).
@@ -55,6 +59,14 @@ type Conn interface {
 	// Exec runs one statement with the extended protocol. Text-format
 	// parameters and results unless st says otherwise.
 	Exec(ctx context.Context, st Statement) (*Result, error)
+	// Batch runs statements as one pipeline (one round trip): each
+	// statement's messages, then a single Sync. It returns the results of
+	// the statements that completed, in order, and the first error; the
+	// server skips the statements after an error.
+	Batch(ctx context.Context, sts []Statement) ([]*Result, error)
+	// ParamTypes returns the types the server gives the parameters of sql
+	// when it is prepared with the given types (0: left to the server).
+	ParamTypes(ctx context.Context, sql string, oids []uint32) ([]uint32, error)
 	// Query runs sql with text parameters and returns the rows as text.
 	Query(ctx context.Context, sql string, args ...string) ([][][]byte, error)
 	// Simple runs a Query message, which may hold several statements, and
@@ -62,6 +74,10 @@ type Conn interface {
 	Simple(ctx context.Context, sql string) ([]*Result, error)
 	// TxStatus is the transaction state after the last statement.
 	TxStatus() TxStatus
+	// TxEnds changes whenever a transaction of the session has ended
+	// (committed, rolled back, or an autocommit statement), so the engine
+	// can tell a new transaction from the one it saw last.
+	TxEnds() uint64
 	// Notice sends a NoticeResponse to the client (e.g. the logic trace).
 	Notice(message string)
 }

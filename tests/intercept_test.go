@@ -60,6 +60,8 @@ func (r *auditRules) Exec(ctx context.Context, c stmt.Conn, st stmt.Statement) (
 	return res, nil
 }
 
+func (r *auditRules) Ended(ctx context.Context, committed bool) {}
+
 func (r *auditRules) Commit(ctx context.Context, c stmt.Conn) error {
 	r.commits.Add(1)
 	rows, err := c.Query(ctx, "SELECT count(*) FROM t WHERE v < 0")

@@ -43,6 +43,15 @@ var creditTargets = []creditTarget{
 		}
 		return shared.url("", "", db)
 	}},
+	{"pgrules", func(t *testing.T) string {
+		db, p, admin := creditDB(t)
+		// As for the triggers: transactions of several statements can
+		// still deadlock one another, and the retries should be quick.
+		scalar(t, admin, fmt.Sprintf("ALTER DATABASE %q SET deadlock_timeout = '20ms'", db))
+		url := p.url("", "", db)
+		defineCreditRules(t, connect(t, url))
+		return url
+	}},
 }
 
 // scenario1 is the state most scenarios start from: an order for Alice

@@ -1,0 +1,310 @@
+package rules
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/sqlparse"
+	"github.com/pgrules/pgrules/stmt"
+	"google.golang.org/protobuf/proto"
+)
+
+// runWrite runs a client statement that writes a table with rules.
+func (s *session) runWrite(ctx context.Context, conn stmt.Conn, c *compiled, p *plan, st stmt.Statement) (*stmt.Result, error) {
+	p.once.Do(func() { p.write, p.cte, p.writeErr = analyseText(c, st.SQL) })
+	if p.writeErr != nil {
+		return nil, failTx(ctx, conn, asPgError(p.writeErr))
+	}
+	if s.traceSet {
+		s.readTrace(ctx, conn)
+	}
+	params, err := s.clientParams(ctx, conn, st)
+	if err != nil {
+		return nil, err
+	}
+	r := &runner{ctx: ctx, conn: conn, s: s, set: c.set, snap: c.snap}
+	start := s.trips
+	var res *stmt.Result
+	if p.cte != nil {
+		res, err = s.runCTE(r, c, p.cte, params, st.ResultFormats)
+	} else {
+		res, err = r.write(p.write, params, st.ResultFormats)
+	}
+	if err == nil {
+		r.tracef("%d round trip(s) to the server", s.trips-start)
+	}
+	return res, err
+}
+
+// analyseText parses a client's write: a write on a table with rules
+// gives its writeStmt; one whose WITH writes such a table is returned as
+// its tree, run CTE by CTE.
+func analyseText(c *compiled, sql string) (*writeStmt, *pg_query.Node, error) {
+	tree, err := pg_query.Parse(sql)
+	if err != nil {
+		return nil, nil, pgerr.New("42601", "%s", err)
+	}
+	if len(tree.Stmts) != 1 {
+		return nil, nil, pgerr.New(pgerr.InternalError, "pgrules was given %d statements to run as one", len(tree.Stmts))
+	}
+	n := tree.Stmts[0].Stmt
+	if hasModifyingCTE(withOf(n)) {
+		return nil, n, nil
+	}
+	t := targetOf(c, n)
+	if t == nil {
+		if e := n.GetExplainStmt(); e != nil {
+			return nil, nil, pgerr.New(pgerr.FeatureNotSupported, "EXPLAIN ANALYZE of a write on a table with rules is not supported: it would run the statement without its rules")
+		}
+		return nil, nil, pgerr.New(pgerr.FeatureNotSupported, "pgrules cannot run this statement with its rules")
+	}
+	w, err := analyse(c.snap, t, n)
+	return w, nil, err
+}
+
+// targetOf is the table an INSERT, UPDATE or DELETE writes, when it has
+// rules.
+func targetOf(c *compiled, n *pg_query.Node) *catalog.Table {
+	var rv *pg_query.RangeVar
+	switch x := n.GetNode().(type) {
+	case *pg_query.Node_InsertStmt:
+		rv = x.InsertStmt.Relation
+	case *pg_query.Node_UpdateStmt:
+		rv = x.UpdateStmt.Relation
+	case *pg_query.Node_DeleteStmt:
+		rv = x.DeleteStmt.Relation
+	default:
+		return nil
+	}
+	t := c.lookup(sqlparse.Write{Schema: rv.Schemaname, Table: rv.Relname})
+	if t == nil || !c.set.Involves(t.QualifiedName()) {
+		return nil
+	}
+	return t
+}
+
+func withOf(n *pg_query.Node) *pg_query.WithClause {
+	switch x := n.GetNode().(type) {
+	case *pg_query.Node_InsertStmt:
+		return x.InsertStmt.WithClause
+	case *pg_query.Node_UpdateStmt:
+		return x.UpdateStmt.WithClause
+	case *pg_query.Node_DeleteStmt:
+		return x.DeleteStmt.WithClause
+	case *pg_query.Node_SelectStmt:
+		return x.SelectStmt.WithClause
+	}
+	return nil
+}
+
+func setWith(n *pg_query.Node, w *pg_query.WithClause) {
+	switch x := n.GetNode().(type) {
+	case *pg_query.Node_InsertStmt:
+		x.InsertStmt.WithClause = w
+	case *pg_query.Node_UpdateStmt:
+		x.UpdateStmt.WithClause = w
+	case *pg_query.Node_DeleteStmt:
+		x.DeleteStmt.WithClause = w
+	case *pg_query.Node_SelectStmt:
+		x.SelectStmt.WithClause = w
+	}
+}
+
+// clientParams are the statement's parameters with the types the server
+// gives them, asked once per statement text and session.
+func (s *session) clientParams(ctx context.Context, conn stmt.Conn, st stmt.Statement) (clientParams, error) {
+	if len(st.Params) == 0 {
+		return clientParams{}, nil
+	}
+	key := fmt.Sprint(st.SQL, st.ParamOIDs)
+	oids, ok := s.paramTypes[key]
+	if !ok {
+		var err error
+		s.trips++
+		if oids, err = conn.ParamTypes(ctx, st.SQL, st.ParamOIDs); err != nil {
+			return clientParams{}, err
+		}
+		if s.paramTypes == nil || len(s.paramTypes) > 1000 {
+			s.paramTypes = make(map[string][]uint32)
+		}
+		s.paramTypes[key] = oids
+	}
+	return clientParams{values: st.Params, formats: st.ParamFormats, oids: oids}, nil
+}
+
+// runCTE runs a statement whose WITH clause writes a table with rules.
+// Each data-modifying CTE runs first, in order, as a statement of its own
+// (through the engine when its table has rules); its RETURNING rows then
+// stand in for it, as a CTE over their values, in what follows. Unlike in
+// one PostgreSQL statement, later parts see the rows the earlier ones
+// wrote (documented in the README).
+func (s *session) runCTE(r *runner, c *compiled, n *pg_query.Node, p clientParams, resultFormats []int16) (*stmt.Result, error) {
+	n = proto.Clone(n).(*pg_query.Node) // the plan's tree is shared
+	w := withOf(n)
+	if w.Recursive {
+		return nil, r.fail(pgerr.New(pgerr.FeatureNotSupported, "WITH RECURSIVE with a data-modifying statement on a table with rules is not supported"))
+	}
+	p = p.expanded()
+	var ctes []*pg_query.Node
+	for _, item := range w.Ctes {
+		cte := item.GetCommonTableExpr()
+		q := cte.Ctequery
+		switch q.GetNode().(type) {
+		case *pg_query.Node_InsertStmt, *pg_query.Node_UpdateStmt, *pg_query.Node_DeleteStmt:
+		case *pg_query.Node_MergeStmt:
+			return nil, r.fail(pgerr.New(pgerr.FeatureNotSupported, "MERGE in a WITH clause is not supported with rules"))
+		default:
+			ctes = append(ctes, item)
+			continue
+		}
+		if len(ctes) > 0 {
+			setWith(q, &pg_query.WithClause{Ctes: ctes})
+		}
+		sql, err := deparse(q)
+		if err != nil {
+			return nil, r.fail(pgerr.New(pgerr.InternalError, "deparse: %w", err))
+		}
+		res, err := s.runStatement(r, c, sql, p, nil)
+		if err != nil {
+			return nil, err
+		}
+		if res.Fields == nil {
+			continue // without RETURNING nothing can refer to it
+		}
+		values, err := s.valuesCTE(r, res, len(p.values)+1)
+		if err != nil {
+			return nil, err
+		}
+		tree, err := pg_query.Parse(values)
+		if err != nil {
+			return nil, r.fail(pgerr.New(pgerr.InternalError, "parse: %w", err))
+		}
+		ctes = append(ctes, &pg_query.Node{Node: &pg_query.Node_CommonTableExpr{CommonTableExpr: &pg_query.CommonTableExpr{
+			Ctename: cte.Ctename, Aliascolnames: cte.Aliascolnames, Ctequery: tree.Stmts[0].Stmt,
+			Ctematerialized: pg_query.CTEMaterialize_CTEMaterializeDefault,
+		}}})
+		for i := range res.Fields {
+			col := make([][]byte, len(res.Rows))
+			for j, row := range res.Rows {
+				col[j] = row[i]
+			}
+			p.values = append(p.values, textArray(col))
+			p.oids = append(p.oids, 1009)
+			if p.formats != nil {
+				p.formats = append(p.formats, 0)
+			}
+		}
+	}
+	if len(ctes) > 0 {
+		setWith(n, &pg_query.WithClause{Ctes: ctes})
+	} else {
+		setWith(n, nil)
+	}
+	sql, err := deparse(n)
+	if err != nil {
+		return nil, r.fail(pgerr.New(pgerr.InternalError, "deparse: %w", err))
+	}
+	return s.runStatement(r, c, sql, p, resultFormats)
+}
+
+// expanded spells out a single parameter format for every parameter, so
+// that more parameters can follow.
+func (p clientParams) expanded() clientParams {
+	if len(p.formats) == 1 {
+		f := make([]int16, len(p.values))
+		for i := range f {
+			f[i] = p.formats[0]
+		}
+		p.formats = f
+	}
+	return p
+}
+
+// runStatement runs one statement of a CTE chain: through the engine when
+// it writes a table with rules, as it is otherwise.
+func (s *session) runStatement(r *runner, c *compiled, sql string, p clientParams, resultFormats []int16) (*stmt.Result, error) {
+	tree, err := pg_query.Parse(sql)
+	if err != nil {
+		return nil, r.fail(pgerr.New(pgerr.InternalError, "parse: %w", err))
+	}
+	n := tree.Stmts[0].Stmt
+	if t := targetOf(c, n); t != nil {
+		w, err := analyse(c.snap, t, n)
+		if err != nil {
+			return nil, r.fail(asPgError(err))
+		}
+		return r.write(w, p, resultFormats)
+	}
+	values, formats, oids := p.with()
+	s.trips++
+	return r.conn.Exec(r.ctx, stmt.Statement{SQL: sql, Params: values, ParamFormats: formats, ParamOIDs: oids, ResultFormats: resultFormats})
+}
+
+// valuesCTE is the query that gives a CTE's RETURNING rows back, from
+// text arrays starting at parameter first, with the columns' types.
+func (s *session) valuesCTE(r *runner, res *stmt.Result, first int) (string, error) {
+	var missing [][2]uint32
+	for _, f := range res.Fields {
+		k := [2]uint32{f.TypeOID, uint32(f.TypeModifier)}
+		if _, ok := s.typeNames[k]; !ok {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		oids := make([]string, len(missing))
+		mods := make([]string, len(missing))
+		for i, k := range missing {
+			oids[i] = fmt.Sprint(k[0])
+			mods[i] = fmt.Sprint(int32(k[1]))
+		}
+		out, err := r.query("SELECT format_type(t, nullif(m, -1)) FROM unnest($1::text[]::oid[], $2::text[]::int4[]) WITH ORDINALITY AS x(t, m, o) ORDER BY o",
+			[][]byte{textArrayOf(oids), textArrayOf(mods)})
+		if err != nil {
+			return "", err
+		}
+		if s.typeNames == nil {
+			s.typeNames = make(map[[2]uint32]string)
+		}
+		for i, k := range missing {
+			s.typeNames[k] = string(out.Rows[i][0])
+		}
+	}
+	cols := make([]string, len(res.Fields))
+	args := make([]string, len(res.Fields))
+	names := make([]string, len(res.Fields))
+	for i, f := range res.Fields {
+		cols[i] = fmt.Sprintf("CAST(v.c%d AS %s) AS %s", i+1, s.typeNames[[2]uint32{f.TypeOID, uint32(f.TypeModifier)}], quoteIdent(f.Name))
+		args[i] = fmt.Sprintf("$%d::text[]", first+i)
+		names[i] = fmt.Sprintf("c%d", i+1)
+	}
+	return fmt.Sprintf("SELECT %s FROM unnest(%s) AS v(%s)", strings.Join(cols, ", "), strings.Join(args, ", "), strings.Join(names, ", ")), nil
+}
+
+// setTrace runs a statement that sets, resets or shows pgrules.trace, and
+// reads the setting after it.
+func (s *session) setTrace(ctx context.Context, conn stmt.Conn, st stmt.Statement) (*stmt.Result, error) {
+	res, err := conn.Exec(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	s.traceSet = true
+	s.readTrace(ctx, conn)
+	return res, nil
+}
+
+func (s *session) readTrace(ctx context.Context, conn stmt.Conn) {
+	rows, err := conn.Query(ctx, "SELECT current_setting('pgrules.trace', true)")
+	if err != nil || len(rows) == 0 {
+		return
+	}
+	switch strings.ToLower(string(rows[0][0])) {
+	case "on", "true", "yes", "1":
+		s.trace = true
+	default:
+		s.trace = false
+	}
+}

@@ -1,0 +1,1371 @@
+package rules
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/stmt"
+	"github.com/shopspring/decimal"
+)
+
+// A client's write runs in these steps, set at a time (rules-api.md §5,
+// DESIGN.md "A statement's way through"):
+//
+//  1. materialise: one query gives the rows the statement inserts (with
+//     their defaults) or the rows it updates or deletes, locked, with
+//     their new values;
+//  2. derive: copies and formulas, in Go, in dependency order, each only
+//     when something it reads changed;
+//  3. write: one statement writes every row, returning what the client
+//     asked for and each row as stored;
+//  4. adjust: one statement per parent foreign key adds the deltas of the
+//     sums and counts (min and max look again only when the extreme
+//     leaves), returning each parent as it was and as it is; the parents'
+//     own formulas run, and their changes go up the same way;
+//  5. check the constraints of the rows;
+//  6. cascade: formulas of child rows that read a changed parent column
+//     run, and their changes go up again.
+//
+// Each step is a round trip for all the rows of a table together, so a
+// statement costs as many round trips as its rules are deep, whatever the
+// number of rows.
+
+// change is one row's change: old is nil for an insert, new for a delete.
+type change struct {
+	verb     verb
+	old, new *row
+}
+
+// runner runs one client statement's logic on the client's connection.
+type runner struct {
+	ctx  context.Context
+	conn stmt.Conn
+	s    *session
+	set  *Set
+	snap *catalog.Snapshot
+	// deleting holds, per table, the keys of rows this statement deletes:
+	// their children's deletions do not adjust them.
+	deleting map[string]map[string]bool
+	depth    int // nesting, for the trace
+}
+
+// maxDepth bounds the chain of levels one statement may go through; rules
+// whose changes do not settle stop there with an error.
+const maxDepth = 64
+
+func (r *runner) tracef(format string, args ...any) {
+	if r.s.trace {
+		r.conn.Notice(strings.Repeat("  ", r.depth) + fmt.Sprintf(format, args...))
+	}
+}
+
+// query runs one of the engine's statements (text parameters, text
+// results) and counts the round trip.
+func (r *runner) query(sql string, params [][]byte) (*stmt.Result, error) {
+	r.s.trips++
+	return r.conn.Exec(r.ctx, stmt.Statement{SQL: sql, Params: params})
+}
+
+// batch runs several of the engine's statements in one round trip.
+func (r *runner) batch(sts []stmt.Statement) ([]*stmt.Result, error) {
+	r.s.trips++
+	return r.conn.Batch(r.ctx, sts)
+}
+
+// clientParams are the client's parameters of st with their types, which
+// the engine's statements built from it take first.
+type clientParams struct {
+	values  [][]byte
+	formats []int16
+	oids    []uint32
+}
+
+// with returns the statement's parameters followed by text arrays.
+func (p clientParams) with(arrays ...[]byte) ([][]byte, []int16, []uint32) {
+	n := len(p.values)
+	values := append(slices.Clip(p.values), arrays...)
+	var formats []int16
+	if len(p.formats) > 0 {
+		formats = make([]int16, len(values))
+		for i := range n {
+			if len(p.formats) == 1 {
+				formats[i] = p.formats[0]
+			} else {
+				formats[i] = p.formats[i]
+			}
+		}
+	}
+	oids := append(slices.Clip(p.oids), make([]uint32, len(arrays))...)
+	for i := n; i < len(oids); i++ {
+		oids[i] = 1009 // text[]
+	}
+	return values, formats, oids
+}
+
+// clientStatement runs SQL built from the client's statement with its
+// parameters, and arrays of the engine's after them.
+func (r *runner) clientStatement(sql string, p clientParams, resultFormats []int16, arrays ...[]byte) (*stmt.Result, error) {
+	values, formats, oids := p.with(arrays...)
+	r.s.trips++
+	return r.conn.Exec(r.ctx, stmt.Statement{SQL: sql, Params: values, ParamFormats: formats, ParamOIDs: oids, ResultFormats: resultFormats})
+}
+
+// write runs one client write on a table with rules and returns what the
+// client gets for it.
+func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*stmt.Result, error) {
+	tr := r.set.table(w.table.QualifiedName())
+	if tr == nil {
+		tr = &tableRules{t: w.table, index: indexOf(w.table), derived: map[string]*Compiled{}}
+	}
+	r.tracef("%s on %s", strings.ToUpper(string(w.verb)), shortName(w.table.QualifiedName()))
+	r.depth++
+	defer func() { r.depth-- }()
+	res, err := r.clientStatement(w.materialize, p, nil)
+	if err != nil {
+		return nil, err
+	}
+	var changes []*change
+	switch w.verb {
+	case verbInsert:
+		for _, vals := range res.Rows {
+			text := make([][]byte, len(w.table.Columns))
+			for i, c := range w.insertCols {
+				text[tr.index[c.Name]] = vals[i]
+			}
+			changes = append(changes, &change{verb: verbInsert, new: newRow(w.table, nil, text)})
+		}
+	case verbUpdate:
+		if err := r.refuseDerivedSet(tr, w.setCols); err != nil {
+			return nil, err
+		}
+		seen := make(map[string]bool, len(res.Rows))
+		n := len(w.table.Columns)
+		for _, vals := range res.Rows {
+			if seen[string(vals[0])] {
+				continue // UPDATE ... FROM joined the row more than once
+			}
+			seen[string(vals[0])] = true
+			old := newRow(w.table, vals[0], vals[1:1+n])
+			nw := old.clone(w.table)
+			for i, c := range w.setCols {
+				j := tr.index[c.Name]
+				nw.text[j] = vals[1+n+i]
+				v, err := ParseValue(c.Kind, nw.text[j])
+				if err != nil {
+					v = string(nw.text[j])
+				}
+				nw.vals[c.Name] = v
+			}
+			changes = append(changes, &change{verb: verbUpdate, old: old, new: nw})
+		}
+	case verbDelete:
+		seen := make(map[string]bool, len(res.Rows))
+		for _, vals := range res.Rows {
+			if seen[string(vals[0])] {
+				continue
+			}
+			seen[string(vals[0])] = true
+			changes = append(changes, &change{verb: verbDelete, old: newRow(w.table, vals[0], vals[1:])})
+		}
+	}
+	r.tracef("%d row(s)", len(changes))
+	if w.verb == verbDelete {
+		if err := r.cascadeDeletes(tr, changes); err != nil {
+			return nil, err
+		}
+	} else if err := r.derive(tr, changes, nil); err != nil {
+		return nil, err
+	}
+	out, changes, err := r.clientWrite(tr, w, changes, p, resultFormats)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.afterWrite(tr, changes); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func indexOf(t *catalog.Table) map[string]int {
+	m := make(map[string]int, len(t.Columns))
+	for i, c := range t.Columns {
+		m[c.Name] = i
+	}
+	return m
+}
+
+// refuseDerivedSet fails an UPDATE that assigns a column a sum, count,
+// min, max or formula derives: its value is the rule's, and taking the
+// client's would leave it wrong. (A copy may be set: its value is the
+// parent's at insert time, a default the client may change.)
+func (r *runner) refuseDerivedSet(tr *tableRules, cols []*catalog.Column) error {
+	for _, c := range cols {
+		if d := tr.derived[c.Name]; d != nil && d.Rule.Kind != catalog.Copy {
+			e := pgerr.New("428C9", "column %q of table %s is derived by rule %q (%s) and cannot be set", c.Name, shortName(tr.t.QualifiedName()), d.Rule.Name, d.Rule.Kind)
+			e.Schema, e.Table, e.Column = tr.t.Schema, tr.t.Name, c.Name
+			e.Hint = "Change what the rule reads instead; pgrules.rebuild() recomputes derived columns."
+			return e
+		}
+	}
+	return nil
+}
+
+// clientWrite writes the client's rows in one statement that returns what
+// the client asked for, and each row as stored, which replaces the
+// engine's copy (the server may round, or a trigger change, a value).
+func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p clientParams, resultFormats []int16) (*stmt.Result, []*change, error) {
+	t := w.table
+	if len(changes) == 0 && w.returning == "" {
+		return &stmt.Result{Tag: tagOf(w.verb, 0)}, nil, nil
+	}
+	n := len(p.values)
+	var sql string
+	var arrays [][]byte
+	switch w.verb {
+	case verbInsert:
+		cols := make([]string, len(w.insertCols))
+		casts := make([]string, len(w.insertCols))
+		names := make([]string, len(w.insertCols))
+		for i, c := range w.insertCols {
+			cols[i] = quoteIdent(c.Name)
+			casts[i] = fmt.Sprintf("CAST(v.c%d AS %s)", i+1, c.Type)
+			names[i] = fmt.Sprintf("c%d", i+1)
+			vals := make([][]byte, len(changes))
+			for j, ch := range changes {
+				vals[j] = ch.new.text[tr.index[c.Name]]
+			}
+			arrays = append(arrays, textArray(vals))
+		}
+		params := make([]string, len(arrays))
+		for i := range arrays {
+			params[i] = fmt.Sprintf("$%d::text[]", n+i+1)
+		}
+		sql = fmt.Sprintf("INSERT INTO %s AS %s (%s) %s SELECT %s FROM unnest(%s) WITH ORDINALITY AS v(%s, pgrules_ord) ORDER BY pgrules_ord %s",
+			qualified(t), w.alias, strings.Join(cols, ", "), w.overriding, strings.Join(casts, ", "), strings.Join(params, ", "), strings.Join(names, ", "), w.conflict)
+	case verbUpdate:
+		cols := changedColumns(tr, changes)
+		for _, c := range w.setCols {
+			if !slices.Contains(cols, tr.index[c.Name]) {
+				cols = append(cols, tr.index[c.Name])
+			}
+		}
+		slices.Sort(cols)
+		ctids := make([][]byte, len(changes))
+		for i, ch := range changes {
+			ctids[i] = ch.old.ctid
+		}
+		arrays = append(arrays, textArray(ctids))
+		sets := make([]string, len(cols))
+		names := []string{"pgrules_k"}
+		for i, j := range cols {
+			c := t.Columns[j]
+			sets[i] = fmt.Sprintf("%s = CAST(pgrules_v.pgrules_c%d AS %s)", quoteIdent(c.Name), i+1, c.Type)
+			names = append(names, fmt.Sprintf("pgrules_c%d", i+1))
+			vals := make([][]byte, len(changes))
+			for k, ch := range changes {
+				vals[k] = ch.new.text[j]
+			}
+			arrays = append(arrays, textArray(vals))
+		}
+		params := make([]string, len(arrays))
+		for i := range arrays {
+			params[i] = fmt.Sprintf("$%d::text[]", n+i+1)
+		}
+		sql = fmt.Sprintf("UPDATE %s AS %s SET %s FROM unnest(%s) AS pgrules_v(%s) WHERE %s.ctid = ANY($%d::text[]::tid[]) AND %s.ctid = CAST(pgrules_v.pgrules_k AS tid)",
+			qualified(t), w.alias, strings.Join(sets, ", "), strings.Join(params, ", "), strings.Join(names, ", "), w.alias, n+1, w.alias)
+	case verbDelete:
+		ctids := make([][]byte, len(changes))
+		for i, ch := range changes {
+			ctids[i] = ch.old.ctid
+		}
+		arrays = append(arrays, textArray(ctids))
+		sql = fmt.Sprintf("DELETE FROM %s AS %s WHERE %s.ctid = ANY($%d::text[]::tid[])", qualified(t), w.alias, w.alias, n+1)
+	}
+	// After the client's RETURNING list: for an update the row's ctid
+	// before (to find its change), then the row as stored.
+	k := w.nReturning
+	extra := w.alias + ".ctid, " + w.alias + ".*"
+	if w.verb == verbUpdate {
+		extra = "pgrules_v.pgrules_k, " + extra
+	}
+	if w.returning != "" {
+		sql += " RETURNING " + w.returning + ", " + extra
+	} else {
+		sql += " RETURNING " + extra
+	}
+	if w.verb == verbUpdate {
+		k++ // the old ctid is read like a RETURNING column, then dropped
+	}
+	formats := resultFormatsFor(resultFormats, w.nReturning, 1+len(t.Columns)+k-w.nReturning)
+	res, err := r.clientStatement(sql, p, formats, arrays...)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := &stmt.Result{Tag: tagOf(w.verb, len(res.Rows))}
+	if w.returning != "" {
+		out.Fields = res.Fields[:w.nReturning]
+		out.Rows = make([][][]byte, len(res.Rows))
+	}
+	byCtid := make(map[string]*change, len(changes))
+	if w.verb != verbInsert {
+		for _, ch := range changes {
+			byCtid[string(ch.old.ctid)] = ch
+		}
+	}
+	written := make([]*change, 0, len(res.Rows))
+	for i, vals := range res.Rows {
+		if w.returning != "" {
+			out.Rows[i] = vals[:w.nReturning]
+		}
+		stored := newRow(t, vals[k], vals[k+1:])
+		switch w.verb {
+		case verbInsert:
+			written = append(written, &change{verb: verbInsert, new: stored})
+		case verbUpdate:
+			ch := byCtid[string(vals[k-1])]
+			if ch == nil {
+				return nil, nil, r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it updated", shortName(t.QualifiedName())))
+			}
+			ch.new = stored
+			written = append(written, ch)
+		case verbDelete:
+			if ch := byCtid[string(stored.ctid)]; ch != nil {
+				written = append(written, ch)
+			}
+		}
+	}
+	if w.doNothing && len(written) < len(changes) {
+		r.tracef("%d row(s) skipped by ON CONFLICT DO NOTHING", len(changes)-len(written))
+	}
+	return out, written, nil
+}
+
+// resultFormatsFor spreads the client's result formats over its k
+// RETURNING columns and asks text for the engine's extra ones.
+func resultFormatsFor(client []int16, k, extra int) []int16 {
+	out := make([]int16, k+extra)
+	for i := range k {
+		switch len(client) {
+		case 0:
+		case 1:
+			out[i] = client[0]
+		default:
+			if i < len(client) {
+				out[i] = client[i]
+			}
+		}
+	}
+	return out
+}
+
+func tagOf(v verb, n int) string {
+	switch v {
+	case verbInsert:
+		return "INSERT 0 " + strconv.Itoa(n)
+	case verbUpdate:
+		return "UPDATE " + strconv.Itoa(n)
+	}
+	return "DELETE " + strconv.Itoa(n)
+}
+
+// changedColumns lists the columns whose value differs between old and new
+// in any of the changes.
+func changedColumns(tr *tableRules, changes []*change) []int {
+	var out []int
+	for i := range tr.t.Columns {
+		for _, ch := range changes {
+			if ch.old != nil && ch.new != nil && !bytes2Equal(ch.old.text[i], ch.new.text[i]) {
+				out = append(out, i)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func bytes2Equal(a, b []byte) bool {
+	if (a == nil) != (b == nil) {
+		return false
+	}
+	return string(a) == string(b)
+}
+
+// derive runs the copies and formulas of the table on the changed rows, in
+// dependency order. On insert every derivation runs; on update a copy runs
+// when its foreign key changed and a formula when a column it reads
+// changed, in the row or, for parentChanged, in a parent.
+func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[ColumnRef]bool) error {
+	if len(tr.derivations) == 0 && !hasAggregateTargets(tr) {
+		return nil
+	}
+	var live []*row
+	for _, ch := range changes {
+		if ch.new != nil {
+			live = append(live, ch.new)
+		}
+	}
+	if err := r.loadParents(tr.paths, live); err != nil {
+		return err
+	}
+	for _, ch := range changes {
+		if ch.new == nil {
+			continue
+		}
+		if ch.verb == verbInsert {
+			// A new row has no children yet: its sums and counts are 0,
+			// its min and max NULL.
+			for col, d := range tr.derived {
+				switch d.Rule.Kind {
+				case catalog.Sum, catalog.Count:
+					ch.new.set(tr.t, tr.index[col], 0)
+				case catalog.Min, catalog.Max:
+					ch.new.set(tr.t, tr.index[col], nil)
+				}
+			}
+		}
+		for _, d := range tr.derivations {
+			i := tr.index[d.Rule.Column]
+			switch d.Rule.Kind {
+			case catalog.Copy:
+				if ch.verb != verbInsert && !fkChanged(tr, d.FK, ch) {
+					continue
+				}
+				var v any
+				if parent, _ := ch.new.vals[d.FK.Accessor].(map[string]any); parent != nil {
+					v = parent[d.Rule.SourceColumn]
+				}
+				r.tracef("copy %s = %s", d.Target, traceValue(v))
+				ch.new.set(tr.t, i, v)
+			case catalog.Formula:
+				if ch.verb != verbInsert && !r.readsChanged(tr, d, ch, parentChanged) {
+					r.tracef("formula %s pruned: nothing it reads changed", d.Target)
+					continue
+				}
+				v, err := d.Eval(Env{Row: ch.new.vals, Old: oldVals(ch), Verb: string(ch.verb)})
+				if err != nil {
+					return r.rowError(tr, err, ch.new)
+				}
+				r.tracef("formula %s = %s", d.Target, traceValue(v))
+				ch.new.set(tr.t, i, v)
+			}
+		}
+	}
+	return nil
+}
+
+func hasAggregateTargets(tr *tableRules) bool {
+	for _, d := range tr.derived {
+		if d.Rule.Kind.IsAggregate() {
+			return true
+		}
+	}
+	return false
+}
+
+func oldVals(ch *change) map[string]any {
+	if ch.old == nil {
+		return nil
+	}
+	return ch.old.vals
+}
+
+func fkChanged(tr *tableRules, fk *catalog.ForeignKey, ch *change) bool {
+	for _, c := range fk.Columns {
+		i := tr.index[c]
+		if !bytes2Equal(ch.old.text[i], ch.new.text[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// readsChanged reports whether a column a rule reads changed in the row,
+// or is among the parent columns that changed.
+func (r *runner) readsChanged(tr *tableRules, d *Compiled, ch *change, parentChanged map[ColumnRef]bool) bool {
+	for _, ref := range d.Reads {
+		if ref.Table == tr.t.QualifiedName() {
+			if !sameValue(ch.old.vals[ref.Column], ch.new.vals[ref.Column]) {
+				return true
+			}
+		} else if parentChanged[ref] {
+			return true
+		}
+	}
+	return false
+}
+
+// rowError names the rule's row by its key in a run-time error.
+func (r *runner) rowError(tr *tableRules, err error, rw *row) error {
+	e := asPgError(err)
+	e.Message += " (row " + describeKey(tr, rw) + ")"
+	return r.fail(e)
+}
+
+// describeKey renders a row's primary key, "id=5", or its ctid.
+func describeKey(tr *tableRules, rw *row) string {
+	if len(tr.t.PrimaryKey) == 0 {
+		return "ctid=" + string(rw.ctid)
+	}
+	parts := make([]string, len(tr.t.PrimaryKey))
+	for i, k := range tr.t.PrimaryKey {
+		parts[i] = k + "=" + nullText(rw.text[tr.index[k]])
+	}
+	return strings.Join(parts, ", ")
+}
+
+func traceValue(v any) string {
+	if v == nil {
+		return "NULL"
+	}
+	return string(FormatValue(v))
+}
+
+// fail puts the client's transaction in the failed state for an error the
+// engine found, and returns it.
+func (r *runner) fail(e *pgerr.Error) error {
+	r.s.trips++
+	return failTx(r.ctx, r.conn, e)
+}
+
+// loadParents attaches to each row the parent rows along the paths, one
+// query per foreign key and level, the queries of a level in one round
+// trip.
+func (r *runner) loadParents(paths [][]*catalog.ForeignKey, rows []*row) error {
+	if len(paths) == 0 || len(rows) == 0 {
+		return nil
+	}
+	for level := 1; ; level++ {
+		type load struct {
+			path   []*catalog.ForeignKey
+			owners []map[string]any // the rows (or parents) to attach to
+		}
+		var loads []load
+		for _, p := range paths {
+			if len(p) != level {
+				continue
+			}
+			var owners []map[string]any
+			for _, rw := range rows {
+				m := rw.vals
+				for _, fk := range p[:level-1] {
+					m, _ = m[fk.Accessor].(map[string]any)
+					if m == nil {
+						break
+					}
+				}
+				if m != nil {
+					owners = append(owners, m)
+				}
+			}
+			loads = append(loads, load{p, owners})
+		}
+		if len(loads) == 0 {
+			return nil
+		}
+		var sts []stmt.Statement
+		var live []load
+		for _, l := range loads {
+			fk := l.path[len(l.path)-1]
+			parent := r.snap.Tables[fk.Parent]
+			keys := make([][][]byte, len(fk.Columns))
+			seen := make(map[string]bool)
+			for _, m := range l.owners {
+				vals := parentKey(m, fk, parent)
+				if vals == nil {
+					m[fk.Accessor] = nil
+					continue
+				}
+				k := string(joinKey(vals))
+				if seen[k] {
+					continue
+				}
+				seen[k] = true
+				for i := range vals {
+					keys[i] = append(keys[i], vals[i])
+				}
+			}
+			if len(seen) == 0 {
+				continue
+			}
+			sql, params := selectByKey(parent, fk.ParentColumns, keys, "")
+			sts = append(sts, stmt.Statement{SQL: sql, Params: params})
+			live = append(live, l)
+		}
+		if len(sts) == 0 {
+			continue
+		}
+		results, err := r.batch(sts)
+		if err != nil {
+			return err
+		}
+		for i, l := range live {
+			fk := l.path[len(l.path)-1]
+			parent := r.snap.Tables[fk.Parent]
+			pidx := make([]int, len(fk.ParentColumns))
+			for j, c := range fk.ParentColumns {
+				pidx[j] = indexOf(parent)[c]
+			}
+			byKey := make(map[string]map[string]any)
+			for _, vals := range results[i].Rows {
+				pr := newRow(parent, vals[0], vals[1:])
+				byKey[keyOf(pr, pidx)] = pr.vals
+			}
+			for _, m := range l.owners {
+				if vals := parentKey(m, fk, parent); vals != nil {
+					m[fk.Accessor] = byKey[string(joinKey(vals))]
+				}
+			}
+		}
+	}
+}
+
+// parentKey is the text of the parent key a row's foreign key holds, as
+// the parent's columns print it; nil when a column of it is NULL.
+func parentKey(m map[string]any, fk *catalog.ForeignKey, parent *catalog.Table) [][]byte {
+	vals := make([][]byte, len(fk.Columns))
+	for i, c := range fk.Columns {
+		if m[c] == nil {
+			return nil
+		}
+		vals[i] = FormatValue(coerce(parent.Column(fk.ParentColumns[i]), m[c]))
+	}
+	return vals
+}
+
+func joinKey(vals [][]byte) []byte {
+	return []byte(strings.Join(func() []string {
+		s := make([]string, len(vals))
+		for i, v := range vals {
+			s[i] = string(v)
+		}
+		return s
+	}(), "\x00"))
+}
+
+// selectByKey is a query for the rows of t whose columns cols hold one of
+// the keys (one text array per column), with their ctid first; lock is
+// appended (e.g. "FOR NO KEY UPDATE"), and with a lock the rows come in
+// key order, so that concurrent writers lock them in the same order.
+func selectByKey(t *catalog.Table, cols []string, keys [][][]byte, lock string) (string, [][]byte) {
+	names := make([]string, len(cols))
+	casts := make([]string, len(cols))
+	args := make([]string, len(cols))
+	ks := make([]string, len(cols))
+	params := make([][]byte, len(cols))
+	for i, c := range cols {
+		names[i] = "p." + quoteIdent(c)
+		casts[i] = fmt.Sprintf("CAST(k%d AS %s)", i+1, t.Column(c).Type)
+		args[i] = fmt.Sprintf("$%d::text[]", i+1)
+		ks[i] = fmt.Sprintf("k%d", i+1)
+		params[i] = textArray(keys[i])
+	}
+	sql := fmt.Sprintf("SELECT p.ctid, p.* FROM %s p WHERE (%s) IN (SELECT %s FROM unnest(%s) AS k(%s))",
+		qualified(t), strings.Join(names, ", "), strings.Join(casts, ", "), strings.Join(args, ", "), strings.Join(ks, ", "))
+	if lock != "" {
+		sql += " ORDER BY " + strings.Join(names, ", ") + " " + lock + " OF p"
+	}
+	return sql, params
+}
+
+// afterWrite runs what follows the write of a table's rows: the parents'
+// adjustments (and, up the chain, their logic), the rows' constraints, and
+// the formulas of child rows that read what changed.
+func (r *runner) afterWrite(tr *tableRules, changes []*change) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	if r.depth > maxDepth {
+		return r.fail(pgerr.New(pgerr.ProgramLimitExceeded, "the rules of %s went %d levels deep without settling", shortName(tr.t.QualifiedName()), maxDepth))
+	}
+	if err := r.adjustParents(tr, changes); err != nil {
+		return err
+	}
+	if err := r.checkConstraints(tr, changes); err != nil {
+		return err
+	}
+	if err := r.cascadeChildren(tr, changes); err != nil {
+		return err
+	}
+	r.s.touch(tr, changes)
+	return nil
+}
+
+// delta is what one statement changes in one parent's aggregates.
+type delta struct {
+	key [][]byte
+	// per aggregate: the sum or count to add; for min and max the extreme
+	// of the values arriving and of those leaving.
+	add    []decimal.Decimal
+	arrive []any
+	leave  []any
+	moved  bool
+}
+
+// adjustParents adds the changes' deltas to the parents' sums and counts
+// and looks again at their min and max: one statement per foreign key,
+// all of them in one round trip. Each parent's changes then run its own
+// logic.
+func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
+	if len(tr.up) == 0 {
+		return nil
+	}
+	var old, live []*row
+	for _, ch := range changes {
+		if ch.old != nil {
+			old = append(old, ch.old)
+		}
+		if ch.new != nil {
+			live = append(live, ch.new)
+		}
+	}
+	if len(tr.oldPaths) > 0 {
+		if err := r.loadParents(tr.oldPaths, old); err != nil {
+			return err
+		}
+	}
+	if err := r.loadParents(tr.paths, live); err != nil {
+		return err
+	}
+	var sts []stmt.Statement
+	var adjs []*adjustment
+	for _, a := range tr.up {
+		if a.err != nil {
+			return r.fail(asPgError(a.err))
+		}
+		deltas, err := r.deltas(tr, a, changes)
+		if err != nil {
+			return err
+		}
+		if len(deltas) == 0 {
+			r.tracef("%s pruned: no parent of %s changes", aggNames(a), shortName(a.parent.QualifiedName()))
+			continue
+		}
+		params := make([][]byte, 0, len(a.fk.ParentColumns)+2*len(a.aggs))
+		for i := range a.fk.ParentColumns {
+			col := make([][]byte, len(deltas))
+			for j, d := range deltas {
+				col[j] = d.key[i]
+			}
+			params = append(params, textArray(col))
+		}
+		for i, c := range a.aggs {
+			switch c.Rule.Kind {
+			case catalog.Sum, catalog.Count:
+				col := make([][]byte, len(deltas))
+				for j, d := range deltas {
+					col[j] = []byte(d.add[i].String())
+				}
+				params = append(params, textArray(col))
+			default:
+				arrive, leave := make([][]byte, len(deltas)), make([][]byte, len(deltas))
+				for j, d := range deltas {
+					arrive[j], leave[j] = FormatValue(d.arrive[i]), FormatValue(d.leave[i])
+				}
+				params = append(params, textArray(arrive), textArray(leave))
+			}
+		}
+		for _, d := range deltas {
+			r.traceDelta(a, d)
+		}
+		sts = append(sts, stmt.Statement{SQL: a.sql, Params: params})
+		adjs = append(adjs, a)
+	}
+	if len(sts) == 0 {
+		return nil
+	}
+	results, err := r.batch(sts)
+	if err != nil {
+		return err
+	}
+	for i, a := range adjs {
+		ptr := r.set.table(a.parent.QualifiedName())
+		n := len(a.parent.Columns)
+		pchanges := make([]*change, len(results[i].Rows))
+		for j, vals := range results[i].Rows {
+			pchanges[j] = &change{verb: verbUpdate, old: newRow(a.parent, vals[0], vals[1:1+n]), new: newRow(a.parent, vals[1+n], vals[2+n:])}
+		}
+		if err := r.parentChanged(ptr, pchanges); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func aggNames(a *adjustment) string {
+	names := make([]string, len(a.aggs))
+	for i, c := range a.aggs {
+		names[i] = string(c.Rule.Kind) + " " + c.Target.String()
+	}
+	return strings.Join(names, ", ")
+}
+
+func (r *runner) traceDelta(a *adjustment, d *delta) {
+	if !r.s.trace {
+		return
+	}
+	var parts []string
+	for i, c := range a.aggs {
+		switch c.Rule.Kind {
+		case catalog.Sum, catalog.Count:
+			if !d.add[i].IsZero() {
+				sign := "+"
+				if d.add[i].IsNegative() {
+					sign = ""
+				}
+				parts = append(parts, fmt.Sprintf("%s %s%s", c.Target, sign, d.add[i]))
+			}
+		default:
+			if d.arrive[i] != nil || d.leave[i] != nil {
+				parts = append(parts, fmt.Sprintf("%s %s: %s arrives, %s leaves", c.Target, c.Rule.Kind, traceValue(d.arrive[i]), traceValue(d.leave[i])))
+			}
+		}
+	}
+	r.tracef("adjust %s %s: %s", shortName(a.parent.QualifiedName()), strings.Join(nullTexts(d.key), ","), strings.Join(parts, ", "))
+}
+
+func nullTexts(vals [][]byte) []string {
+	out := make([]string, len(vals))
+	for i, v := range vals {
+		out[i] = nullText(v)
+	}
+	return out
+}
+
+// deltas works out, per parent, what the changes add to each aggregate of
+// one foreign key (LogicBank's adjustment table): a row that arrives or
+// starts to qualify adds its value, one that leaves or stops qualifying
+// subtracts its old value, a reassigned row moves from the old parent to
+// the new, a NULL key belongs to no parent.
+func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*delta, error) {
+	kidx := tr.columnIndexes(a.fk.Columns)
+	skip := r.deleting[a.parent.QualifiedName()]
+	byKey := make(map[string]*delta)
+	var order []*delta
+	get := func(rw *row) *delta {
+		k := keyOf(rw, kidx)
+		if k == "" || skip[k] {
+			return nil
+		}
+		d := byKey[k]
+		if d == nil {
+			key := make([][]byte, len(kidx))
+			for i, j := range kidx {
+				key[i] = rw.text[j]
+			}
+			d = &delta{key: key, add: make([]decimal.Decimal, len(a.aggs)), arrive: make([]any, len(a.aggs)), leave: make([]any, len(a.aggs))}
+			byKey[k] = d
+			order = append(order, d)
+		}
+		return d
+	}
+	for _, ch := range changes {
+		var od, nd *delta
+		if ch.old != nil {
+			od = get(ch.old)
+		}
+		if ch.new != nil {
+			nd = get(ch.new)
+		}
+		for i, c := range a.aggs {
+			oldIn, newIn := false, false
+			var err error
+			if od != nil {
+				if oldIn, err = c.Counts(ch.old.vals); err != nil {
+					return nil, r.rowError(tr, err, ch.old)
+				}
+			}
+			if nd != nil {
+				if newIn, err = c.Counts(ch.new.vals); err != nil {
+					return nil, r.rowError(tr, err, ch.new)
+				}
+			}
+			var ov, nv any
+			if ch.old != nil {
+				ov = ch.old.vals[c.Rule.SourceColumn]
+			}
+			if ch.new != nil {
+				nv = ch.new.vals[c.Rule.SourceColumn]
+			}
+			switch c.Rule.Kind {
+			case catalog.Sum, catalog.Count:
+				value := func(v any) decimal.Decimal {
+					if c.Rule.Kind == catalog.Count {
+						return decimal.NewFromInt(1)
+					}
+					if v == nil {
+						return decimal.Zero
+					}
+					return toDecimal(v)
+				}
+				if oldIn {
+					od.add[i] = od.add[i].Sub(value(ov))
+				}
+				if newIn {
+					nd.add[i] = nd.add[i].Add(value(nv))
+				}
+			case catalog.Min, catalog.Max:
+				same := oldIn && newIn && od == nd && sameValue(ov, nv)
+				if same {
+					continue
+				}
+				if oldIn && ov != nil {
+					od.leave[i] = extreme(c.Rule.Kind, od.leave[i], ov)
+					od.moved = true
+				}
+				if newIn && nv != nil {
+					nd.arrive[i] = extreme(c.Rule.Kind, nd.arrive[i], nv)
+					nd.moved = true
+				}
+			}
+		}
+	}
+	out := order[:0]
+	for _, d := range order {
+		keep := d.moved
+		for _, v := range d.add {
+			keep = keep || !v.IsZero()
+		}
+		if keep {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// extreme is the smaller (min) or larger (max) of two values, nil being
+// none.
+func extreme(k catalog.RuleKind, a, b any) any {
+	if a == nil {
+		return b
+	}
+	c, ok := compare(a, b)
+	if !ok || (k == catalog.Min) == (c <= 0) {
+		return a
+	}
+	return b
+}
+
+// parentChanged runs a parent's logic after its aggregates were adjusted:
+// the formulas that read them, written back in one statement, and then
+// the parent's own parents, constraints and children.
+func (r *runner) parentChanged(tr *tableRules, changes []*change) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	r.depth++
+	defer func() { r.depth-- }()
+	before := make([]*row, len(changes))
+	for i, ch := range changes {
+		before[i] = ch.new.clone(tr.t)
+	}
+	if err := r.derive(tr, changes, nil); err != nil {
+		return err
+	}
+	if err := r.writeDerived(tr, changes, before); err != nil {
+		return err
+	}
+	return r.afterWrite(tr, changes)
+}
+
+// writeDerived writes back the columns the engine's derivations changed
+// in rows already written (compared with before), in one statement, and
+// takes the rows as stored.
+func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) error {
+	var cols []int
+	for i := range tr.t.Columns {
+		for j, ch := range changes {
+			if !bytes2Equal(before[j].text[i], ch.new.text[i]) {
+				cols = append(cols, i)
+				break
+			}
+		}
+	}
+	if len(cols) == 0 {
+		return nil
+	}
+	t := tr.t
+	keyCols := t.PrimaryKey
+	var where []string
+	names := []string{}
+	var params [][]byte
+	if len(keyCols) == 0 {
+		ctids := make([][]byte, len(changes))
+		for i, ch := range changes {
+			ctids[i] = ch.new.ctid
+		}
+		params = append(params, textArray(ctids))
+		names = append(names, "k1")
+		where = append(where, "x.ctid = ANY($1::text[]::tid[]) AND x.ctid = CAST(v.k1 AS tid)")
+	} else {
+		for i, k := range keyCols {
+			vals := make([][]byte, len(changes))
+			for j, ch := range changes {
+				vals[j] = ch.new.text[tr.index[k]]
+			}
+			params = append(params, textArray(vals))
+			names = append(names, fmt.Sprintf("k%d", i+1))
+			where = append(where, fmt.Sprintf("x.%s = CAST(v.k%d AS %s)", quoteIdent(k), i+1, t.Column(k).Type))
+		}
+	}
+	sets := make([]string, len(cols))
+	for i, j := range cols {
+		c := t.Columns[j]
+		vals := make([][]byte, len(changes))
+		for k, ch := range changes {
+			vals[k] = ch.new.text[j]
+		}
+		params = append(params, textArray(vals))
+		names = append(names, fmt.Sprintf("c%d", i+1))
+		sets[i] = fmt.Sprintf("%s = CAST(v.c%d AS %s)", quoteIdent(c.Name), i+1, c.Type)
+	}
+	args := make([]string, len(params))
+	for i := range params {
+		args[i] = fmt.Sprintf("$%d::text[]", i+1)
+	}
+	sql := fmt.Sprintf("UPDATE %s AS x SET %s FROM unnest(%s) AS v(%s) WHERE %s RETURNING x.ctid, x.*",
+		qualified(t), strings.Join(sets, ", "), strings.Join(args, ", "), strings.Join(names, ", "), strings.Join(where, " AND "))
+	res, err := r.query(sql, params)
+	if err != nil {
+		return err
+	}
+	if len(res.Rows) != len(changes) {
+		return r.fail(pgerr.New(pgerr.InternalError, "pgrules wrote %d of %d rows of %s", len(res.Rows), len(changes), shortName(t.QualifiedName())))
+	}
+	key := func(rw *row) string {
+		if len(keyCols) == 0 {
+			return string(rw.ctid)
+		}
+		return keyOf(rw, tr.columnIndexes(keyCols))
+	}
+	byKey := make(map[string]*change, len(changes))
+	for _, ch := range changes {
+		byKey[key(ch.new)] = ch
+	}
+	for i, vals := range res.Rows {
+		stored := newRow(t, vals[0], vals[1:])
+		ch := byKey[key(stored)]
+		if ch == nil {
+			ch = changes[i]
+		}
+		// The derived columns changed, not the foreign keys: the parents
+		// loaded for the row still are its parents.
+		for _, fk := range t.Parents {
+			if p, ok := ch.new.vals[fk.Accessor]; ok {
+				stored.vals[fk.Accessor] = p
+			}
+		}
+		ch.new = stored
+	}
+	return nil
+}
+
+// checkConstraints checks the constraints of the inserted and updated
+// rows; the first that is false fails the statement (23514, named after
+// the rule).
+func (r *runner) checkConstraints(tr *tableRules, changes []*change) error {
+	if len(tr.constraints) == 0 {
+		return nil
+	}
+	var live []*row
+	for _, ch := range changes {
+		if ch.new != nil {
+			live = append(live, ch.new)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	if err := r.loadParents(tr.paths, live); err != nil {
+		return err
+	}
+	for _, c := range tr.constraints {
+		for _, ch := range changes {
+			if ch.new == nil {
+				continue
+			}
+			env := Env{Row: ch.new.vals, Old: oldVals(ch), Verb: string(ch.verb)}
+			ok, err := c.Holds(env)
+			if err != nil {
+				return r.rowError(tr, err, ch.new)
+			}
+			if ok {
+				continue
+			}
+			msg, err := c.Message(env)
+			if err != nil {
+				return r.rowError(tr, err, ch.new)
+			}
+			if msg == "" {
+				msg = fmt.Sprintf("constraint %q of %s is not met", c.Rule.Name, shortName(tr.t.QualifiedName()))
+			}
+			r.tracef("constraint %s fails on %s: %s", c.Rule.Name, describeKey(tr, ch.new), msg)
+			e := pgerr.New(pgerr.CheckViolation, "%s", msg)
+			e.Constraint, e.Schema, e.Table = c.Rule.Name, tr.t.Schema, tr.t.Name
+			e.Detail = fmt.Sprintf("Failing row of %s: %s.", shortName(tr.t.QualifiedName()), describeKey(tr, ch.new))
+			return r.fail(e)
+		}
+		r.tracef("constraint %s holds on %d row(s)", c.Rule.Name, len(live))
+	}
+	return nil
+}
+
+// cascadeChildren runs the formulas of child rows that read a column of
+// these rows that changed: the children are locked, recomputed and
+// written, and their changes go up like any other.
+func (r *runner) cascadeChildren(tr *tableRules, changes []*change) error {
+	if len(tr.down) == 0 {
+		return nil
+	}
+	changed := make(map[string]bool)
+	for _, i := range changedColumns(tr, changes) {
+		changed[tr.t.Columns[i].Name] = true
+	}
+	type group struct {
+		child  *catalog.Table
+		path   []*catalog.ForeignKey
+		reason map[ColumnRef]bool
+	}
+	var groups []*group
+	for _, cs := range tr.down {
+		hit := false
+		for _, c := range cs.columns {
+			hit = hit || changed[c]
+		}
+		if !hit {
+			continue
+		}
+		var g *group
+		for _, x := range groups {
+			if x.child == cs.child && slices.Equal(x.path, cs.path) {
+				g = x
+			}
+		}
+		if g == nil {
+			g = &group{child: cs.child, path: cs.path, reason: make(map[ColumnRef]bool)}
+			groups = append(groups, g)
+		}
+		for _, c := range cs.columns {
+			if changed[c] {
+				g.reason[ColumnRef{tr.t.QualifiedName(), c}] = true
+			}
+		}
+	}
+	for _, g := range groups {
+		ctr := r.set.table(g.child.QualifiedName())
+		last := g.path[len(g.path)-1]
+		keys := make([][][]byte, len(last.ParentColumns))
+		seen := make(map[string]bool)
+		pidx := tr.columnIndexes(last.ParentColumns)
+		for _, ch := range changes {
+			if ch.new == nil || ch.old == nil {
+				continue
+			}
+			k := keyOf(ch.new, pidx)
+			if k == "" || seen[k] {
+				continue
+			}
+			seen[k] = true
+			for i, j := range pidx {
+				keys[i] = append(keys[i], ch.new.text[j])
+			}
+		}
+		if len(seen) == 0 {
+			continue
+		}
+		sql, params := childrenSQL(r.snap, g.child, g.path, keys)
+		res, err := r.query(sql, params)
+		if err != nil {
+			return err
+		}
+		if len(res.Rows) == 0 {
+			continue
+		}
+		r.tracef("%d row(s) of %s read changed columns of %s", len(res.Rows), shortName(g.child.QualifiedName()), shortName(tr.t.QualifiedName()))
+		r.depth++
+		kids := make([]*change, len(res.Rows))
+		before := make([]*row, len(res.Rows))
+		for i, vals := range res.Rows {
+			old := newRow(g.child, vals[0], vals[1:])
+			kids[i] = &change{verb: verbUpdate, old: old, new: old.clone(g.child)}
+			before[i] = old
+		}
+		err = r.derive(ctr, kids, g.reason)
+		if err == nil {
+			err = r.writeDerived(ctr, kids, before)
+		}
+		if err == nil {
+			err = r.afterWrite(ctr, kids)
+		}
+		r.depth--
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// childrenSQL selects, locked in key order, the rows of child whose path
+// of foreign keys leads to one of the keys of its last table.
+func childrenSQL(snap *catalog.Snapshot, child *catalog.Table, path []*catalog.ForeignKey, keys [][][]byte) (string, [][]byte) {
+	from := qualified(child) + " c"
+	alias := "c"
+	for i, fk := range path[:len(path)-1] {
+		pa := fmt.Sprintf("p%d", i+1)
+		from += fmt.Sprintf(" JOIN %s %s ON %s", qualified(snap.Tables[fk.Parent]), pa, keyMatch(fk, alias, pa))
+		alias = pa
+	}
+	last := path[len(path)-1]
+	parent := snap.Tables[last.Parent]
+	names := make([]string, len(last.Columns))
+	casts := make([]string, len(last.Columns))
+	args := make([]string, len(last.Columns))
+	ks := make([]string, len(last.Columns))
+	params := make([][]byte, len(last.Columns))
+	for i, c := range last.Columns {
+		names[i] = alias + "." + quoteIdent(c)
+		casts[i] = fmt.Sprintf("CAST(k%d AS %s)", i+1, parent.Column(last.ParentColumns[i]).Type)
+		args[i] = fmt.Sprintf("$%d::text[]", i+1)
+		ks[i] = fmt.Sprintf("k%d", i+1)
+		params[i] = textArray(keys[i])
+	}
+	order := "c.ctid"
+	if len(child.PrimaryKey) > 0 {
+		o := make([]string, len(child.PrimaryKey))
+		for i, k := range child.PrimaryKey {
+			o[i] = "c." + quoteIdent(k)
+		}
+		order = strings.Join(o, ", ")
+	}
+	return fmt.Sprintf("SELECT c.ctid, c.* FROM %s WHERE (%s) IN (SELECT %s FROM unnest(%s) AS k(%s)) ORDER BY %s FOR NO KEY UPDATE OF c",
+		from, strings.Join(names, ", "), strings.Join(casts, ", "), strings.Join(args, ", "), strings.Join(ks, ", "), order), params
+}
+
+// cascadeDeletes runs, before rows are deleted, the rules of the rows
+// that PostgreSQL would delete or set to NULL with them (ON DELETE
+// CASCADE, SET NULL, SET DEFAULT), by deleting or updating those rows
+// through the engine first.
+func (r *runner) cascadeDeletes(tr *tableRules, changes []*change) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	name := tr.t.QualifiedName()
+	for _, ch := range changes {
+		if r.deleting == nil {
+			r.deleting = make(map[string]map[string]bool)
+		}
+		if r.deleting[name] == nil {
+			r.deleting[name] = make(map[string]bool)
+		}
+		for _, fk := range tr.t.Children {
+			r.deleting[name][keyOf(ch.old, tr.columnIndexes(fk.ParentColumns))] = true
+		}
+	}
+	for _, fk := range tr.t.Children {
+		if fk.OnDelete != 'c' && fk.OnDelete != 'n' && fk.OnDelete != 'd' {
+			continue
+		}
+		ctr := r.set.table(fk.Child)
+		if ctr == nil || !r.set.Involves(fk.Child) {
+			continue
+		}
+		child := r.snap.Tables[fk.Child]
+		pidx := tr.columnIndexes(fk.ParentColumns)
+		keys := make([][][]byte, len(fk.ParentColumns))
+		seen := make(map[string]bool)
+		for _, ch := range changes {
+			k := keyOf(ch.old, pidx)
+			if k == "" || seen[k] {
+				continue
+			}
+			seen[k] = true
+			for i, j := range pidx {
+				keys[i] = append(keys[i], ch.old.text[j])
+			}
+		}
+		if len(seen) == 0 {
+			continue
+		}
+		sql, params := childrenSQL(r.snap, child, []*catalog.ForeignKey{fk}, keys)
+		if fk.OnDelete == 'c' {
+			sql = strings.Replace(sql, "FOR NO KEY UPDATE", "FOR UPDATE", 1)
+		}
+		res, err := r.query(sql, params)
+		if err != nil {
+			return err
+		}
+		if len(res.Rows) == 0 {
+			continue
+		}
+		r.tracef("%d row(s) of %s go with them (ON DELETE %s)", len(res.Rows), shortName(fk.Child), map[byte]string{'c': "CASCADE", 'n': "SET NULL", 'd': "SET DEFAULT"}[fk.OnDelete])
+		r.depth++
+		err = r.cascadeChild(ctr, fk, res.Rows)
+		r.depth--
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cascadeChild deletes (ON DELETE CASCADE) or sets to NULL or their
+// default (SET NULL, SET DEFAULT) the child rows of deleted parents,
+// through the engine, so that their own rules run.
+func (r *runner) cascadeChild(ctr *tableRules, fk *catalog.ForeignKey, rows [][][]byte) error {
+	child := ctr.t
+	var w *writeStmt
+	changes := make([]*change, len(rows))
+	for i, vals := range rows {
+		old := newRow(child, vals[0], vals[1:])
+		changes[i] = &change{verb: verbDelete, old: old}
+	}
+	if fk.OnDelete == 'c' {
+		if err := r.cascadeDeletes(ctr, changes); err != nil {
+			return err
+		}
+		w = &writeStmt{verb: verbDelete, table: child, alias: "c"}
+	} else {
+		w = &writeStmt{verb: verbUpdate, table: child, alias: "c"}
+		var defaults []string
+		for _, c := range fk.Columns {
+			col := child.Column(c)
+			w.setCols = append(w.setCols, col)
+			if fk.OnDelete == 'd' {
+				defaults = append(defaults, defaultSQL(col))
+			}
+		}
+		var dv [][]byte
+		if len(defaults) > 0 {
+			res, err := r.query("SELECT "+strings.Join(defaults, ", "), nil)
+			if err != nil {
+				return err
+			}
+			dv = res.Rows[0]
+		}
+		for _, ch := range changes {
+			ch.verb = verbUpdate
+			ch.new = ch.old.clone(child)
+			for i, c := range fk.Columns {
+				var v []byte
+				if dv != nil {
+					v = dv[i]
+				}
+				j := ctr.index[c]
+				ch.new.text[j] = v
+				ch.new.vals[c], _ = ParseValue(child.Column(c).Kind, v)
+			}
+		}
+		if err := r.derive(ctr, changes, nil); err != nil {
+			return err
+		}
+	}
+	_, written, err := r.clientWrite(ctr, w, changes, clientParams{}, nil)
+	if err != nil {
+		return err
+	}
+	return r.afterWrite(ctr, written)
+}

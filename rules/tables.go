@@ -1,0 +1,245 @@
+package rules
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/pgrules/pgrules/catalog"
+)
+
+// tableRules is what the engine runs for the rows of one table, worked out
+// once per Set: the table's own derivations in the order they run, the
+// aggregates its rows feed, its constraints, the formulas of other tables
+// that read its columns, and the SQL of its parent adjustments.
+type tableRules struct {
+	t     *catalog.Table
+	index map[string]int // column name → position in t.Columns
+	// derivations are the copies and formulas of the table, each after
+	// what it reads.
+	derivations []*Compiled
+	// derived maps each derived column of the table to its rule.
+	derived map[string]*Compiled
+	// up are the aggregates this table's rows feed, grouped by the
+	// foreign key to the parent that holds them.
+	up []*adjustment
+	// constraints and commitConstraints check the table's rows.
+	constraints, commitConstraints []*Compiled
+	// down are the formulas of child tables that read this table's
+	// columns through a path ending here.
+	down []*cascade
+	// paths are the parent rows that evaluating the table's rules needs
+	// for a new row; oldPaths those for the row before the change.
+	paths, oldPaths [][]*catalog.ForeignKey
+}
+
+// adjustment is the parent side of the aggregates that one foreign key
+// carries: the parent table and the statement that adjusts its rows.
+type adjustment struct {
+	fk     *catalog.ForeignKey
+	parent *catalog.Table
+	aggs   []*Compiled
+	// sql adjusts the parents named by the key arrays by the deltas; err
+	// is why it could not be made (a min or max whose filter cannot be
+	// written in SQL), reported when a write needs it.
+	sql string
+	err error
+}
+
+// cascade is a formula of a child table reading columns of this table
+// through path (from the child to this table).
+type cascade struct {
+	child   *catalog.Table
+	path    []*catalog.ForeignKey
+	columns []string // the columns of this table it reads
+	formula *Compiled
+}
+
+func (s *Set) buildTables() {
+	s.tables = make(map[string]*tableRules)
+	get := func(name string) *tableRules {
+		tr := s.tables[name]
+		if tr == nil {
+			t := s.snap.Tables[name]
+			if t == nil {
+				return nil
+			}
+			tr = &tableRules{t: t, index: make(map[string]int, len(t.Columns)), derived: make(map[string]*Compiled)}
+			for i, c := range t.Columns {
+				tr.index[c.Name] = i
+			}
+			s.tables[name] = tr
+		}
+		return tr
+	}
+	for _, c := range s.order {
+		tr := get(c.Rule.Table)
+		if tr == nil {
+			continue
+		}
+		tr.derived[c.Rule.Column] = c
+		switch c.Rule.Kind {
+		case catalog.Copy:
+			tr.derivations = append(tr.derivations, c)
+			tr.addPaths([][]*catalog.ForeignKey{{c.FK}}, nil)
+		case catalog.Formula:
+			tr.derivations = append(tr.derivations, c)
+			tr.addPaths(c.Paths, c.OldPaths)
+			for _, pr := range c.ParentReads {
+				top := get(pr.Path[len(pr.Path)-1].Parent)
+				if top == nil {
+					continue
+				}
+				top.addCascade(tr.t, pr, c)
+			}
+		default: // aggregates
+			child := get(c.Rule.SourceTable)
+			if child == nil {
+				continue
+			}
+			child.addAggregate(s, c)
+			// A filter is evaluated on the child's new and old rows.
+			child.addPaths(c.Paths, c.Paths)
+		}
+	}
+	for _, c := range s.rules {
+		if !c.Rule.Enabled || s.errs[c.Rule.Name] != nil {
+			continue
+		}
+		switch c.Rule.Kind {
+		case catalog.Constraint, catalog.CommitConstraint:
+			tr := get(c.Rule.Table)
+			if tr == nil {
+				continue
+			}
+			if c.Rule.Kind == catalog.Constraint {
+				tr.constraints = append(tr.constraints, c)
+			} else {
+				tr.commitConstraints = append(tr.commitConstraints, c)
+			}
+			tr.addPaths(c.Paths, c.OldPaths)
+		}
+	}
+	for _, tr := range s.tables {
+		for _, a := range tr.up {
+			a.sql, a.err = adjustSQL(s.snap, tr.t, a)
+		}
+	}
+}
+
+func (tr *tableRules) addPaths(paths, old [][]*catalog.ForeignKey) {
+	add := func(to *[][]*catalog.ForeignKey, p []*catalog.ForeignKey) {
+		for i := 1; i <= len(p); i++ {
+			prefix := p[:i]
+			if !slices.ContainsFunc(*to, func(q []*catalog.ForeignKey) bool { return slices.Equal(q, prefix) }) {
+				*to = append(*to, slices.Clip(prefix))
+			}
+		}
+	}
+	for _, p := range paths {
+		add(&tr.paths, p)
+	}
+	for _, p := range old {
+		add(&tr.oldPaths, p)
+	}
+	// Shorter paths load first: a longer one starts from their rows.
+	for _, ps := range []*[][]*catalog.ForeignKey{&tr.paths, &tr.oldPaths} {
+		slices.SortStableFunc(*ps, func(a, b []*catalog.ForeignKey) int { return len(a) - len(b) })
+	}
+}
+
+func (tr *tableRules) addAggregate(s *Set, c *Compiled) {
+	for _, a := range tr.up {
+		if a.fk == c.FK {
+			a.aggs = append(a.aggs, c)
+			return
+		}
+	}
+	tr.up = append(tr.up, &adjustment{fk: c.FK, parent: s.snap.Tables[c.FK.Parent], aggs: []*Compiled{c}})
+}
+
+func (tr *tableRules) addCascade(child *catalog.Table, pr ParentRead, f *Compiled) {
+	for _, cs := range tr.down {
+		if cs.formula == f && slices.Equal(cs.path, pr.Path) {
+			if !slices.Contains(cs.columns, pr.Column) {
+				cs.columns = append(cs.columns, pr.Column)
+			}
+			return
+		}
+	}
+	tr.down = append(tr.down, &cascade{child: child, path: pr.Path, columns: []string{pr.Column}, formula: f})
+}
+
+// table returns the rules of a table, or nil when it has none.
+func (s *Set) table(name string) *tableRules { return s.tables[name] }
+
+// adjustSQL is the statement that adjusts the parents of one foreign key
+// by the deltas of its aggregates, in one round trip: it locks the parent
+// rows in key order (so that concurrent writers queue instead of
+// deadlocking), applies every delta and returns each row as it was and as
+// it is. The parents are joined by key, not by the ctid the lock saw: the
+// statement's snapshot predates a lock it waited for, and only the key
+// finds the row version a concurrent transaction committed meanwhile
+// (which the update then re-reads). Its parameters are the parent keys (one text array per key
+// column) and, per aggregate, the delta (sum, count) or the values that
+// arrive and leave (min, max), as text arrays.
+func adjustSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment) (string, error) {
+	p := a.parent
+	n := len(a.fk.ParentColumns)
+	var keyIn, keyArgs, keyCols, keyJoin, pJoin, order []string
+	for i, k := range a.fk.ParentColumns {
+		typ := p.Column(k).Type
+		keyArgs = append(keyArgs, fmt.Sprintf("$%d::text[]", i+1))
+		keyCols = append(keyCols, fmt.Sprintf("k%d", i+1))
+		keyIn = append(keyIn, fmt.Sprintf("CAST(k%d AS %s)", i+1, typ))
+		keyJoin = append(keyJoin, fmt.Sprintf("l.%s = CAST(d.k%d AS %s)", quoteIdent(k), i+1, typ))
+		pJoin = append(pJoin, fmt.Sprintf("p.%s = l.%s", quoteIdent(k), quoteIdent(k)))
+		order = append(order, "p."+quoteIdent(k))
+	}
+	pkey := make([]string, n)
+	for i, k := range a.fk.ParentColumns {
+		pkey[i] = "p." + quoteIdent(k)
+	}
+	args := slices.Clone(keyArgs)
+	cols := slices.Clone(keyCols)
+	var sets []string
+	for _, c := range a.aggs {
+		target := quoteIdent(c.Rule.Column)
+		i := len(args) + 1
+		switch c.Rule.Kind {
+		case catalog.Sum, catalog.Count:
+			args = append(args, fmt.Sprintf("$%d::text[]", i))
+			cols = append(cols, fmt.Sprintf("a%d", i))
+			sets = append(sets, fmt.Sprintf("%s = coalesce(p.%s, 0) + CAST(d.a%d AS numeric)", target, target, i))
+		case catalog.Min, catalog.Max:
+			src := snap.Tables[c.Rule.SourceTable]
+			typ := src.Column(c.Rule.SourceColumn).Type
+			args = append(args, fmt.Sprintf("$%d::text[]", i), fmt.Sprintf("$%d::text[]", i+1))
+			cols = append(cols, fmt.Sprintf("a%d", i), fmt.Sprintf("r%d", i+1))
+			where := keyMatch(a.fk, "c", "p")
+			if c.Rule.Filter != "" {
+				g := &sqlGen{snap: snap, table: src, alias: "c", rule: c.Rule.Name}
+				f, err := g.translate(c.Rule.Filter)
+				if err != nil {
+					return "", err
+				}
+				where += " AND coalesce(" + f + ", false)"
+			}
+			agg, cmp, pick := "min", "<=", "least"
+			if c.Rule.Kind == catalog.Max {
+				agg, cmp, pick = "max", ">=", "greatest"
+			}
+			// When a value leaves that is the current extreme, the
+			// extreme is looked for again among the children as they are
+			// now; otherwise the arriving values are compared with it.
+			sets = append(sets, fmt.Sprintf(
+				"%s = CASE WHEN d.r%d IS NOT NULL AND p.%s IS NOT NULL AND CAST(d.r%d AS %s) %s p.%s THEN (SELECT %s(c.%s) FROM %s c WHERE %s) ELSE %s(p.%s, CAST(d.a%d AS %s)) END",
+				target, i+1, target, i+1, typ, cmp, target, agg, quoteIdent(c.Rule.SourceColumn), qualified(src), where, pick, target, i, typ))
+		}
+	}
+	sql := fmt.Sprintf(`WITH l AS MATERIALIZED (SELECT p.ctid AS pgrules_ctid, p.* FROM %s p WHERE (%s) IN (SELECT %s FROM unnest(%s) AS k(%s)) ORDER BY %s FOR NO KEY UPDATE OF p)
+UPDATE %s AS p SET %s FROM l, unnest(%s) AS d(%s) WHERE %s AND %s RETURNING l.*, p.ctid, p.*`,
+		qualified(p), strings.Join(pkey, ", "), strings.Join(keyIn, ", "), strings.Join(keyArgs, ", "), strings.Join(keyCols, ", "), strings.Join(order, ", "),
+		qualified(p), strings.Join(sets, ", "), strings.Join(args, ", "), strings.Join(cols, ", "), strings.Join(pJoin, " AND "), strings.Join(keyJoin, " AND "))
+	return sql, nil
+}

@@ -1,0 +1,471 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/pgerr"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// A client's write on a table with rules is not sent as it is. It is
+// analysed once per statement text (the result is cached with the plan)
+// into a writeStmt: a query that materialises the statement's row changes
+// without writing anything, and what the engine's own write needs of the
+// client's statement (its RETURNING list, ON CONFLICT DO NOTHING). The
+// pieces of the client's statement that the engine reuses (expressions,
+// FROM lists, the WHERE clause, a WITH clause) are deparsed from
+// PostgreSQL's own parse tree, so they mean exactly what they meant.
+
+type verb string
+
+const (
+	verbInsert verb = "insert"
+	verbUpdate verb = "update"
+	verbDelete verb = "delete"
+)
+
+// writeStmt is one client write on a table with rules.
+type writeStmt struct {
+	verb  verb
+	table *catalog.Table
+	// alias is the name the client's statement gives the table, quoted:
+	// its alias, or the table's own name.
+	alias string
+	// materialize selects, without writing:
+	//   insert: each row to insert, one column per insertCols entry;
+	//   update: the row's ctid, the whole row as it is, and the new value
+	//           of each setCols entry, locked;
+	//   delete: the row's ctid and the whole row as it is, locked.
+	materialize string
+	insertCols  []*catalog.Column
+	setCols     []*catalog.Column
+	// returning is the client's RETURNING list as SQL, with * spelled as
+	// the table's alias; empty without RETURNING. nReturning is the
+	// number of columns it gives.
+	returning  string
+	nReturning int
+	// doNothing is set for INSERT ... ON CONFLICT ... DO NOTHING; conflict
+	// is the clause as SQL.
+	doNothing  bool
+	conflict   string
+	overriding string // "OVERRIDING SYSTEM VALUE" or "OVERRIDING USER VALUE"
+}
+
+// notSupported is the error for a form of write the engine does not run:
+// refused, never let past its rules.
+func notSupported(t *catalog.Table, format string, args ...any) *pgerr.Error {
+	e := pgerr.New(pgerr.FeatureNotSupported, "%s on table %s, which has rules: "+format,
+		append([]any{"this write", shortName(t.QualifiedName())}, args...)...)
+	e.Schema, e.Table = t.Schema, t.Name
+	e.Hint = "pgrules runs the rules of INSERT (VALUES, SELECT, ON CONFLICT DO NOTHING), UPDATE and DELETE, with RETURNING; see the README."
+	return e
+}
+
+// parseTreeVersion is the version pg_query stamps on the trees it parses;
+// trees built here for deparsing carry it too.
+var parseTreeVersion int32
+
+func init() {
+	tree, err := pg_query.Parse("SELECT 1")
+	if err == nil {
+		parseTreeVersion = tree.Version
+	}
+}
+
+func deparse(n *pg_query.Node) (string, error) {
+	return pg_query.Deparse(&pg_query.ParseResult{Version: parseTreeVersion, Stmts: []*pg_query.RawStmt{{Stmt: n}}})
+}
+
+func selectNode(sel *pg_query.SelectStmt) *pg_query.Node {
+	sel.LimitOption = pg_query.LimitOption_LIMIT_OPTION_DEFAULT
+	sel.Op = pg_query.SetOperation_SETOP_NONE
+	return &pg_query.Node{Node: &pg_query.Node_SelectStmt{SelectStmt: sel}}
+}
+
+// targetsSQL deparses a list of result targets (a RETURNING list).
+func targetsSQL(targets []*pg_query.Node) (string, error) {
+	s, err := deparse(selectNode(&pg_query.SelectStmt{TargetList: targets}))
+	return strings.TrimPrefix(s, "SELECT "), err
+}
+
+// exprSQL deparses one expression.
+func exprSQL(n *pg_query.Node) (string, error) {
+	return targetsSQL([]*pg_query.Node{pg_query.MakeResTargetNodeWithVal(n, 0)})
+}
+
+// fromSQL deparses a FROM list, with the WHERE clause when there is one.
+func fromSQL(items []*pg_query.Node, where *pg_query.Node) (string, error) {
+	s, err := deparse(selectNode(&pg_query.SelectStmt{
+		TargetList:  []*pg_query.Node{pg_query.MakeResTargetNodeWithVal(pg_query.MakeAConstIntNode(1, 0), 0)},
+		FromClause:  items,
+		WhereClause: where,
+	}))
+	return strings.TrimPrefix(s, "SELECT 1 FROM "), err
+}
+
+// withSQL deparses a WITH clause, followed by a space; "" for none.
+func withSQL(w *pg_query.WithClause) (string, error) {
+	if w == nil || len(w.Ctes) == 0 {
+		return "", nil
+	}
+	s, err := deparse(selectNode(&pg_query.SelectStmt{
+		WithClause: w,
+		TargetList: []*pg_query.Node{pg_query.MakeResTargetNodeWithVal(pg_query.MakeAConstIntNode(1, 0), 0)},
+	}))
+	return strings.TrimSuffix(s, "SELECT 1"), err
+}
+
+// hasModifyingCTE reports whether a WITH clause holds an INSERT, UPDATE,
+// DELETE or MERGE.
+func hasModifyingCTE(w *pg_query.WithClause) bool {
+	if w == nil {
+		return false
+	}
+	for _, c := range w.Ctes {
+		switch c.GetCommonTableExpr().GetCtequery().GetNode().(type) {
+		case *pg_query.Node_InsertStmt, *pg_query.Node_UpdateStmt, *pg_query.Node_DeleteStmt, *pg_query.Node_MergeStmt:
+			return true
+		}
+	}
+	return false
+}
+
+func relationAlias(rv *pg_query.RangeVar) string {
+	if rv.Alias != nil && rv.Alias.Aliasname != "" {
+		return quoteIdent(rv.Alias.Aliasname)
+	}
+	return quoteIdent(rv.Relname)
+}
+
+// returningOf analyses a RETURNING list: its SQL (a bare * becomes the
+// table's alias.*, so that the engine's own FROM items stay out of it) and
+// the number of columns it gives.
+func returningOf(t *catalog.Table, alias string, list []*pg_query.Node, others bool) (string, int, error) {
+	if len(list) == 0 {
+		return "", 0, nil
+	}
+	n := 0
+	parts := make([]string, 0, len(list))
+	for _, item := range list {
+		rt := item.GetResTarget()
+		if ref := rt.GetVal().GetColumnRef(); ref != nil && ref.Fields[len(ref.Fields)-1].GetAStar() != nil {
+			if len(ref.Fields) == 1 && others {
+				return "", 0, notSupported(t, "RETURNING * with a FROM or USING list is not supported (name the table's columns, or write %s.*)", alias)
+			}
+			parts = append(parts, alias+".*")
+			n += len(t.Columns)
+			continue
+		}
+		if others && refersOutside(rt.GetVal(), alias) {
+			return "", 0, notSupported(t, "RETURNING may name only the columns of the table written, not those of the FROM or USING list")
+		}
+		s, err := targetsSQL([]*pg_query.Node{item})
+		if err != nil {
+			return "", 0, err
+		}
+		parts = append(parts, s)
+		n++
+	}
+	return strings.Join(parts, ", "), n, nil
+}
+
+// refersOutside reports whether an expression names a column through a
+// qualifier other than the table's alias.
+func refersOutside(n *pg_query.Node, alias string) bool {
+	found := false
+	walkNodes(n, func(x *pg_query.Node) bool {
+		if ref := x.GetColumnRef(); ref != nil {
+			if len(ref.Fields) > 1 && quoteIdent(ref.Fields[0].GetString_().GetSval()) != alias {
+				found = true
+			}
+			return false
+		}
+		return !found
+	})
+	return found
+}
+
+// walkNodes calls fn on n and on every node below it, depth first; fn
+// returns false to skip what is below a node.
+func walkNodes(n *pg_query.Node, fn func(*pg_query.Node) bool) {
+	if n == nil || !fn(n) {
+		return
+	}
+	walkMessage(n.ProtoReflect(), fn)
+}
+
+func walkMessage(m protoreflect.Message, fn func(*pg_query.Node) bool) {
+	visit := func(v protoreflect.Message) {
+		if node, ok := v.Interface().(*pg_query.Node); ok {
+			walkNodes(node, fn)
+		} else {
+			walkMessage(v, fn)
+		}
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Message() == nil || fd.IsMap() {
+			return true
+		}
+		if fd.IsList() {
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				visit(l.Get(i).Message())
+			}
+		} else {
+			visit(v.Message())
+		}
+		return true
+	})
+}
+
+// analyse turns a parsed INSERT, UPDATE or DELETE on table t into a
+// writeStmt.
+func analyse(snap *catalog.Snapshot, t *catalog.Table, n *pg_query.Node) (*writeStmt, error) {
+	switch n := n.GetNode().(type) {
+	case *pg_query.Node_InsertStmt:
+		return analyseInsert(t, n.InsertStmt)
+	case *pg_query.Node_UpdateStmt:
+		return analyseUpdate(t, n.UpdateStmt)
+	case *pg_query.Node_DeleteStmt:
+		return analyseDelete(t, n.DeleteStmt)
+	}
+	return nil, notSupported(t, "only INSERT, UPDATE and DELETE are run with rules")
+}
+
+func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, error) {
+	w := &writeStmt{verb: verbInsert, table: t, alias: relationAlias(ins.Relation)}
+	with, err := withSQL(ins.WithClause)
+	if err != nil {
+		return nil, err
+	}
+	switch ins.Override {
+	case pg_query.OverridingKind_OVERRIDING_SYSTEM_VALUE:
+		w.overriding = "OVERRIDING SYSTEM VALUE"
+	case pg_query.OverridingKind_OVERRIDING_USER_VALUE:
+		w.overriding = "OVERRIDING USER VALUE"
+	}
+	if oc := ins.OnConflictClause; oc != nil {
+		if oc.Action != pg_query.OnConflictAction_ONCONFLICT_NOTHING {
+			return nil, notSupported(t, "INSERT ... ON CONFLICT DO UPDATE is not supported yet")
+		}
+		w.doNothing = true
+		w.conflict = "ON CONFLICT DO NOTHING"
+		if oc.Infer != nil {
+			// The inference clause is deparsed through a statement of its
+			// own, the only place the deparser prints it.
+			s, err := deparse(&pg_query.Node{Node: &pg_query.Node_InsertStmt{InsertStmt: &pg_query.InsertStmt{
+				Relation: &pg_query.RangeVar{Relname: "t", Inh: true, Relpersistence: "p"}, OnConflictClause: oc,
+				SelectStmt: selectNode(&pg_query.SelectStmt{ValuesLists: []*pg_query.Node{pg_query.MakeListNode([]*pg_query.Node{pg_query.MakeAConstIntNode(1, 0)})}}),
+			}}})
+			if err != nil {
+				return nil, err
+			}
+			_, clause, _ := strings.Cut(s, " ON CONFLICT ")
+			w.conflict = "ON CONFLICT " + clause
+		}
+	}
+	// The columns the statement gives values for, in its order.
+	var given []*catalog.Column
+	if len(ins.Cols) == 0 {
+		given = append(given, t.Columns...)
+	}
+	for _, item := range ins.Cols {
+		rt := item.GetResTarget()
+		if len(rt.Indirection) > 0 {
+			return nil, notSupported(t, "assigning to a part of column %q is not supported", rt.Name)
+		}
+		c := t.Column(rt.Name)
+		if c == nil {
+			e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rt.Name, t.Name)
+			e.Schema, e.Table, e.Column = t.Schema, t.Name, rt.Name
+			return nil, e
+		}
+		given = append(given, c)
+	}
+	for _, c := range t.Columns {
+		if !c.Generated {
+			w.insertCols = append(w.insertCols, c)
+		}
+	}
+	pos := make(map[string]int) // column → position among given
+	for i, c := range given {
+		pos[c.Name] = i
+	}
+	// value is the SQL of a column's value: source column i, or the
+	// column's default.
+	outer := make([]string, len(w.insertCols))
+	for j, c := range w.insertCols {
+		if i, ok := pos[c.Name]; ok {
+			outer[j] = fmt.Sprintf("pgrules_s.c%d", i+1)
+		} else {
+			outer[j] = defaultSQL(c)
+		}
+	}
+	var source string
+	sel := ins.GetSelectStmt().GetSelectStmt()
+	switch {
+	case sel == nil:
+		// DEFAULT VALUES
+		source = "(SELECT) pgrules_s"
+	case len(sel.ValuesLists) > 0 && sel.WithClause == nil && len(sel.SortClause) == 0 && sel.LimitCount == nil && sel.LimitOffset == nil:
+		// VALUES lists: each item cast to its column's type where it
+		// stands, as INSERT resolves it, DEFAULT replaced by the default.
+		var rows []string
+		for _, l := range sel.ValuesLists {
+			items := l.GetList().Items
+			if len(items) > len(given) {
+				return nil, pgerr.New("42601", "INSERT has more expressions than target columns")
+			}
+			vals := make([]string, len(items))
+			for i, item := range items {
+				c := given[i]
+				if item.GetSetToDefault() != nil {
+					vals[i] = defaultSQL(c)
+					continue
+				}
+				if c.Generated {
+					e := pgerr.New("428C9", "cannot insert a non-DEFAULT value into column %q", c.Name)
+					e.Detail = fmt.Sprintf("Column %q is a generated column.", c.Name)
+					return nil, e
+				}
+				s, err := exprSQL(item)
+				if err != nil {
+					return nil, err
+				}
+				vals[i] = fmt.Sprintf("CAST((%s) AS %s)", s, c.Type)
+			}
+			for i := len(items); i < len(given); i++ {
+				vals[i] = defaultSQL(given[i])
+			}
+			rows = append(rows, "("+strings.Join(vals, ", ")+")")
+		}
+		names := make([]string, len(given))
+		for i := range given {
+			names[i] = fmt.Sprintf("c%d", i+1)
+		}
+		source = "(VALUES " + strings.Join(rows, ", ") + ") pgrules_s(" + strings.Join(names, ", ") + ")"
+	default:
+		s, err := deparse(ins.SelectStmt)
+		if err != nil {
+			return nil, err
+		}
+		casts := make([]string, len(given))
+		for i, c := range given {
+			casts[i] = fmt.Sprintf("CAST(pgrules_q.c%d AS %s) AS c%d", i+1, c.Type, i+1)
+		}
+		// The query may give fewer columns than the list names; the
+		// server reports more as its own error would.
+		names := make([]string, len(given))
+		for i := range given {
+			names[i] = fmt.Sprintf("c%d", i+1)
+		}
+		source = fmt.Sprintf("(SELECT %s FROM (%s) pgrules_q(%s)) pgrules_s", strings.Join(casts, ", "), s, strings.Join(names, ", "))
+	}
+	w.materialize = fmt.Sprintf("%sSELECT %s FROM %s", with, strings.Join(outer, ", "), source)
+	w.returning, w.nReturning, err = returningOf(t, w.alias, ins.ReturningList, false)
+	return w, err
+}
+
+// defaultSQL is a column's value when the statement gives none.
+func defaultSQL(c *catalog.Column) string {
+	if c.Default == "" {
+		return "CAST(NULL AS " + c.Type + ")"
+	}
+	return "CAST((" + c.Default + ") AS " + c.Type + ")"
+}
+
+func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error) {
+	w := &writeStmt{verb: verbUpdate, table: t, alias: relationAlias(up.Relation)}
+	with, err := withSQL(up.WithClause)
+	if err != nil {
+		return nil, err
+	}
+	if up.WhereClause.GetCurrentOfExpr() != nil {
+		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
+	}
+	var values []string
+	for _, item := range up.TargetList {
+		rt := item.GetResTarget()
+		if len(rt.Indirection) > 0 {
+			return nil, notSupported(t, "assigning to a part of column %q is not supported", rt.Name)
+		}
+		c := t.Column(rt.Name)
+		if c == nil {
+			e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rt.Name, t.Name)
+			e.Schema, e.Table, e.Column = t.Schema, t.Name, rt.Name
+			return nil, e
+		}
+		val := rt.Val
+		if m := val.GetMultiAssignRef(); m != nil {
+			row := m.Source.GetRowExpr()
+			if row == nil || int(m.Colno) > len(row.Args) {
+				return nil, notSupported(t, "SET (...) = (SELECT ...) is not supported; assign each column")
+			}
+			val = row.Args[m.Colno-1]
+		}
+		var s string
+		if val.GetSetToDefault() != nil {
+			s = defaultSQL(c)
+		} else {
+			e, err := exprSQL(val)
+			if err != nil {
+				return nil, err
+			}
+			s = fmt.Sprintf("CAST((%s) AS %s)", e, c.Type)
+		}
+		w.setCols = append(w.setCols, c)
+		values = append(values, s)
+	}
+	from, err := fromSQL(append([]*pg_query.Node{{Node: &pg_query.Node_RangeVar{RangeVar: up.Relation}}}, up.FromClause...), up.WhereClause)
+	if err != nil {
+		return nil, err
+	}
+	lock := "FOR NO KEY UPDATE"
+	for _, c := range w.setCols {
+		if isKeyColumn(t, c.Name) {
+			lock = "FOR UPDATE"
+		}
+	}
+	w.materialize = fmt.Sprintf("%sSELECT %s.ctid, %s.*, %s FROM %s %s OF %s", with, w.alias, w.alias, strings.Join(values, ", "), from, lock, w.alias)
+	w.returning, w.nReturning, err = returningOf(t, w.alias, up.ReturningList, len(up.FromClause) > 0)
+	return w, err
+}
+
+func analyseDelete(t *catalog.Table, del *pg_query.DeleteStmt) (*writeStmt, error) {
+	w := &writeStmt{verb: verbDelete, table: t, alias: relationAlias(del.Relation)}
+	with, err := withSQL(del.WithClause)
+	if err != nil {
+		return nil, err
+	}
+	if del.WhereClause.GetCurrentOfExpr() != nil {
+		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
+	}
+	from, err := fromSQL(append([]*pg_query.Node{{Node: &pg_query.Node_RangeVar{RangeVar: del.Relation}}}, del.UsingClause...), del.WhereClause)
+	if err != nil {
+		return nil, err
+	}
+	w.materialize = fmt.Sprintf("%sSELECT %s.ctid, %s.* FROM %s FOR UPDATE OF %s", with, w.alias, w.alias, from, w.alias)
+	w.returning, w.nReturning, err = returningOf(t, w.alias, del.ReturningList, len(del.UsingClause) > 0)
+	return w, err
+}
+
+// isKeyColumn reports whether a column is part of the primary key or of a
+// key that a foreign key references: changing it takes the stronger lock.
+func isKeyColumn(t *catalog.Table, col string) bool {
+	for _, k := range t.PrimaryKey {
+		if k == col {
+			return true
+		}
+	}
+	for _, fk := range t.Children {
+		for _, k := range fk.ParentColumns {
+			if k == col {
+				return true
+			}
+		}
+	}
+	return false
+}
