@@ -303,11 +303,17 @@ func (c *compiled) lookup(w sqlparse.Write) *catalog.Table {
 func (s *session) Split(sql string) ([]stmt.Part, error) {
 	c := s.db.current(context.Background())
 	p := s.plan(c, sql)
-	if p.parseErr != nil {
-		return nil, p.parseErr
+	stmts, err := p.parts, p.parseErr
+	if stmts == nil && err == nil {
+		// Intercepted for the session's state (a transaction that defined
+		// rules), not for its text: the plan did not parse it.
+		stmts, err = sqlparse.Parse(sql)
 	}
-	parts := make([]stmt.Part, len(p.parts))
-	for i, st := range p.parts {
+	if err != nil {
+		return nil, err
+	}
+	parts := make([]stmt.Part, len(stmts))
+	for i, st := range stmts {
 		engine := s.plan(c, st.SQL).intercept || st.TxControl && s.tx.defined
 		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Engine: engine}
 	}

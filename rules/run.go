@@ -1233,14 +1233,7 @@ func childrenSQL(snap *catalog.Snapshot, child *catalog.Table, path []*catalog.F
 		ks[i] = fmt.Sprintf("k%d", i+1)
 		params[i] = textArray(keys[i])
 	}
-	order := "c.ctid"
-	if len(child.PrimaryKey) > 0 {
-		o := make([]string, len(child.PrimaryKey))
-		for i, k := range child.PrimaryKey {
-			o[i] = "c." + quoteIdent(k)
-		}
-		order = strings.Join(o, ", ")
-	}
+	order := keyOrder(child, "c")
 	return fmt.Sprintf("SELECT c.ctid, c.* FROM %s WHERE (%s) IN (SELECT %s FROM unnest(%s) AS k(%s)) ORDER BY %s FOR NO KEY UPDATE OF c",
 		from, strings.Join(names, ", "), strings.Join(casts, ", "), strings.Join(args, ", "), strings.Join(ks, ", "), order), params
 }

@@ -429,7 +429,7 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 			lock = "FOR UPDATE"
 		}
 	}
-	w.materialize = fmt.Sprintf("%sSELECT %s.ctid, %s.*, %s FROM %s %s OF %s", with, w.alias, w.alias, strings.Join(values, ", "), from, lock, w.alias)
+	w.materialize = fmt.Sprintf("%sSELECT %s.ctid, %s.*, %s FROM %s ORDER BY %s %s OF %s", with, w.alias, w.alias, strings.Join(values, ", "), from, keyOrder(t, w.alias), lock, w.alias)
 	w.returning, w.nReturning, err = returningOf(t, w.alias, up.ReturningList, len(up.FromClause) > 0)
 	return w, err
 }
@@ -447,9 +447,25 @@ func analyseDelete(t *catalog.Table, del *pg_query.DeleteStmt) (*writeStmt, erro
 	if err != nil {
 		return nil, err
 	}
-	w.materialize = fmt.Sprintf("%sSELECT %s.ctid, %s.* FROM %s FOR UPDATE OF %s", with, w.alias, w.alias, from, w.alias)
+	w.materialize = fmt.Sprintf("%sSELECT %s.ctid, %s.* FROM %s ORDER BY %s FOR UPDATE OF %s", with, w.alias, w.alias, from, keyOrder(t, w.alias), w.alias)
 	w.returning, w.nReturning, err = returningOf(t, w.alias, del.ReturningList, len(del.UsingClause) > 0)
 	return w, err
+}
+
+// keyOrder orders a table's rows by primary key (by ctid without one). The
+// rows a statement updates or deletes are locked in that order, as the
+// parents are, so that two statements touching the same rows queue one
+// behind the other instead of deadlocking, which PostgreSQL, locking in
+// scan order, does not promise.
+func keyOrder(t *catalog.Table, alias string) string {
+	if len(t.PrimaryKey) == 0 {
+		return alias + ".ctid"
+	}
+	cols := make([]string, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		cols[i] = alias + "." + quoteIdent(k)
+	}
+	return strings.Join(cols, ", ")
 }
 
 // isKeyColumn reports whether a column is part of the primary key or of a

@@ -25,12 +25,17 @@ import (
 type creditTarget struct {
 	name string
 	// open prepares a fresh database with the schema, the data and the
-	// logic, and returns the URL clients run the scenario through.
-	open func(t *testing.T) string
+	// logic, and returns the URLs clients run the scenario through (the
+	// first for a scenario of one client).
+	open func(t *testing.T) []string
+	// rules is set for the targets through pgrules.
+	rules bool
+	// concurrentOnly marks a target only the concurrent scenario uses.
+	concurrentOnly bool
 }
 
 var creditTargets = []creditTarget{
-	{"triggers", func(t *testing.T) string {
+	{name: "triggers", open: func(t *testing.T) []string {
 		db := shared.newDB(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -41,17 +46,25 @@ var creditTargets = []creditTarget{
 		if err := demo.Exec(ctx, shared.url("", "", db), demo.Schema, demo.Data, demo.Triggers, lock); err != nil {
 			t.Fatal(err)
 		}
-		return shared.url("", "", db)
+		return []string{shared.url("", "", db)}
 	}},
-	{"pgrules", func(t *testing.T) string {
-		db, p, admin := creditDB(t)
-		// As for the triggers: transactions of several statements can
-		// still deadlock one another, and the retries should be quick.
-		scalar(t, admin, fmt.Sprintf("ALTER DATABASE %q SET deadlock_timeout = '20ms'", db))
-		url := p.url("", "", db)
-		defineCreditRules(t, connect(t, url))
-		return url
-	}},
+	{name: "pgrules", rules: true, open: func(t *testing.T) []string { return pgrulesTarget(t, 1) }},
+	{name: "pgrules-two-proxies", rules: true, concurrentOnly: true, open: func(t *testing.T) []string { return pgrulesTarget(t, 2) }},
+}
+
+// pgrulesTarget is the check-credit database with its rules, behind n
+// proxies, each with its own engine.
+func pgrulesTarget(t *testing.T, n int) []string {
+	db, p, admin := creditDB(t)
+	// As for the triggers: transactions of several statements can still
+	// deadlock one another, and the retries should be quick.
+	scalar(t, admin, fmt.Sprintf("ALTER DATABASE %q SET deadlock_timeout = '20ms'", db))
+	urls := []string{p.url("", "", db)}
+	defineCreditRules(t, connect(t, urls[0]))
+	for range n - 1 {
+		urls = append(urls, startProxy(t, shared).url("", "", db))
+	}
+	return urls
 }
 
 // scenario1 is the state most scenarios start from: an order for Alice
@@ -120,38 +133,97 @@ var creditScenarios = []creditScenario{
 		want:  map[string]string{qLines: "25.50/76.50"}},
 }
 
+// creditProtocols run a scenario's steps: psql's simple protocol, the
+// extended protocol with unnamed statements, and named prepared statements
+// (scenario 15).
+var creditProtocols = []struct {
+	name string
+	exec func(ctx context.Context, c *pgconn.PgConn, prepared map[string]string, sql string) ([][][]byte, error)
+}{
+	{"simple", func(ctx context.Context, c *pgconn.PgConn, _ map[string]string, sql string) ([][][]byte, error) {
+		res, err := c.Exec(ctx, sql).ReadAll()
+		if err != nil || len(res) == 0 {
+			return nil, err
+		}
+		return res[len(res)-1].Rows, nil
+	}},
+	{"extended", func(ctx context.Context, c *pgconn.PgConn, _ map[string]string, sql string) ([][][]byte, error) {
+		res := c.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
+		return res.Rows, res.Err
+	}},
+	{"prepared", func(ctx context.Context, c *pgconn.PgConn, prepared map[string]string, sql string) ([][][]byte, error) {
+		name, ok := prepared[sql]
+		if !ok {
+			name = fmt.Sprintf("s%d", len(prepared)+1)
+			if _, err := c.Prepare(ctx, name, sql, nil); err != nil {
+				return nil, err
+			}
+			prepared[sql] = name
+		}
+		res := c.ExecPrepared(ctx, name, nil, nil, nil).Read()
+		return res.Rows, res.Err
+	}},
+}
+
+// qState is the whole state of a scenario's tables.
+const qState = `SELECT concat_ws(' | ',
+	(SELECT string_agg(concat_ws(',', id, name, balance, credit_limit, unpaid_order_count), ';' ORDER BY id) FROM customer),
+	(SELECT string_agg(concat_ws(',', id, customer_id, amount_total, paid, notes), ';' ORDER BY id) FROM orders),
+	(SELECT string_agg(concat_ws(',', id, order_id, product_id, quantity, unit_price, amount), ';' ORDER BY id) FROM lineitem),
+	(SELECT string_agg(concat_ws(',', id, name, price), ';' ORDER BY id) FROM product))`
+
+// TestCreditScenarios runs scenarios 1–12 and 14 on every target in every
+// protocol, and checks that pgrules ends each in the same state as the
+// triggers.
 func TestCreditScenarios(t *testing.T) {
+	states := make(map[string]string) // scenario/protocol → the triggers' end state
 	for _, target := range creditTargets {
-		for _, sc := range creditScenarios {
-			t.Run(target.name+"/"+sc.name, func(t *testing.T) {
-				c := connect(t, target.open(t))
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				for _, step := range sc.steps {
-					res, err := c.Exec(ctx, step).ReadAll()
-					if step == sc.fail {
-						pe, ok := err.(*pgconn.PgError)
-						if !ok || pe.Code != "23514" || !strings.Contains(pe.Message, "510.00") || !strings.Contains(pe.Message, "500.00") {
-							t.Fatalf("%s: %v, want 23514 naming 510.00 and 500.00", step, err)
+		if target.concurrentOnly {
+			continue
+		}
+		for _, proto := range creditProtocols {
+			for _, sc := range creditScenarios {
+				t.Run(target.name+"/"+proto.name+"/"+sc.name, func(t *testing.T) {
+					c := connect(t, target.open(t)[0])
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					prepared := make(map[string]string)
+					for _, step := range sc.steps {
+						rows, err := proto.exec(ctx, c, prepared, step)
+						if step == sc.fail {
+							pe, ok := err.(*pgconn.PgError)
+							if !ok || pe.Code != "23514" || !strings.Contains(pe.Message, "510.00") || !strings.Contains(pe.Message, "500.00") {
+								t.Fatalf("%s: %v, want 23514 naming 510.00 and 500.00", step, err)
+							}
+							if target.rules && pe.ConstraintName != "credit_limit" {
+								t.Fatalf("%s: constraint %q, want credit_limit", step, pe.ConstraintName)
+							}
+							continue
 						}
-						continue
+						if err != nil {
+							t.Fatalf("%s: %v", step, err)
+						}
+						if strings.Contains(step, "RETURNING") && (len(rows) != 1 || string(rows[0][0]) != sc.want[qLines]) {
+							t.Fatalf("RETURNING gave %q", rows)
+						}
 					}
-					if err != nil {
-						t.Fatalf("%s: %v", step, err)
+					for q, want := range sc.want {
+						if got := scalar(t, c, q); got != want {
+							t.Errorf("%s\n got %q\nwant %q", q, got, want)
+						}
 					}
-					if strings.Contains(step, "RETURNING") && string(res[0].Rows[0][0]) != sc.want[qLines] {
-						t.Fatalf("RETURNING gave %q", res[0].Rows[0][0])
+					if drift := scalar(t, c, qDrift); drift != "0" {
+						t.Errorf("%s derived values drift from their definitions", drift)
 					}
-				}
-				for q, want := range sc.want {
-					if got := scalar(t, c, q); got != want {
-						t.Errorf("%s\n got %q\nwant %q", q, got, want)
+					state := scalar(t, c, qState)
+					key := proto.name + "/" + sc.name
+					if !target.rules {
+						states[key] = state
+					} else if want, ok := states[key]; ok && state != want {
+						t.Errorf("the state differs from the triggers'\n got %s\nwant %s", state, want)
 					}
-				}
-				if drift := scalar(t, c, qDrift); drift != "0" {
-					t.Errorf("%s derived values drift from their definitions", drift)
-				}
-			})
+				})
+			}
 		}
 	}
 }
@@ -160,8 +232,11 @@ func TestCreditScenarios(t *testing.T) {
 // failing insert leaves the transaction failed until ROLLBACK.
 func TestCreditScenarioInTransaction(t *testing.T) {
 	for _, target := range creditTargets {
+		if target.concurrentOnly {
+			continue
+		}
 		t.Run(target.name, func(t *testing.T) {
-			c := connect(t, target.open(t))
+			c := connect(t, target.open(t)[0])
 			scalar(t, c, "BEGIN")
 			scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (2, 2)")
 			if e := pgError(t, c, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 2, 20)"); e == nil || e.Code != "23514" {
@@ -180,43 +255,61 @@ func TestCreditScenarioInTransaction(t *testing.T) {
 
 // TestCreditConcurrent is scenario 13: 8 clients run random transactions
 // (new orders with lines, quantity changes, payments, reassignments,
-// deletions); afterwards every derived value equals its definition.
+// deletions); afterwards every derived value equals its definition, by the
+// scenario's own SQL and by pgrules.verify(). With two proxies in front of
+// one database the clients alternate between them.
+//
+// Transactions of several statements can deadlock one another through the
+// order their statements come in, whatever runs the logic (they are
+// retried and counted). Transactions of one statement must never deadlock
+// through pgrules, which locks the rows of each table in key order; the
+// triggers, which lock them in the order the rows come, do.
 func TestCreditConcurrent(t *testing.T) {
 	// The scenario asks for 8 × 500; 8 × 60 (480 transactions of one to
 	// three random steps) keeps make test quick.
 	const clients, perClient = 8, 60
 	for _, target := range creditTargets {
-		t.Run(target.name, func(t *testing.T) {
-			url := target.open(t)
-			admin := connect(t, url)
-			var wg sync.WaitGroup
-			errs := make(chan error, clients)
-			var deadlocks atomic.Int64
-			for i := range clients {
-				wg.Add(1)
-				go func(seed int64) {
-					defer wg.Done()
-					errs <- creditWorkload(url, seed, perClient, &deadlocks)
-				}(int64(i))
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					t.Fatal(err)
+		for _, maxSteps := range []int{3, 1} {
+			t.Run(fmt.Sprintf("%s/%d_steps", target.name, maxSteps), func(t *testing.T) {
+				urls := target.open(t)
+				admin := connect(t, urls[0])
+				var wg sync.WaitGroup
+				errs := make(chan error, clients)
+				var deadlocks atomic.Int64
+				for i := range clients {
+					wg.Add(1)
+					go func(seed int64) {
+						defer wg.Done()
+						errs <- creditWorkload(urls[int(seed)%len(urls)], seed, perClient, maxSteps, &deadlocks)
+					}(int64(i))
 				}
-			}
-			if drift := scalar(t, admin, qDrift); drift != "0" {
-				t.Fatalf("%s derived values drift after the concurrent run", drift)
-			}
-			t.Logf("%s: %d deadlocks retried", target.name, deadlocks.Load())
-		})
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				if drift := scalar(t, admin, qDrift); drift != "0" {
+					t.Fatalf("%s derived values drift after the concurrent run", drift)
+				}
+				if target.rules {
+					if n := scalar(t, admin, "SELECT count(*) FROM pgrules.verify()"); n != "0" {
+						t.Fatalf("pgrules.verify() reports %s drifting rows", n)
+					}
+					if maxSteps == 1 && deadlocks.Load() > 0 {
+						t.Fatalf("%d deadlocks among transactions of one statement", deadlocks.Load())
+					}
+				}
+				t.Logf("%s, up to %d statements a transaction: %d deadlocks retried", target.name, maxSteps, deadlocks.Load())
+			})
+		}
 	}
 }
 
 // creditWorkload runs n random transactions; a transaction refused by the
 // credit limit (23514) rolls back and counts as done, a deadlock is retried.
-func creditWorkload(url string, seed int64, n int, deadlocks *atomic.Int64) error {
+func creditWorkload(url string, seed int64, n, maxSteps int, deadlocks *atomic.Int64) error {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
@@ -237,7 +330,7 @@ func creditWorkload(url string, seed int64, n int, deadlocks *atomic.Int64) erro
 		if err != nil {
 			return err
 		}
-		for range 1 + rnd.IntN(3) {
+		for range 1 + rnd.IntN(maxSteps) {
 			if _, err = tx.Exec(ctx, steps[rnd.IntN(len(steps))]); err != nil {
 				break
 			}
