@@ -582,8 +582,9 @@ func (s *Set) expression(c *Compiled, t *catalog.Table, part, src string, out **
 	return k, nil
 }
 
-// operatorPatcher rewrites operators into calls of the value functions and
-// decimal literals into exact decimals.
+// operatorPatcher rewrites operators into calls of the value functions,
+// decimal literals into exact decimals, and member access into optional
+// access.
 type operatorPatcher struct{}
 
 func (operatorPatcher) Visit(node *ast.Node) {
@@ -598,5 +599,12 @@ func (operatorPatcher) Visit(node *ast.Node) {
 		}
 	case *ast.FloatNode:
 		ast.Patch(node, &ast.ConstantNode{Value: decimal.NewFromFloat(n.Value)})
+	case *ast.MemberNode:
+		// A parent through a NULL foreign key is nil, and so is each of
+		// its columns (rules-api.md §3), as if written row.dept?.rate.
+		if !n.Optional && !n.Method {
+			n.Optional = true
+			ast.Patch(node, &ast.ChainNode{Node: n})
+		}
 	}
 }

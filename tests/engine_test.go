@@ -1,0 +1,437 @@
+package tests
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// The rules engine on a schema of its own, beyond the check-credit
+// scenario: every row of the adjustment table, min and max, two foreign
+// keys to one parent, a grandparent summing a derived column, formulas
+// reading a parent, cascaded deletes, commit constraints and savepoints,
+// the forms of write, bad input and the trace.
+
+const orgSchema = `
+CREATE TABLE region (id int PRIMARY KEY, total numeric(12,2) NOT NULL DEFAULT 0);
+CREATE TABLE dept (
+  id int PRIMARY KEY,
+  region_id int REFERENCES region(id),
+  budget numeric(12,2) NOT NULL DEFAULT 1000,
+  bonus_rate numeric(4,2) NOT NULL DEFAULT 0.10,
+  total numeric(12,2) NOT NULL DEFAULT 0,
+  headcount int NOT NULL DEFAULT 0,
+  low numeric(12,2),
+  high numeric(12,2),
+  loaned numeric(12,2) NOT NULL DEFAULT 0
+);
+CREATE TABLE emp (
+  id int PRIMARY KEY,
+  dept_id int REFERENCES dept(id) ON DELETE CASCADE,
+  loan_id int REFERENCES dept(id) ON DELETE SET NULL,
+  salary numeric(12,2),
+  active boolean NOT NULL DEFAULT true,
+  rate numeric(4,2),
+  bonus numeric(12,2)
+);
+INSERT INTO region VALUES (1), (2);
+INSERT INTO dept (id, region_id) VALUES (10, 1), (20, 1), (30, 2);`
+
+var orgRules = []string{
+	`SELECT pgrules.sum('dept.total', 'emp.salary', 'row.active', via => 'emp_dept_id_fkey')`,
+	`SELECT pgrules.count('dept.headcount', 'emp', 'row.active', via => 'emp_dept_id_fkey')`,
+	`SELECT pgrules.min('dept.low', 'emp.salary', 'row.active', via => 'emp_dept_id_fkey')`,
+	`SELECT pgrules.max('dept.high', 'emp.salary', 'row.active', via => 'emp_dept_id_fkey')`,
+	`SELECT pgrules.sum('dept.loaned', 'emp.salary', via => 'emp_loan_id_fkey')`,
+	`SELECT pgrules.copy('emp.rate', 'dept.bonus_rate', via => 'emp_dept_id_fkey')`,
+	`SELECT pgrules.formula('emp.bonus', 'row.salary * row.dept.bonus_rate')`,
+	`SELECT pgrules.sum('region.total', 'dept.total')`,
+	`SELECT pgrules.constraint('dept', 'row.total <= row.budget', 'dept {row.id} spends {row.total} of {row.budget}', name => 'within_budget')`,
+}
+
+// orgDB is a database with orgSchema and orgRules behind a proxy: c goes
+// through the proxy, admin directly.
+func orgDB(t *testing.T) (c, admin *pgconn.PgConn) {
+	t.Helper()
+	db := shared.newDB(t)
+	admin = connect(t, shared.url("", "", db))
+	scalar(t, admin, orgSchema)
+	p := startProxy(t, shared)
+	c = connect(t, p.url("", "", db))
+	for _, r := range orgRules {
+		if e := pgError(t, c, r); e != nil {
+			t.Fatalf("%s: %v", r, e)
+		}
+	}
+	return c, admin
+}
+
+const qDepts = `SELECT string_agg(concat_ws(':', id, total, headcount, coalesce(low::text, '-'), coalesce(high::text, '-'), loaned), ' ' ORDER BY id) FROM dept`
+
+// TestAdjustments walks LogicBank's adjustment table, a step at a time:
+// after each step every department must show the state given, and
+// pgrules.verify() must find nothing to correct.
+func TestAdjustments(t *testing.T) {
+	c, admin := orgDB(t)
+	steps := []struct {
+		name, sql string
+		depts     string // id:total:headcount:low:high:loaned
+	}{
+		{"insert counts", "INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 100)",
+			"10:100.00:1:100.00:100.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"insert not passing the filter", "INSERT INTO emp (id, dept_id, salary, active) VALUES (2, 10, 50, false)",
+			"10:100.00:1:100.00:100.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"filter becomes true", "UPDATE emp SET active = true WHERE id = 2",
+			"10:150.00:2:50.00:100.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"value changes", "UPDATE emp SET salary = 70 WHERE id = 2",
+			"10:170.00:2:70.00:100.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"filter no longer true subtracts the old value", "UPDATE emp SET active = false, salary = 90 WHERE id = 2",
+			"10:100.00:1:100.00:100.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"value and filter change together", "UPDATE emp SET active = true, salary = 40 WHERE id = 2",
+			"10:140.00:2:40.00:100.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"foreign key reassigned", "UPDATE emp SET dept_id = 20 WHERE id = 1",
+			"10:40.00:1:40.00:40.00:0.00 20:100.00:1:100.00:100.00:0.00 30:0.00:0:-:-:0.00"},
+		{"reassigned and changed at once", "UPDATE emp SET dept_id = 30, salary = 120 WHERE id = 1",
+			"10:40.00:1:40.00:40.00:0.00 20:0.00:0:-:-:0.00 30:120.00:1:120.00:120.00:0.00"},
+		{"NULL foreign key is skipped", "UPDATE emp SET dept_id = NULL WHERE id = 1",
+			"10:40.00:1:40.00:40.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"from NULL to a parent", "UPDATE emp SET dept_id = 10 WHERE id = 1",
+			"10:160.00:2:40.00:120.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"a NULL value counts as 0 in a sum and still counts", "INSERT INTO emp (id, dept_id) VALUES (3, 10)",
+			"10:160.00:3:40.00:120.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"a smaller value becomes the min", "UPDATE emp SET salary = 10 WHERE id = 3",
+			"10:170.00:3:10.00:120.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"the min leaves: looked for again", "DELETE FROM emp WHERE id = 3",
+			"10:160.00:2:40.00:120.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"the max goes down: looked for again", "UPDATE emp SET salary = 30 WHERE id = 1",
+			"10:70.00:2:30.00:40.00:0.00 20:0.00:0:-:-:0.00 30:0.00:0:-:-:0.00"},
+		{"a second foreign key to the same parent", "UPDATE emp SET loan_id = 20 WHERE id IN (1, 2)",
+			"10:70.00:2:30.00:40.00:0.00 20:0.00:0:-:-:70.00 30:0.00:0:-:-:0.00"},
+		{"one statement, many parents", "INSERT INTO emp (id, dept_id, salary, loan_id) VALUES (4, 20, 5, 10), (5, 30, 6, 10), (6, 30, 7, NULL)",
+			"10:70.00:2:30.00:40.00:11.00 20:5.00:1:5.00:5.00:70.00 30:13.00:2:6.00:7.00:0.00"},
+		{"one update across parents", "UPDATE emp SET salary = salary + 1",
+			"10:72.00:2:31.00:41.00:13.00 20:6.00:1:6.00:6.00:72.00 30:15.00:2:7.00:8.00:0.00"},
+		{"the last child leaves", "DELETE FROM emp WHERE dept_id = 20",
+			"10:72.00:2:31.00:41.00:7.00 20:0.00:0:-:-:72.00 30:15.00:2:7.00:8.00:0.00"},
+	}
+	for _, st := range steps {
+		if e := pgError(t, c, st.sql); e != nil {
+			t.Fatalf("%s: %s: %v", st.name, st.sql, e)
+		}
+		if got := scalar(t, admin, qDepts); got != st.depts {
+			t.Fatalf("%s: %s\n got %s\nwant %s", st.name, st.sql, got, st.depts)
+		}
+		// The grandparent sums a derived column of its children.
+		if got, want := scalar(t, admin, "SELECT string_agg(total::text, ' ' ORDER BY id) FROM region"),
+			scalar(t, admin, "SELECT string_agg((SELECT coalesce(sum(total), 0) FROM dept d WHERE d.region_id = r.id)::text, ' ' ORDER BY id) FROM region r"); got != want {
+			t.Fatalf("%s: region totals %s, want %s", st.name, got, want)
+		}
+		if n := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); n != "0" {
+			t.Fatalf("%s: pgrules.verify() finds %s drifting rows", st.name, n)
+		}
+	}
+}
+
+// TestParentFormula: a formula reading a parent column is recomputed on
+// every child when that column changes; a copy is not.
+func TestParentFormula(t *testing.T) {
+	c, admin := orgDB(t)
+	scalar(t, c, "INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 100), (2, 10, 200), (3, 20, 300)")
+	if got := scalar(t, admin, "SELECT string_agg(concat_ws(':', id, rate, bonus), ' ' ORDER BY id) FROM emp"); got != "1:0.10:10.00 2:0.10:20.00 3:0.10:30.00" {
+		t.Fatalf("after insert: %s", got)
+	}
+	scalar(t, c, "UPDATE dept SET bonus_rate = 0.25 WHERE id = 10")
+	if got := scalar(t, admin, "SELECT string_agg(concat_ws(':', id, rate, bonus), ' ' ORDER BY id) FROM emp"); got != "1:0.10:25.00 2:0.10:50.00 3:0.10:30.00" {
+		t.Fatalf("after the parent changed: %s", got)
+	}
+	// Moving to another department copies its rate and recomputes.
+	scalar(t, c, "UPDATE emp SET dept_id = 10 WHERE id = 3")
+	if got := scalar(t, admin, "SELECT concat_ws(':', rate, bonus) FROM emp WHERE id = 3"); got != "0.25:75.00" {
+		t.Fatalf("after the move: %s", got)
+	}
+}
+
+// TestCascadedDelete: rows PostgreSQL would delete (ON DELETE CASCADE) or
+// set to NULL (SET NULL) with their parent go through their rules.
+func TestCascadedDelete(t *testing.T) {
+	c, admin := orgDB(t)
+	scalar(t, c, "INSERT INTO emp (id, dept_id, loan_id, salary) VALUES (1, 10, 20, 100), (2, 10, 30, 200), (3, 20, 10, 300)")
+	scalar(t, c, "DELETE FROM dept WHERE id = 10")
+	// Emps 1 and 2 went with dept 10 (their loans to 20 and 30 with
+	// them); emp 3's loan to 10 was set to NULL.
+	if got := scalar(t, admin, qDepts); got != "20:300.00:1:300.00:300.00:0.00 30:0.00:0:-:-:0.00" {
+		t.Fatalf("departments: %s", got)
+	}
+	if got := scalar(t, admin, "SELECT string_agg(concat_ws(':', id, coalesce(loan_id::text, 'null')), ' ') FROM emp"); got != "3:null" {
+		t.Fatalf("emps: %s", got)
+	}
+	if got := scalar(t, admin, "SELECT string_agg(total::text, ' ' ORDER BY id) FROM region"); got != "300.00 0.00" {
+		t.Fatalf("regions: %s", got)
+	}
+}
+
+// TestConstraintAtEveryLevel: a constraint on a parent fails the child's
+// statement, leaves nothing of it, names the rule, and the session goes on.
+func TestConstraintAtEveryLevel(t *testing.T) {
+	c, admin := orgDB(t)
+	scalar(t, c, "INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 900)")
+	e := pgError(t, c, "INSERT INTO emp (id, dept_id, salary) VALUES (2, 10, 50), (3, 10, 60)")
+	if e == nil || e.Code != "23514" || e.ConstraintName != "within_budget" || e.TableName != "dept" || e.SchemaName != "public" ||
+		e.Message != "dept 10 spends 1010.00 of 1000.00" {
+		t.Fatalf("over budget: %+v", e)
+	}
+	if got := scalar(t, admin, "SELECT count(*) || ':' || (SELECT total FROM dept WHERE id = 10) FROM emp"); got != "1:900.00" {
+		t.Fatalf("after the failed statement: %s", got)
+	}
+	if got := scalar(t, c, "SELECT 1"); got != "1" {
+		t.Fatalf("the session after the error: %s", got)
+	}
+}
+
+// TestRunTimeError: a rule failing while it runs gets a 22xxx error naming
+// the rule and the row's key; nothing is written and the session goes on.
+func TestRunTimeError(t *testing.T) {
+	c, admin := orgDB(t)
+	scalar(t, c, `SELECT pgrules.formula('emp.rate', 'row.salary / (row.salary - 100)')`)
+	e := pgError(t, c, "INSERT INTO emp (id, dept_id, salary) VALUES (7, 10, 100)")
+	if e == nil || e.Code != "22012" || !strings.Contains(e.Message, "emp.rate") || !strings.Contains(e.Message, "id=7") {
+		t.Fatalf("division by zero: %+v", e)
+	}
+	if got := scalar(t, admin, "SELECT count(*) FROM emp"); got != "0" {
+		t.Fatalf("rows after the failure: %s", got)
+	}
+	if e := pgError(t, c, "INSERT INTO emp (id, dept_id, salary) VALUES (8, 10, 300)"); e != nil {
+		t.Fatalf("the next statement: %v", e)
+	}
+	if got := scalar(t, admin, "SELECT rate FROM emp WHERE id = 8"); got != "1.50" {
+		t.Fatalf("rate %s", got)
+	}
+}
+
+// TestRefusedForms: what the engine does not run is refused with 0A000 (or
+// 428C9 for a derived column set by hand), never let past the rules.
+func TestRefusedForms(t *testing.T) {
+	c, admin := orgDB(t)
+	scalar(t, c, "INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 100)")
+	for sql, code := range map[string]string{
+		"UPDATE dept SET total = 0 WHERE id = 10": "428C9",
+		"UPDATE emp SET bonus = 1":                "428C9",
+		"TRUNCATE emp":                            "0A000",
+		"COPY emp (id, dept_id, salary) FROM PROGRAM 'echo 9,10,1' WITH (FORMAT csv)":                       "0A000",
+		"MERGE INTO emp e USING (SELECT 1 AS id) s ON e.id = s.id WHEN MATCHED THEN DELETE":                 "0A000",
+		"INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 5) ON CONFLICT (id) DO UPDATE SET salary = 5": "0A000",
+	} {
+		if e := pgError(t, c, sql); e == nil || e.Code != code {
+			t.Errorf("%s: %v, want %s", sql, e, code)
+		}
+		if got := scalar(t, admin, qDepts+" WHERE id = 10"); got != "10:100.00:1:100.00:100.00:0.00" {
+			t.Fatalf("%s changed the department: %s", sql, got)
+		}
+	}
+}
+
+// TestWriteForms runs each form of write on the check-credit scenario and
+// checks the rows, the command tag, RETURNING and the derived values.
+func TestWriteForms(t *testing.T) {
+	db, p, admin := creditDB(t)
+	c := connect(t, p.url("", "", db))
+	defineCreditRules(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := func(sql string) *pgconn.Result {
+		t.Helper()
+		res, err := c.Exec(ctx, sql).ReadAll()
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return res[len(res)-1]
+	}
+	check := func(what, want string) {
+		t.Helper()
+		if got := scalar(t, admin, qCustomers) + " " + scalar(t, admin, "SELECT coalesce(string_agg(id || ':' || amount_total, ' ' ORDER BY id), '') FROM orders"); got != want {
+			t.Fatalf("%s:\n got %s\nwant %s", what, got, want)
+		}
+	}
+	steps := []struct {
+		sql, tag, returning, state string
+	}{
+		{"INSERT INTO orders (id, customer_id) VALUES (1, 1), (2, 2) RETURNING id, amount_total", "INSERT 0 2", "1,0.00 2,0.00",
+			"Alice:0.00/1 Bob:0.00/1 1:0.00 2:0.00"},
+		{"INSERT INTO lineitem (order_id, product_id, quantity) SELECT o.id, 1, o.id FROM orders o RETURNING order_id, amount", "INSERT 0 2", "1,10.00 2,20.00",
+			"Alice:10.00/1 Bob:20.00/1 1:10.00 2:20.00"},
+		{"INSERT INTO lineitem (id, order_id, product_id, quantity) VALUES (1, 1, 1, 1) ON CONFLICT DO NOTHING RETURNING id", "INSERT 0 0", "",
+			"Alice:10.00/1 Bob:20.00/1 1:10.00 2:20.00"},
+		{"INSERT INTO lineitem (id, order_id, product_id, quantity) VALUES (1, 1, 1, 1), (10, 1, 2, 1) ON CONFLICT (id) DO NOTHING", "INSERT 0 1", "",
+			"Alice:35.50/1 Bob:20.00/1 1:35.50 2:20.00"},
+		{"UPDATE lineitem l SET quantity = l.quantity * 2 FROM orders o WHERE o.id = l.order_id AND o.customer_id = 2 RETURNING l.id, l.amount", "UPDATE 1", "2,40.00",
+			"Alice:35.50/1 Bob:40.00/1 1:35.50 2:40.00"},
+		{"DELETE FROM lineitem l USING product p WHERE p.id = l.product_id AND p.name = 'gadget' RETURNING l.id", "DELETE 1", "10",
+			"Alice:10.00/1 Bob:40.00/1 1:10.00 2:40.00"},
+		{"WITH o AS (INSERT INTO orders (id, customer_id) VALUES (3, 1) RETURNING id) INSERT INTO lineitem (order_id, product_id, quantity) SELECT id, 3, 10 FROM o RETURNING amount", "INSERT 0 1", "1.00",
+			"Alice:11.00/2 Bob:40.00/1 1:10.00 2:40.00 3:1.00"},
+		{"WITH gone AS (DELETE FROM lineitem WHERE order_id = 3 RETURNING order_id) SELECT count(*) FROM gone", "SELECT 1", "1",
+			"Alice:10.00/2 Bob:40.00/1 1:10.00 2:40.00 3:0.00"},
+		{"UPDATE orders SET paid = true WHERE id IN (1, 3) RETURNING *", "UPDATE 2", "1,1,10.00,t, 3,1,0.00,t,",
+			"Alice:0.00/0 Bob:40.00/1 1:10.00 2:40.00 3:0.00"},
+		{"UPDATE orders SET paid = false WHERE id = 999", "UPDATE 0", "", "Alice:0.00/0 Bob:40.00/1 1:10.00 2:40.00 3:0.00"},
+		{"DELETE FROM orders WHERE id = 3", "DELETE 1", "", "Alice:0.00/0 Bob:40.00/1 1:10.00 2:40.00"},
+	}
+	for _, st := range steps {
+		res := run(st.sql)
+		if res.CommandTag.String() != st.tag {
+			t.Fatalf("%s: tag %q, want %q", st.sql, res.CommandTag, st.tag)
+		}
+		var rows []string
+		for _, r := range res.Rows {
+			vals := make([]string, len(r))
+			for i, v := range r {
+				vals[i] = string(v)
+			}
+			rows = append(rows, strings.Join(vals, ","))
+		}
+		if got := strings.Join(rows, " "); got != st.returning {
+			t.Fatalf("%s: returned %q, want %q", st.sql, got, st.returning)
+		}
+		check(st.sql, st.state)
+	}
+	if drift := scalar(t, admin, qDrift); drift != "0" {
+		t.Fatalf("%s values drift", drift)
+	}
+}
+
+// TestExtendedParameters: statements with parameters, prepared once and
+// run many times, and a pipelined batch mixing reads and writes.
+func TestExtendedParameters(t *testing.T) {
+	db, p, admin := creditDB(t)
+	c := connect(t, p.url("", "", db))
+	defineCreditRules(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Prepare(ctx, "line", "INSERT INTO lineitem (order_id, product_id, quantity) VALUES ($1, $2, $3) RETURNING amount", nil); err != nil {
+		t.Fatal(err)
+	}
+	scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)")
+	for i, want := range []string{"10.00", "51.00", "0.30"} {
+		args := [][]byte{[]byte("1"), []byte{byte('1' + i)}, []byte{byte('1' + i)}}
+		res := c.ExecPrepared(ctx, "line", args, nil, nil).Read()
+		if res.Err != nil || len(res.Rows) != 1 || string(res.Rows[0][0]) != want {
+			t.Fatalf("execution %d: %v %q, want %s", i, res.Err, res.Rows, want)
+		}
+	}
+	// Binary parameters and results.
+	res := c.ExecParams(ctx, "UPDATE lineitem SET quantity = $1 WHERE id = $2 RETURNING quantity",
+		[][]byte{{0, 0, 0, 4}, {0, 0, 0, 1}}, []uint32{23, 23}, []int16{1}, []int16{1}).Read()
+	if res.Err != nil || len(res.Rows) != 1 || string(res.Rows[0][0]) != string([]byte{0, 0, 0, 4}) {
+		t.Fatalf("binary: %v %v", res.Err, res.Rows)
+	}
+	batch := &pgconn.Batch{}
+	batch.ExecParams("SELECT balance FROM customer WHERE id = $1", [][]byte{[]byte("1")}, nil, nil, nil)
+	batch.ExecParams("UPDATE lineitem SET quantity = quantity + 1 WHERE order_id = $1", [][]byte{[]byte("1")}, nil, nil, nil)
+	batch.ExecParams("SELECT balance FROM customer WHERE id = $1", [][]byte{[]byte("1")}, nil, nil, nil)
+	results, err := c.ExecBatch(ctx, batch).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 4 widgets + 2 gadgets + 3 gizmos = 40 + 51 + 0.30; then one more each.
+	if got := string(results[0].Rows[0][0]) + " " + results[1].CommandTag.String() + " " + string(results[2].Rows[0][0]); got != "91.30 UPDATE 3 126.90" {
+		t.Fatalf("batch: %s", got)
+	}
+	if drift := scalar(t, admin, qDrift); drift != "0" {
+		t.Fatalf("%s values drift", drift)
+	}
+}
+
+// TestCommitConstraint: "an order has at least one line", checked at
+// COMMIT (explicit, of an autocommit statement, PREPARE TRANSACTION) for
+// the rows the transaction touched; ROLLBACK TO SAVEPOINT forgets rows.
+func TestCommitConstraint(t *testing.T) {
+	db, p, admin := creditDB(t)
+	c := connect(t, p.url("", "", db))
+	defineCreditRules(t, c)
+	scalar(t, admin, "ALTER TABLE orders ADD line_count int NOT NULL DEFAULT 0")
+	scalar(t, c, `SELECT pgrules.count('orders.line_count', 'lineitem')`)
+	scalar(t, c, `SELECT pgrules.commit_constraint('orders', 'row.line_count > 0', 'order {row.id} has no lines', name => 'has_lines')`)
+
+	// Autocommit: the statement and its commit fail together.
+	if e := pgError(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)"); e == nil || e.Code != "23514" || e.ConstraintName != "has_lines" || e.Message != "order 1 has no lines" {
+		t.Fatalf("autocommit: %+v", e)
+	}
+	// In a transaction: fine once a line is there.
+	scalar(t, c, "BEGIN")
+	scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)")
+	scalar(t, c, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, 1)")
+	scalar(t, c, "COMMIT")
+	// Deleting the last line fails at COMMIT, which rolls back.
+	scalar(t, c, "BEGIN")
+	scalar(t, c, "DELETE FROM lineitem WHERE order_id = 1")
+	if e := pgError(t, c, "COMMIT"); e == nil || e.Code != "23514" || e.ConstraintName != "has_lines" {
+		t.Fatalf("COMMIT: %+v", e)
+	}
+	if c.TxStatus() != 'I' || scalar(t, admin, "SELECT count(*) FROM lineitem") != "1" {
+		t.Fatalf("after the failed COMMIT: status %c, lines %s", c.TxStatus(), scalar(t, admin, "SELECT count(*) FROM lineitem"))
+	}
+	// A savepoint rolled back forgets the rows touched since.
+	scalar(t, c, "BEGIN")
+	scalar(t, c, "SAVEPOINT a")
+	scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (2, 1)")
+	scalar(t, c, "ROLLBACK TO SAVEPOINT a")
+	scalar(t, c, "RELEASE a")
+	scalar(t, c, "COMMIT")
+	// A deleted order is not checked; the rules of deleting it ran.
+	scalar(t, c, "BEGIN")
+	scalar(t, c, "DELETE FROM lineitem WHERE order_id = 1")
+	scalar(t, c, "DELETE FROM orders WHERE id = 1")
+	scalar(t, c, "COMMIT")
+	if got := scalar(t, admin, qCustomers); got != "Alice:0.00/0 Bob:0.00/0" {
+		t.Fatalf("customers: %s", got)
+	}
+}
+
+// TestTrace: SET pgrules.trace = on reports, as NOTICEs indented by level,
+// what the logic did.
+func TestTrace(t *testing.T) {
+	db, p, _ := creditDB(t)
+	url := p.url("", "", db)
+	defineCreditRules(t, connect(t, url))
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notices []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)")
+	if len(notices) != 0 {
+		t.Fatalf("notices without the trace: %q", notices)
+	}
+	scalar(t, c, "SET pgrules.trace = on")
+	scalar(t, c, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 2)")
+	got := strings.Join(notices, "\n")
+	for _, want := range []string{
+		"INSERT on lineitem",
+		"  copy lineitem.unit_price = 25.50",
+		"  formula lineitem.amount = 51.00",
+		"  adjust orders 1: orders.amount_total +51",
+		"    adjust customer 1: customer.balance +51",
+		"      constraint credit_limit holds on 1 row(s)",
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Fatalf("trace misses %q:\n%s", want, got)
+		}
+	}
+	notices = nil
+	scalar(t, c, "RESET pgrules.trace")
+	scalar(t, c, "UPDATE lineitem SET quantity = 1")
+	if len(notices) != 0 {
+		t.Fatalf("notices after RESET: %q", notices)
+	}
+}
