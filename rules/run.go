@@ -174,6 +174,9 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 		}
 	}
 	r.tracef("%d row(s)", len(changes))
+	if w.upsert != nil {
+		return r.upsert(tr, w, changes, p, resultFormats)
+	}
 	if w.verb == verbDelete {
 		if err := r.cascadeDeletes(tr, changes); err != nil {
 			return nil, err
@@ -1361,4 +1364,147 @@ func (r *runner) cascadeChild(ctr *tableRules, fk *catalog.ForeignKey, rows [][]
 		return err
 	}
 	return r.afterWrite(ctr, written)
+}
+
+// upsert runs INSERT ... ON CONFLICT (keys) DO UPDATE: the rows that
+// conflict with a row already there (locked, in key order) become updates
+// of it, with the SET values computed by the server from the row and
+// excluded, where the WHERE condition holds; the others are inserted. Both
+// go through the rules; the client gets both parts' RETURNING rows
+// (inserted ones first) and a tag counting both. A row inserted
+// concurrently after the look-up makes the insert fail with the server's
+// unique violation rather than go past the rules.
+func (r *runner) upsert(tr *tableRules, w *writeStmt, proposed []*change, p clientParams, resultFormats []int16) (*stmt.Result, error) {
+	u := w.upsert
+	t := w.table
+	kidx := make([]int, len(u.keys))
+	names := make([]string, len(u.keys))
+	for i, c := range u.keys {
+		kidx[i], names[i] = tr.index[c.Name], c.Name
+	}
+	keys := make([][][]byte, len(u.keys))
+	seen := make(map[string]bool)
+	for _, ch := range proposed {
+		k := keyOf(ch.new, kidx)
+		if k == "" {
+			continue // NULL never conflicts
+		}
+		if seen[k] {
+			e := pgerr.New("21000", "ON CONFLICT DO UPDATE command cannot affect row a second time")
+			e.Hint = "Ensure that no rows proposed for insertion within the same command have duplicate constrained values."
+			return nil, r.fail(e)
+		}
+		seen[k] = true
+		for i, j := range kidx {
+			keys[i] = append(keys[i], ch.new.text[j])
+		}
+	}
+	existing := make(map[string]*row)
+	if len(seen) > 0 {
+		sql, params := selectByKey(t, names, keys, "FOR UPDATE")
+		res, err := r.query(sql, params)
+		if err != nil {
+			return nil, err
+		}
+		for _, vals := range res.Rows {
+			old := newRow(t, vals[0], vals[1:])
+			existing[keyOf(old, kidx)] = old
+		}
+	}
+	var inserts, updates []*change
+	var pairs []*change // conflicting: old is the row there, new the proposed one
+	for _, ch := range proposed {
+		if old := existing[keyOf(ch.new, kidx)]; old != nil && keyOf(ch.new, kidx) != "" {
+			pairs = append(pairs, &change{verb: verbUpdate, old: old, new: ch.new})
+		} else {
+			inserts = append(inserts, ch)
+		}
+	}
+	if len(pairs) > 0 {
+		if err := r.refuseDerivedSet(tr, u.setCols); err != nil {
+			return nil, r.fail(asPgError(err))
+		}
+		// The SET values, computed by the server with the row there as
+		// the table's alias and the proposed row as excluded.
+		n := len(p.values)
+		var arrays [][]byte
+		ctids := make([][]byte, len(pairs))
+		for i, pc := range pairs {
+			ctids[i] = pc.old.ctid
+		}
+		arrays = append(arrays, textArray(ctids))
+		cols := []string{"CAST(pgrules_u.k AS tid) AS pgrules_ctid"}
+		args := []string{fmt.Sprintf("$%d::text[]", n+1)}
+		unames := []string{"k"}
+		for i, c := range w.insertCols {
+			vals := make([][]byte, len(pairs))
+			for j, pc := range pairs {
+				vals[j] = pc.new.text[tr.index[c.Name]]
+			}
+			arrays = append(arrays, textArray(vals))
+			cols = append(cols, fmt.Sprintf("CAST(pgrules_u.c%d AS %s) AS %s", i+1, c.Type, quoteIdent(c.Name)))
+			args = append(args, fmt.Sprintf("$%d::text[]", n+i+2))
+			unames = append(unames, fmt.Sprintf("c%d", i+1))
+		}
+		where := "true"
+		if u.where != "" {
+			where = "coalesce((" + u.where + "), false)"
+		}
+		// The server's rows come in its own order: they are matched by ctid.
+		sql := fmt.Sprintf("SELECT %s.ctid, %s, %s FROM %s AS %s, (SELECT %s FROM unnest(%s) AS pgrules_u(%s)) AS excluded WHERE %s.ctid = excluded.pgrules_ctid",
+			w.alias, where, strings.Join(u.values, ", "), qualified(t), w.alias, strings.Join(cols, ", "), strings.Join(args, ", "), strings.Join(unames, ", "), w.alias)
+		res, err := r.clientStatement(sql, p, nil, arrays...)
+		if err != nil {
+			return nil, err
+		}
+		byCtid := make(map[string]*change, len(pairs))
+		for _, pc := range pairs {
+			byCtid[string(pc.old.ctid)] = pc
+		}
+		for _, vals := range res.Rows {
+			pc := byCtid[string(vals[0])]
+			if pc == nil || string(vals[1]) != "t" {
+				continue // DO UPDATE ... WHERE is false: the row is left
+			}
+			nw := pc.old.clone(t)
+			for i, c := range u.setCols {
+				j := tr.index[c.Name]
+				nw.text[j] = vals[2+i]
+				v, err := ParseValue(c.Kind, nw.text[j])
+				if err != nil {
+					v = string(nw.text[j])
+				}
+				nw.vals[c.Name] = v
+			}
+			updates = append(updates, &change{verb: verbUpdate, old: pc.old, new: nw})
+		}
+	}
+	r.tracef("ON CONFLICT: %d row(s) to insert, %d to update", len(inserts), len(updates))
+	if err := r.derive(tr, inserts, nil); err != nil {
+		return nil, err
+	}
+	if err := r.derive(tr, updates, nil); err != nil {
+		return nil, err
+	}
+	ins := *w
+	ins.upsert = nil
+	out, written, err := r.clientWrite(tr, &ins, inserts, p, resultFormats)
+	if err != nil {
+		return nil, err
+	}
+	if len(updates) > 0 {
+		upd := *w
+		upd.upsert, upd.verb, upd.setCols = nil, verbUpdate, u.setCols
+		res, more, err := r.clientWrite(tr, &upd, updates, p, resultFormats)
+		if err != nil {
+			return nil, err
+		}
+		out.Rows = append(out.Rows, res.Rows...)
+		written = append(written, more...)
+	}
+	out.Tag = tagOf(verbInsert, len(written))
+	if err := r.afterWrite(tr, written); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -52,6 +52,47 @@ type writeStmt struct {
 	doNothing  bool
 	conflict   string
 	overriding string // "OVERRIDING SYSTEM VALUE" or "OVERRIDING USER VALUE"
+	// upsert is INSERT ... ON CONFLICT (...) DO UPDATE.
+	upsert *upsert
+}
+
+// upsert is what the engine needs of ON CONFLICT (columns) DO UPDATE SET
+// ... WHERE ...: the engine looks for the conflicting rows itself, locked,
+// inserts the others and updates these.
+type upsert struct {
+	keys    []*catalog.Column // the conflict target's columns
+	setCols []*catalog.Column
+	// values are the SET expressions, where, the WHERE condition ("" for
+	// none), as SQL over the table's alias and excluded.
+	values []string
+	where  string
+}
+
+func analyseUpsert(t *catalog.Table, alias string, oc *pg_query.OnConflictClause) (*upsert, error) {
+	u := &upsert{}
+	if oc.Infer == nil || len(oc.Infer.IndexElems) == 0 || oc.Infer.WhereClause != nil {
+		return nil, notSupported(t, "ON CONFLICT DO UPDATE needs its conflict target as a list of columns, (col, ...), without ON CONSTRAINT or a WHERE")
+	}
+	for _, e := range oc.Infer.IndexElems {
+		ie := e.GetIndexElem()
+		c := t.Column(ie.GetName())
+		if c == nil {
+			return nil, notSupported(t, "ON CONFLICT DO UPDATE on an expression index is not supported; name the columns")
+		}
+		u.keys = append(u.keys, c)
+	}
+	var err error
+	if u.setCols, u.values, err = assignments(t, oc.TargetList); err != nil {
+		return nil, err
+	}
+	if oc.WhereClause != nil {
+		e, err := exprSQL(oc.WhereClause)
+		if err != nil {
+			return nil, err
+		}
+		u.where = e
+	}
+	return u, nil
 }
 
 // notSupported is the error for a form of write the engine does not run:
@@ -247,10 +288,13 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 	case pg_query.OverridingKind_OVERRIDING_USER_VALUE:
 		w.overriding = "OVERRIDING USER VALUE"
 	}
-	if oc := ins.OnConflictClause; oc != nil {
-		if oc.Action != pg_query.OnConflictAction_ONCONFLICT_NOTHING {
-			return nil, notSupported(t, "INSERT ... ON CONFLICT DO UPDATE is not supported yet")
+	if oc := ins.OnConflictClause; oc != nil && oc.Action == pg_query.OnConflictAction_ONCONFLICT_UPDATE {
+		u, err := analyseUpsert(t, w.alias, oc)
+		if err != nil {
+			return nil, err
 		}
+		w.upsert = u
+	} else if oc != nil {
 		w.doNothing = true
 		w.conflict = "ON CONFLICT DO NOTHING"
 		if oc.Infer != nil {
@@ -387,37 +431,8 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
 	}
 	var values []string
-	for _, item := range up.TargetList {
-		rt := item.GetResTarget()
-		if len(rt.Indirection) > 0 {
-			return nil, notSupported(t, "assigning to a part of column %q is not supported", rt.Name)
-		}
-		c := t.Column(rt.Name)
-		if c == nil {
-			e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rt.Name, t.Name)
-			e.Schema, e.Table, e.Column = t.Schema, t.Name, rt.Name
-			return nil, e
-		}
-		val := rt.Val
-		if m := val.GetMultiAssignRef(); m != nil {
-			row := m.Source.GetRowExpr()
-			if row == nil || int(m.Colno) > len(row.Args) {
-				return nil, notSupported(t, "SET (...) = (SELECT ...) is not supported; assign each column")
-			}
-			val = row.Args[m.Colno-1]
-		}
-		var s string
-		if val.GetSetToDefault() != nil {
-			s = defaultSQL(c)
-		} else {
-			e, err := exprSQL(val)
-			if err != nil {
-				return nil, err
-			}
-			s = fmt.Sprintf("CAST((%s) AS %s)", e, c.Type)
-		}
-		w.setCols = append(w.setCols, c)
-		values = append(values, s)
+	if w.setCols, values, err = assignments(t, up.TargetList); err != nil {
+		return nil, err
 	}
 	from, err := fromSQL(append([]*pg_query.Node{{Node: &pg_query.Node_RangeVar{RangeVar: up.Relation}}}, up.FromClause...), up.WhereClause)
 	if err != nil {
@@ -466,6 +481,44 @@ func keyOrder(t *catalog.Table, alias string) string {
 		cols[i] = alias + "." + quoteIdent(k)
 	}
 	return strings.Join(cols, ", ")
+}
+
+// assignments reads the SET list of an UPDATE or of ON CONFLICT DO UPDATE:
+// the columns, and each one's new value as SQL cast to its type.
+func assignments(t *catalog.Table, targets []*pg_query.Node) (cols []*catalog.Column, values []string, err error) {
+	for _, item := range targets {
+		rt := item.GetResTarget()
+		if len(rt.Indirection) > 0 {
+			return nil, nil, notSupported(t, "assigning to a part of column %q is not supported", rt.Name)
+		}
+		c := t.Column(rt.Name)
+		if c == nil {
+			e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rt.Name, t.Name)
+			e.Schema, e.Table, e.Column = t.Schema, t.Name, rt.Name
+			return nil, nil, e
+		}
+		val := rt.Val
+		if m := val.GetMultiAssignRef(); m != nil {
+			row := m.Source.GetRowExpr()
+			if row == nil || int(m.Colno) > len(row.Args) {
+				return nil, nil, notSupported(t, "SET (...) = (SELECT ...) is not supported; assign each column")
+			}
+			val = row.Args[m.Colno-1]
+		}
+		var s string
+		if val.GetSetToDefault() != nil {
+			s = defaultSQL(c)
+		} else {
+			e, err := exprSQL(val)
+			if err != nil {
+				return nil, nil, err
+			}
+			s = fmt.Sprintf("CAST((%s) AS %s)", e, c.Type)
+		}
+		cols = append(cols, c)
+		values = append(values, s)
+	}
+	return cols, values, nil
 }
 
 // isKeyColumn reports whether a column is part of the primary key or of a

@@ -220,9 +220,10 @@ func TestRefusedForms(t *testing.T) {
 		"UPDATE dept SET total = 0 WHERE id = 10": "428C9",
 		"UPDATE emp SET bonus = 1":                "428C9",
 		"TRUNCATE emp":                            "0A000",
-		"COPY emp (id, dept_id, salary) FROM PROGRAM 'echo 9,10,1' WITH (FORMAT csv)":                       "0A000",
-		"MERGE INTO emp e USING (SELECT 1 AS id) s ON e.id = s.id WHEN MATCHED THEN DELETE":                 "0A000",
-		"INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 5) ON CONFLICT (id) DO UPDATE SET salary = 5": "0A000",
+		"COPY emp (id, dept_id, salary) FROM PROGRAM 'echo 9,10,1' WITH (FORMAT csv)":                                         "0A000",
+		"MERGE INTO emp e USING (SELECT 1 AS id) s ON e.id = s.id WHEN MATCHED THEN DELETE":                                   "0A000",
+		"INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 5) ON CONFLICT ON CONSTRAINT emp_pkey DO UPDATE SET salary = 5": "0A000",
+		"INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 5) ON CONFLICT (id) DO UPDATE SET bonus = 5":                    "428C9",
 	} {
 		if e := pgError(t, c, sql); e == nil || e.Code != code {
 			t.Errorf("%s: %v, want %s", sql, e, code)
@@ -277,7 +278,11 @@ func TestWriteForms(t *testing.T) {
 		{"UPDATE orders SET paid = true WHERE id IN (1, 3) RETURNING *", "UPDATE 2", "1,1,10.00,t, 3,1,0.00,t,",
 			"Alice:0.00/0 Bob:40.00/1 1:10.00 2:40.00 3:0.00"},
 		{"UPDATE orders SET paid = false WHERE id = 999", "UPDATE 0", "", "Alice:0.00/0 Bob:40.00/1 1:10.00 2:40.00 3:0.00"},
-		{"DELETE FROM orders WHERE id = 3", "DELETE 1", "", "Alice:0.00/0 Bob:40.00/1 1:10.00 2:40.00"},
+		{"INSERT INTO lineitem (id, order_id, product_id, quantity) VALUES (2, 2, 1, 1), (20, 2, 1, 2) ON CONFLICT (id) DO UPDATE SET quantity = lineitem.quantity + excluded.quantity RETURNING id, quantity, amount",
+			"INSERT 0 2", "20,2,20.00 2,5,50.00", "Alice:0.00/0 Bob:70.00/1 1:10.00 2:70.00 3:0.00"},
+		{"INSERT INTO lineitem AS l (id, order_id, product_id, quantity) VALUES (2, 2, 1, 9), (20, 2, 1, 9) ON CONFLICT (id) DO UPDATE SET quantity = excluded.quantity WHERE l.quantity < 3",
+			"INSERT 0 1", "", "Alice:0.00/0 Bob:140.00/1 1:10.00 2:140.00 3:0.00"},
+		{"DELETE FROM orders WHERE id = 3", "DELETE 1", "", "Alice:0.00/0 Bob:140.00/1 1:10.00 2:140.00"},
 	}
 	for _, st := range steps {
 		res := run(st.sql)
