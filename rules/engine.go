@@ -176,8 +176,9 @@ type plan struct {
 	intercept bool
 	define    bool // calls into the pgrules schema: check definitions after it
 	trace     bool // sets or resets pgrules.trace
-	// txControl is a COMMIT, PREPARE TRANSACTION or savepoint statement the
-	// engine follows while the database has commit constraints.
+	// txControl is a savepoint statement, or a COMMIT or PREPARE
+	// TRANSACTION while the database has commit constraints: the engine
+	// follows them.
 	txControl bool
 	parts     []sqlparse.Statement
 	parseErr  error
@@ -227,7 +228,7 @@ func (s *session) Intercepts(sql string) bool {
 	}
 	c := s.db.current(context.Background())
 	if !sqlparse.ContainsFold(sql, "pgrules.") && (!sqlparse.MayWrite(sql) || c.err == nil && len(c.snap.Rules) == 0) {
-		if c.err != nil || c.set == nil || !c.set.hasCommitWork() || !isTxKeyword(sqlparse.LeadingKeyword(sql)) {
+		if c.err != nil || len(c.snap.Rules) == 0 || !isTxKeyword(sqlparse.LeadingKeyword(sql)) {
 			return false
 		}
 	}
@@ -250,13 +251,14 @@ func (s *session) plan(c *compiled, sql string) *plan {
 // needs the engine.
 func (c *compiled) classify(sql string) *plan {
 	p := &plan{}
-	commitWork := c.err == nil && c.set != nil && c.set.hasCommitWork()
+	hasRules := c.err == nil && c.set != nil && len(c.snap.Rules) > 0
+	commitWork := hasRules && c.set.hasCommitWork()
 	switch {
 	case sqlparse.ContainsFold(sql, "pgrules.trace"):
 		p.intercept, p.trace = true, true
 	case sqlparse.ContainsFold(sql, "pgrules."):
 		p.intercept, p.define = true, true
-	case commitWork && isTxKeyword(sqlparse.LeadingKeyword(sql)):
+	case hasRules && isTxKeyword(sqlparse.LeadingKeyword(sql)):
 	case !sqlparse.MayWrite(sql):
 		return p
 	}
@@ -268,7 +270,7 @@ func (c *compiled) classify(sql string) *plan {
 		if c.writesRuledTable(st) {
 			p.intercept = true
 		}
-		if commitWork && st.TxControl && len(p.parts) == 1 && followedTx(st.SQL) {
+		if hasRules && st.TxControl && len(p.parts) == 1 && followedTx(st.SQL, commitWork) {
 			p.intercept, p.txControl = true, true
 		}
 	}

@@ -305,10 +305,13 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 		k++ // the old ctid is read like a RETURNING column, then dropped
 	}
 	formats := resultFormatsFor(resultFormats, w.nReturning, 1+len(t.Columns)+k-w.nReturning)
-	res, err := r.clientStatement(sql, p, formats, arrays...)
+	values, pformats, oids := p.with(arrays...)
+	sts := append(r.lockParents(tr, changes), stmt.Statement{SQL: sql, Params: values, ParamFormats: pformats, ParamOIDs: oids, ResultFormats: formats})
+	results, err := r.batch(sts)
 	if err != nil {
 		return nil, nil, err
 	}
+	res := results[len(results)-1]
 	out := &stmt.Result{Tag: tagOf(w.verb, len(res.Rows))}
 	if w.returning != "" {
 		out.Fields = res.Fields[:w.nReturning]
@@ -346,6 +349,52 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 		r.tracef("%d row(s) skipped by ON CONFLICT DO NOTHING", len(changes)-len(written))
 	}
 	return out, written, nil
+}
+
+// lockParents returns the statement that locks, before the rows are
+// written, the parents their aggregates will adjust, in key order, with the
+// lock the adjustment takes; it runs in the write's round trip. Locked
+// first, the parents are found locked by the transaction itself when the
+// server checks the rows' foreign keys (FOR KEY SHARE), which otherwise,
+// with another writer queued on the parent, deadlock. Nil when no parent
+// needs a lock it does not hold already.
+func (r *runner) lockParents(tr *tableRules, changes []*change) []stmt.Statement {
+	var out []stmt.Statement
+	for _, a := range tr.up {
+		if a.err != nil {
+			continue
+		}
+		deltas, err := r.deltas(tr, a, changes)
+		if err != nil || len(deltas) == 0 {
+			continue // errors are reported by the adjustment itself
+		}
+		keys := make([][][]byte, len(a.fk.ParentColumns))
+		var taken []string
+		for _, d := range deltas {
+			k := a.parent.QualifiedName() + "\x00" + string(joinKey(d.key))
+			if r.s.tx.locked[k] {
+				continue
+			}
+			taken = append(taken, k)
+			for i := range keys {
+				keys[i] = append(keys[i], d.key[i])
+			}
+		}
+		if len(taken) == 0 {
+			continue
+		}
+		sql, params := selectByKey(a.parent, a.fk.ParentColumns, keys, "FOR NO KEY UPDATE")
+		out = append(out, stmt.Statement{SQL: sql, Params: params})
+		if r.s.tx.locked == nil {
+			r.s.tx.locked = make(map[string]bool)
+		}
+		// Marked now: should the batch fail, the transaction has failed
+		// with it and the marks go with the transaction.
+		for _, k := range taken {
+			r.s.tx.locked[k] = true
+		}
+	}
+	return out
 }
 
 // resultFormatsFor spreads the client's result formats over its k
@@ -735,7 +784,8 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 		return err
 	}
 	var sts []stmt.Statement
-	var adjs []*adjustment
+	var adjs []*adjustment // the adjustment of each statement
+	var locking []string   // parent rows the batch locks
 	for _, a := range tr.up {
 		if a.err != nil {
 			return r.fail(asPgError(a.err))
@@ -748,35 +798,25 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 			r.tracef("%s pruned: no parent of %s changes", aggNames(a), shortName(a.parent.QualifiedName()))
 			continue
 		}
-		params := make([][]byte, 0, len(a.fk.ParentColumns)+2*len(a.aggs))
-		for i := range a.fk.ParentColumns {
-			col := make([][]byte, len(deltas))
-			for j, d := range deltas {
-				col[j] = d.key[i]
-			}
-			params = append(params, textArray(col))
-		}
-		for i, c := range a.aggs {
-			switch c.Rule.Kind {
-			case catalog.Sum, catalog.Count:
-				col := make([][]byte, len(deltas))
-				for j, d := range deltas {
-					col[j] = []byte(d.add[i].String())
-				}
-				params = append(params, textArray(col))
-			default:
-				arrive, leave := make([][]byte, len(deltas)), make([][]byte, len(deltas))
-				for j, d := range deltas {
-					arrive[j], leave[j] = FormatValue(d.arrive[i]), FormatValue(d.leave[i])
-				}
-				params = append(params, textArray(arrive), textArray(leave))
-			}
-		}
+		var held, fresh []*delta
 		for _, d := range deltas {
 			r.traceDelta(a, d)
+			k := a.parent.QualifiedName() + "\x00" + string(joinKey(d.key))
+			if r.s.tx.locked[k] {
+				held = append(held, d)
+			} else {
+				fresh = append(fresh, d)
+				locking = append(locking, k)
+			}
 		}
-		sts = append(sts, stmt.Statement{SQL: a.sql, Params: params})
-		adjs = append(adjs, a)
+		if len(fresh) > 0 {
+			sts = append(sts, stmt.Statement{SQL: a.sql, Params: adjustParams(a, fresh)})
+			adjs = append(adjs, a)
+		}
+		if len(held) > 0 {
+			sts = append(sts, stmt.Statement{SQL: a.held, Params: adjustParams(a, held)})
+			adjs = append(adjs, a)
+		}
 	}
 	if len(sts) == 0 {
 		return nil
@@ -785,18 +825,61 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 	if err != nil {
 		return err
 	}
-	for i, a := range adjs {
-		ptr := r.set.table(a.parent.QualifiedName())
+	if r.s.tx.locked == nil {
+		r.s.tx.locked = make(map[string]bool)
+	}
+	for _, k := range locking {
+		r.s.tx.locked[k] = true
+	}
+	for i := 0; i < len(adjs); i++ {
+		a := adjs[i]
+		rows := results[i].Rows
+		if i+1 < len(adjs) && adjs[i+1] == a {
+			// The same parents' rows, locked before and now: one level.
+			i++
+			rows = append(slices.Clip(rows), results[i].Rows...)
+		}
 		n := len(a.parent.Columns)
-		pchanges := make([]*change, len(results[i].Rows))
-		for j, vals := range results[i].Rows {
+		pchanges := make([]*change, len(rows))
+		for j, vals := range rows {
 			pchanges[j] = &change{verb: verbUpdate, old: newRow(a.parent, vals[0], vals[1:1+n]), new: newRow(a.parent, vals[1+n], vals[2+n:])}
 		}
-		if err := r.parentChanged(ptr, pchanges); err != nil {
+		if err := r.parentChanged(r.set.table(a.parent.QualifiedName()), pchanges); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// adjustParams are an adjustment's parameters for the deltas: the parent
+// keys, one text array per key column, then each aggregate's delta (sum,
+// count) or arriving and leaving extremes (min, max).
+func adjustParams(a *adjustment, deltas []*delta) [][]byte {
+	params := make([][]byte, 0, len(a.fk.ParentColumns)+2*len(a.aggs))
+	for i := range a.fk.ParentColumns {
+		col := make([][]byte, len(deltas))
+		for j, d := range deltas {
+			col[j] = d.key[i]
+		}
+		params = append(params, textArray(col))
+	}
+	for i, c := range a.aggs {
+		switch c.Rule.Kind {
+		case catalog.Sum, catalog.Count:
+			col := make([][]byte, len(deltas))
+			for j, d := range deltas {
+				col[j] = []byte(d.add[i].String())
+			}
+			params = append(params, textArray(col))
+		default:
+			arrive, leave := make([][]byte, len(deltas)), make([][]byte, len(deltas))
+			for j, d := range deltas {
+				arrive[j], leave[j] = FormatValue(d.arrive[i]), FormatValue(d.leave[i])
+			}
+			params = append(params, textArray(arrive), textArray(leave))
+		}
+	}
+	return params
 }
 
 func aggNames(a *adjustment) string {

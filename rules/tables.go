@@ -39,11 +39,13 @@ type adjustment struct {
 	fk     *catalog.ForeignKey
 	parent *catalog.Table
 	aggs   []*Compiled
-	// sql adjusts the parents named by the key arrays by the deltas; err
-	// is why it could not be made (a min or max whose filter cannot be
-	// written in SQL), reported when a write needs it.
-	sql string
-	err error
+	// sql adjusts the parents named by the key arrays by the deltas, and
+	// locks them first; held does the same for parents the transaction
+	// has locked already. err is why they could not be made (a min or max
+	// whose filter cannot be written in SQL), reported when a write needs
+	// them.
+	sql, held string
+	err       error
 }
 
 // cascade is a formula of a child table reading columns of this table
@@ -122,7 +124,10 @@ func (s *Set) buildTables() {
 	}
 	for _, tr := range s.tables {
 		for _, a := range tr.up {
-			a.sql, a.err = adjustSQL(s.snap, tr.t, a)
+			a.sql, a.err = adjustSQL(s.snap, tr.t, a, true)
+			if a.err == nil {
+				a.held, _ = adjustSQL(s.snap, tr.t, a, false)
+			}
 		}
 	}
 }
@@ -183,7 +188,7 @@ func (s *Set) table(name string) *tableRules { return s.tables[name] }
 // (which the update then re-reads). Its parameters are the parent keys (one text array per key
 // column) and, per aggregate, the delta (sum, count) or the values that
 // arrive and leave (min, max), as text arrays.
-func adjustSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment) (string, error) {
+func adjustSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, lock bool) (string, error) {
 	p := a.parent
 	n := len(a.fk.ParentColumns)
 	var keyIn, keyArgs, keyCols, keyJoin, pJoin, order []string
@@ -237,9 +242,13 @@ func adjustSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment) (str
 				target, i+1, target, i+1, typ, cmp, target, agg, quoteIdent(c.Rule.SourceColumn), qualified(src), where, pick, target, i, typ))
 		}
 	}
-	sql := fmt.Sprintf(`WITH l AS MATERIALIZED (SELECT p.ctid AS pgrules_ctid, p.* FROM %s p WHERE (%s) IN (SELECT %s FROM unnest(%s) AS k(%s)) ORDER BY %s FOR NO KEY UPDATE OF p)
+	locking := ""
+	if lock {
+		locking = " FOR NO KEY UPDATE OF p"
+	}
+	sql := fmt.Sprintf(`WITH l AS MATERIALIZED (SELECT p.ctid AS pgrules_ctid, p.* FROM %s p WHERE (%s) IN (SELECT %s FROM unnest(%s) AS k(%s)) ORDER BY %s%s)
 UPDATE %s AS p SET %s FROM l, unnest(%s) AS d(%s) WHERE %s AND %s RETURNING l.*, p.ctid, p.*`,
-		qualified(p), strings.Join(pkey, ", "), strings.Join(keyIn, ", "), strings.Join(keyArgs, ", "), strings.Join(keyCols, ", "), strings.Join(order, ", "),
+		qualified(p), strings.Join(pkey, ", "), strings.Join(keyIn, ", "), strings.Join(keyArgs, ", "), strings.Join(keyCols, ", "), strings.Join(order, ", "), locking,
 		qualified(p), strings.Join(sets, ", "), strings.Join(args, ", "), strings.Join(cols, ", "), strings.Join(pJoin, " AND "), strings.Join(keyJoin, " AND "))
 	return sql, nil
 }

@@ -22,6 +22,11 @@ type txState struct {
 	// defined is set when the transaction defined rules: its end waits for
 	// the catalog to reload.
 	defined bool
+	// locked holds the parent rows (table and key) the engine has locked
+	// in this transaction: adjusting one again needs no lock, and taking
+	// it again, with another transaction queued on the row, is how
+	// PostgreSQL deadlocks a transaction on its own row.
+	locked map[string]bool
 }
 
 // touchedRow is a row by its primary key; a deleted one is not found
@@ -67,14 +72,15 @@ func isTxKeyword(w string) bool {
 }
 
 // followedTx reports whether a transaction statement is one the engine
-// must run: a commit (its constraints) or a savepoint (what it forgets).
-// A plain ROLLBACK needs nothing: the state is dropped when the
-// transaction ends.
-func followedTx(sql string) bool {
+// must run: a savepoint (what a rollback to it forgets), or, with commits
+// set, a commit (its constraints). A plain ROLLBACK needs nothing: the
+// state is dropped when the transaction ends.
+func followedTx(sql string, commits bool) bool {
 	k, _ := txKind(sql)
 	switch k {
-	case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT, pg_query.TransactionStmtKind_TRANS_STMT_PREPARE,
-		pg_query.TransactionStmtKind_TRANS_STMT_SAVEPOINT, pg_query.TransactionStmtKind_TRANS_STMT_RELEASE,
+	case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT, pg_query.TransactionStmtKind_TRANS_STMT_PREPARE:
+		return commits
+	case pg_query.TransactionStmtKind_TRANS_STMT_SAVEPOINT, pg_query.TransactionStmtKind_TRANS_STMT_RELEASE,
 		pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
 		return true
 	}
@@ -143,6 +149,9 @@ func (s *session) txControl(ctx context.Context, conn stmt.Conn, c *compiled, st
 				continue
 			}
 			if kind == pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO {
+				// The rollback released the locks taken since, which
+				// are not told apart: all are taken again.
+				s.tx.locked = nil
 				s.tx.touched = s.tx.touched[:s.tx.marks[i].at]
 				s.tx.marks = s.tx.marks[:i+1] // the savepoint stays
 			} else {
