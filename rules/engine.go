@@ -207,6 +207,10 @@ type session struct {
 	trace, traceSet bool
 	// trips counts the engine's round trips to the server.
 	trips int64
+	// prepared maps the engine's statements to the names they are
+	// prepared under in this session; named counts the names given.
+	prepared map[string]string
+	named    int64
 	// paramTypes caches the server's parameter types of client statements.
 	paramTypes map[string][]uint32
 	// typeNames caches format_type of result columns (CTEs).

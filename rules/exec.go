@@ -133,7 +133,7 @@ func (s *session) clientParams(ctx context.Context, conn stmt.Conn, st stmt.Stat
 		}
 		s.paramTypes[key] = oids
 	}
-	return clientParams{values: st.Params, formats: st.ParamFormats, oids: oids}, nil
+	return clientParams{values: st.Params, formats: st.ParamFormats, oids: oids, stable: true}, nil
 }
 
 // runCTE runs a statement whose WITH clause writes a table with rules.
@@ -240,8 +240,11 @@ func (s *session) runStatement(r *runner, c *compiled, sql string, p clientParam
 		return r.write(w, p, resultFormats)
 	}
 	values, formats, oids := p.with()
-	s.trips++
-	return r.conn.Exec(r.ctx, stmt.Statement{SQL: sql, Params: values, ParamFormats: formats, ParamOIDs: oids, ResultFormats: resultFormats})
+	res, err := s.run(r.ctx, r.conn, []stmt.Statement{{SQL: sql, Params: values, ParamFormats: formats, ParamOIDs: oids, ResultFormats: resultFormats}}, []bool{!p.stable})
+	if len(res) == 0 {
+		return nil, err
+	}
+	return res[0], err
 }
 
 // valuesCTE is the query that gives a CTE's RETURNING rows back, from

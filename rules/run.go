@@ -65,17 +65,62 @@ func (r *runner) tracef(format string, args ...any) {
 }
 
 // query runs one of the engine's statements (text parameters, text
-// results) and counts the round trip.
+// results).
 func (r *runner) query(sql string, params [][]byte) (*stmt.Result, error) {
-	r.s.trips++
-	return r.conn.Exec(r.ctx, stmt.Statement{SQL: sql, Params: params})
+	res, err := r.batch([]stmt.Statement{{SQL: sql, Params: params}})
+	if len(res) == 0 {
+		return nil, err
+	}
+	return res[0], err
 }
 
-// batch runs several of the engine's statements in one round trip.
+// batch runs the engine's own statements in one round trip, prepared.
 func (r *runner) batch(sts []stmt.Statement) ([]*stmt.Result, error) {
-	r.s.trips++
-	return r.conn.Batch(r.ctx, sts)
+	return r.s.run(r.ctx, r.conn, sts, nil)
 }
+
+// run sends statements in one round trip and counts it. The engine's
+// statements are prepared once per session and then run by name, so the
+// server neither parses nor plans them again; once[i] marks a statement
+// that is not worth preparing (built from a client's text with its
+// values in it).
+func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement, once []bool) ([]*stmt.Result, error) {
+	s.trips++
+	var fresh []string
+	for i := range sts {
+		st := &sts[i]
+		if i < len(once) && once[i] {
+			continue
+		}
+		if name, ok := s.prepared[st.SQL]; ok {
+			st.Name, st.SQL = name, ""
+			continue
+		}
+		if len(s.prepared) >= maxPrepared {
+			continue
+		}
+		s.named++
+		st.Name = "pgrules_" + strconv.FormatInt(s.named, 10)
+		fresh = append(fresh, st.SQL, st.Name)
+	}
+	res, err := conn.Batch(ctx, sts)
+	if s.prepared == nil {
+		s.prepared = make(map[string]string)
+	}
+	// A statement is known to be prepared when it completed; a name
+	// whose Parse may or may not have run is never used again.
+	for i := 0; i+1 < len(fresh); i += 2 {
+		for j := range sts {
+			if sts[j].Name == fresh[i+1] && j < len(res) {
+				s.prepared[fresh[i]] = fresh[i+1]
+			}
+		}
+	}
+	return res, err
+}
+
+// maxPrepared bounds the statements the engine keeps prepared in a session.
+const maxPrepared = 500
 
 // clientParams are the client's parameters of st with their types, which
 // the engine's statements built from it take first.
@@ -83,6 +128,10 @@ type clientParams struct {
 	values  [][]byte
 	formats []int16
 	oids    []uint32
+	// stable is set when the client's text carries no values of its own
+	// (it has parameters): what the engine builds from it is worth
+	// preparing.
+	stable bool
 }
 
 // with returns the statement's parameters followed by text arrays.
@@ -111,8 +160,11 @@ func (p clientParams) with(arrays ...[]byte) ([][]byte, []int16, []uint32) {
 // parameters, and arrays of the engine's after them.
 func (r *runner) clientStatement(sql string, p clientParams, resultFormats []int16, arrays ...[]byte) (*stmt.Result, error) {
 	values, formats, oids := p.with(arrays...)
-	r.s.trips++
-	return r.conn.Exec(r.ctx, stmt.Statement{SQL: sql, Params: values, ParamFormats: formats, ParamOIDs: oids, ResultFormats: resultFormats})
+	res, err := r.s.run(r.ctx, r.conn, []stmt.Statement{{SQL: sql, Params: values, ParamFormats: formats, ParamOIDs: oids, ResultFormats: resultFormats}}, []bool{!p.stable})
+	if len(res) == 0 {
+		return nil, err
+	}
+	return res[0], err
 }
 
 // write runs one client write on a table with rules and returns what the
@@ -125,7 +177,11 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	r.tracef("%s on %s", strings.ToUpper(string(w.verb)), shortName(w.table.QualifiedName()))
 	r.depth++
 	defer func() { r.depth-- }()
-	res, err := r.clientStatement(w.materialize, p, nil)
+	materialize, joined := w.materialize, r.parentsJoined(tr, w)
+	if len(joined) > 0 {
+		materialize = joinParents(w, joined)
+	}
+	res, err := r.clientStatement(materialize, p, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +193,18 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 			for i, c := range w.insertCols {
 				text[tr.index[c.Name]] = vals[i]
 			}
-			changes = append(changes, &change{verb: verbInsert, new: newRow(w.table, nil, text)})
+			rw := newRow(w.table, nil, text)
+			at := len(w.insertCols)
+			for _, fk := range joined {
+				parent := r.snap.Tables[fk.Parent]
+				if vals[at] == nil {
+					rw.vals[fk.Accessor] = nil
+				} else {
+					rw.vals[fk.Accessor] = newRow(parent, vals[at], vals[at+1:at+1+len(parent.Columns)]).vals
+				}
+				at += 1 + len(parent.Columns)
+			}
+			changes = append(changes, &change{verb: verbInsert, new: rw})
 		}
 	case verbUpdate:
 		if err := r.refuseDerivedSet(tr, w.setCols); err != nil {
@@ -192,6 +259,52 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 		return nil, err
 	}
 	return out, nil
+}
+
+// parentsJoined are the parents an insert's derivations read directly
+// (copies, formulas of row.parent.column): the materialising query fetches
+// them with the rows, saving a round trip.
+func (r *runner) parentsJoined(tr *tableRules, w *writeStmt) []*catalog.ForeignKey {
+	if w.verb != verbInsert {
+		return nil
+	}
+	var out []*catalog.ForeignKey
+	for _, path := range tr.derivePaths.paths {
+		if len(path) == 1 {
+			out = append(out, path[0])
+		}
+	}
+	return out
+}
+
+// joinParents wraps an insert's materialising query so that each row comes
+// with its parent through each foreign key (its ctid and columns, NULL
+// when there is none).
+func joinParents(w *writeStmt, fks []*catalog.ForeignKey) string {
+	pos := make(map[string]int)
+	names := make([]string, len(w.insertCols))
+	for i, c := range w.insertCols {
+		pos[c.Name] = i + 1
+		names[i] = fmt.Sprintf("c%d", i+1)
+	}
+	var cols, joins []string
+	for i, fk := range fks {
+		alias := fmt.Sprintf("pgrules_p%d", i+1)
+		conds := make([]string, len(fk.Columns))
+		for j, c := range fk.Columns {
+			conds[j] = fmt.Sprintf("p.%s = pgrules_m.c%d", quoteIdent(fk.ParentColumns[j]), pos[c])
+		}
+		cols = append(cols, ", "+alias+".*")
+		joins = append(joins, fmt.Sprintf(" LEFT JOIN LATERAL (SELECT p.ctid, p.* FROM %s p WHERE %s) %s ON true",
+			quoteIdentQualified(fk.Parent), strings.Join(conds, " AND "), alias))
+	}
+	return "SELECT pgrules_m.*" + strings.Join(cols, "") + " FROM (" + w.materialize + ") pgrules_m(" + strings.Join(names, ", ") + ")" + strings.Join(joins, "")
+}
+
+// quoteIdentQualified quotes a "schema.table" name.
+func quoteIdentQualified(name string) string {
+	schema, table, _ := strings.Cut(name, ".")
+	return quoteIdent(schema) + "." + quoteIdent(table)
 }
 
 func indexOf(t *catalog.Table) map[string]int {
@@ -307,7 +420,9 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	formats := resultFormatsFor(resultFormats, w.nReturning, 1+len(t.Columns)+k-w.nReturning)
 	values, pformats, oids := p.with(arrays...)
 	sts := append(r.lockParents(tr, changes), stmt.Statement{SQL: sql, Params: values, ParamFormats: pformats, ParamOIDs: oids, ResultFormats: formats})
-	results, err := r.batch(sts)
+	once := make([]bool, len(sts))
+	once[len(sts)-1] = !p.stable
+	results, err := r.s.run(r.ctx, r.conn, sts, once)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -461,7 +576,7 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 			live = append(live, ch.new)
 		}
 	}
-	if err := r.loadParents(tr.paths, live); err != nil {
+	if err := r.loadParents(tr.derivePaths.paths, live); err != nil {
 		return err
 	}
 	for _, ch := range changes {
@@ -610,7 +725,9 @@ func (r *runner) loadParents(paths [][]*catalog.ForeignKey, rows []*row) error {
 						break
 					}
 				}
-				if m != nil {
+				// A row keeps the parents loaded for it while its
+				// foreign keys stay as they were.
+				if _, loaded := m[p[level-1].Accessor]; m != nil && !loaded {
 					owners = append(owners, m)
 				}
 			}
@@ -775,12 +892,10 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 			live = append(live, ch.new)
 		}
 	}
-	if len(tr.oldPaths) > 0 {
-		if err := r.loadParents(tr.oldPaths, old); err != nil {
-			return err
-		}
+	if err := r.loadParents(tr.filterPaths.old, old); err != nil {
+		return err
 	}
-	if err := r.loadParents(tr.paths, live); err != nil {
+	if err := r.loadParents(tr.filterPaths.paths, live); err != nil {
 		return err
 	}
 	var sts []stmt.Statement
@@ -1166,7 +1281,7 @@ func (r *runner) checkConstraints(tr *tableRules, changes []*change) error {
 	if len(live) == 0 {
 		return nil
 	}
-	if err := r.loadParents(tr.paths, live); err != nil {
+	if err := r.loadParents(tr.checkPaths.paths, live); err != nil {
 		return err
 	}
 	for _, c := range tr.constraints {

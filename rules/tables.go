@@ -28,9 +28,16 @@ type tableRules struct {
 	// down are the formulas of child tables that read this table's
 	// columns through a path ending here.
 	down []*cascade
-	// paths are the parent rows that evaluating the table's rules needs
-	// for a new row; oldPaths those for the row before the change.
-	paths, oldPaths [][]*catalog.ForeignKey
+	// The parent rows that evaluating the table's rules needs: for its
+	// derivations, for the filters of the aggregates it feeds, and for its
+	// constraints (commit constraints included).
+	derivePaths, filterPaths, checkPaths pathSet
+}
+
+// pathSet are the paths of foreign keys to load for a new row, and those
+// for the row before the change.
+type pathSet struct {
+	paths, old [][]*catalog.ForeignKey
 }
 
 // adjustment is the parent side of the aggregates that one foreign key
@@ -83,10 +90,10 @@ func (s *Set) buildTables() {
 		switch c.Rule.Kind {
 		case catalog.Copy:
 			tr.derivations = append(tr.derivations, c)
-			tr.addPaths([][]*catalog.ForeignKey{{c.FK}}, nil)
+			tr.derivePaths.add([][]*catalog.ForeignKey{{c.FK}}, nil)
 		case catalog.Formula:
 			tr.derivations = append(tr.derivations, c)
-			tr.addPaths(c.Paths, c.OldPaths)
+			tr.derivePaths.add(c.Paths, c.OldPaths)
 			for _, pr := range c.ParentReads {
 				top := get(pr.Path[len(pr.Path)-1].Parent)
 				if top == nil {
@@ -101,7 +108,7 @@ func (s *Set) buildTables() {
 			}
 			child.addAggregate(s, c)
 			// A filter is evaluated on the child's new and old rows.
-			child.addPaths(c.Paths, c.Paths)
+			child.filterPaths.add(c.Paths, c.Paths)
 		}
 	}
 	for _, c := range s.rules {
@@ -119,7 +126,7 @@ func (s *Set) buildTables() {
 			} else {
 				tr.commitConstraints = append(tr.commitConstraints, c)
 			}
-			tr.addPaths(c.Paths, c.OldPaths)
+			tr.checkPaths.add(c.Paths, c.OldPaths)
 		}
 	}
 	for _, tr := range s.tables {
@@ -132,7 +139,7 @@ func (s *Set) buildTables() {
 	}
 }
 
-func (tr *tableRules) addPaths(paths, old [][]*catalog.ForeignKey) {
+func (ps *pathSet) add(paths, old [][]*catalog.ForeignKey) {
 	add := func(to *[][]*catalog.ForeignKey, p []*catalog.ForeignKey) {
 		for i := 1; i <= len(p); i++ {
 			prefix := p[:i]
@@ -142,13 +149,13 @@ func (tr *tableRules) addPaths(paths, old [][]*catalog.ForeignKey) {
 		}
 	}
 	for _, p := range paths {
-		add(&tr.paths, p)
+		add(&ps.paths, p)
 	}
 	for _, p := range old {
-		add(&tr.oldPaths, p)
+		add(&ps.old, p)
 	}
 	// Shorter paths load first: a longer one starts from their rows.
-	for _, ps := range []*[][]*catalog.ForeignKey{&tr.paths, &tr.oldPaths} {
+	for _, ps := range []*[][]*catalog.ForeignKey{&ps.paths, &ps.old} {
 		slices.SortStableFunc(*ps, func(a, b []*catalog.ForeignKey) int { return len(a) - len(b) })
 	}
 }

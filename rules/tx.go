@@ -216,7 +216,7 @@ func (s *session) commitChecks(ctx context.Context, conn stmt.Conn, c *compiled)
 		for _, vals := range results[i].Rows {
 			live = append(live, newRow(g.tr.t, vals[0], vals[1:]))
 		}
-		if err := r.loadParents(g.tr.paths, live); err != nil {
+		if err := r.loadParents(g.tr.checkPaths.paths, live); err != nil {
 			return err
 		}
 		for _, cc := range g.tr.commitConstraints {
