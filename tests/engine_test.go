@@ -283,6 +283,8 @@ func TestWriteForms(t *testing.T) {
 		{"INSERT INTO lineitem AS l (id, order_id, product_id, quantity) VALUES (2, 2, 1, 9), (20, 2, 1, 9) ON CONFLICT (id) DO UPDATE SET quantity = excluded.quantity WHERE l.quantity < 3",
 			"INSERT 0 1", "", "Alice:0.00/0 Bob:140.00/1 1:10.00 2:140.00 3:0.00"},
 		{"DELETE FROM orders WHERE id = 3", "DELETE 1", "", "Alice:0.00/0 Bob:140.00/1 1:10.00 2:140.00"},
+		{"UPDATE lineitem SET (quantity, product_id) = (1, 2) WHERE id = 20 RETURNING unit_price, amount", "UPDATE 1", "25.50,25.50",
+			"Alice:0.00/0 Bob:75.50/1 1:10.00 2:75.50"},
 	}
 	for _, st := range steps {
 		res := run(st.sql)
@@ -385,6 +387,13 @@ func TestCommitConstraint(t *testing.T) {
 	scalar(t, c, "ROLLBACK TO SAVEPOINT a")
 	scalar(t, c, "RELEASE a")
 	scalar(t, c, "COMMIT")
+	// PREPARE TRANSACTION checks them too, before the server (here without
+	// prepared transactions) would refuse it.
+	scalar(t, c, "BEGIN")
+	scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (3, 1)")
+	if e := pgError(t, c, "PREPARE TRANSACTION 'x'"); e == nil || e.Code != "23514" || e.ConstraintName != "has_lines" {
+		t.Fatalf("PREPARE TRANSACTION: %+v", e)
+	}
 	// A deleted order is not checked; the rules of deleting it ran.
 	scalar(t, c, "BEGIN")
 	scalar(t, c, "DELETE FROM lineitem WHERE order_id = 1")

@@ -12,7 +12,7 @@ import (
 
 func runDemo(ctx context.Context, args []string) error {
 	var f serveFlags
-	fs := newFlagSet("demo", "Starts a throwaway PostgreSQL in a temporary directory, loads the check-credit\nscenario into database \"demo\", and runs the proxy in front of it until Ctrl-C,\nwhich stops both and removes the directory.")
+	fs := newFlagSet("demo", "Starts a throwaway PostgreSQL in a temporary directory, loads the check-credit\nscenario into database \"demo\", runs the proxy in front of it and defines the\nscenario's rules through it, until Ctrl-C, which stops both and removes the directory.")
 	f.register(fs, false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -43,16 +43,34 @@ func runDemo(ctx context.Context, args []string) error {
 		return err
 	}
 	return runProxy(ctx, cfg, f.listen, 5*time.Second, func(addr net.Addr) {
-		fmt.Printf(`
+		// The rules are defined through the proxy, as a user would in
+		// psql, once it serves (this runs before it does).
+		go func() {
+			proxyURL := fmt.Sprintf("postgres://%s@127.0.0.1:%s/demo?sslmode=disable", tempdb.SuperUser, portOf(addr))
+			if err := demo.Exec(ctx, proxyURL, demo.Rules); err != nil {
+				log.Error().Err(err).Msg("defining the check-credit rules")
+				return
+			}
+			fmt.Printf(`
 pgrules demo is running: PostgreSQL %s (data in %s), pgrules on %s.
-The check-credit scenario (customer, orders, lineitem, product) is in database "demo".
+The check-credit scenario (customer, orders, lineitem, product) is in database "demo",
+with its rules (rules.sql) defined through pgrules: SELECT * FROM pgrules.rules;
 
 Connect with:
 
     psql "postgres://postgres@127.0.0.1:%s/demo?sslmode=disable"
 
+and try, for instance:
+
+    SET pgrules.trace = on;
+    INSERT INTO orders (customer_id) VALUES (1) RETURNING id;
+    INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 3) RETURNING *;
+    SELECT name, balance, unpaid_order_count FROM customer;
+    INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100);  -- over the credit limit
+
 Press Ctrl-C to stop both and remove the data.
 
 `, "on port "+fmt.Sprint(cluster.Port), cluster.Dir, addr, portOf(addr))
+		}()
 	})
 }

@@ -1,0 +1,25 @@
+// Package rules compiles the rules of a database and runs them on writes.
+//
+// Compiling (compile.go, check.go) turns the rule rows of a catalog
+// snapshot into a Set: every expression parsed and type-checked with expr
+// against the tables it reads, relationships resolved, the columns each
+// rule reads recorded, derivations ordered by dependency, cycles and
+// double derivations reported with the SQLSTATEs of rules-api.md §6. A Set
+// is immutable and shared by every session of its database. Values are
+// exact (values.go): numeric is a decimal, never a float64.
+//
+// The engine (engine.go) is the proxy's stmt.Rules: it decides which
+// statements it wants from their text, analyses a write once per text
+// (write.go), and runs it on the client's own connection, inside the
+// client's transaction (run.go): materialise the row changes, derive,
+// write, adjust parents, check, cascade — a round trip per level of the
+// rules, not per row. tx.go follows the transaction: commit constraints,
+// savepoints, the parent rows already locked. exec.go holds the entry of a
+// write, data-modifying CTEs and the trace setting. Definitions made
+// through the proxy are compiled in the defining transaction (engine.go);
+// verify.go and backfill.go recompute derived columns with set-based SQL
+// (sqlgen.go translates expressions to SQL for them).
+//
+// The package never touches the wire: it reaches PostgreSQL through
+// stmt.Conn, and reads the catalog through package catalog.
+package rules
