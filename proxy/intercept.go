@@ -244,6 +244,9 @@ func (s *session) refuseFlush() error {
 		return err
 	}
 	defer s.giveBack()
+	if err := s.acquire(); err != nil {
+		return err
+	}
 	encodeError(s.cw, pgerr.New(pgerr.FeatureNotSupported, "pgrules needs a Sync after a write on a table with rules; the client sent Flush and waited"))
 	// The batch is dropped, as the server drops a batch after an error;
 	// the client's Sync will get the server's ReadyForQuery.
@@ -292,6 +295,9 @@ func (s *session) runQuery(text string) error {
 		}
 	}
 	if len(parts) == 0 {
+		if err := s.acquire(); err != nil {
+			return err
+		}
 		writeMessage(s.cw, 'I', nil)
 	}
 	if err := s.finish(ctx, c, wrap, failed); err != nil {
@@ -303,6 +309,9 @@ func (s *session) runQuery(text string) error {
 // reply writes an engine result (or error) to the client; describe adds
 // the RowDescription a simple Query sends.
 func (s *session) reply(res *stmt.Result, err error, describe bool) error {
+	if err := s.acquire(); err != nil {
+		return err
+	}
 	if err != nil {
 		if pgerr.Code(err) == "" || isFatal(err) {
 			return err
@@ -336,9 +345,8 @@ func isFatal(err error) bool {
 // relayStatement runs one statement of an intercepted Query as a Query of
 // its own and relays its responses, but not its ReadyForQuery.
 func (s *session) relayStatement(sql string) (failed bool, err error) {
-	s.uw.Write(appendMessage(nil, 'Q', append([]byte(sql), 0)))
-	if err := s.uw.Flush(); err != nil {
-		return false, upstreamLost(err)
+	if err := s.send(appendMessage(nil, 'Q', append([]byte(sql), 0))); err != nil {
+		return false, err
 	}
 	refused := false
 	for {
@@ -375,9 +383,8 @@ func (s *session) refuseCopyIn() error {
 	if err != nil {
 		return pgerr.New(pgerr.InternalError, "encode CopyFail: %w", err)
 	}
-	s.uw.Write(buf)
-	if err := s.uw.Flush(); err != nil {
-		return upstreamLost(err)
+	if err := s.send(buf); err != nil {
+		return err
 	}
 	return encodeError(s.cw, pgerr.New(pgerr.FeatureNotSupported, why))
 }
@@ -421,6 +428,9 @@ func nonFatal(err error) error {
 }
 
 func (s *session) readyForQuery() error {
+	if err := s.acquire(); err != nil {
+		return err
+	}
 	writeMessage(s.cw, 'Z', []byte{byte(s.TxStatus())})
 	return s.flushClient()
 }
@@ -459,10 +469,8 @@ func (s *session) runBatch() error {
 		for j < len(msgs) && msgs[j].exec == nil {
 			j++
 		}
-		s.uw.Write(s.x.batch[msgs[i].start:msgs[j-1].end])
-		s.uw.Write(flushMsg)
-		if err := s.uw.Flush(); err != nil {
-			return upstreamLost(err)
+		if err := s.send(s.x.batch[msgs[i].start:msgs[j-1].end], flushMsg); err != nil {
+			return err
 		}
 		for _, m := range msgs[i:j] {
 			ok, err := s.relayResponses(m)
@@ -492,9 +500,8 @@ var flushMsg = []byte{'H', 0, 0, 0, 4}
 
 // syncUpstream sends a Sync and waits for its ReadyForQuery.
 func (s *session) syncUpstream() error {
-	s.uw.Write(syncMsg)
-	if err := s.uw.Flush(); err != nil {
-		return upstreamLost(err)
+	if err := s.send(syncMsg); err != nil {
+		return err
 	}
 	for {
 		typ, body, err := s.readUpstream()

@@ -16,18 +16,44 @@ import (
 // the client sent before has been relayed, and the backend loop hands over
 // and waits. Responses stay in order without a queue of routes, and the
 // relay path pays nothing for it.
+//
+// The Sync costs no round trip of its own: it goes upstream in front of
+// the frontend loop's first statement, in the same write, and the
+// handover is awaited before that statement's answer is read. Only what
+// writes to the client before sending anything (acquire) waits for the
+// Sync alone.
 
-// borrow takes the upstream reader and the client writer. It returns an
-// error when the session has ended meanwhile.
+// borrow starts taking the upstream reader and the client writer: the
+// Sync that hands them over goes with the next thing sent upstream (send),
+// or alone at acquire. It returns an error when the session is shutting
+// down.
 func (s *session) borrow() error {
 	if !s.beginRequest() {
 		return shutdownError()
 	}
 	s.unsynced.Store(true) // busy until given back, whatever ReadyForQuery says
 	s.lendAt.Store(s.sent)
-	s.uw.Write(syncMsg)
+	s.syncDue = true
+	return nil
+}
+
+// send writes data upstream during a borrow, behind the Sync that hands
+// the reader and the client writer over when it is still due, and waits
+// for the handover.
+func (s *session) send(data ...[]byte) error {
+	due := s.syncDue
+	if due {
+		s.uw.Write(syncMsg)
+		s.syncDue = false
+	}
+	for _, d := range data {
+		s.uw.Write(d)
+	}
 	if err := s.uw.Flush(); err != nil {
 		return upstreamLost(err)
+	}
+	if !due {
+		return nil
 	}
 	select {
 	case <-s.lent:
@@ -37,9 +63,21 @@ func (s *session) borrow() error {
 	}
 }
 
+// acquire completes a borrow before the frontend loop writes to the
+// client without having sent anything upstream.
+func (s *session) acquire() error {
+	if !s.syncDue {
+		return nil
+	}
+	return s.send()
+}
+
 // giveBack returns the upstream reader and the client writer to the
 // backend loop.
 func (s *session) giveBack() {
+	if s.acquire() != nil {
+		return // the session has ended
+	}
 	s.unsynced.Store(false)
 	select {
 	case s.returned <- struct{}{}:
@@ -68,11 +106,7 @@ func (c *upstreamConn) send(msgs ...pgproto3.FrontendMessage) error {
 		}
 	}
 	c.buf = buf
-	c.s.uw.Write(buf)
-	if err := c.s.uw.Flush(); err != nil {
-		return upstreamLost(err)
-	}
-	return nil
+	return c.s.send(buf)
 }
 
 // Exec implements stmt.Conn.
@@ -164,6 +198,9 @@ func (c *upstreamConn) TxEnds() uint64 { return c.s.txEnds.Load() }
 
 // Notice implements stmt.Conn.
 func (c *upstreamConn) Notice(message string) {
+	if c.s.acquire() != nil {
+		return
+	}
 	buf, err := (&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "00000", Message: message}).Encode(nil)
 	if err == nil {
 		c.s.cw.Write(buf)

@@ -88,7 +88,13 @@ type session struct {
 	seen int64
 	// lendAt is the request number whose ReadyForQuery hands the upstream
 	// reader and the client writer to the frontend loop (0: none).
-	lendAt   atomic.Int64
+	lendAt atomic.Int64
+	// lentOut is set by the backend loop when the session ends while the
+	// frontend loop holds the client writer; owned by the backend loop.
+	lentOut bool
+	// syncDue is set by borrow until the Sync that asks for the handover
+	// has gone upstream; owned by the frontend loop.
+	syncDue  bool
 	lent     chan struct{} // backend loop to frontend loop: they are yours
 	returned chan struct{} // frontend loop to backend loop: they are back
 	// x is the frontend loop's state of extended-protocol batches.
@@ -615,6 +621,12 @@ func (s *session) kill() {
 // the client connection.
 func (s *session) backendLoop() {
 	s.end(s.relayUpstream())
+	if s.lentOut {
+		// The session ended while the frontend loop held the client
+		// writer: it is still the frontend loop's.
+		s.client.Close()
+		return
+	}
 	if pgerr.Code(s.endErr) != "" && !s.fatalRelayed.Load() {
 		s.client.SetWriteDeadline(time.Now().Add(time.Second))
 		if encodeError(s.cw, s.endErr) == nil {
@@ -657,6 +669,7 @@ func (s *session) relayUpstream() error {
 				select {
 				case <-s.returned:
 				case <-s.ended:
+					s.lentOut = true
 					return errClientGone
 				}
 				continue

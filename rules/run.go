@@ -899,8 +899,8 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 		return err
 	}
 	var sts []stmt.Statement
-	var adjs []*adjustment // the adjustment of each statement
-	var locking []string   // parent rows the batch locks
+	var adjs []adjusting // what each statement adjusts
+	var locking []string // parent rows the batch locks
 	for _, a := range tr.up {
 		if a.err != nil {
 			return r.fail(asPgError(a.err))
@@ -924,13 +924,23 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 				locking = append(locking, k)
 			}
 		}
-		if len(fresh) > 0 {
-			sts = append(sts, stmt.Statement{SQL: a.sql, Params: adjustParams(a, fresh)})
-			adjs = append(adjs, a)
-		}
-		if len(held) > 0 {
-			sts = append(sts, stmt.Statement{SQL: a.held, Params: adjustParams(a, held)})
-			adjs = append(adjs, a)
+		switch {
+		case a.additive && len(deltas) == 1:
+			// One parent: its UPDATE locks it, in no order to keep.
+			sts = append(sts, stmt.Statement{SQL: a.one, Params: additiveParams(a, deltas[0])})
+			adjs = append(adjs, adjusting{a, deltas})
+		case a.additive && len(fresh) == 0:
+			sts = append(sts, stmt.Statement{SQL: a.many, Params: adjustParams(a, held)})
+			adjs = append(adjs, adjusting{a, held})
+		default:
+			if len(fresh) > 0 {
+				sts = append(sts, stmt.Statement{SQL: a.sql, Params: adjustParams(a, fresh)})
+				adjs = append(adjs, adjusting{adjustment: a})
+			}
+			if len(held) > 0 {
+				sts = append(sts, stmt.Statement{SQL: a.held, Params: adjustParams(a, held)})
+				adjs = append(adjs, adjusting{adjustment: a})
+			}
 		}
 	}
 	if len(sts) == 0 {
@@ -947,23 +957,76 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 		r.s.tx.locked[k] = true
 	}
 	for i := 0; i < len(adjs); i++ {
-		a := adjs[i]
-		rows := results[i].Rows
-		if i+1 < len(adjs) && adjs[i+1] == a {
-			// The same parents' rows, locked before and now: one level.
-			i++
-			rows = append(slices.Clip(rows), results[i].Rows...)
-		}
-		n := len(a.parent.Columns)
-		pchanges := make([]*change, len(rows))
-		for j, vals := range rows {
-			pchanges[j] = &change{verb: verbUpdate, old: newRow(a.parent, vals[0], vals[1:1+n]), new: newRow(a.parent, vals[1+n], vals[2+n:])}
+		a := adjs[i].adjustment
+		var pchanges []*change
+		if adjs[i].light != nil {
+			pchanges = r.lightChanges(adjs[i], results[i].Rows)
+		} else {
+			rows := results[i].Rows
+			if i+1 < len(adjs) && adjs[i+1].adjustment == a {
+				// The same parents' rows, locked before and now: one level.
+				i++
+				rows = append(slices.Clip(rows), results[i].Rows...)
+			}
+			n := len(a.parent.Columns)
+			pchanges = make([]*change, len(rows))
+			for j, vals := range rows {
+				pchanges[j] = &change{verb: verbUpdate, old: newRow(a.parent, vals[0], vals[1:1+n]), new: newRow(a.parent, vals[1+n], vals[2+n:])}
+			}
 		}
 		if err := r.parentChanged(r.set.table(a.parent.QualifiedName()), pchanges); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// adjusting is one adjustment statement of a batch; light holds the deltas
+// of a light one, whose rows come back only as they are.
+type adjusting struct {
+	*adjustment
+	light []*delta
+}
+
+// lightChanges turns the rows a light adjustment returned into changes:
+// the row as it was is the row less each delta.
+func (r *runner) lightChanges(ad adjusting, rows [][][]byte) []*change {
+	p := ad.parent
+	ptr := r.set.table(p.QualifiedName())
+	idx := make([]int, len(ad.fk.ParentColumns))
+	for i, k := range ad.fk.ParentColumns {
+		idx[i] = indexOf(p)[k]
+	}
+	byKey := make(map[string]*delta, len(ad.light))
+	for _, d := range ad.light {
+		byKey[string(joinKey(d.key))] = d
+	}
+	out := make([]*change, 0, len(rows))
+	for _, vals := range rows {
+		nw := newRow(p, vals[0], vals[1:])
+		old := nw.clone(p)
+		if d := byKey[keyOf(nw, idx)]; d != nil {
+			for i, c := range ad.aggs {
+				j := ptr.index[c.Rule.Column]
+				if v, ok := nw.vals[c.Rule.Column]; ok && v != nil {
+					prev, _ := opSub(v, d.add[i])
+					old.set(p, j, prev)
+				}
+			}
+		}
+		out = append(out, &change{verb: verbUpdate, old: old, new: nw})
+	}
+	return out
+}
+
+// additiveParams are a light adjustment's scalar parameters for one
+// parent: its key, then each delta.
+func additiveParams(a *adjustment, d *delta) [][]byte {
+	params := append([][]byte(nil), d.key...)
+	for i := range a.aggs {
+		params = append(params, []byte(d.add[i].String()))
+	}
+	return params
 }
 
 // adjustParams are an adjustment's parameters for the deltas: the parent
@@ -1359,23 +1422,14 @@ func (r *runner) cascadeChildren(tr *tableRules, changes []*change) error {
 	for _, g := range groups {
 		ctr := r.set.table(g.child.QualifiedName())
 		last := g.path[len(g.path)-1]
-		keys := make([][][]byte, len(last.ParentColumns))
-		seen := make(map[string]bool)
-		pidx := tr.columnIndexes(last.ParentColumns)
+		var updated []*row
 		for _, ch := range changes {
-			if ch.new == nil || ch.old == nil {
-				continue
-			}
-			k := keyOf(ch.new, pidx)
-			if k == "" || seen[k] {
-				continue
-			}
-			seen[k] = true
-			for i, j := range pidx {
-				keys[i] = append(keys[i], ch.new.text[j])
+			if ch.new != nil && ch.old != nil {
+				updated = append(updated, ch.new)
 			}
 		}
-		if len(seen) == 0 {
+		keys := distinctKeys(updated, tr.columnIndexes(last.ParentColumns))
+		if keys == nil {
 			continue
 		}
 		sql, params := childrenSQL(r.snap, g.child, g.path, keys)
@@ -1408,6 +1462,28 @@ func (r *runner) cascadeChildren(tr *tableRules, changes []*change) error {
 		}
 	}
 	return nil
+}
+
+// distinctKeys collects the distinct non-NULL values of the columns idx of
+// the rows, one slice per column (the text arrays of a query by key); nil
+// when there are none.
+func distinctKeys(rows []*row, idx []int) [][][]byte {
+	keys := make([][][]byte, len(idx))
+	seen := make(map[string]bool)
+	for _, rw := range rows {
+		k := keyOf(rw, idx)
+		if k == "" || seen[k] {
+			continue
+		}
+		seen[k] = true
+		for i, j := range idx {
+			keys[i] = append(keys[i], rw.text[j])
+		}
+	}
+	if len(seen) == 0 {
+		return nil
+	}
+	return keys
 }
 
 // childrenSQL selects, locked in key order, the rows of child whose path
@@ -1468,20 +1544,12 @@ func (r *runner) cascadeDeletes(tr *tableRules, changes []*change) error {
 			continue
 		}
 		child := r.snap.Tables[fk.Child]
-		pidx := tr.columnIndexes(fk.ParentColumns)
-		keys := make([][][]byte, len(fk.ParentColumns))
-		seen := make(map[string]bool)
-		for _, ch := range changes {
-			k := keyOf(ch.old, pidx)
-			if k == "" || seen[k] {
-				continue
-			}
-			seen[k] = true
-			for i, j := range pidx {
-				keys[i] = append(keys[i], ch.old.text[j])
-			}
+		old := make([]*row, len(changes))
+		for i, ch := range changes {
+			old[i] = ch.old
 		}
-		if len(seen) == 0 {
+		keys := distinctKeys(old, tr.columnIndexes(fk.ParentColumns))
+		if keys == nil {
 			continue
 		}
 		sql, params := childrenSQL(r.snap, child, []*catalog.ForeignKey{fk}, keys)

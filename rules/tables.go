@@ -53,6 +53,13 @@ type adjustment struct {
 	// them.
 	sql, held string
 	err       error
+	// For sums and counts alone (additive), one and many are lighter
+	// statements that only add the deltas and return each row as it is
+	// (the row as it was is the row less the delta): one for a single
+	// parent, whose UPDATE takes its lock itself, many for parents the
+	// transaction holds already.
+	additive  bool
+	one, many string
 }
 
 // cascade is a formula of a child table reading columns of this table
@@ -135,6 +142,13 @@ func (s *Set) buildTables() {
 			if a.err == nil {
 				a.held, _ = adjustSQL(s.snap, tr.t, a, false)
 			}
+			a.additive = true
+			for _, c := range a.aggs {
+				a.additive = a.additive && (c.Rule.Kind == catalog.Sum || c.Rule.Kind == catalog.Count)
+			}
+			if a.additive {
+				a.one, a.many = additiveSQL(a, true), additiveSQL(a, false)
+			}
 		}
 	}
 }
@@ -184,6 +198,40 @@ func (tr *tableRules) addCascade(child *catalog.Table, pr ParentRead, f *Compile
 
 // table returns the rules of a table, or nil when it has none.
 func (s *Set) table(name string) *tableRules { return s.tables[name] }
+
+// additiveSQL is the light adjustment of sums and counts: for one parent
+// with scalar parameters (its key, then each delta), for many with text
+// arrays of them.
+func additiveSQL(a *adjustment, one bool) string {
+	p := a.parent
+	n := len(a.fk.ParentColumns)
+	var where, args, cols, sets []string
+	for i, k := range a.fk.ParentColumns {
+		typ := p.Column(k).Type
+		if one {
+			where = append(where, fmt.Sprintf("p.%s = CAST($%d AS %s)", quoteIdent(k), i+1, typ))
+		} else {
+			where = append(where, fmt.Sprintf("p.%s = CAST(d.k%d AS %s)", quoteIdent(k), i+1, typ))
+			args = append(args, fmt.Sprintf("$%d::text[]", i+1))
+			cols = append(cols, fmt.Sprintf("k%d", i+1))
+		}
+	}
+	for i, c := range a.aggs {
+		target := quoteIdent(c.Rule.Column)
+		v := fmt.Sprintf("$%d", n+i+1)
+		if !one {
+			v = fmt.Sprintf("d.a%d", i+1)
+			args = append(args, fmt.Sprintf("$%d::text[]", n+i+1))
+			cols = append(cols, fmt.Sprintf("a%d", i+1))
+		}
+		sets = append(sets, fmt.Sprintf("%s = coalesce(p.%s, 0) + CAST(%s AS numeric)", target, target, v))
+	}
+	from := ""
+	if !one {
+		from = fmt.Sprintf(" FROM unnest(%s) AS d(%s)", strings.Join(args, ", "), strings.Join(cols, ", "))
+	}
+	return fmt.Sprintf("UPDATE %s AS p SET %s%s WHERE %s RETURNING p.ctid, p.*", qualified(p), strings.Join(sets, ", "), from, strings.Join(where, " AND "))
+}
 
 // adjustSQL is the statement that adjusts the parents of one foreign key
 // by the deltas of its aggregates, in one round trip: it locks the parent
