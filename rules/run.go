@@ -134,7 +134,8 @@ type clientParams struct {
 	stable bool
 }
 
-// with returns the statement's parameters followed by text arrays.
+// with returns the statement's parameters followed by the engine's (text
+// arrays, or text values), in text format.
 func (p clientParams) with(arrays ...[]byte) ([][]byte, []int16, []uint32) {
 	n := len(p.values)
 	values := append(slices.Clip(p.values), arrays...)
@@ -149,10 +150,8 @@ func (p clientParams) with(arrays ...[]byte) ([][]byte, []int16, []uint32) {
 			}
 		}
 	}
+	// The engine's own parameters are typed by the casts around them.
 	oids := append(slices.Clip(p.oids), make([]uint32, len(arrays))...)
-	for i := n; i < len(oids); i++ {
-		oids[i] = 1009 // text[]
-	}
 	return values, formats, oids
 }
 
@@ -342,8 +341,43 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	n := len(p.values)
 	var sql string
 	var arrays [][]byte
-	switch w.verb {
-	case verbInsert:
+	// A single row is written with scalar parameters: cheaper for the
+	// server than joining arrays.
+	one := len(changes) == 1
+	okey := "pgrules_v.pgrules_k"
+	switch {
+	case one && w.verb == verbInsert:
+		cols := make([]string, len(w.insertCols))
+		vals := make([]string, len(w.insertCols))
+		for i, c := range w.insertCols {
+			cols[i] = quoteIdent(c.Name)
+			vals[i] = fmt.Sprintf("CAST($%d AS %s)", n+i+1, c.Type)
+			arrays = append(arrays, changes[0].new.text[tr.index[c.Name]])
+		}
+		sql = fmt.Sprintf("INSERT INTO %s AS %s (%s) %s VALUES (%s) %s",
+			qualified(t), w.alias, strings.Join(cols, ", "), w.overriding, strings.Join(vals, ", "), w.conflict)
+	case one && w.verb == verbUpdate:
+		cols := changedColumns(tr, changes)
+		for _, c := range w.setCols {
+			if !slices.Contains(cols, tr.index[c.Name]) {
+				cols = append(cols, tr.index[c.Name])
+			}
+		}
+		slices.Sort(cols)
+		arrays = append(arrays, changes[0].old.ctid)
+		okey = fmt.Sprintf("CAST($%d AS text)", n+1)
+		sets := make([]string, len(cols))
+		for i, j := range cols {
+			c := t.Columns[j]
+			sets[i] = fmt.Sprintf("%s = CAST($%d AS %s)", quoteIdent(c.Name), n+i+2, c.Type)
+			arrays = append(arrays, changes[0].new.text[j])
+		}
+		sql = fmt.Sprintf("UPDATE %s AS %s SET %s WHERE %s.ctid = CAST($%d AS tid)",
+			qualified(t), w.alias, strings.Join(sets, ", "), w.alias, n+1)
+	case one && w.verb == verbDelete:
+		arrays = append(arrays, changes[0].old.ctid)
+		sql = fmt.Sprintf("DELETE FROM %s AS %s WHERE %s.ctid = CAST($%d AS tid)", qualified(t), w.alias, w.alias, n+1)
+	case w.verb == verbInsert:
 		cols := make([]string, len(w.insertCols))
 		casts := make([]string, len(w.insertCols))
 		names := make([]string, len(w.insertCols))
@@ -363,7 +397,7 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 		}
 		sql = fmt.Sprintf("INSERT INTO %s AS %s (%s) %s SELECT %s FROM unnest(%s) WITH ORDINALITY AS v(%s, pgrules_ord) ORDER BY pgrules_ord %s",
 			qualified(t), w.alias, strings.Join(cols, ", "), w.overriding, strings.Join(casts, ", "), strings.Join(params, ", "), strings.Join(names, ", "), w.conflict)
-	case verbUpdate:
+	case w.verb == verbUpdate:
 		cols := changedColumns(tr, changes)
 		for _, c := range w.setCols {
 			if !slices.Contains(cols, tr.index[c.Name]) {
@@ -394,7 +428,7 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 		}
 		sql = fmt.Sprintf("UPDATE %s AS %s SET %s FROM unnest(%s) AS pgrules_v(%s) WHERE %s.ctid = ANY($%d::text[]::tid[]) AND %s.ctid = CAST(pgrules_v.pgrules_k AS tid)",
 			qualified(t), w.alias, strings.Join(sets, ", "), strings.Join(params, ", "), strings.Join(names, ", "), w.alias, n+1, w.alias)
-	case verbDelete:
+	case w.verb == verbDelete:
 		ctids := make([][]byte, len(changes))
 		for i, ch := range changes {
 			ctids[i] = ch.old.ctid
@@ -407,7 +441,7 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	k := w.nReturning
 	extra := w.alias + ".ctid, " + w.alias + ".*"
 	if w.verb == verbUpdate {
-		extra = "pgrules_v.pgrules_k, " + extra
+		extra = okey + ", " + extra
 	}
 	if w.returning != "" {
 		sql += " RETURNING " + w.returning + ", " + extra
@@ -570,9 +604,11 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 	if len(tr.derivations) == 0 && !hasAggregateTargets(tr) {
 		return nil
 	}
+	// Parents are needed by a new row, by a row whose copied foreign key
+	// changed, and by every row when formulas read parents.
 	var live []*row
 	for _, ch := range changes {
-		if ch.new != nil {
+		if ch.new != nil && (ch.verb == verbInsert || tr.parentFormulas || copyKeyChanged(tr, ch)) {
 			live = append(live, ch.new)
 		}
 	}
@@ -623,6 +659,15 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 		}
 	}
 	return nil
+}
+
+func copyKeyChanged(tr *tableRules, ch *change) bool {
+	for _, d := range tr.derivations {
+		if d.Rule.Kind == catalog.Copy && ch.old != nil && fkChanged(tr, d.FK, ch) {
+			return true
+		}
+	}
+	return false
 }
 
 func hasAggregateTargets(tr *tableRules) bool {
@@ -821,6 +866,20 @@ func joinKey(vals [][]byte) []byte {
 // appended (e.g. "FOR NO KEY UPDATE"), and with a lock the rows come in
 // key order, so that concurrent writers lock them in the same order.
 func selectByKey(t *catalog.Table, cols []string, keys [][][]byte, lock string) (string, [][]byte) {
+	if len(keys) > 0 && len(keys[0]) == 1 {
+		// One key: scalar parameters, and no order to keep.
+		conds := make([]string, len(cols))
+		params := make([][]byte, len(cols))
+		for i, c := range cols {
+			conds[i] = fmt.Sprintf("p.%s = CAST($%d AS %s)", quoteIdent(c), i+1, t.Column(c).Type)
+			params[i] = keys[i][0]
+		}
+		sql := fmt.Sprintf("SELECT p.ctid, p.* FROM %s p WHERE %s", qualified(t), strings.Join(conds, " AND "))
+		if lock != "" {
+			sql += " " + lock + " OF p"
+		}
+		return sql, params
+	}
 	names := make([]string, len(cols))
 	casts := make([]string, len(cols))
 	args := make([]string, len(cols))

@@ -20,6 +20,8 @@ type tableRules struct {
 	derivations []*Compiled
 	// derived maps each derived column of the table to its rule.
 	derived map[string]*Compiled
+	// parentFormulas is set when a formula of the table reads a parent.
+	parentFormulas bool
 	// up are the aggregates this table's rows feed, grouped by the
 	// foreign key to the parent that holds them.
 	up []*adjustment
@@ -101,6 +103,7 @@ func (s *Set) buildTables() {
 		case catalog.Formula:
 			tr.derivations = append(tr.derivations, c)
 			tr.derivePaths.add(c.Paths, c.OldPaths)
+			tr.parentFormulas = tr.parentFormulas || len(c.Paths) > 0 || len(c.OldPaths) > 0
 			for _, pr := range c.ParentReads {
 				top := get(pr.Path[len(pr.Path)-1].Parent)
 				if top == nil {
