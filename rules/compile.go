@@ -89,6 +89,7 @@ type Set struct {
 	// order is every enabled derivation, each after what it reads.
 	order    []*Compiled
 	involved map[string]bool
+	guarded  map[string]bool
 	// tables are the rules the engine runs per table (tables.go).
 	tables map[string]*tableRules
 }
@@ -120,8 +121,36 @@ func Compile(snap *catalog.Snapshot) *Set {
 			s.involved[r.Table] = true
 		}
 	}
+	s.involveCascades()
 	return s
 }
+
+// involveCascades marks the tables whose deletes PostgreSQL cascades to a
+// table with rules (ON DELETE CASCADE, SET NULL, SET DEFAULT), to any
+// depth: deleting from them changes rows whose rules must run, so the
+// engine runs those deletes. guarded are the tables a TRUNCATE ... CASCADE
+// would empty a table with rules through, by any foreign key.
+func (s *Set) involveCascades() {
+	s.guarded = make(map[string]bool)
+	for changed := true; changed; {
+		changed = false
+		for name, t := range s.snap.Tables {
+			for _, fk := range t.Children {
+				cascades := fk.OnDelete == 'c' || fk.OnDelete == 'n' || fk.OnDelete == 'd'
+				if s.involved[fk.Child] && cascades && !s.involved[name] {
+					s.involved[name], changed = true, true
+				}
+				if (s.involved[fk.Child] || s.guarded[fk.Child]) && !s.guarded[name] {
+					s.guarded[name], changed = true, true
+				}
+			}
+		}
+	}
+}
+
+// Guards reports whether a TRUNCATE of table would empty a table with
+// rules, itself or through TRUNCATE ... CASCADE.
+func (s *Set) Guards(table string) bool { return s.Involves(table) || s.guarded[table] }
 
 func ruleError(r *catalog.Rule, code, format string, args ...any) *pgerr.Error {
 	e := pgerr.New(code, "rule %q: "+format, append([]any{r.Name}, args...)...)

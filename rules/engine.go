@@ -291,7 +291,11 @@ func (c *compiled) writesRuledTable(st sqlparse.Statement) bool {
 		return true
 	}
 	for _, w := range st.Writes {
-		if t := c.lookup(w); t != nil && c.set.Involves(t.QualifiedName()) {
+		t := c.lookup(w)
+		if t == nil {
+			continue
+		}
+		if c.set.Involves(t.QualifiedName()) || w.Verb == sqlparse.Truncate && c.set.Guards(t.QualifiedName()) {
 			return true
 		}
 	}
@@ -385,7 +389,8 @@ func (s *session) refuseBroken(ctx context.Context, conn stmt.Conn, c *compiled,
 				e.Schema, e.Table = t.Schema, t.Name
 				return failTx(ctx, conn, e)
 			}
-			if w.Verb != sqlparse.Insert && w.Verb != sqlparse.Update && w.Verb != sqlparse.Delete && c.set.Involves(t.QualifiedName()) {
+			if w.Verb == sqlparse.Truncate && c.set.Guards(t.QualifiedName()) ||
+				w.Verb != sqlparse.Insert && w.Verb != sqlparse.Update && w.Verb != sqlparse.Delete && c.set.Involves(t.QualifiedName()) {
 				return failTx(ctx, conn, refusedVerb(t, w.Verb))
 			}
 		}

@@ -171,6 +171,18 @@ func TestCascadedDelete(t *testing.T) {
 	if got := scalar(t, admin, "SELECT string_agg(total::text, ' ' ORDER BY id) FROM region"); got != "300.00 0.00" {
 		t.Fatalf("regions: %s", got)
 	}
+	// A table without rules whose deletes cascade to one with rules: its
+	// deletes run through the engine too, and TRUNCATE ... CASCADE is
+	// refused.
+	scalar(t, admin, "CREATE TABLE site (id int PRIMARY KEY); INSERT INTO site VALUES (1); ALTER TABLE dept ADD site_id int REFERENCES site ON DELETE CASCADE; UPDATE dept SET site_id = 1")
+	scalar(t, c, "SELECT pgrules.formula('dept.budget', '1000')") // a rule change reloads the catalog
+	if e := pgError(t, c, "TRUNCATE site CASCADE"); e == nil || e.Code != "0A000" {
+		t.Fatalf("TRUNCATE site CASCADE: %v", e)
+	}
+	scalar(t, c, "DELETE FROM site")
+	if got := scalar(t, admin, "SELECT (SELECT count(*) FROM dept) || ' ' || (SELECT count(*) FROM emp) || ' ' || (SELECT string_agg(total::text, ' ' ORDER BY id) FROM region)"); got != "0 0 0.00 0.00" {
+		t.Fatalf("after deleting the site: %s", got)
+	}
 }
 
 // TestConstraintAtEveryLevel: a constraint on a parent fails the child's
