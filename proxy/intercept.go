@@ -273,13 +273,14 @@ func (s *session) runQuery(text string) error {
 		wrap = wrap && !p.TxControl
 	}
 	if wrap {
-		if _, err := c.Simple(ctx, "BEGIN"); err != nil {
-			return err
-		}
+		c.deferBegin()
 	}
 	failed := false
 	for _, p := range parts {
 		if !p.Engine {
+			if err := c.flushBegin(ctx); err != nil {
+				return err
+			}
 			if failed, err = s.relayStatement(p.SQL); err != nil {
 				return err
 			}
@@ -450,9 +451,7 @@ func (s *session) runBatch() error {
 	msgs := s.x.msgs[:len(s.x.msgs)-1] // without the Sync
 	wrap := s.TxStatus() == stmt.TxIdle && !s.x.forwarded
 	if wrap {
-		if _, err := c.Simple(ctx, "BEGIN"); err != nil {
-			return err
-		}
+		c.deferBegin()
 	}
 	failed, skipping := false, false
 	for i := 0; i < len(msgs) && !failed; {
@@ -468,6 +467,9 @@ func (s *session) runBatch() error {
 		j := i
 		for j < len(msgs) && msgs[j].exec == nil {
 			j++
+		}
+		if err := c.flushBegin(ctx); err != nil {
+			return err
 		}
 		if err := s.send(s.x.batch[msgs[i].start:msgs[j-1].end], flushMsg); err != nil {
 			return err

@@ -93,12 +93,46 @@ var syncMsg = []byte{'S', 0, 0, 0, 4}
 type upstreamConn struct {
 	s   *session
 	buf []byte
+	// begin is set while the BEGIN of a transaction the proxy opens around
+	// an autocommit statement has not gone upstream: it goes in front of
+	// the next statement, in the same round trip, and its answer is read
+	// first (drain).
+	begin, drain bool
+}
+
+// deferBegin opens the proxy's transaction with the next statement sent.
+func (c *upstreamConn) deferBegin() { c.begin = true }
+
+// flushBegin sends a deferred BEGIN on its own, for what goes upstream
+// other than through c.
+func (c *upstreamConn) flushBegin(ctx context.Context) error {
+	if !c.begin {
+		return nil
+	}
+	c.begin = false
+	_, err := c.Simple(ctx, "BEGIN")
+	return err
+}
+
+// drained reads the answer to a BEGIN sent in front of a statement; the
+// statement's own answer follows.
+func (c *upstreamConn) drained() error {
+	if !c.drain {
+		return nil
+	}
+	c.drain = false
+	_, err := c.collect()
+	return err
 }
 
 var _ stmt.Conn = (*upstreamConn)(nil)
 
 func (c *upstreamConn) send(msgs ...pgproto3.FrontendMessage) error {
 	buf := c.buf[:0]
+	if c.begin {
+		c.begin, c.drain = false, true
+		msgs = append([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, msgs...)
+	}
 	for _, m := range msgs {
 		var err error
 		if buf, err = m.Encode(buf); err != nil {
@@ -134,7 +168,12 @@ func (c *upstreamConn) Batch(ctx context.Context, sts []stmt.Statement) ([]*stmt
 	if err := c.send(append(msgs, &pgproto3.Sync{})...); err != nil {
 		return nil, err
 	}
-	return c.collect()
+	berr := c.drained()
+	results, err := c.collect()
+	if berr != nil {
+		return nil, berr
+	}
+	return results, err
 }
 
 // ParamTypes implements stmt.Conn.
@@ -144,7 +183,7 @@ func (c *upstreamConn) ParamTypes(ctx context.Context, sql string, oids []uint32
 		return nil, err
 	}
 	var types []uint32
-	var firstErr error
+	firstErr := c.drained()
 	for {
 		typ, body, err := c.s.readUpstream()
 		if err != nil {
@@ -187,11 +226,21 @@ func (c *upstreamConn) Simple(ctx context.Context, sql string) ([]*stmt.Result, 
 	if err := c.send(&pgproto3.Query{String: sql}); err != nil {
 		return nil, err
 	}
-	return c.collect()
+	berr := c.drained()
+	results, err := c.collect()
+	if berr != nil {
+		return nil, berr
+	}
+	return results, err
 }
 
 // TxStatus implements stmt.Conn.
-func (c *upstreamConn) TxStatus() stmt.TxStatus { return c.s.TxStatus() }
+func (c *upstreamConn) TxStatus() stmt.TxStatus {
+	if c.begin {
+		return stmt.TxActive
+	}
+	return c.s.TxStatus()
+}
 
 // TxEnds implements stmt.Conn.
 func (c *upstreamConn) TxEnds() uint64 { return c.s.txEnds.Load() }

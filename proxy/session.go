@@ -656,9 +656,11 @@ func (s *session) relayUpstream() error {
 			if len(body) != 1 {
 				return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ReadyForQuery")
 			}
-			s.setTxStatus(body[0])
 			s.pending.Add(-1)
 			if s.seen++; s.seen == s.lendAt.Load() {
+				// The Sync of a borrow ends no transaction: its status
+				// is the one the session had.
+				s.txStatus.Store(uint32(body[0]))
 				// The frontend loop asked for this ReadyForQuery: it
 				// now runs statements of its own until it gives back.
 				select {
@@ -674,6 +676,7 @@ func (s *session) relayUpstream() error {
 				}
 				continue
 			}
+			s.setTxStatus(body[0])
 			writeMessage(s.cw, typ, body)
 			if s.srv.draining.Load() {
 				s.closeIfIdle()
