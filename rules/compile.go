@@ -14,6 +14,7 @@ import (
 	"github.com/expr-lang/expr/vm"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/shopspring/decimal"
 )
 
@@ -146,6 +147,21 @@ func (s *Set) involveCascades() {
 			}
 		}
 	}
+}
+
+// eventFor returns an enabled event of table that a write of verb would
+// fire (any event for a TRUNCATE, COPY or MERGE), or nil.
+func (s *Set) eventFor(table string, v sqlparse.Verb) *Compiled {
+	for _, c := range s.rules {
+		if c.Rule.Kind != catalog.Event || !c.Rule.Enabled || c.Rule.Table != table || s.errs[c.Rule.Name] != nil {
+			continue
+		}
+		if len(c.Rule.Verbs) == 0 || (v != sqlparse.Insert && v != sqlparse.Update && v != sqlparse.Delete) ||
+			slices.ContainsFunc(c.Rule.Verbs, func(x string) bool { return strings.EqualFold(x, string(v)) }) {
+			return c
+		}
+	}
+	return nil
 }
 
 // Guards reports whether a TRUNCATE of table would empty a table with

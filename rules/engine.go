@@ -2,6 +2,7 @@ package rules
 
 import (
 	"context"
+	"fmt"
 	"encoding/json"
 	"errors"
 	"regexp"
@@ -387,6 +388,11 @@ func (s *session) refuseBroken(ctx context.Context, conn stmt.Conn, c *compiled,
 			if broken := c.set.Broken(t.QualifiedName()); len(broken) > 0 {
 				e := pgerr.New(pgerr.ObjectNotInPrereqState, "writes to %s are refused until its rules are fixed: %s", t.QualifiedName(), broken[0].Message)
 				e.Schema, e.Table = t.Schema, t.Name
+				return failTx(ctx, conn, e)
+			}
+			if ev := c.set.eventFor(t.QualifiedName(), w.Verb); ev != nil {
+				e := notSupported(t, "its event rule %q (%s) would not run: this version of pgrules defines events but does not run them yet", ev.Rule.Name, ev.Rule.Timing)
+				e.Hint = fmt.Sprintf("Disable the event to write the table without it: SELECT pgrules.disable_rule(%s);", quoteLiteral(ev.Rule.Name))
 				return failTx(ctx, conn, e)
 			}
 			if w.Verb == sqlparse.Truncate && c.set.Guards(t.QualifiedName()) ||
