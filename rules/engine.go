@@ -210,8 +210,9 @@ type session struct {
 	trips int64
 	// prepared maps the engine's statements to the names they are
 	// prepared under in this session; named counts the names given.
-	prepared map[string]string
-	named    int64
+	prepared    map[string]string
+	named       int64
+	preparedFor *compiled // the catalog the statements were prepared for
 	// paramTypes caches the server's parameter types of client statements.
 	paramTypes map[string][]uint32
 	// typeNames caches format_type of result columns (CTEs).
@@ -352,9 +353,22 @@ func (s *session) Ended(ctx context.Context, committed bool) {
 }
 
 // Exec implements stmt.Session.
-func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (*stmt.Result, error) {
+func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (res *stmt.Result, err error) {
 	c := s.db.current(ctx)
 	s.syncTx(conn)
+	if s.preparedFor != c {
+		// Statements prepared against another catalog may no longer
+		// match their tables (a column added changes what * gives):
+		// they are prepared again, under new names.
+		s.prepared, s.preparedFor = nil, c
+	}
+	defer func() {
+		// A bug of the engine fails the statement, not the proxy.
+		if p := recover(); p != nil {
+			s.log.Error().Interface("panic", p).Str("sql", st.SQL).Msg("the rules engine failed")
+			res, err = nil, failTx(ctx, conn, pgerr.New(pgerr.InternalError, "pgrules failed running the rules of this statement: %v", p))
+		}
+	}()
 	if s.tx.defined && isTxKeyword(sqlparse.LeadingKeyword(st.SQL)) {
 		return s.endDefinitions(ctx, conn, c, st)
 	}

@@ -52,6 +52,12 @@ type runner struct {
 	// their children's deletions do not adjust them.
 	deleting map[string]map[string]bool
 	depth    int // nesting, for the trace
+	// followed are the parents' changes of adjustments that ran in the
+	// round trip of the write before (adjustment.follow), for
+	// adjustParents to take; noFollow turns that off (an upsert's two
+	// writes adjust once).
+	followed map[*adjustment][]*change
+	noFollow bool
 }
 
 // maxDepth bounds the chain of levels one statement may go through; rules
@@ -454,13 +460,27 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	formats := resultFormatsFor(resultFormats, w.nReturning, 1+len(t.Columns)+k-w.nReturning)
 	values, pformats, oids := p.with(arrays...)
 	sts := append(r.lockParents(tr, changes), stmt.Statement{SQL: sql, Params: values, ParamFormats: pformats, ParamOIDs: oids, ResultFormats: formats})
+	at := len(sts) - 1
 	once := make([]bool, len(sts))
-	once[len(sts)-1] = !p.stable
+	once[at] = !p.stable
+	var follows []*adjustment
+	if !r.noFollow && !w.doNothing {
+		for _, a := range tr.up {
+			if st, ok := r.followStatement(tr, a, changes); ok {
+				sts = append(sts, st)
+				once = append(once, false)
+				follows = append(follows, a)
+			}
+		}
+	}
 	results, err := r.s.run(r.ctx, r.conn, sts, once)
 	if err != nil {
 		return nil, nil, err
 	}
-	res := results[len(results)-1]
+	res := results[at]
+	for i, a := range follows {
+		r.followed[a] = r.followChanges(a, results[at+1+i].Rows)
+	}
 	out := &stmt.Result{Tag: tagOf(w.verb, len(res.Rows))}
 	if w.returning != "" {
 		out.Fields = res.Fields[:w.nReturning]
@@ -542,6 +562,100 @@ func (r *runner) lockParents(tr *tableRules, changes []*change) []stmt.Statement
 		for _, k := range taken {
 			r.s.tx.locked[k] = true
 		}
+	}
+	return out
+}
+
+// followStatement is the adjustment a follows the write with, in its round
+// trip (see adjustment.follow); false when a has none or the changes need
+// the engine's usual adjustment.
+func (r *runner) followStatement(tr *tableRules, a *adjustment, changes []*change) (stmt.Statement, bool) {
+	if a.follow == "" || a.err != nil {
+		return stmt.Statement{}, false
+	}
+	pkIdx := tr.columnIndexes(tr.t.PrimaryKey)
+	pks := make([][][]byte, len(pkIdx))
+	fkIdx := tr.columnIndexes(a.fk.Columns)
+	olds := make([][][]byte, len(fkIdx)+len(a.aggs))
+	skip := r.deleting[a.parent.QualifiedName()]
+	for _, ch := range changes {
+		if ch.new != nil {
+			for i, j := range pkIdx {
+				if ch.new.text[j] == nil {
+					return stmt.Statement{}, false
+				}
+				pks[i] = append(pks[i], ch.new.text[j])
+			}
+		}
+		if ch.old == nil {
+			continue
+		}
+		k := keyOf(ch.old, fkIdx)
+		if k == "" || skip[k] {
+			continue
+		}
+		for i, j := range fkIdx {
+			olds[i] = append(olds[i], ch.old.text[j])
+		}
+		for i, c := range a.aggs {
+			in, err := c.Counts(ch.old.vals)
+			if err != nil {
+				return stmt.Statement{}, false // the usual way reports it
+			}
+			v := decimal.Zero
+			switch {
+			case !in:
+			case c.Rule.Kind == catalog.Count:
+				v = decimal.NewFromInt(1)
+			case ch.old.vals[c.Rule.SourceColumn] != nil:
+				v = toDecimal(ch.old.vals[c.Rule.SourceColumn])
+			}
+			olds[len(fkIdx)+i] = append(olds[len(fkIdx)+i], []byte(v.String()))
+		}
+	}
+	if len(skip) > 0 && len(pks) > 0 && len(pks[0]) > 0 {
+		return stmt.Statement{}, false // new rows of parents being deleted
+	}
+	params := make([][]byte, 0, len(pks)+len(olds))
+	for _, col := range pks {
+		params = append(params, textArray(col))
+	}
+	for _, col := range olds {
+		params = append(params, textArray(col))
+	}
+	if r.followed == nil {
+		r.followed = make(map[*adjustment][]*change)
+	}
+	return stmt.Statement{SQL: a.follow, Params: params}, true
+}
+
+// followChanges turns the rows a follow statement returned (the deltas,
+// then the parent as it is) into the parents' changes.
+func (r *runner) followChanges(a *adjustment, rows [][][]byte) []*change {
+	p := a.parent
+	ptr := r.set.table(p.QualifiedName())
+	out := make([]*change, 0, len(rows))
+	n := len(a.aggs)
+	for _, vals := range rows {
+		nw := newRow(p, vals[n], vals[n+1:])
+		old := nw.clone(p)
+		for i, c := range a.aggs {
+			d, err := decimal.NewFromString(string(vals[i]))
+			if v := nw.vals[c.Rule.Column]; err == nil && v != nil {
+				prev, _ := opSub(v, d)
+				old.set(p, ptr.index[c.Rule.Column], prev)
+				sign := "+"
+				if d.IsNegative() {
+					sign = ""
+				}
+				key := make([][]byte, len(a.fk.ParentColumns))
+				for j, k := range a.fk.ParentColumns {
+					key[j] = nw.text[ptr.index[k]]
+				}
+				r.tracef("adjust %s %s: %s %s%s", shortName(p.QualifiedName()), strings.Join(nullTexts(key), ","), c.Target, sign, d)
+			}
+		}
+		out = append(out, &change{verb: verbUpdate, old: old, new: nw})
 	}
 	return out
 }
@@ -960,9 +1074,19 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 	var sts []stmt.Statement
 	var adjs []adjusting // what each statement adjusts
 	var locking []string // parent rows the batch locks
+	type done struct {
+		a       *adjustment
+		changes []*change
+	}
+	var followed []done
 	for _, a := range tr.up {
 		if a.err != nil {
 			return r.fail(asPgError(a.err))
+		}
+		if pch, ok := r.followed[a]; ok {
+			delete(r.followed, a)
+			followed = append(followed, done{a, pch})
+			continue
 		}
 		deltas, err := r.deltas(tr, a, changes)
 		if err != nil {
@@ -1000,6 +1124,11 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 				sts = append(sts, stmt.Statement{SQL: a.held, Params: adjustParams(a, held)})
 				adjs = append(adjs, adjusting{adjustment: a})
 			}
+		}
+	}
+	for _, f := range followed {
+		if err := r.parentChanged(r.set.table(f.a.parent.QualifiedName()), f.changes); err != nil {
+			return err
 		}
 	}
 	if len(sts) == 0 {
@@ -1702,6 +1831,8 @@ func (r *runner) cascadeChild(ctr *tableRules, fk *catalog.ForeignKey, rows [][]
 func (r *runner) upsert(tr *tableRules, w *writeStmt, proposed []*change, p clientParams, resultFormats []int16) (*stmt.Result, error) {
 	u := w.upsert
 	t := w.table
+	r.noFollow = true
+	defer func() { r.noFollow = false }()
 	kidx := make([]int, len(u.keys))
 	names := make([]string, len(u.keys))
 	for i, c := range u.keys {

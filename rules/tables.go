@@ -62,6 +62,13 @@ type adjustment struct {
 	// transaction holds already.
 	additive  bool
 	one, many string
+	// follow is the light adjustment that runs in the write's own round
+	// trip, after it: it reads the written rows back from the child by
+	// primary key ($1 on, one text array per key column) and takes the
+	// contributions of the rows as they were from the engine (the parent
+	// keys, then per aggregate the value to subtract). Empty when the
+	// child has no primary key or a filter does not translate to SQL.
+	follow string
 }
 
 // cascade is a formula of a child table reading columns of this table
@@ -151,6 +158,12 @@ func (s *Set) buildTables() {
 			}
 			if a.additive {
 				a.one, a.many = additiveSQL(a, true), additiveSQL(a, false)
+				a.follow = followSQL(s.snap, tr.t, a)
+				for _, c := range a.aggs {
+					if len(c.Paths) > 0 {
+						a.follow = "" // the old rows' filters need their parents first
+					}
+				}
 			}
 		}
 	}
@@ -234,6 +247,68 @@ func additiveSQL(a *adjustment, one bool) string {
 		from = fmt.Sprintf(" FROM unnest(%s) AS d(%s)", strings.Join(args, ", "), strings.Join(cols, ", "))
 	}
 	return fmt.Sprintf("UPDATE %s AS p SET %s%s WHERE %s RETURNING p.ctid, p.*", qualified(p), strings.Join(sets, ", "), from, strings.Join(where, " AND "))
+}
+
+// followSQL is an adjustment's follow statement (see adjustment.follow).
+// It returns each parent as it is, after the deltas it got.
+func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment) string {
+	if len(child.PrimaryKey) == 0 {
+		return ""
+	}
+	p := a.parent
+	var pk, pkIn, pkArgs, pkCols []string
+	for i, k := range child.PrimaryKey {
+		pk = append(pk, "c."+quoteIdent(k))
+		pkIn = append(pkIn, fmt.Sprintf("CAST(w.k%d AS %s)", i+1, child.Column(k).Type))
+		pkArgs = append(pkArgs, fmt.Sprintf("$%d::text[]", i+1))
+		pkCols = append(pkCols, fmt.Sprintf("k%d", i+1))
+	}
+	n := len(child.PrimaryKey)
+	var newCols, oldCols, oldArgs, oldNames, keyNames, sums, sets, where, having []string
+	for i, k := range a.fk.Columns {
+		typ := p.Column(a.fk.ParentColumns[i]).Type
+		newCols = append(newCols, fmt.Sprintf("CAST(c.%s AS %s)", quoteIdent(k), typ))
+		oldCols = append(oldCols, fmt.Sprintf("CAST(o.k%d AS %s)", i+1, typ))
+		oldArgs = append(oldArgs, fmt.Sprintf("$%d::text[]", n+len(oldArgs)+1))
+		oldNames = append(oldNames, fmt.Sprintf("k%d", i+1))
+		keyNames = append(keyNames, fmt.Sprintf("k%d", i+1))
+		where = append(where, fmt.Sprintf("p.%s = d.k%d", quoteIdent(a.fk.ParentColumns[i]), i+1))
+	}
+	for i, c := range a.aggs {
+		v := "1"
+		if c.Rule.Kind == catalog.Sum {
+			v = "coalesce(c." + quoteIdent(c.Rule.SourceColumn) + ", 0)"
+		}
+		if c.Rule.Filter != "" {
+			g := &sqlGen{snap: snap, table: child, alias: "c", rule: c.Rule.Name}
+			f, err := g.translate(c.Rule.Filter)
+			if err != nil {
+				return ""
+			}
+			v = "CASE WHEN coalesce(" + f + ", false) THEN " + v + " ELSE 0 END"
+		}
+		newCols = append(newCols, "CAST("+v+" AS numeric)")
+		oldCols = append(oldCols, fmt.Sprintf("-CAST(o.a%d AS numeric)", i+1))
+		oldArgs = append(oldArgs, fmt.Sprintf("$%d::text[]", n+len(oldArgs)+1))
+		oldNames = append(oldNames, fmt.Sprintf("a%d", i+1))
+		keyNames = append(keyNames, fmt.Sprintf("a%d", i+1))
+		sums = append(sums, fmt.Sprintf("sum(x.a%d) AS a%d", i+1, i+1))
+		having = append(having, fmt.Sprintf("sum(x.a%d) <> 0", i+1))
+		sets = append(sets, fmt.Sprintf("%s = coalesce(p.%s, 0) + d.a%d", quoteIdent(c.Rule.Column), quoteIdent(c.Rule.Column), i+1))
+	}
+	keys := strings.Join(keyNames[:len(a.fk.Columns)], ", ")
+	deltas := make([]string, len(a.aggs))
+	for i := range a.aggs {
+		deltas[i] = fmt.Sprintf("d.a%d", i+1)
+	}
+	return fmt.Sprintf(`UPDATE %s AS p SET %s FROM (SELECT %s, %s FROM (
+  SELECT %s FROM %s c WHERE (%s) IN (SELECT %s FROM unnest(%s) AS w(%s))
+  UNION ALL SELECT %s FROM unnest(%s) AS o(%s)) x(%s)
+ GROUP BY %s HAVING %s) d WHERE %s RETURNING %s, p.ctid, p.*`,
+		qualified(p), strings.Join(sets, ", "), keys, strings.Join(sums, ", "),
+		strings.Join(newCols, ", "), qualified(child), strings.Join(pk, ", "), strings.Join(pkIn, ", "), strings.Join(pkArgs, ", "), strings.Join(pkCols, ", "),
+		strings.Join(oldCols, ", "), strings.Join(oldArgs, ", "), strings.Join(oldNames, ", "), strings.Join(keyNames, ", "),
+		keys, strings.Join(having, " OR "), strings.Join(where, " AND "), strings.Join(deltas, ", "))
 }
 
 // adjustSQL is the statement that adjusts the parents of one foreign key
