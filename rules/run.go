@@ -460,9 +460,11 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	formats := resultFormatsFor(resultFormats, w.nReturning, 1+len(t.Columns)+k-w.nReturning)
 	values, pformats, oids := p.with(arrays...)
 	sts := append(r.lockParents(tr, changes), stmt.Statement{SQL: sql, Params: values, ParamFormats: pformats, ParamOIDs: oids, ResultFormats: formats})
+	// The write's text holds the rows' values as parameters, not the
+	// client's literals: it repeats with the statement's shape, and is
+	// prepared like the engine's own.
 	at := len(sts) - 1
 	once := make([]bool, len(sts))
-	once[at] = !p.stable
 	var follows []*adjustment
 	if !r.noFollow && !w.doNothing {
 		for _, a := range tr.up {
