@@ -98,6 +98,8 @@ type upstreamConn struct {
 	// the next statement, in the same round trip, and its answer is read
 	// first (drain).
 	begin, drain bool
+	// paramTypes is the last ParameterDescription collect read.
+	paramTypes []uint32
 }
 
 // deferBegin opens the proxy's transaction with the next statement sent.
@@ -178,34 +180,16 @@ func (c *upstreamConn) Batch(ctx context.Context, sts []stmt.Statement) ([]*stmt
 
 // ParamTypes implements stmt.Conn.
 func (c *upstreamConn) ParamTypes(ctx context.Context, sql string, oids []uint32) ([]uint32, error) {
-	err := c.send(&pgproto3.Parse{Query: sql, ParameterOIDs: oids}, &pgproto3.Describe{ObjectType: 'S'}, &pgproto3.Sync{})
-	if err != nil {
+	if err := c.send(&pgproto3.Parse{Query: sql, ParameterOIDs: oids}, &pgproto3.Describe{ObjectType: 'S'}, &pgproto3.Sync{}); err != nil {
 		return nil, err
 	}
-	var types []uint32
-	firstErr := c.drained()
-	for {
-		typ, body, err := c.s.readUpstream()
-		if err != nil {
-			return nil, err
-		}
-		switch typ {
-		case 't':
-			var pd pgproto3.ParameterDescription
-			if err := pd.Decode(body); err != nil {
-				return nil, pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ParameterDescription: %w", err)
-			}
-			types = append([]uint32(nil), pd.ParameterOIDs...)
-		case 'E':
-			if firstErr == nil {
-				firstErr = upstreamError(body)
-			}
-		case 'Z':
-			return types, firstErr
-		case 'N', 'A', 'S':
-			writeMessage(c.s.cw, typ, body)
-		}
+	berr := c.drained()
+	c.paramTypes = nil
+	_, err := c.collect()
+	if berr != nil {
+		return nil, berr
 	}
+	return c.paramTypes, err
 }
 
 // Query implements stmt.Conn.
@@ -270,6 +254,12 @@ func (c *upstreamConn) collect() ([]*stmt.Result, error) {
 			return nil, err
 		}
 		switch typ {
+		case 't':
+			var pd pgproto3.ParameterDescription
+			if err := pd.Decode(body); err != nil {
+				return nil, pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ParameterDescription: %w", err)
+			}
+			c.paramTypes = append([]uint32(nil), pd.ParameterOIDs...)
 		case 'T':
 			var rd pgproto3.RowDescription
 			if err := rd.Decode(body); err != nil {
