@@ -98,7 +98,12 @@ func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement,
 		if i < len(once) && once[i] {
 			continue
 		}
-		if name, ok := s.prepared[st.SQL]; ok {
+		// The parameter types are part of what was prepared.
+		key := st.SQL
+		if len(st.ParamOIDs) > 0 {
+			key += "\x00" + fmt.Sprint(st.ParamOIDs)
+		}
+		if name, ok := s.prepared[key]; ok {
 			st.Name, st.SQL = name, ""
 			continue
 		}
@@ -107,7 +112,7 @@ func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement,
 		}
 		s.named++
 		st.Name = "pgrules_" + strconv.FormatInt(s.named, 10)
-		fresh = append(fresh, st.SQL, st.Name)
+		fresh = append(fresh, key, st.Name)
 	}
 	res, err := conn.Batch(ctx, sts)
 	if s.prepared == nil {
