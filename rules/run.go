@@ -1486,7 +1486,9 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 	for i := range params {
 		args[i] = fmt.Sprintf("$%d::text[]", i+1)
 	}
-	sql := fmt.Sprintf("UPDATE %s AS x SET %s FROM unnest(%s) AS v(%s) WHERE %s RETURNING x.ctid, x.*",
+	// Each row comes back with the key it was found by (without a primary
+	// key, its ctid before the update), then as stored.
+	sql := fmt.Sprintf("UPDATE %s AS x SET %s FROM unnest(%s) AS v(%s) WHERE %s RETURNING v.k1, x.ctid, x.*",
 		qualified(t), strings.Join(sets, ", "), strings.Join(args, ", "), strings.Join(names, ", "), strings.Join(where, " AND "))
 	res, err := r.query(sql, params)
 	if err != nil {
@@ -1505,11 +1507,15 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 	for _, ch := range changes {
 		byKey[key(ch.new)] = ch
 	}
-	for i, vals := range res.Rows {
-		stored := newRow(t, vals[0], vals[1:])
-		ch := byKey[key(stored)]
+	for _, vals := range res.Rows {
+		stored := newRow(t, vals[1], vals[2:])
+		k := key(stored)
+		if len(keyCols) == 0 {
+			k = string(vals[0])
+		}
+		ch := byKey[k]
 		if ch == nil {
-			ch = changes[i]
+			return r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it updated", shortName(t.QualifiedName())))
 		}
 		// The derived columns changed, not the foreign keys: the parents
 		// loaded for the row still are its parents.

@@ -154,6 +154,21 @@ func TestParentFormula(t *testing.T) {
 	}
 }
 
+// TestNoPrimaryKey: rows of a table without a primary key are found by
+// their ctid, through insert, update, delete and a parent's cascade.
+func TestNoPrimaryKey(t *testing.T) {
+	c, admin := orgDB(t)
+	scalar(t, admin, "CREATE TABLE memo (dept_id int REFERENCES dept(id), amount numeric(12,2), scaled numeric(12,2))")
+	scalar(t, c, `SELECT pgrules.formula('memo.scaled', 'row.amount * row.dept.bonus_rate')`)
+	scalar(t, c, "INSERT INTO memo (dept_id, amount) VALUES (10, 100), (10, 200), (20, 300)")
+	scalar(t, c, "UPDATE memo SET amount = amount + 1 WHERE amount < 250")
+	scalar(t, c, "UPDATE dept SET bonus_rate = 0.5 WHERE id = 10")
+	scalar(t, c, "DELETE FROM memo WHERE dept_id = 20")
+	if got := scalar(t, admin, "SELECT string_agg(amount || ':' || scaled, ' ' ORDER BY amount) FROM memo"); got != "101.00:50.50 201.00:100.50" {
+		t.Fatalf("memo: %s", got)
+	}
+}
+
 // TestCascadedDelete: rows PostgreSQL would delete (ON DELETE CASCADE) or
 // set to NULL (SET NULL) with their parent go through their rules.
 func TestCascadedDelete(t *testing.T) {
