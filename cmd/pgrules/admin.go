@@ -52,12 +52,19 @@ func installSchema(ctx context.Context, conn *pgx.Conn) error {
 type adminFlags struct {
 	upstream string
 	sslmode  string
+	// table is --table, which verify and rebuild take (registered when
+	// withTable is set).
+	table     string
+	withTable bool
 }
 
 func (f *adminFlags) connect(ctx context.Context, name, summary string, args []string) (*pgx.Conn, []string, error) {
 	fs := newFlagSet(name, summary)
 	fs.StringVar(&f.upstream, "upstream", "", "URL of the PostgreSQL database, e.g. postgres://user@127.0.0.1:5432/shop")
 	fs.StringVar(&f.sslmode, "upstream-sslmode", "", "sslmode for the connection; overrides the URL's")
+	if f.withTable {
+		fs.StringVar(&f.table, "table", "", "only this table ('table' or 'schema.table'); the same as naming it after the flags")
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return nil, nil, err
 	}
@@ -126,18 +133,21 @@ func explain(ctx context.Context, args []string, out io.Writer) error {
 
 // maintain runs verify or rebuild (rebuild in one transaction).
 func maintain(ctx context.Context, args []string, out io.Writer, rebuild bool) error {
-	var f adminFlags
-	name, summary := "verify", "Recomputes every derived column from scratch (set-based SQL) and lists the rows that drift.\nUsage: pgrules verify --upstream URL [table]"
+	f := adminFlags{withTable: true}
+	name, summary := "verify", "Recomputes every derived column from scratch (set-based SQL) and lists the rows that drift.\nUsage: pgrules verify --upstream URL [--table T | T]"
 	if rebuild {
-		name, summary = "rebuild", "Sets every derived column to its definition, in dependency order, and says how many rows each rule corrected.\nUsage: pgrules rebuild --upstream URL [table]"
+		name, summary = "rebuild", "Sets every derived column to its definition, in dependency order, and says how many rows each rule corrected.\nUsage: pgrules rebuild --upstream URL [--table T | T]"
 	}
 	conn, rest, err := f.connect(ctx, name, summary, args)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(ctx)
+	if f.table != "" {
+		rest = append(rest, f.table)
+	}
 	if len(rest) > 1 {
-		return fmt.Errorf("name at most one table: pgrules %s --upstream URL [table]", name)
+		return fmt.Errorf("name at most one table: pgrules %s --upstream URL [--table T]", name)
 	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {

@@ -78,4 +78,16 @@ func TestVerifyAndRebuild(t *testing.T) {
 	if err := maintain(ctx, []string{"--upstream", url, "customer"}, &out, false); err != nil || out.String() != "no drift\n" {
 		t.Fatalf("verify after rebuild: %v\n%s", err, out.String())
 	}
+	// --table names the table too, and only its drift is reported.
+	if err := pgtest.Exec(ctx, url, "UPDATE customer SET unpaid_order_count = 7"); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := maintain(ctx, []string{"--upstream", url, "--table", "orders"}, &out, false); err != nil || out.String() != "no drift\n" {
+		t.Fatalf("verify --table orders: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := maintain(ctx, []string{"--upstream", url, "--table", "customer"}, &out, false); err == nil || !strings.Contains(out.String(), "customer.unpaid_order_count") {
+		t.Fatalf("verify --table customer: %v\n%s", err, out.String())
+	}
 }
