@@ -2,6 +2,7 @@ package rules
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"strings"
 
@@ -130,6 +131,50 @@ func textArray(vals [][]byte) []byte {
 	}
 	b.WriteByte('}')
 	return b.Bytes()
+}
+
+// parseTextArray reads a one-dimensional text[] as PostgreSQL prints it;
+// a NULL element is nil.
+func parseTextArray(b []byte) ([][]byte, error) {
+	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+		return nil, fmt.Errorf("not an array: %q", b)
+	}
+	b = b[1 : len(b)-1]
+	var out [][]byte
+	for len(b) > 0 {
+		var elem []byte
+		if b[0] == '"' {
+			i := 1
+			elem = []byte{}
+			for ; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' && i+1 < len(b) {
+					i++
+				}
+				elem = append(elem, b[i])
+			}
+			if i >= len(b) {
+				return nil, fmt.Errorf("unterminated element in an array")
+			}
+			b = b[i+1:]
+		} else {
+			i := bytes.IndexByte(b, ',')
+			if i < 0 {
+				i = len(b)
+			}
+			if string(b[:i]) != "NULL" {
+				elem = append([]byte{}, b[:i]...)
+			}
+			b = b[i:]
+		}
+		out = append(out, elem)
+		if len(b) > 0 {
+			if b[0] != ',' {
+				return nil, fmt.Errorf("malformed array")
+			}
+			b = b[1:]
+		}
+	}
+	return out, nil
 }
 
 // textArrayOf is textArray of strings.

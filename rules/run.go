@@ -56,7 +56,7 @@ type runner struct {
 	// round trip of the write before (adjustment.follow), for
 	// adjustParents to take; noFollow turns that off (an upsert's two
 	// writes adjust once).
-	followed map[*adjustment][]*change
+	followed map[*adjustment]followedChanges
 	noFollow bool
 }
 
@@ -486,7 +486,9 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	}
 	res := results[at]
 	for i, a := range follows {
-		r.followed[a] = r.followChanges(a, results[at+1+i].Rows)
+		if err := r.takeFollow(a, results[at+1+i].Rows); err != nil {
+			return nil, nil, err
+		}
 	}
 	out := &stmt.Result{Tag: tagOf(w.verb, len(res.Rows))}
 	if w.returning != "" {
@@ -631,14 +633,71 @@ func (r *runner) followStatement(tr *tableRules, a *adjustment, changes []*chang
 		params = append(params, textArray(col))
 	}
 	if r.followed == nil {
-		r.followed = make(map[*adjustment][]*change)
+		r.followed = make(map[*adjustment]followedChanges)
 	}
-	return stmt.Statement{SQL: a.follow, Params: params}, true
+	sql := a.follow
+	if a.chained != "" {
+		sql = a.chained
+	}
+	return stmt.Statement{SQL: sql, Params: params}, true
+}
+
+// takeFollow keeps the parents' changes a follow statement returned, for
+// adjustParents; a chained one returns those of the parents' parents too,
+// as text arrays tagged with their level.
+func (r *runner) takeFollow(a *adjustment, rows [][][]byte) error {
+	if a.chained == "" {
+		r.followed[a] = followedChanges{changes: r.followChanges(a, rows, 0)}
+		return nil
+	}
+	levels := make([][][][]byte, 1+len(a.chain))
+	for _, vals := range rows {
+		level, err := strconv.Atoi(string(vals[0]))
+		if err != nil || level < 0 || level >= len(levels) {
+			return r.fail(pgerr.New(pgerr.InternalError, "pgrules read a malformed adjustment level %q", vals[0]))
+		}
+		row, err := parseTextArray(vals[1])
+		if err != nil {
+			return r.fail(pgerr.New(pgerr.InternalError, "pgrules read a malformed adjusted row: %w", err))
+		}
+		levels[level] = append(levels[level], row)
+	}
+	first := r.followChanges(a, levels[0], 0)
+	r.followed[a] = followedChanges{changes: first}
+	for i, b := range a.chain {
+		pchanges := r.followChanges(b, levels[i+1], 1)
+		r.followed[b] = followedChanges{changes: pchanges, after: first}
+		if r.s.tx.locked == nil {
+			r.s.tx.locked = make(map[string]bool)
+		}
+		idx := indexOf(b.parent)
+		for _, ch := range pchanges {
+			key := make([][]byte, len(b.fk.ParentColumns))
+			for j, k := range b.fk.ParentColumns {
+				key[j] = ch.new.text[idx[k]]
+			}
+			r.s.tx.locked[b.parent.QualifiedName()+"\x00"+string(joinKey(key))] = true
+		}
+	}
+	return nil
 }
 
 // followChanges turns the rows a follow statement returned (the deltas,
 // then the parent as it is) into the parents' changes.
-func (r *runner) followChanges(a *adjustment, rows [][][]byte) []*change {
+// followedChanges are the parents' changes an adjustment made in a
+// follow statement; after, for a chained one, are the changes of the level
+// below it, the only ones it stands for.
+type followedChanges struct {
+	changes, after []*change
+}
+
+// standsFor reports whether the follow's changes are the adjustment of
+// these changes of the level below.
+func (f followedChanges) standsFor(changes []*change) bool {
+	return f.after == nil || len(f.after) == len(changes) && (len(changes) == 0 || &f.after[0] == &changes[0])
+}
+
+func (r *runner) followChanges(a *adjustment, rows [][][]byte, level int) []*change {
 	p := a.parent
 	ptr := r.set.table(p.QualifiedName())
 	out := make([]*change, 0, len(rows))
@@ -659,7 +718,11 @@ func (r *runner) followChanges(a *adjustment, rows [][][]byte) []*change {
 				for j, k := range a.fk.ParentColumns {
 					key[j] = nw.text[ptr.index[k]]
 				}
-				r.tracef("adjust %s %s: %s %s%s", shortName(p.QualifiedName()), strings.Join(nullTexts(key), ","), c.Target, sign, d)
+				if !d.IsZero() {
+					r.depth += level
+					r.tracef("adjust %s %s: %s %s%s", shortName(p.QualifiedName()), strings.Join(nullTexts(key), ","), c.Target, sign, d)
+					r.depth -= level
+				}
 			}
 		}
 		out = append(out, &change{verb: verbUpdate, old: old, new: nw})
@@ -1090,9 +1153,9 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 		if a.err != nil {
 			return r.fail(asPgError(a.err))
 		}
-		if pch, ok := r.followed[a]; ok {
+		if f, ok := r.followed[a]; ok && f.standsFor(changes) {
 			delete(r.followed, a)
-			followed = append(followed, done{a, pch})
+			followed = append(followed, done{a, f.changes})
 			continue
 		}
 		deltas, err := r.deltas(tr, a, changes)

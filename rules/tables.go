@@ -69,6 +69,13 @@ type adjustment struct {
 	// keys, then per aggregate the value to subtract). Empty when the
 	// child has no primary key or a filter does not translate to SQL.
 	follow string
+	// chained is follow with the parent's own sums and counts (chain, of
+	// the parent's adjustments) adjusted in the same statement, from the
+	// parent rows as the follow left them; its rows come as text arrays
+	// tagged with their level (0 for follow's, i+1 for chain[i]'s).
+	// Empty when the parent's logic needs the engine between the levels.
+	chained string
+	chain   []*adjustment
 }
 
 // cascade is a formula of a child table reading columns of this table
@@ -146,6 +153,15 @@ func (s *Set) buildTables() {
 			tr.checkPaths.add(c.Paths, c.OldPaths)
 		}
 	}
+	defer func() {
+		for _, tr := range s.tables {
+			for _, a := range tr.up {
+				if a.follow != "" {
+					a.chain, a.chained = s.chainSQL(a)
+				}
+			}
+		}
+	}()
 	for _, tr := range s.tables {
 		for _, a := range tr.up {
 			a.sql, a.err = adjustSQL(s.snap, tr.t, a, true)
@@ -309,6 +325,124 @@ func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment) stri
 		strings.Join(newCols, ", "), qualified(child), strings.Join(pk, ", "), strings.Join(pkIn, ", "), strings.Join(pkArgs, ", "), strings.Join(pkCols, ", "),
 		strings.Join(oldCols, ", "), strings.Join(oldArgs, ", "), strings.Join(oldNames, ", "), strings.Join(keyNames, ", "),
 		keys, strings.Join(having, " OR "), strings.Join(where, " AND "), strings.Join(deltas, ", "))
+}
+
+// chainSQL builds a follow statement that also adjusts the parent's own
+// parents (see adjustment.chained). It chains each adjustment b of the
+// parent that is additive and whose filters translate to SQL, when no
+// derivation of the parent reads what a changes.
+func (s *Set) chainSQL(a *adjustment) ([]*adjustment, string) {
+	p := a.parent
+	ptr := s.tables[p.QualifiedName()]
+	if ptr == nil {
+		return nil, ""
+	}
+	targets := make(map[string]int) // a's target columns → their delta
+	for i, c := range a.aggs {
+		targets[c.Rule.Column] = i + 1
+	}
+	for _, d := range ptr.derivations {
+		for _, ref := range d.Reads {
+			if ref.Table == p.QualifiedName() && targets[ref.Column] > 0 {
+				return nil, ""
+			}
+		}
+	}
+	cols := func(t *catalog.Table) []string {
+		out := make([]string, len(t.Columns))
+		for i, c := range t.Columns {
+			out[i] = quoteIdent(c.Name)
+		}
+		return out
+	}
+	deltaNames := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("pgrules_d%d", i+1)
+		}
+		return out
+	}
+	pcols := cols(p)
+	var with []string
+	with = append(with, fmt.Sprintf("u0(%s, pgrules_ctid, %s) AS (%s)", strings.Join(deltaNames(len(a.aggs)), ", "), strings.Join(pcols, ", "), a.follow))
+	old := make([]string, len(p.Columns))
+	for i, c := range p.Columns {
+		if j := targets[c.Name]; j > 0 {
+			old[i] = fmt.Sprintf("%s - pgrules_d%d AS %s", quoteIdent(c.Name), j, quoteIdent(c.Name))
+		} else {
+			old[i] = quoteIdent(c.Name)
+		}
+	}
+	with = append(with, fmt.Sprintf("o0 AS (SELECT pgrules_ctid, %s FROM u0)", strings.Join(old, ", ")))
+	arrayOf := func(rel string, n int, t *catalog.Table) string {
+		parts := append(deltaNames(n), "pgrules_ctid")
+		parts = append(parts, cols(t)...)
+		for i := range parts {
+			parts[i] = rel + "." + parts[i] + "::text"
+		}
+		return "ARRAY[" + strings.Join(parts, ", ") + "]"
+	}
+	selects := []string{"SELECT 0, " + arrayOf("u0", len(a.aggs), p) + " FROM u0"}
+	var chain []*adjustment
+	for _, b := range ptr.up {
+		gp := b.parent
+		if !b.additive || b.err != nil || gp == p || gp.QualifiedName() == a.fk.Child {
+			continue
+		}
+		j := len(chain) + 1
+		var keys, keyNames, vals, sums, having, sets, lockKeys, joins []string
+		for i, k := range b.fk.Columns {
+			typ := gp.Column(b.fk.ParentColumns[i]).Type
+			keys = append(keys, fmt.Sprintf("CAST(n.%s AS %s) AS k%d", quoteIdent(k), typ, i+1))
+			keyNames = append(keyNames, fmt.Sprintf("k%d", i+1))
+			lockKeys = append(lockKeys, "g."+quoteIdent(b.fk.ParentColumns[i]))
+			joins = append(joins, fmt.Sprintf("p.%s = l.%s AND l.%s = d.k%d", quoteIdent(b.fk.ParentColumns[i]), quoteIdent(b.fk.ParentColumns[i]), quoteIdent(b.fk.ParentColumns[i]), i+1))
+		}
+		ok := true
+		for i, c := range b.aggs {
+			contribution := func(alias string) string {
+				v := "1"
+				if c.Rule.Kind == catalog.Sum {
+					v = "coalesce(" + alias + "." + quoteIdent(c.Rule.SourceColumn) + ", 0)"
+				}
+				if c.Rule.Filter != "" {
+					g := &sqlGen{snap: s.snap, table: p, alias: alias, rule: c.Rule.Name}
+					f, err := g.translate(c.Rule.Filter)
+					if err != nil || len(c.Paths) > 0 {
+						ok = false
+						return ""
+					}
+					v = "CASE WHEN coalesce(" + f + ", false) THEN " + v + " ELSE 0 END"
+				}
+				return "CAST(" + v + " AS numeric)"
+			}
+			vals = append(vals, fmt.Sprintf("%s - %s AS a%d", contribution("n"), contribution("o"), i+1))
+			sums = append(sums, fmt.Sprintf("sum(a%d) AS a%d", i+1, i+1))
+			having = append(having, fmt.Sprintf("sum(a%d) <> 0", i+1))
+			sets = append(sets, fmt.Sprintf("%s = coalesce(p.%s, 0) + d.a%d", quoteIdent(c.Rule.Column), quoteIdent(c.Rule.Column), i+1))
+		}
+		if !ok {
+			continue
+		}
+		deltas := make([]string, len(b.aggs))
+		for i := range deltas {
+			deltas[i] = fmt.Sprintf("d.a%d", i+1)
+		}
+		with = append(with,
+			fmt.Sprintf("d%d AS (SELECT %s, %s FROM (SELECT %s, %s FROM u0 n JOIN o0 o ON o.pgrules_ctid = n.pgrules_ctid) x GROUP BY %s HAVING %s)",
+				j, strings.Join(keyNames, ", "), strings.Join(sums, ", "), strings.Join(keys, ", "), strings.Join(vals, ", "), strings.Join(keyNames, ", "), strings.Join(having, " OR ")),
+			fmt.Sprintf("l%d AS MATERIALIZED (SELECT g.* FROM %s g WHERE (%s) IN (SELECT %s FROM d%d) ORDER BY %s FOR NO KEY UPDATE OF g)",
+				j, qualified(gp), strings.Join(lockKeys, ", "), strings.Join(keyNames, ", "), j, strings.Join(lockKeys, ", ")),
+			fmt.Sprintf("u%d(%s, pgrules_ctid, %s) AS (UPDATE %s AS p SET %s FROM d%d d, l%d l WHERE %s RETURNING %s, p.ctid, p.*)",
+				j, strings.Join(deltaNames(len(b.aggs)), ", "), strings.Join(cols(gp), ", "), qualified(gp), strings.Join(sets, ", "), j, j,
+				strings.Join(joins, " AND "), strings.Join(deltas, ", ")))
+		selects = append(selects, fmt.Sprintf("SELECT %d, %s FROM u%d", j, arrayOf(fmt.Sprintf("u%d", j), len(b.aggs), gp), j))
+		chain = append(chain, b)
+	}
+	if len(chain) == 0 {
+		return nil, ""
+	}
+	return chain, "WITH " + strings.Join(with, ",\n") + "\n" + strings.Join(selects, "\nUNION ALL ")
 }
 
 // adjustSQL is the statement that adjusts the parents of one foreign key
