@@ -167,7 +167,13 @@ func (c *upstreamConn) Batch(ctx context.Context, sts []stmt.Statement) ([]*stmt
 			&pgproto3.Describe{ObjectType: 'P'},
 			&pgproto3.Execute{})
 	}
-	if err := c.send(append(msgs, &pgproto3.Sync{})...); err != nil {
+	return c.roundTrip(append(msgs, &pgproto3.Sync{})...)
+}
+
+// roundTrip sends messages ending with a Sync (or a Query) and reads the
+// answer, behind that of a BEGIN sent in front of them.
+func (c *upstreamConn) roundTrip(msgs ...pgproto3.FrontendMessage) ([]*stmt.Result, error) {
+	if err := c.send(msgs...); err != nil {
 		return nil, err
 	}
 	berr := c.drained()
@@ -180,15 +186,8 @@ func (c *upstreamConn) Batch(ctx context.Context, sts []stmt.Statement) ([]*stmt
 
 // ParamTypes implements stmt.Conn.
 func (c *upstreamConn) ParamTypes(ctx context.Context, sql string, oids []uint32) ([]uint32, error) {
-	if err := c.send(&pgproto3.Parse{Query: sql, ParameterOIDs: oids}, &pgproto3.Describe{ObjectType: 'S'}, &pgproto3.Sync{}); err != nil {
-		return nil, err
-	}
-	berr := c.drained()
 	c.paramTypes = nil
-	_, err := c.collect()
-	if berr != nil {
-		return nil, berr
-	}
+	_, err := c.roundTrip(&pgproto3.Parse{Query: sql, ParameterOIDs: oids}, &pgproto3.Describe{ObjectType: 'S'}, &pgproto3.Sync{})
 	return c.paramTypes, err
 }
 
@@ -207,15 +206,7 @@ func (c *upstreamConn) Query(ctx context.Context, sql string, args ...string) ([
 
 // Simple implements stmt.Conn.
 func (c *upstreamConn) Simple(ctx context.Context, sql string) ([]*stmt.Result, error) {
-	if err := c.send(&pgproto3.Query{String: sql}); err != nil {
-		return nil, err
-	}
-	berr := c.drained()
-	results, err := c.collect()
-	if berr != nil {
-		return nil, berr
-	}
-	return results, err
+	return c.roundTrip(&pgproto3.Query{String: sql})
 }
 
 // TxStatus implements stmt.Conn.
