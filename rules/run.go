@@ -187,11 +187,13 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	r.tracef("%s on %s", strings.ToUpper(string(w.verb)), shortName(w.table.QualifiedName()))
 	r.depth++
 	defer func() { r.depth-- }()
-	materialize, joined := w.materialize, r.parentsJoined(tr, w)
+	materialize, joined := w.materializeSQL(len(p.values)), r.parentsJoined(tr, w)
 	if len(joined) > 0 {
-		materialize = joinParents(w, joined)
+		materialize = joinParents(w, materialize, joined)
 	}
-	res, err := r.clientStatement(materialize, p, nil)
+	mp := p
+	mp.stable = p.stable || w.literalsOnly
+	res, err := r.clientStatement(materialize, mp, nil, w.literals...)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +292,7 @@ func (r *runner) parentsJoined(tr *tableRules, w *writeStmt) []*catalog.ForeignK
 // joinParents wraps an insert's materialising query so that each row comes
 // with its parent through each foreign key (its ctid and columns, NULL
 // when there is none).
-func joinParents(w *writeStmt, fks []*catalog.ForeignKey) string {
+func joinParents(w *writeStmt, materialize string, fks []*catalog.ForeignKey) string {
 	pos := make(map[string]int)
 	names := make([]string, len(w.insertCols))
 	for i, c := range w.insertCols {
@@ -308,7 +310,7 @@ func joinParents(w *writeStmt, fks []*catalog.ForeignKey) string {
 		joins = append(joins, fmt.Sprintf(" LEFT JOIN LATERAL (SELECT p.ctid, p.* FROM %s p WHERE %s) %s ON true",
 			quoteIdentQualified(fk.Parent), strings.Join(conds, " AND "), alias))
 	}
-	return "SELECT pgrules_m.*" + strings.Join(cols, "") + " FROM (" + w.materialize + ") pgrules_m(" + strings.Join(names, ", ") + ")" + strings.Join(joins, "")
+	return "SELECT pgrules_m.*" + strings.Join(cols, "") + " FROM (" + materialize + ") pgrules_m(" + strings.Join(names, ", ") + ")" + strings.Join(joins, "")
 }
 
 // quoteIdentQualified quotes a "schema.table" name.

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -54,6 +55,55 @@ type writeStmt struct {
 	overriding string // "OVERRIDING SYSTEM VALUE" or "OVERRIDING USER VALUE"
 	// upsert is INSERT ... ON CONFLICT (...) DO UPDATE.
 	upsert *upsert
+	// literals are the constants of an INSERT's VALUES, which materialize
+	// takes as parameters after the client's (marked by literalMark);
+	// literalsOnly is set when nothing else in it varies with the values
+	// (then it is worth preparing).
+	literals     [][]byte
+	literalsOnly bool
+}
+
+// literalText is the text of a constant: what PostgreSQL reads the
+// literal as, before its type is resolved.
+func literalText(n *pg_query.Node) ([]byte, bool) {
+	c := n.GetAConst()
+	if c == nil || c.Isnull {
+		return nil, false
+	}
+	switch v := c.Val.(type) {
+	case *pg_query.A_Const_Ival:
+		return []byte(strconv.FormatInt(int64(v.Ival.Ival), 10)), true
+	case *pg_query.A_Const_Fval:
+		return []byte(v.Fval.Fval), true
+	case *pg_query.A_Const_Sval:
+		return []byte(v.Sval.Sval), true
+	case *pg_query.A_Const_Boolval:
+		return []byte(strconv.FormatBool(v.Boolval.Boolval)), true
+	}
+	return nil, false
+}
+
+// literalMark stands for the k-th literal's parameter until its number is
+// known (materializeSQL): a NUL, which no SQL text can hold.
+func literalMark(k int) string { return "\x00" + strconv.Itoa(k) + "\x00" }
+
+// materializeSQL is the materialising query with its literals numbered
+// after the client's n parameters.
+func (w *writeStmt) materializeSQL(n int) string {
+	if len(w.literals) == 0 {
+		return w.materialize
+	}
+	var b strings.Builder
+	parts := strings.Split(w.materialize, "\x00")
+	for i, p := range parts {
+		if i%2 == 1 {
+			k, _ := strconv.Atoi(p)
+			b.WriteString("$" + strconv.Itoa(n+k))
+			continue
+		}
+		b.WriteString(p)
+	}
+	return b.String()
 }
 
 // upsert is what the engine needs of ON CONFLICT (columns) DO UPDATE SET
@@ -355,6 +405,7 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 		// DEFAULT VALUES
 		source = "(SELECT) pgrules_s"
 	case len(sel.ValuesLists) > 0 && sel.WithClause == nil && len(sel.SortClause) == 0 && sel.LimitCount == nil && sel.LimitOffset == nil:
+		w.literalsOnly = with == ""
 		// VALUES lists: each item cast to its column's type where it
 		// stands, as INSERT resolves it, DEFAULT replaced by the default.
 		var rows []string
@@ -374,6 +425,16 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 					e := pgerr.New("428C9", "cannot insert a non-DEFAULT value into column %q", c.Name)
 					e.Detail = fmt.Sprintf("Column %q is a generated column.", c.Name)
 					return nil, e
+				}
+				if lit, ok := literalText(item); ok {
+					// A literal becomes a parameter, so that the query is
+					// the same for every row's values and is prepared.
+					w.literals = append(w.literals, lit)
+					vals[i] = fmt.Sprintf("CAST(%s AS %s)", literalMark(len(w.literals)), c.Type)
+					continue
+				}
+				if item.GetParamRef() == nil {
+					w.literalsOnly = false
 				}
 				s, err := exprSQL(item)
 				if err != nil {
