@@ -148,18 +148,10 @@ type clientParams struct {
 // with returns the statement's parameters followed by the engine's (text
 // arrays, or text values), in text format.
 func (p clientParams) with(arrays ...[]byte) ([][]byte, []int16, []uint32) {
-	n := len(p.values)
 	values := append(slices.Clip(p.values), arrays...)
 	var formats []int16
 	if len(p.formats) > 0 {
-		formats = make([]int16, len(values))
-		for i := range n {
-			if len(p.formats) == 1 {
-				formats[i] = p.formats[0]
-			} else {
-				formats[i] = p.formats[i]
-			}
-		}
+		formats = append(slices.Clip(p.expanded().formats), make([]int16, len(arrays))...)
 	}
 	// The engine's own parameters are typed by the casts around them.
 	oids := append(slices.Clip(p.oids), make([]uint32, len(arrays))...)
@@ -614,12 +606,8 @@ func (r *runner) followStatement(tr *tableRules, a *adjustment, changes []*chang
 				return stmt.Statement{}, false // the usual way reports it
 			}
 			v := decimal.Zero
-			switch {
-			case !in:
-			case c.Rule.Kind == catalog.Count:
-				v = decimal.NewFromInt(1)
-			case ch.old.vals[c.Rule.SourceColumn] != nil:
-				v = toDecimal(ch.old.vals[c.Rule.SourceColumn])
+			if in {
+				v = addend(c, ch.old.vals[c.Rule.SourceColumn])
 			}
 			olds[len(fkIdx)+i] = append(olds[len(fkIdx)+i], []byte(v.String()))
 		}
@@ -1006,9 +994,10 @@ func (r *runner) loadParents(paths [][]*catalog.ForeignKey, rows []*row) error {
 		for i, l := range live {
 			fk := l.path[len(l.path)-1]
 			parent := r.snap.Tables[fk.Parent]
+			index := indexOf(parent)
 			pidx := make([]int, len(fk.ParentColumns))
 			for j, c := range fk.ParentColumns {
-				pidx[j] = indexOf(parent)[c]
+				pidx[j] = index[c]
 			}
 			byKey := make(map[string]map[string]any)
 			for _, vals := range results[i].Rows {
@@ -1417,20 +1406,11 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 			}
 			switch c.Rule.Kind {
 			case catalog.Sum, catalog.Count:
-				value := func(v any) decimal.Decimal {
-					if c.Rule.Kind == catalog.Count {
-						return decimal.NewFromInt(1)
-					}
-					if v == nil {
-						return decimal.Zero
-					}
-					return toDecimal(v)
-				}
 				if oldIn {
-					od.add[i] = od.add[i].Sub(value(ov))
+					od.add[i] = od.add[i].Sub(addend(c, ov))
 				}
 				if newIn {
-					nd.add[i] = nd.add[i].Add(value(nv))
+					nd.add[i] = nd.add[i].Add(addend(c, nv))
 				}
 			case catalog.Min, catalog.Max:
 				same := oldIn && newIn && od == nd && sameValue(ov, nv)
@@ -1459,6 +1439,18 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 		}
 	}
 	return out, nil
+}
+
+// addend is what a qualifying child row adds to a sum (its value, NULL
+// counting as 0) or a count (1).
+func addend(c *Compiled, v any) decimal.Decimal {
+	switch {
+	case c.Rule.Kind == catalog.Count:
+		return decimal.NewFromInt(1)
+	case v == nil:
+		return decimal.Zero
+	}
+	return toDecimal(v)
 }
 
 // extreme is the smaller (min) or larger (max) of two values, nil being
