@@ -134,7 +134,7 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 	for _, t := range tables {
 		cols := make([]*Column, len(t.Columns))
 		for i, c := range t.Columns {
-			kind := kindOf(c.OID)
+			kind := KindOf(c.OID)
 			if c.Enum {
 				kind = KindText
 			}
@@ -151,8 +151,8 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 	return nil
 }
 
-// kindOf maps a type OID to how rules see its values.
-func kindOf(oid uint32) Kind {
+// KindOf maps a type OID to how rules see its values.
+func KindOf(oid uint32) Kind {
 	switch oid {
 	case 20, 21, 23, 26: // int8, int2, int4, oid
 		return KindInt

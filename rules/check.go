@@ -297,5 +297,19 @@ func (ck *checker) call(n *ast.CallNode) kind {
 	for _, a := range n.Arguments {
 		ck.check(a)
 	}
+	// Names given as literals are checked now rather than on the first
+	// row that runs the event.
+	if name, ok := n.Arguments[0].(*ast.StringNode); ok {
+		switch id.Value {
+		case "set":
+			if ck.table.Column(name.Value) == nil {
+				return ck.fail(name, pgerr.UndefinedColumn, "set: column %q of table %s does not exist", name.Value, shortName(ck.table.QualifiedName()))
+			}
+		case "insert", "update", "delete":
+			if ck.set.snap.Lookup(name.Value) == nil {
+				return ck.fail(name, pgerr.UndefinedTable, "%s: table %q does not exist", id.Value, name.Value)
+			}
+		}
+	}
 	return kAny
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/expr-lang/expr/vm"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
-	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/shopspring/decimal"
 )
 
@@ -147,21 +146,6 @@ func (s *Set) involveCascades() {
 			}
 		}
 	}
-}
-
-// eventFor returns an enabled event of table that a write of verb would
-// fire (any event for a TRUNCATE, COPY or MERGE), or nil.
-func (s *Set) eventFor(table string, v sqlparse.Verb) *Compiled {
-	for _, c := range s.rules {
-		if c.Rule.Kind != catalog.Event || !c.Rule.Enabled || c.Rule.Table != table || s.errs[c.Rule.Name] != nil {
-			continue
-		}
-		if len(c.Rule.Verbs) == 0 || (v != sqlparse.Insert && v != sqlparse.Update && v != sqlparse.Delete) ||
-			slices.ContainsFunc(c.Rule.Verbs, func(x string) bool { return strings.EqualFold(x, string(v)) }) {
-			return c
-		}
-	}
-	return nil
 }
 
 // Guards reports whether a TRUNCATE of table would empty a table with
@@ -574,21 +558,28 @@ var exprFunctions = []expr.Option{
 }
 
 // actionFuncs are the functions of event actions (rules-api.md §4), with
-// their arity and the timings that allow them. They run in the engine; the
-// compiler checks their use.
+// their arity and the timings that allow them (events.go runs them). A
+// failure event runs in a failed transaction, so it can only replace the
+// error and record what the outbox sends after the rollback; an
+// after_commit event cannot veto a transaction that has committed.
 var actionFuncs = map[string]struct {
 	min, max int
-	timings  []string // nil: every timing
+	timings  []string
 }{
 	"set":    {2, 2, []string{"early", "pre_insert"}},
-	"reject": {1, 2, nil},
-	"insert": {2, 2, nil},
-	"update": {3, 3, nil},
-	"delete": {2, 2, nil},
-	"notify": {2, 2, nil},
-	"sql":    {1, 100, nil},
+	"reject": {1, 2, []string{"early", "pre_insert", "row", "commit", "failure"}},
+	"insert": {2, 2, []string{"early", "pre_insert", "row", "commit", "after_commit"}},
+	"update": {3, 3, []string{"early", "pre_insert", "row", "commit", "after_commit"}},
+	"delete": {2, 2, []string{"early", "pre_insert", "row", "commit", "after_commit"}},
+	"notify": {2, 2, []string{"early", "pre_insert", "row", "commit", "after_commit", "failure"}},
+	"sql":    {1, 100, []string{"early", "pre_insert", "row", "commit", "after_commit"}},
 	"post":   {2, 2, []string{"after_commit", "failure"}},
 }
+
+// actionsVar is the variable through which an action's function calls
+// reach the evaluation they belong to: the compiler passes it as their
+// first argument (actionPatcher), since a compiled program is shared.
+const actionsVar = "pgrules_actions"
 
 // expression parses, checks and compiles one expression of a rule against
 // the row of table t: names, types, and the columns it reads.
@@ -613,9 +604,14 @@ func (s *Set) expression(c *Compiled, t *catalog.Table, part, src string, out **
 		expr.MaxNodes(10000),
 	}, exprFunctions...)
 	if action {
+		opts = append(opts, expr.Patch(actionPatcher{}))
 		for name := range actionFuncs {
 			opts = append(opts, expr.Function(name, func(p ...any) (any, error) {
-				return nil, pgerr.New(pgerr.FeatureNotSupported, "event actions run in the engine")
+				a, ok := p[0].(*actions)
+				if !ok {
+					return nil, pgerr.New(pgerr.InternalError, "%s called outside an event", name)
+				}
+				return a.call(name, p[1:])
 			}))
 		}
 	}
@@ -625,6 +621,21 @@ func (s *Set) expression(c *Compiled, t *catalog.Table, part, src string, out **
 	}
 	*out = p
 	return k, nil
+}
+
+// actionPatcher gives each call of an action function the evaluation's
+// actions as its first argument.
+type actionPatcher struct{}
+
+func (actionPatcher) Visit(node *ast.Node) {
+	if n, ok := (*node).(*ast.CallNode); ok {
+		if id, ok := n.Callee.(*ast.IdentifierNode); ok {
+			if _, ok := actionFuncs[id.Value]; ok {
+				args := append([]ast.Node{&ast.IdentifierNode{Value: actionsVar}}, n.Arguments...)
+				ast.Patch(node, &ast.CallNode{Callee: n.Callee, Arguments: args})
+			}
+		}
+	}
 }
 
 // operatorPatcher rewrites operators into calls of the value functions,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -38,8 +37,11 @@ type EngineConfig struct {
 	Connect func(ctx context.Context, database string) (*pgx.Conn, error)
 	// Setup runs on every such connection before the catalog is read:
 	// it installs or upgrades the pgrules schema.
-	Setup  func(ctx context.Context, conn *pgx.Conn) error
-	Logger zerolog.Logger
+	Setup func(ctx context.Context, conn *pgx.Conn) error
+	// Serving, when set, is called when the engine starts serving a
+	// database (its first session): the outbox dispatcher starts there.
+	Serving func(database string)
+	Logger  zerolog.Logger
 }
 
 // CatalogApplicationName is the application_name of the engine's own
@@ -68,6 +70,7 @@ func (e *Engine) Close() {
 			db.idle.Stop()
 		}
 		db.watcher.Close()
+		db.closeSide()
 		delete(e.dbs, name)
 	}
 }
@@ -77,6 +80,12 @@ type database struct {
 	watcher *catalog.Watcher
 	state   atomic.Pointer[compiled]
 	mu      sync.Mutex // serializes compiling a new snapshot
+
+	// side is the engine's connection for what must not run in a client's
+	// transaction (the failure events' outbox entries), opened on first
+	// use; sideMu guards it.
+	sideMu sync.Mutex
+	side   *pgx.Conn
 
 	// Guarded by Engine.mu.
 	sessions int
@@ -118,9 +127,41 @@ func (e *Engine) database(name string) *database {
 		})
 		db.watcher.Start(context.Background())
 		e.dbs[name] = db
+		if e.cfg.Serving != nil {
+			e.cfg.Serving(name)
+		}
 	}
 	db.sessions++
 	return db
+}
+
+// record writes outbox entries in a transaction of their own, as role.
+func (db *database) record(ctx context.Context, connect func(context.Context, string) (*pgx.Conn, error), name string, entries []outboxEntry, role string) error {
+	db.sideMu.Lock()
+	defer db.sideMu.Unlock()
+	if db.side == nil || db.side.IsClosed() {
+		conn, err := connect(ctx, name)
+		if err != nil {
+			return err
+		}
+		db.side = conn
+	}
+	// Text parameters as they are: outboxSQL's casts type them.
+	_, err := db.side.PgConn().ExecParams(ctx, outboxSQL, outboxParams(entries, role), nil, nil, nil).Close()
+	if err != nil && db.side.IsClosed() {
+		db.side = nil
+	}
+	return err
+}
+
+// closeSide closes the side connection.
+func (db *database) closeSide() {
+	db.sideMu.Lock()
+	defer db.sideMu.Unlock()
+	if db.side != nil {
+		db.side.Close(context.Background())
+		db.side = nil
+	}
 }
 
 // release ends a session's use of a database; the last one starts the
@@ -136,7 +177,10 @@ func (e *Engine) release(name string, db *database) {
 		defer e.mu.Unlock()
 		if db.sessions == 0 && e.dbs[name] == db {
 			delete(e.dbs, name)
-			go db.watcher.Close()
+			go func() {
+				db.watcher.Close()
+				db.closeSide()
+			}()
 		}
 	})
 }
@@ -169,7 +213,38 @@ func (db *database) current(ctx context.Context) *compiled {
 func (e *Engine) Open(ctx context.Context, info stmt.SessionInfo) stmt.Session {
 	db := e.database(info.Database)
 	db.current(ctx) // waits for the first snapshot, bounded by ctx
-	return &session{e: e, name: info.Database, db: db, log: info.Log}
+	return &session{e: e, name: info.Database, db: db, log: info.Log, user: info.User}
+}
+
+// RunTx runs one statement in a transaction of its own on conn, as role,
+// with the rules of database: how the outbox delivers the writes and
+// sql() of after_commit events, whose rules then run like any client's.
+func (e *Engine) RunTx(ctx context.Context, database string, conn stmt.Conn, role, sql string, args [][]byte) error {
+	db := e.database(database)
+	defer e.release(database, db)
+	db.current(ctx)
+	s := &session{e: e, name: database, db: db, user: role, log: e.cfg.Logger.With().Str("database", database).Str("role", role).Logger()}
+	defer s.flushFailures(ctx)
+	if _, err := conn.Simple(ctx, "BEGIN; SET LOCAL ROLE "+quoteIdent(role)); err != nil {
+		conn.Simple(ctx, "ROLLBACK")
+		return err
+	}
+	st := stmt.Statement{SQL: sql, Params: args}
+	var err error
+	if s.Intercepts(sql) {
+		_, err = s.Exec(ctx, conn, st)
+	} else {
+		_, err = conn.Exec(ctx, st)
+	}
+	if err == nil {
+		err = s.Commit(ctx, conn)
+	}
+	if err == nil {
+		_, err = conn.Simple(ctx, "COMMIT")
+		return err
+	}
+	conn.Simple(ctx, "ROLLBACK")
+	return err
 }
 
 // plan is what the engine does with one statement text.
@@ -219,17 +294,45 @@ type session struct {
 	typeNames map[[2]uint32]string
 	// tx is what the engine remembers of the open transaction.
 	tx txState
+	// failures are the outbox entries of failure events, held until the
+	// failed transaction has ended (rules-api.md §4: their effects come
+	// after the rollback).
+	failures []outboxEntry
+	user     string
 }
 
-// Close implements stmt.Session.
-func (s *session) Close() { s.e.release(s.name, s.db) }
+// Close implements stmt.Session. The connection is gone, and with it the
+// transaction: the failure events' entries can go.
+func (s *session) Close() {
+	s.flushFailures(context.Background())
+	s.e.release(s.name, s.db)
+}
+
+// watchesTxEnd reports whether the end of the transaction needs the
+// engine: it defined rules, or failure events wait for its rollback.
+func (s *session) watchesTxEnd() bool { return s.tx.defined || len(s.failures) > 0 }
+
+// flushFailures records the failure events' entries in the outbox, on the
+// engine's own connection, once their transaction has ended.
+func (s *session) flushFailures(ctx context.Context) {
+	if len(s.failures) == 0 {
+		return
+	}
+	entries := s.failures
+	s.failures = nil
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.db.record(ctx, s.e.cfg.Connect, s.name, entries, s.user); err != nil {
+		s.log.Error().Err(err).Int("entries", len(entries)).Msg("the outbox entries of failure events could not be recorded")
+	}
+}
 
 // Intercepts implements stmt.Session. It runs for every statement a client
 // sends, so what can be decided from the text alone is decided without
 // allocating or caching: only statements that call into the pgrules schema
 // or can write a table while the database has rules are parsed.
 func (s *session) Intercepts(sql string) bool {
-	if s.tx.defined && isTxKeyword(sqlparse.LeadingKeyword(sql)) {
+	if s.watchesTxEnd() && isTxKeyword(sqlparse.LeadingKeyword(sql)) {
 		return true
 	}
 	c := s.db.current(context.Background())
@@ -326,7 +429,7 @@ func (s *session) Split(sql string) ([]stmt.Part, error) {
 	}
 	parts := make([]stmt.Part, len(stmts))
 	for i, st := range stmts {
-		engine := s.plan(c, st.SQL).intercept || st.TxControl && s.tx.defined
+		engine := s.plan(c, st.SQL).intercept || st.TxControl && s.watchesTxEnd()
 		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Engine: engine}
 	}
 	return parts, nil
@@ -340,16 +443,22 @@ func (s *session) Commit(ctx context.Context, conn stmt.Conn) error {
 	if c.err != nil || c.set == nil {
 		return nil
 	}
-	return s.commitChecks(ctx, conn, c)
+	pre, err := s.commitWork(ctx, conn, c)
+	if err == nil && len(pre) > 0 {
+		_, err = s.run(ctx, conn, pre, nil)
+	}
+	return err
 }
 
 // Ended implements stmt.Session: a transaction that defined rules has its
-// catalog reloaded before the client hears it committed.
+// catalog reloaded before the client hears it committed; one that failed
+// lets its failure events' entries go.
 func (s *session) Ended(ctx context.Context, committed bool) {
 	if s.tx.defined && committed {
 		s.refresh(ctx)
 	}
 	s.tx.defined = false
+	s.flushFailures(ctx)
 }
 
 // Exec implements stmt.Session.
@@ -369,8 +478,8 @@ func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (
 			res, err = nil, failTx(ctx, conn, pgerr.New(pgerr.InternalError, "pgrules failed running the rules of this statement: %v", p))
 		}
 	}()
-	if s.tx.defined && isTxKeyword(sqlparse.LeadingKeyword(st.SQL)) {
-		return s.endDefinitions(ctx, conn, c, st)
+	if s.watchesTxEnd() && isTxKeyword(sqlparse.LeadingKeyword(st.SQL)) {
+		return s.endTx(ctx, conn, c, st)
 	}
 	p := s.plan(c, st.SQL)
 	switch {
@@ -402,11 +511,6 @@ func (s *session) refuseBroken(ctx context.Context, conn stmt.Conn, c *compiled,
 			if broken := c.set.Broken(t.QualifiedName()); len(broken) > 0 {
 				e := pgerr.New(pgerr.ObjectNotInPrereqState, "writes to %s are refused until its rules are fixed: %s", t.QualifiedName(), broken[0].Message)
 				e.Schema, e.Table = t.Schema, t.Name
-				return failTx(ctx, conn, e)
-			}
-			if ev := c.set.eventFor(t.QualifiedName(), w.Verb); ev != nil {
-				e := notSupported(t, "its event rule %q (%s) would not run: this version of pgrules defines events but does not run them yet", ev.Rule.Name, ev.Rule.Timing)
-				e.Hint = fmt.Sprintf("Disable the event to write the table without it: SELECT pgrules.disable_rule(%s);", quoteLiteral(ev.Rule.Name))
 				return failTx(ctx, conn, e)
 			}
 			if w.Verb == sqlparse.Truncate && c.set.Guards(t.QualifiedName()) ||
@@ -477,11 +581,13 @@ func (s *session) define(ctx context.Context, conn stmt.Conn, c *compiled, st st
 	return res, err
 }
 
-// endDefinitions runs the statement that ends (or may end) a transaction
-// that defined rules, then waits for this proxy's catalog to have them, so
-// that no write that follows on any session of the proxy runs without
-// them.
-func (s *session) endDefinitions(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
+// endTx runs the statement that ends (or may end) a transaction that
+// defined rules or has failure events waiting. Rules: this proxy's catalog
+// must have them before the client hears the commit, so that no write
+// that follows on any session of the proxy runs without them. Failure
+// events: their entries go to the outbox once the transaction is over,
+// or the failed statement rolled back to a savepoint.
+func (s *session) endTx(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
 	var res *stmt.Result
 	var err error
 	if p := s.plan(c, st.SQL); p.txControl {
@@ -489,9 +595,12 @@ func (s *session) endDefinitions(ctx context.Context, conn stmt.Conn, c *compile
 	} else {
 		res, err = conn.Exec(ctx, st)
 	}
-	if conn.TxStatus() == stmt.TxIdle {
+	if conn.TxStatus() == stmt.TxIdle && s.tx.defined {
 		s.tx.defined = false
 		s.refresh(ctx)
+	}
+	if conn.TxStatus() != stmt.TxFailed {
+		s.flushFailures(ctx)
 	}
 	return res, err
 }

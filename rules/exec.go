@@ -26,7 +26,7 @@ func (s *session) runWrite(ctx context.Context, conn stmt.Conn, c *compiled, p *
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{ctx: ctx, conn: conn, s: s, set: c.set, snap: c.snap}
+	r := &runner{ctx: ctx, conn: conn, s: s, set: c.set, snap: c.snap, c: c}
 	start := s.trips
 	var res *stmt.Result
 	if p.cte != nil {
@@ -35,9 +35,13 @@ func (s *session) runWrite(ctx context.Context, conn stmt.Conn, c *compiled, p *
 		res, err = r.write(p.write, params, st.ResultFormats)
 	}
 	if err == nil {
-		r.tracef("%d round trip(s) to the server", s.trips-start)
+		err = r.rowEvents()
 	}
-	return res, err
+	if err != nil {
+		return nil, r.failureEvents(err)
+	}
+	r.tracef("%d round trip(s) to the server", s.trips-start)
+	return res, nil
 }
 
 // analyseText parses a client's write: a write on a table with rules

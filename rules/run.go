@@ -58,6 +58,22 @@ type runner struct {
 	// writes adjust once).
 	followed map[*adjustment]followedChanges
 	noFollow bool
+	// c is the compiled catalog the statement runs with.
+	c *compiled
+	// log holds the rows the statement changed in tables with row events,
+	// by outbox key in logIndex, for the row events at its end.
+	log      []*logged
+	logIndex map[string]*logged
+	// failing are the rows of the client's statement, for its table's
+	// failure events.
+	failing *failing
+}
+
+// failing is the write a failure event sees: its table, verb and rows.
+type failing struct {
+	tr      *tableRules
+	verb    verb
+	changes []*change
 }
 
 // maxDepth bounds the chain of levels one statement may go through; rules
@@ -177,6 +193,10 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 		tr = &tableRules{t: w.table, index: indexOf(w.table), derived: map[string]*Compiled{}}
 	}
 	r.tracef("%s on %s", strings.ToUpper(string(w.verb)), shortName(w.table.QualifiedName()))
+	top := r.failing == nil
+	if top {
+		r.failing = &failing{tr: tr, verb: w.verb}
+	}
 	r.depth++
 	defer func() { r.depth-- }()
 	materialize, joined := w.materializeSQL(len(p.values)), r.parentsJoined(tr, w)
@@ -245,8 +265,14 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 		}
 	}
 	r.tracef("%d row(s)", len(changes))
+	if top {
+		r.failing.changes = changes
+	}
 	if w.upsert != nil {
 		return r.upsert(tr, w, changes, p, resultFormats)
+	}
+	if err := r.fire(tr, timingEarly, changes, nil, nil); err != nil {
+		return nil, err
 	}
 	if w.verb == verbDelete {
 		if err := r.cascadeDeletes(tr, changes); err != nil {
@@ -254,6 +280,11 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 		}
 	} else if err := r.derive(tr, changes, nil); err != nil {
 		return nil, err
+	}
+	if w.verb == verbInsert {
+		if err := r.fire(tr, timingPreInsert, changes, nil, nil); err != nil {
+			return nil, err
+		}
 	}
 	out, changes, err := r.clientWrite(tr, w, changes, p, resultFormats)
 	if err != nil {
@@ -1095,6 +1126,7 @@ func (r *runner) afterWrite(tr *tableRules, changes []*change) error {
 		return err
 	}
 	r.s.touch(tr, changes)
+	r.logRows(tr, changes)
 	return nil
 }
 
@@ -2006,10 +2038,15 @@ func (r *runner) upsert(tr *tableRules, w *writeStmt, proposed []*change, p clie
 		}
 	}
 	r.tracef("ON CONFLICT: %d row(s) to insert, %d to update", len(inserts), len(updates))
-	if err := r.derive(tr, inserts, nil); err != nil {
-		return nil, err
+	for _, changes := range [][]*change{inserts, updates} {
+		if err := r.fire(tr, timingEarly, changes, nil, nil); err != nil {
+			return nil, err
+		}
+		if err := r.derive(tr, changes, nil); err != nil {
+			return nil, err
+		}
 	}
-	if err := r.derive(tr, updates, nil); err != nil {
+	if err := r.fire(tr, timingPreInsert, inserts, nil, nil); err != nil {
 		return nil, err
 	}
 	ins := *w

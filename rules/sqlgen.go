@@ -115,6 +115,9 @@ func (g *sqlGen) binary(n *ast.BinaryNode) (string, error) {
 	if n.Operator == "/" {
 		return "(" + l + "::numeric / " + r + ")", nil
 	}
+	if n.Operator == "??" {
+		return "coalesce(" + l + ", " + r + ")", nil
+	}
 	if n.Operator == "+" && (isText(n.Left) || isText(n.Right)) {
 		return "(" + l + " || " + r + ")", nil
 	}

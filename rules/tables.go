@@ -34,6 +34,10 @@ type tableRules struct {
 	// derivations, for the filters of the aggregates it feeds, and for its
 	// constraints (commit constraints included).
 	derivePaths, filterPaths, checkPaths pathSet
+	// events are the table's enabled events by timing, in definition
+	// order; eventPaths the parents their actions read.
+	events     map[string][]*Compiled
+	eventPaths pathSet
 }
 
 // pathSet are the paths of foreign keys to load for a new row, and those
@@ -151,6 +155,16 @@ func (s *Set) buildTables() {
 				tr.commitConstraints = append(tr.commitConstraints, c)
 			}
 			tr.checkPaths.add(c.Paths, c.OldPaths)
+		case catalog.Event:
+			tr := get(c.Rule.Table)
+			if tr == nil {
+				continue
+			}
+			if tr.events == nil {
+				tr.events = make(map[string][]*Compiled)
+			}
+			tr.events[c.Rule.Timing] = append(tr.events[c.Rule.Timing], c)
+			tr.eventPaths.add(c.Paths, c.OldPaths)
 		}
 	}
 	defer func() {

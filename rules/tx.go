@@ -29,11 +29,14 @@ type txState struct {
 	locked map[string]bool
 }
 
-// touchedRow is a row by its primary key; a deleted one is not found
-// again at commit, and so not checked.
+// touchedRow is a row by its primary key, with its state before the
+// change that touched it (nil for an insert): the first of a key is the
+// row as the transaction found it. A deleted row is not found again at
+// commit, and so not checked.
 type touchedRow struct {
 	table string
 	key   [][]byte
+	old   *row
 }
 
 type savepoint struct {
@@ -46,18 +49,24 @@ type savepoint struct {
 func (s *session) syncTx(conn stmt.Conn) {
 	if ends := conn.TxEnds(); ends != s.tx.ends {
 		s.tx = txState{ends: ends}
+		s.flushFailures(context.Background())
 	}
 }
 
 // hasCommitWork reports whether commits need the engine: some table has
-// commit constraints.
+// commit constraints, commit or after_commit events.
 func (s *Set) hasCommitWork() bool {
 	for _, tr := range s.tables {
-		if len(tr.commitConstraints) > 0 {
+		if tr.commitWork() {
 			return true
 		}
 	}
 	return false
+}
+
+// commitWork reports whether the table's touched rows matter at commit.
+func (tr *tableRules) commitWork() bool {
+	return len(tr.commitConstraints) > 0 || len(tr.eventsOf(timingCommit)) > 0 || len(tr.eventsOf(timingAfterCommit)) > 0
 }
 
 // isTxKeyword tells, from a statement's first word, that it may end a
@@ -99,10 +108,10 @@ func txKind(sql string) (pg_query.TransactionStmtKind, string) {
 	return ts.Kind, ts.SavepointName
 }
 
-// touch records the rows a statement wrote in tables with commit
-// constraints.
+// touch records the rows a statement wrote in tables whose rows matter at
+// commit.
 func (s *session) touch(tr *tableRules, changes []*change) {
-	if len(tr.commitConstraints) == 0 {
+	if !tr.commitWork() {
 		return
 	}
 	idx := tr.columnIndexes(tr.t.PrimaryKey)
@@ -115,28 +124,22 @@ func (s *session) touch(tr *tableRules, changes []*change) {
 		for i, j := range idx {
 			key[i] = rw.text[j]
 		}
-		s.tx.touched = append(s.tx.touched, touchedRow{table: tr.t.QualifiedName(), key: key})
+		s.tx.touched = append(s.tx.touched, touchedRow{table: tr.t.QualifiedName(), key: key, old: ch.old})
 	}
 }
 
 // txControl runs COMMIT, PREPARE TRANSACTION and the savepoint statements
-// while the database has commit constraints.
+// while the database has commit work.
 func (s *session) txControl(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
 	kind, name := txKind(st.SQL)
-	if conn.TxStatus() == stmt.TxActive {
-		switch kind {
-		case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT, pg_query.TransactionStmtKind_TRANS_STMT_PREPARE:
-			if err := s.commitChecks(ctx, conn, c); err != nil {
-				// As when a deferred constraint fails at COMMIT: the
-				// error, and the transaction is rolled back.
-				if _, rerr := conn.Simple(ctx, "ROLLBACK"); rerr != nil && pgerr.Code(rerr) == "" {
-					return nil, rerr
-				}
-				return nil, err
-			}
-		}
+	var res *stmt.Result
+	var err error
+	switch {
+	case conn.TxStatus() == stmt.TxActive && (kind == pg_query.TransactionStmtKind_TRANS_STMT_COMMIT || kind == pg_query.TransactionStmtKind_TRANS_STMT_PREPARE):
+		res, err = s.commit(ctx, conn, c, st)
+	default:
+		res, err = conn.Exec(ctx, st)
 	}
-	res, err := conn.Exec(ctx, st)
 	if err != nil {
 		return res, err
 	}
@@ -163,87 +166,219 @@ func (s *session) txControl(ctx context.Context, conn stmt.Conn, c *compiled, st
 	return res, nil
 }
 
-// commitChecks checks the commit constraints of every row the transaction
-// touched and did not delete, as the rows are now. A false one fails the
-// commit with 23514.
-func (s *session) commitChecks(ctx context.Context, conn stmt.Conn, c *compiled) error {
-	if len(s.tx.touched) == 0 {
-		return nil
+// commit runs the commit work, then the client's COMMIT (or PREPARE
+// TRANSACTION) in the same round trip as the outbox entries of the
+// after_commit events. When the work fails the transaction is rolled back,
+// as when a deferred constraint fails at COMMIT.
+func (s *session) commit(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
+	pre, err := s.commitWork(ctx, conn, c)
+	if err == nil {
+		results, berr := conn.Batch(ctx, append(pre, st))
+		if berr == nil {
+			return results[len(results)-1], nil
+		}
+		if len(results) == len(pre) {
+			return nil, berr // the server's answer to the COMMIT itself
+		}
+		err = berr
 	}
-	r := &runner{ctx: ctx, conn: conn, s: s, set: c.set, snap: c.snap}
-	// The rows by table, each once, as their last change left them.
-	type rows struct {
-		tr   *tableRules
-		keys [][][]byte
-		seen map[string]bool
+	if _, rerr := conn.Simple(ctx, "ROLLBACK"); rerr != nil && pgerr.Code(rerr) == "" {
+		return nil, rerr
 	}
-	var order []*rows
-	by := make(map[string]*rows)
+	return nil, err
+}
+
+// touchedGroup is the rows of one table the transaction touched, each
+// once, with the state the transaction found it in.
+type touchedGroup struct {
+	tr    *tableRules
+	keys  [][][]byte // by key column
+	order []string
+	first map[string]*row // nil: inserted by the transaction
+}
+
+// touchedGroups groups the touched rows of the tables want selects,
+// leaving out the keys in skip.
+func (s *session) touchedGroups(c *compiled, want func(*tableRules) bool, skip map[string]bool) ([]*touchedGroup, error) {
+	var out []*touchedGroup
+	by := make(map[string]*touchedGroup)
 	for _, t := range s.tx.touched {
+		id := t.table + "\x00" + string(joinKey(t.key))
+		if skip[id] {
+			continue
+		}
 		g := by[t.table]
 		if g == nil {
 			tr := c.set.table(t.table)
-			if tr == nil || len(tr.commitConstraints) == 0 {
+			if tr == nil || !want(tr) {
 				continue
 			}
-			g = &rows{tr: tr, keys: make([][][]byte, len(t.key)), seen: make(map[string]bool)}
+			if len(tr.t.PrimaryKey) == 0 {
+				return nil, pgerr.New(pgerr.FeatureNotSupported, "the commit constraints and commit events of %s need a primary key to find the rows a transaction touched", shortName(tr.t.QualifiedName()))
+			}
+			g = &touchedGroup{tr: tr, keys: make([][][]byte, len(t.key)), first: make(map[string]*row)}
 			by[t.table] = g
-			order = append(order, g)
+			out = append(out, g)
 		}
 		k := string(joinKey(t.key))
-		if g.seen[k] {
+		if _, seen := g.first[k]; seen {
 			continue
 		}
-		g.seen[k] = true
+		g.first[k] = t.old
+		g.order = append(g.order, k)
 		for i, v := range t.key {
 			g.keys[i] = append(g.keys[i], v)
 		}
 	}
-	var sts []stmt.Statement
-	for _, g := range order {
-		if len(g.tr.t.PrimaryKey) == 0 {
-			return r.fail(pgerr.New(pgerr.FeatureNotSupported, "commit constraints of %s need a primary key to find the rows a transaction touched", shortName(g.tr.t.QualifiedName())))
-		}
+	return out, nil
+}
+
+// readTouched reads the groups' rows as they are now, in one round trip,
+// and gives each row's change over the whole transaction: insert, update,
+// or delete (the row gone; rows inserted and deleted are left out).
+func (r *runner) readTouched(groups []*touchedGroup) ([][]*change, error) {
+	sts := make([]stmt.Statement, len(groups))
+	for i, g := range groups {
 		sql, params := selectByKey(g.tr.t, g.tr.t.PrimaryKey, g.keys, "")
-		sts = append(sts, stmt.Statement{SQL: sql, Params: params})
+		sts[i] = stmt.Statement{SQL: sql, Params: params}
 	}
 	results, err := r.batch(sts)
 	if err != nil {
+		return nil, err
+	}
+	out := make([][]*change, len(groups))
+	for i, g := range groups {
+		idx := g.tr.columnIndexes(g.tr.t.PrimaryKey)
+		live := make(map[string]*row, len(results[i].Rows))
+		for _, vals := range results[i].Rows {
+			rw := newRow(g.tr.t, vals[0], vals[1:])
+			live[keyOf(rw, idx)] = rw
+		}
+		for _, k := range g.order {
+			nw, old := live[k], g.first[k]
+			switch {
+			case nw != nil && old == nil:
+				out[i] = append(out[i], &change{verb: verbInsert, new: nw})
+			case nw != nil:
+				out[i] = append(out[i], &change{verb: verbUpdate, old: old, new: nw})
+			case old != nil:
+				out[i] = append(out[i], &change{verb: verbDelete, old: old})
+			}
+		}
+	}
+	return out, nil
+}
+
+// commitWork runs, before a commit, the commit events of every row the
+// transaction touched (round after round while their writes touch more),
+// the commit constraints, and the after_commit events, whose outbox
+// entries it returns as the statements to send with the COMMIT.
+func (s *session) commitWork(ctx context.Context, conn stmt.Conn, c *compiled) ([]stmt.Statement, error) {
+	if len(s.tx.touched) == 0 {
+		return nil, nil
+	}
+	r := &runner{ctx: ctx, conn: conn, s: s, set: c.set, snap: c.snap, c: c}
+	fired := make(map[string]bool)
+	hasCommitEvents := func(tr *tableRules) bool { return len(tr.eventsOf(timingCommit)) > 0 }
+	for round := 0; ; round++ {
+		groups, err := s.touchedGroups(c, hasCommitEvents, fired)
+		if err != nil {
+			return nil, r.fail(asPgError(err))
+		}
+		if len(groups) == 0 {
+			break
+		}
+		if round == maxEventRounds {
+			return nil, r.fail(pgerr.New(pgerr.ProgramLimitExceeded, "commit events went %d rounds without settling: their writes keep touching rows whose commit events then run (table %s)", maxEventRounds, shortName(groups[0].tr.t.QualifiedName())))
+		}
+		for _, g := range groups {
+			for _, k := range g.order {
+				fired[g.tr.t.QualifiedName()+"\x00"+k] = true
+			}
+		}
+		changes, err := r.readTouched(groups)
+		if err != nil {
+			return nil, err
+		}
+		for i, g := range groups {
+			if err := r.fire(g.tr, timingCommit, changes[i], nil, nil); err != nil {
+				return nil, err
+			}
+		}
+		if err := r.rowEvents(); err != nil {
+			return nil, err
+		}
+	}
+	groups, err := s.touchedGroups(c, func(tr *tableRules) bool {
+		return len(tr.commitConstraints) > 0 || len(tr.eventsOf(timingAfterCommit)) > 0
+	}, nil)
+	if err != nil {
+		return nil, r.fail(asPgError(err))
+	}
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	changes, err := r.readTouched(groups)
+	if err != nil {
+		return nil, err
+	}
+	for i, g := range groups {
+		if err := r.commitConstraints(g.tr, changes[i]); err != nil {
+			return nil, err
+		}
+	}
+	var entries []outboxEntry
+	for i, g := range groups {
+		if err := r.fire(g.tr, timingAfterCommit, changes[i], &entries, nil); err != nil {
+			return nil, err
+		}
+	}
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	r.tracef("%d outbox entr(ies) recorded for after the commit", len(entries))
+	return []stmt.Statement{{SQL: outboxSQL, Params: outboxParams(entries, "")}}, nil
+}
+
+// commitConstraints checks the commit constraints on the rows the
+// transaction left. A false one fails the commit with 23514.
+func (r *runner) commitConstraints(tr *tableRules, changes []*change) error {
+	if len(tr.commitConstraints) == 0 {
+		return nil
+	}
+	var live []*row
+	for _, ch := range changes {
+		if ch.new != nil {
+			live = append(live, ch.new)
+		}
+	}
+	if err := r.loadParents(tr.checkPaths.paths, live); err != nil {
 		return err
 	}
-	for i, g := range order {
-		var live []*row
-		for _, vals := range results[i].Rows {
-			live = append(live, newRow(g.tr.t, vals[0], vals[1:]))
-		}
-		if err := r.loadParents(g.tr.checkPaths.paths, live); err != nil {
-			return err
-		}
-		for _, cc := range g.tr.commitConstraints {
-			for _, rw := range live {
-				env := Env{Row: rw.vals, Verb: "commit"}
-				ok, err := cc.Holds(env)
-				if err != nil {
-					return r.rowError(g.tr, err, rw)
-				}
-				if ok {
-					continue
-				}
-				msg, err := cc.Message(env)
-				if err != nil {
-					return r.rowError(g.tr, err, rw)
-				}
-				if msg == "" {
-					msg = fmt.Sprintf("commit constraint %q of %s is not met", cc.Rule.Name, shortName(g.tr.t.QualifiedName()))
-				}
-				r.tracef("commit constraint %s fails on %s: %s", cc.Rule.Name, describeKey(g.tr, rw), msg)
-				e := pgerr.New(pgerr.CheckViolation, "%s", msg)
-				e.Constraint, e.Schema, e.Table = cc.Rule.Name, g.tr.t.Schema, g.tr.t.Name
-				e.Detail = fmt.Sprintf("Failing row of %s: %s, checked at commit.", shortName(g.tr.t.QualifiedName()), describeKey(g.tr, rw))
-				return e
+	for _, cc := range tr.commitConstraints {
+		for _, rw := range live {
+			env := Env{Row: rw.vals, Verb: "commit"}
+			ok, err := cc.Holds(env)
+			if err != nil {
+				return r.rowError(tr, err, rw)
 			}
-			r.tracef("commit constraint %s holds on %d row(s)", cc.Rule.Name, len(live))
+			if ok {
+				continue
+			}
+			msg, err := cc.Message(env)
+			if err != nil {
+				return r.rowError(tr, err, rw)
+			}
+			if msg == "" {
+				msg = fmt.Sprintf("commit constraint %q of %s is not met", cc.Rule.Name, shortName(tr.t.QualifiedName()))
+			}
+			r.tracef("commit constraint %s fails on %s: %s", cc.Rule.Name, describeKey(tr, rw), msg)
+			e := pgerr.New(pgerr.CheckViolation, "%s", msg)
+			e.Constraint, e.Schema, e.Table = cc.Rule.Name, tr.t.Schema, tr.t.Name
+			e.Detail = fmt.Sprintf("Failing row of %s: %s, checked at commit.", shortName(tr.t.QualifiedName()), describeKey(tr, rw))
+			return r.fail(e)
 		}
+		r.tracef("commit constraint %s holds on %d row(s)", cc.Rule.Name, len(live))
 	}
 	return nil
 }

@@ -357,6 +357,37 @@ func FormatValue(v any) []byte {
 		return []byte(v.Format("2006-01-02 15:04:05.999999999-07:00"))
 	case string:
 		return []byte(v)
+	case map[string]any, []any:
+		b, err := json.Marshal(jsonable(v))
+		if err != nil {
+			return []byte(fmt.Sprint(v))
+		}
+		return b
 	}
 	return []byte(fmt.Sprint(v))
+}
+
+// jsonable turns an expression value into one encoding/json writes
+// exactly: a decimal as the number it is (never through a float64), a time
+// in RFC 3339.
+func jsonable(v any) any {
+	switch v := v.(type) {
+	case decimal.Decimal:
+		return json.Number(FormatValue(v))
+	case time.Time:
+		return v.Format(time.RFC3339Nano)
+	case map[string]any:
+		m := make(map[string]any, len(v))
+		for k, x := range v {
+			m[k] = jsonable(x)
+		}
+		return m
+	case []any:
+		l := make([]any, len(v))
+		for i, x := range v {
+			l[i] = jsonable(x)
+		}
+		return l
+	}
+	return v
 }

@@ -561,3 +561,26 @@ END $$;
 
 COMMENT ON TABLE pgrules.rule IS 'The rules, one row each; written by the pgrules definition functions, listed by pgrules.rules.';
 COMMENT ON TABLE pgrules.schema_version IS 'The pgrules schema versions installed, one row per migration.';
+
+-- retry re-queues an outbox entry that is dead (or done, to deliver it
+-- again), and wakes the dispatchers.
+CREATE OR REPLACE FUNCTION pgrules.retry(id bigint) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+  found_state text;
+BEGIN
+  SELECT o.state INTO found_state FROM pgrules.outbox o WHERE o.id = retry.id FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('outbox entry %s does not exist', coalesce(id::text, 'NULL')),
+      HINT = 'SELECT id, state, last_error FROM pgrules.outbox WHERE state = ''dead'' lists the dead entries.';
+  END IF;
+  IF found_state = 'pending' THEN
+    UPDATE pgrules.outbox o SET next_at = now() WHERE o.id = retry.id;
+  ELSE
+    UPDATE pgrules.outbox o SET state = 'pending', attempts = 0, next_at = now(), delivered_at = NULL WHERE o.id = retry.id;
+  END IF;
+  PERFORM pg_notify('pgrules_outbox', '');
+  RETURN found_state <> 'pending';
+END $$;
+COMMENT ON FUNCTION pgrules.retry IS
+  'Re-queues the outbox entry (dead, or done to deliver it again) for delivery now; true when it was not pending. Returns false for a pending entry, which is made due now.';

@@ -261,24 +261,6 @@ func TestRefusedForms(t *testing.T) {
 	}
 }
 
-// TestEventsRefused: events are defined but not run by this version, so a
-// write that would fire one is refused, never done without it; disabling
-// the event lets the write through.
-func TestEventsRefused(t *testing.T) {
-	c, admin := orgDB(t)
-	scalar(t, c, `SELECT pgrules.event('emp', 'row', 'notify("emp", string(row.id))', verbs => '{insert}', name => 'announce')`)
-	if e := pgError(t, c, "INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 100)"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, "announce") {
-		t.Fatalf("insert with an event: %+v", e)
-	}
-	if got := scalar(t, admin, "SELECT count(*) FROM emp"); got != "0" {
-		t.Fatalf("rows: %s", got)
-	}
-	scalar(t, c, `SELECT pgrules.disable_rule('announce')`)
-	if e := pgError(t, c, "INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 100)"); e != nil {
-		t.Fatalf("insert after disabling the event: %v", e)
-	}
-}
-
 // TestWriteForms runs each form of write on the check-credit scenario and
 // checks the rows, the command tag, RETURNING and the derived values.
 func TestWriteForms(t *testing.T) {
