@@ -171,9 +171,14 @@ func runCredit(ctx context.Context, h *harness) (report, error) {
 type traced struct {
 	conn  *pgconn.PgConn
 	trips int
+	// commitTrips are those of the last commit the engine ran.
+	commitTrips int
 }
 
-var reTrips = regexp.MustCompile(`^(\d+) round trip\(s\) to the server$`)
+var (
+	reTrips       = regexp.MustCompile(`^(\d+) round trip\(s\) to the server$`)
+	reCommitTrips = regexp.MustCompile(`^(\d+) round trip\(s\) to the server at commit$`)
+)
 
 func dialTraced(ctx context.Context, url string) (*traced, error) {
 	cfg, err := pgconn.ParseConfig(url)
@@ -184,6 +189,9 @@ func dialTraced(ctx context.Context, url string) (*traced, error) {
 	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
 		if m := reTrips.FindStringSubmatch(n.Message); m != nil {
 			t.trips, _ = strconv.Atoi(m[1])
+		}
+		if m := reCommitTrips.FindStringSubmatch(n.Message); m != nil {
+			t.commitTrips, _ = strconv.Atoi(m[1])
 		}
 	}
 	if t.conn, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
@@ -197,7 +205,7 @@ func dialTraced(ctx context.Context, url string) (*traced, error) {
 }
 
 func (t *traced) exec(ctx context.Context, sql string) ([]*pgconn.Result, error) {
-	t.trips = 0
+	t.trips, t.commitTrips = 0, 0
 	return t.conn.Exec(ctx, sql).ReadAll()
 }
 

@@ -45,6 +45,12 @@ var sections = []section{
 		run:   runCredit,
 	},
 	{
+		name:  "events",
+		about: "the order transaction with an audit row event and an after-commit notify, through pgrules and as PL/pgSQL triggers; round trips the events add; outbox posts per second",
+		needs: []string{needPostgres, needPgbench, needPgrules},
+		run:   runEvents,
+	},
+	{
 		name:  "rules",
 		about: "compile time of 1,000 rules, evaluation of a formula and a constraint, catalog load of 500 tables",
 		needs: []string{needPostgres},

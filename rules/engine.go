@@ -219,7 +219,7 @@ func (e *Engine) Open(ctx context.Context, info stmt.SessionInfo) stmt.Session {
 // RunTx runs one statement in a transaction of its own on conn, as role,
 // with the rules of database: how the outbox delivers the writes and
 // sql() of after_commit events, whose rules then run like any client's.
-func (e *Engine) RunTx(ctx context.Context, database string, conn stmt.Conn, role, sql string, args [][]byte) error {
+func (e *Engine) RunTx(ctx context.Context, database string, conn stmt.Conn, role, sql string, args []*string) error {
 	db := e.database(database)
 	defer e.release(database, db)
 	db.current(ctx)
@@ -229,7 +229,12 @@ func (e *Engine) RunTx(ctx context.Context, database string, conn stmt.Conn, rol
 		conn.Simple(ctx, "ROLLBACK")
 		return err
 	}
-	st := stmt.Statement{SQL: sql, Params: args}
+	st := stmt.Statement{SQL: sql, Params: make([][]byte, len(args))}
+	for i, a := range args {
+		if a != nil {
+			st.Params[i] = []byte(*a)
+		}
+	}
 	var err error
 	if s.Intercepts(sql) {
 		_, err = s.Exec(ctx, conn, st)
@@ -443,9 +448,14 @@ func (s *session) Commit(ctx context.Context, conn stmt.Conn) error {
 	if c.err != nil || c.set == nil {
 		return nil
 	}
+	start := s.trips
 	pre, err := s.commitWork(ctx, conn, c)
 	if err == nil && len(pre) > 0 {
 		_, err = s.run(ctx, conn, pre, nil)
+	}
+	if err == nil {
+		s.trips++ // the proxy's COMMIT
+		s.traceCommit(conn, start)
 	}
 	return err
 }

@@ -171,10 +171,13 @@ func (s *session) txControl(ctx context.Context, conn stmt.Conn, c *compiled, st
 // after_commit events. When the work fails the transaction is rolled back,
 // as when a deferred constraint fails at COMMIT.
 func (s *session) commit(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
+	start := s.trips
 	pre, err := s.commitWork(ctx, conn, c)
 	if err == nil {
+		s.trips++
 		results, berr := conn.Batch(ctx, append(pre, st))
 		if berr == nil {
+			s.traceCommit(conn, start)
 			return results[len(results)-1], nil
 		}
 		if len(results) == len(pre) {
@@ -186,6 +189,14 @@ func (s *session) commit(ctx context.Context, conn stmt.Conn, c *compiled, st st
 		return nil, rerr
 	}
 	return nil, err
+}
+
+// traceCommit reports the round trips of a commit since start, the COMMIT
+// itself included.
+func (s *session) traceCommit(conn stmt.Conn, start int64) {
+	if s.trace {
+		conn.Notice(fmt.Sprintf("%d round trip(s) to the server at commit", s.trips-start))
+	}
 }
 
 // touchedGroup is the rows of one table the transaction touched, each

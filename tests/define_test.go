@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"errors"
+	"github.com/rs/zerolog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,29 +24,32 @@ import (
 // and nothing stored when bad.
 
 // withEngine gives the proxy the rules engine, as `pgrules serve` does.
-func withEngine(s *server) proxyOption {
-	return withEngineSetup(s, func(ctx context.Context, conn *pgx.Conn) error {
-		_, _, err := pgsql.Install(ctx, conn)
-		return err
-	})
+func withEngine(s *server) proxyOption { return withEngineSetup(s, installSchema) }
+
+func installSchema(ctx context.Context, conn *pgx.Conn) error {
+	_, _, err := pgsql.Install(ctx, conn)
+	return err
 }
 
 // withEngineSetup is withEngine with another setup of the catalog
 // connection in place of installing the schema.
 func withEngineSetup(s *server, setup func(context.Context, *pgx.Conn) error) proxyOption {
-	return func(p *proxy.Config) {
-		p.Rules = rules.NewEngine(rules.EngineConfig{
-			Connect: func(ctx context.Context, database string) (*pgx.Conn, error) {
-				cfg, err := pgx.ParseConfig(s.url("", "", database))
-				if err != nil {
-					return nil, err
-				}
-				cfg.RuntimeParams["application_name"] = rules.CatalogApplicationName
-				return pgx.ConnectConfig(ctx, cfg)
-			},
-			Setup:  setup,
-			Logger: p.Logger,
-		})
+	return func(p *proxy.Config) { p.Rules = rules.NewEngine(engineConfig(s, setup, p.Logger)) }
+}
+
+// engineConfig is the engine's configuration for a proxy in front of s.
+func engineConfig(s *server, setup func(context.Context, *pgx.Conn) error, log zerolog.Logger) rules.EngineConfig {
+	return rules.EngineConfig{
+		Connect: func(ctx context.Context, database string) (*pgx.Conn, error) {
+			cfg, err := pgx.ParseConfig(s.url("", "", database))
+			if err != nil {
+				return nil, err
+			}
+			cfg.RuntimeParams["application_name"] = rules.CatalogApplicationName
+			return pgx.ConnectConfig(ctx, cfg)
+		},
+		Setup:  setup,
+		Logger: log,
 	}
 }
 

@@ -15,16 +15,17 @@ import (
 	pgsql "github.com/pgrules/pgrules/sql"
 )
 
-// catalogConnector opens the proxy's own connections, with the upstream
-// URL's credentials, to the database a client chose.
-func catalogConnector(upstream, sslmode string) func(ctx context.Context, database string) (*pgx.Conn, error) {
+// catalogConnector opens the proxy's own connections (the catalog's, the
+// outbox's), with the upstream URL's credentials, to the database a client
+// chose.
+func catalogConnector(upstream, sslmode, application string) func(ctx context.Context, database string) (*pgx.Conn, error) {
 	return func(ctx context.Context, database string) (*pgx.Conn, error) {
 		cfg, err := pgx.ParseConfig(withSSLMode(upstream, sslmode))
 		if err != nil {
 			return nil, err
 		}
 		cfg.Database = database
-		cfg.RuntimeParams["application_name"] = rules.CatalogApplicationName
+		cfg.RuntimeParams["application_name"] = application
 		return pgx.ConnectConfig(ctx, cfg)
 	}
 }

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/pgrules/pgrules/internal/demo"
@@ -42,13 +45,25 @@ func runDemo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return runProxy(ctx, cfg, f.listen, 5*time.Second, func(addr net.Addr) {
+	// The receiver of the demo's webhook prints what the outbox delivers.
+	hooks, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	receiver := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Printf("\nwebhook received: POST %s %s\n", r.URL.Path, body)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go receiver.Serve(hooks)
+	defer receiver.Close()
+	webhook := "http://" + hooks.Addr().String() + "/order-paid"
+	return runProxy(ctx, cfg, f.outbox, f.listen, 5*time.Second, func(addr net.Addr) {
 		// The rules are defined through the proxy, as a user would in
 		// psql, once it serves (this runs before it does).
 		go func() {
 			proxyURL := fmt.Sprintf("postgres://%s@127.0.0.1:%s/demo?sslmode=disable", tempdb.SuperUser, portOf(addr))
-			if err := demo.Exec(ctx, proxyURL, demo.Rules); err != nil {
-				log.Error().Err(err).Msg("defining the check-credit rules")
+			if err := demo.Exec(ctx, proxyURL, demo.Rules, strings.ReplaceAll(demo.Events, "{{webhook}}", webhook)); err != nil {
+				log.Error().Err(err).Msg("defining the check-credit rules and the demo's events")
 				return
 			}
 			fmt.Printf(`
@@ -63,10 +78,19 @@ Connect with:
 and try, for instance:
 
     SET pgrules.trace = on;
-    INSERT INTO orders (customer_id) VALUES (1) RETURNING id;
-    INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 3) RETURNING *;
+    BEGIN;
+    INSERT INTO orders (customer_id) VALUES (1) RETURNING id, code;
+    INSERT INTO lineitem (order_id, product_id, quantity) VALUES (currval('orders_id_seq'), 2, 3) RETURNING *;
+    COMMIT;
     SELECT name, balance, unpaid_order_count FROM customer;
-    INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100);  -- over the credit limit
+    SELECT * FROM order_audit;
+    INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100);   -- over the credit limit
+    INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 5000);  -- vetoed: 22023
+    INSERT INTO orders (customer_id) VALUES (1);                                -- no lines: refused at commit
+    UPDATE orders SET paid = true WHERE id = 1;                                 -- the webhook prints here
+    SELECT id, kind, target, state, attempts FROM pgrules.outbox;
+
+The events are in events.sql: SELECT name, timing, expression FROM pgrules.rules WHERE kind = 'event';
 
 Press Ctrl-C to stop both and remove the data.
 

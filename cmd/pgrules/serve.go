@@ -12,8 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgrules/pgrules/outbox"
 	"github.com/pgrules/pgrules/proxy"
 	"github.com/pgrules/pgrules/rules"
+	"github.com/pgrules/pgrules/stmtconn"
 	"github.com/rs/zerolog"
 )
 
@@ -30,6 +34,18 @@ type serveFlags struct {
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
+	outbox          outboxFlags
+}
+
+// outboxFlags say how the proxy delivers the outbox of after_commit and
+// failure events.
+type outboxFlags struct {
+	deliver    bool
+	timeout    time.Duration
+	attempts   int
+	backoff    time.Duration
+	maxBackoff time.Duration
+	workers    int
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet, withUpstream bool) {
@@ -45,6 +61,12 @@ func (f *serveFlags) register(fs *flag.FlagSet, withUpstream bool) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open transactions may run before their sessions are closed")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
+	fs.BoolVar(&f.outbox.deliver, "outbox", true, "deliver the outbox of after_commit and failure events (pgrules.outbox) of every database served; false leaves it to other proxies")
+	fs.DurationVar(&f.outbox.timeout, "outbox-timeout", 10*time.Second, "time limit of one delivery: an HTTP POST, or the transaction of a notify or sql entry")
+	fs.IntVar(&f.outbox.attempts, "outbox-attempts", 10, "failed attempts after which an outbox entry is dead (SELECT pgrules.retry(id) re-queues it)")
+	fs.DurationVar(&f.outbox.backoff, "outbox-backoff", time.Second, "wait after an entry's first failed attempt, doubled after each further one (with jitter)")
+	fs.DurationVar(&f.outbox.maxBackoff, "outbox-max-backoff", 10*time.Minute, "longest wait between two attempts of an entry")
+	fs.IntVar(&f.outbox.workers, "outbox-workers", 32, "keys whose entries are delivered at once, per database")
 }
 
 // parseFlags parses args over defaults taken from the environment.
@@ -130,18 +152,46 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return runProxy(ctx, cfg, f.listen, f.shutdownTimeout, nil)
+	return runProxy(ctx, cfg, f.outbox, f.listen, f.shutdownTimeout, nil)
 }
 
 // runProxy serves on listen until ctx ends, then shuts down gracefully
 // within timeout. ready, if set, runs once the listener is open.
-func runProxy(ctx context.Context, cfg proxy.Config, listen string, timeout time.Duration, ready func(net.Addr)) error {
+func runProxy(ctx context.Context, cfg proxy.Config, ob outboxFlags, listen string, timeout time.Duration, ready func(net.Addr)) error {
+	var deliverer *outbox.Manager
 	engine := rules.NewEngine(rules.EngineConfig{
-		Connect: catalogConnector(cfg.Upstream, cfg.UpstreamSSLMode),
+		Connect: catalogConnector(cfg.Upstream, cfg.UpstreamSSLMode, rules.CatalogApplicationName),
 		Setup:   installSchema,
-		Logger:  cfg.Logger,
+		Serving: func(database string) {
+			if deliverer != nil {
+				deliverer.Ensure(database)
+			}
+		},
+		Logger: cfg.Logger,
 	})
 	defer engine.Close()
+	if ob.deliver {
+		deliverer = outbox.NewManager(outbox.ManagerConfig{
+			Connect: catalogConnector(cfg.Upstream, cfg.UpstreamSSLMode, outboxApplicationName),
+			// Writes and sql() of after_commit events run with their
+			// tables' rules, like a client's.
+			RunSQL: func(ctx context.Context, database string, conn *pgconn.PgConn, e outbox.Entry) error {
+				return engine.RunTx(ctx, database, stmtconn.New(conn, nil), e.Role, e.Target, e.Args)
+			},
+			Settings: outbox.Settings{
+				Timeout: ob.timeout, MaxAttempts: ob.attempts, Backoff: ob.backoff, MaxBackoff: ob.maxBackoff,
+				Workers: ob.workers, Logger: cfg.Logger,
+			},
+		})
+		defer deliverer.Close()
+		// Entries recorded before a restart are delivered without waiting
+		// for a client of their database.
+		go func() {
+			if err := deliverer.Discover(ctx, upstreamDatabase(cfg.Upstream)); err != nil {
+				cfg.Logger.Warn().Err(err).Msg("looking for databases with an outbox")
+			}
+		}()
+	}
 	cfg.Rules = engine
 	srv, err := proxy.New(cfg)
 	if err != nil {
@@ -177,4 +227,17 @@ func runProxy(ctx context.Context, cfg proxy.Config, listen string, timeout time
 
 func portOf(addr net.Addr) string {
 	return strconv.Itoa(addr.(*net.TCPAddr).Port)
+}
+
+// outboxApplicationName tells the outbox's connections from the clients'
+// in pg_stat_activity.
+const outboxApplicationName = "pgrules outbox"
+
+// upstreamDatabase is the database the upstream URL names.
+func upstreamDatabase(upstream string) string {
+	cfg, err := pgx.ParseConfig(upstream)
+	if err != nil {
+		return ""
+	}
+	return cfg.Database
 }

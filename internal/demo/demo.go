@@ -18,6 +18,10 @@ var (
 	Triggers string
 	//go:embed rules.sql
 	Rules string
+	// Events are the demo's events and the schema they need; "{{webhook}}"
+	// stands for the URL their webhook posts to.
+	//go:embed events.sql
+	Events string
 )
 
 // Load runs the schema and data scripts on the database at url.
