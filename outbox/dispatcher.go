@@ -42,6 +42,10 @@ type Dispatcher struct {
 	// missing is set while the outbox table does not exist, so that it is
 	// logged once.
 	missing bool
+	// analyzed is when the loop last analysed the outbox; noAnalyze is
+	// set once the dispatcher's role turned out not to be allowed to.
+	analyzed  time.Time
+	noAnalyze bool
 
 	// side runs notify and sql entries, which the workers of a round take
 	// turns at.
@@ -129,6 +133,9 @@ func (d *Dispatcher) step(ctx context.Context) error {
 		d.log.Info().Msg("pgrules.outbox found")
 	}
 	if attempted > 0 {
+		if attempted == d.cfg.Batch {
+			d.analyze(ctx)
+		}
 		return nil // more may be due
 	}
 	wait, err := d.nextDue(ctx)
@@ -136,6 +143,28 @@ func (d *Dispatcher) step(ctx context.Context) error {
 		return err
 	}
 	return d.wait(ctx, wait)
+}
+
+// analyzeEvery spaces the outbox's analyses during a backlog.
+const analyzeEvery = 10 * time.Second
+
+// analyze refreshes the outbox's statistics while a backlog lasts. The
+// claim's plan depends on how many entries are pending, which the
+// statistics, taken by autovacuum long after a burst of entries, put near
+// none: planned on them, the claim probes every pending entry for each one
+// it takes, and the outbox delivers a batch a second instead of thousands.
+func (d *Dispatcher) analyze(ctx context.Context) {
+	if d.noAnalyze || time.Since(d.analyzed) < analyzeEvery {
+		return
+	}
+	d.analyzed = time.Now()
+	if _, err := d.conn.Exec(ctx, "ANALYZE pgrules.outbox"); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "42501" {
+			d.noAnalyze = true
+		}
+		d.log.Warn().Err(err).Msg("analysing pgrules.outbox during a backlog; the claims may be slow")
+	}
 }
 
 func (d *Dispatcher) connect(ctx context.Context) error {
@@ -146,12 +175,15 @@ func (d *Dispatcher) connect(ctx context.Context) error {
 	// A round holds its transaction open while it delivers: a server
 	// that ends idle transactions would roll the round back after the
 	// deliveries and, the attempts unrecorded, have them repeated forever.
-	results, err := conn.PgConn().Exec(ctx, "SET idle_in_transaction_session_timeout = 0; LISTEN "+Channel+"; SELECT current_database()").ReadAll()
+	// The claim is planned for each round: the outbox's statistics lag
+	// far behind a burst of entries, and a generic plan made on them
+	// scans every pending entry of every key.
+	results, err := conn.PgConn().Exec(ctx, "SET idle_in_transaction_session_timeout = 0; SET plan_cache_mode = force_custom_plan; LISTEN "+Channel+"; SELECT current_database()").ReadAll()
 	if err != nil {
 		conn.Close(context.Background())
 		return err
 	}
-	d.conn, d.database = conn, string(results[2].Rows[0][0])
+	d.conn, d.database = conn, string(results[3].Rows[0][0])
 	return nil
 }
 
