@@ -230,57 +230,71 @@ func TestEventDepthLimit(t *testing.T) {
 // A savepoint's rollback forgets the rows touched since, and with them
 // their commit and after_commit events.
 func TestCommitEvents(t *testing.T) {
-	c, admin, _, _ := shopDB(t,
-		`SELECT pgrules.event('orders', 'commit', 'sql("select count(*) as n from line where order_id = $1", row.id)[0].n == 0 ? reject("order " + string(row.id) + " has no lines", "23514") : insert("audit", {order_id: row.id, verb: verb, timing: "commit", old_amount: old.amount, new_amount: row.amount})', verbs => '{insert,update}', name => 'has_lines')`,
-		`SELECT pgrules.event('orders', 'after_commit', 'notify("orders", string(row.id)); post("http://127.0.0.1:1/hook", {id: row.id, amount: row.amount, old: old?.amount})', name => 'announce')`,
-	)
-	scalar(t, c, "BEGIN; INSERT INTO orders (id, customer_id, amount) VALUES (9, 2, 1); INSERT INTO line (order_id) VALUES (9); COMMIT")
-	scalar(t, admin, "DELETE FROM pgrules.outbox; DELETE FROM audit")
-	scalar(t, c, "BEGIN")
-	scalar(t, c, "INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 10)")
-	scalar(t, c, "INSERT INTO line (order_id, qty) VALUES (1, 1)")
-	scalar(t, c, "UPDATE orders SET amount = 15 WHERE id = 1")
-	scalar(t, c, "UPDATE orders SET amount = 3 WHERE id = 9")
-	scalar(t, c, "COMMIT")
-	if got := scalar(t, admin, "SELECT string_agg(concat_ws(' ', order_id, verb, timing, old_amount, new_amount, delta), ', ' ORDER BY order_id) FROM audit"); got != "1 insert commit 15.00 15.00, 9 update commit 1.00 3.00 2.00" {
-		t.Fatalf("commit audit: %s", got)
-	}
-	const entries = "SELECT coalesce(string_agg(concat_ws(' ', key, kind, target, payload), ', ' ORDER BY id), '') FROM pgrules.outbox"
-	if got := scalar(t, admin, entries); got != `public.orders:1 notify orders 1, public.orders:1 post http://127.0.0.1:1/hook {"amount":15.00,"id":1,"old":null}, public.orders:9 notify orders 9, public.orders:9 post http://127.0.0.1:1/hook {"amount":3.00,"id":9,"old":1.00}` {
-		t.Fatalf("outbox: %s", got)
-	}
-	scalar(t, admin, "DELETE FROM pgrules.outbox; DELETE FROM audit")
+	for _, proto := range protocols {
+		t.Run(proto.name, func(t *testing.T) {
+			c, admin, _, _ := shopDB(t,
+				`SELECT pgrules.event('orders', 'commit', 'sql("select count(*) as n from line where order_id = $1", row.id)[0].n == 0 ? reject("order " + string(row.id) + " has no lines", "23514") : insert("audit", {order_id: row.id, verb: verb, timing: "commit", old_amount: old.amount, new_amount: row.amount})', verbs => '{insert,update}', name => 'has_lines')`,
+				`SELECT pgrules.event('orders', 'after_commit', 'notify("orders", string(row.id)); post("http://127.0.0.1:1/hook", {id: row.id, amount: row.amount, old: old?.amount})', name => 'announce')`,
+			)
+			ex := func(sql string) *pgconn.PgError { return evExec(t, proto.exec, c, sql) }
+			run := func(sql string) {
+				t.Helper()
+				if e := ex(sql); e != nil {
+					t.Fatalf("%s: %v", sql, e)
+				}
+			}
+			run("BEGIN")
+			run("INSERT INTO orders (id, customer_id, amount) VALUES (9, 2, 1)")
+			run("INSERT INTO line (order_id) VALUES (9)")
+			run("COMMIT")
+			scalar(t, admin, "DELETE FROM pgrules.outbox; DELETE FROM audit")
+			run("BEGIN")
+			run("INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 10)")
+			run("INSERT INTO line (order_id, qty) VALUES (1, 1)")
+			run("UPDATE orders SET amount = 15 WHERE id = 1")
+			run("UPDATE orders SET amount = 3 WHERE id = 9")
+			run("COMMIT")
+			if got := scalar(t, admin, "SELECT string_agg(concat_ws(' ', order_id, verb, timing, old_amount, new_amount, delta), ', ' ORDER BY order_id) FROM audit"); got != "1 insert commit 15.00 15.00, 9 update commit 1.00 3.00 2.00" {
+				t.Fatalf("commit audit: %s", got)
+			}
+			const entries = "SELECT coalesce(string_agg(concat_ws(' ', key, kind, target, payload), ', ' ORDER BY id), '') FROM pgrules.outbox"
+			if got := scalar(t, admin, entries); got != `public.orders:1 notify orders 1, public.orders:1 post http://127.0.0.1:1/hook {"amount":15.00,"id":1,"old":null}, public.orders:9 notify orders 9, public.orders:9 post http://127.0.0.1:1/hook {"amount":3.00,"id":9,"old":1.00}` {
+				t.Fatalf("outbox: %s", got)
+			}
+			scalar(t, admin, "DELETE FROM pgrules.outbox; DELETE FROM audit")
 
-	// The veto at COMMIT: the error, and the whole transaction undone.
-	scalar(t, c, "BEGIN")
-	scalar(t, c, "INSERT INTO orders (id, customer_id, amount) VALUES (2, 1, 10)")
-	if e := pgError(t, c, "COMMIT"); e == nil || e.Code != "23514" || e.Message != "order 2 has no lines" {
-		t.Fatalf("commit veto: %+v", e)
-	}
-	if got := scalar(t, admin, "SELECT (SELECT count(*) FROM orders WHERE id = 2) || ' ' || (SELECT count(*) FROM pgrules.outbox) || ' ' || (SELECT balance FROM customer WHERE id = 1)"); got != "0 0 15.00" {
-		t.Fatalf("after the commit veto: %s", got)
-	}
-	// Autocommit: the same veto ends the statement.
-	if e := pgError(t, c, "INSERT INTO orders (id, customer_id, amount) VALUES (2, 1, 10)"); e == nil || e.Code != "23514" {
-		t.Fatalf("autocommit commit veto: %+v", e)
-	}
+			// The veto at COMMIT: the error, and the whole transaction undone.
+			run("BEGIN")
+			run("INSERT INTO orders (id, customer_id, amount) VALUES (2, 1, 10)")
+			if e := ex("COMMIT"); e == nil || e.Code != "23514" || e.Message != "order 2 has no lines" {
+				t.Fatalf("commit veto: %+v", e)
+			}
+			if got := scalar(t, admin, "SELECT (SELECT count(*) FROM orders WHERE id = 2) || ' ' || (SELECT count(*) FROM pgrules.outbox) || ' ' || (SELECT balance FROM customer WHERE id = 1)"); got != "0 0 15.00" {
+				t.Fatalf("after the commit veto: %s", got)
+			}
+			// Autocommit: the same veto ends the statement.
+			if e := ex("INSERT INTO orders (id, customer_id, amount) VALUES (2, 1, 10)"); e == nil || e.Code != "23514" {
+				t.Fatalf("autocommit commit veto: %+v", e)
+			}
 
-	// Rows touched after a savepoint that is rolled back have no commit
-	// events and record nothing.
-	scalar(t, c, "BEGIN")
-	scalar(t, c, "SAVEPOINT a")
-	scalar(t, c, "INSERT INTO orders (id, customer_id, amount) VALUES (3, 1, 10)")
-	scalar(t, c, "ROLLBACK TO SAVEPOINT a")
-	scalar(t, c, "COMMIT")
-	if got := scalar(t, admin, "SELECT (SELECT count(*) FROM audit) || ' ' || (SELECT count(*) FROM pgrules.outbox)"); got != "0 0" {
-		t.Fatalf("after the savepoint's rollback: %s", got)
-	}
-	// A rolled back transaction records nothing either.
-	scalar(t, c, "BEGIN")
-	scalar(t, c, "UPDATE orders SET amount = 4 WHERE id = 9")
-	scalar(t, c, "ROLLBACK")
-	if got := scalar(t, admin, "SELECT count(*) FROM pgrules.outbox"); got != "0" {
-		t.Fatalf("outbox after a rollback: %s", got)
+			// Rows touched after a savepoint that is rolled back have no commit
+			// events and record nothing.
+			run("BEGIN")
+			run("SAVEPOINT a")
+			run("INSERT INTO orders (id, customer_id, amount) VALUES (3, 1, 10)")
+			run("ROLLBACK TO SAVEPOINT a")
+			run("COMMIT")
+			if got := scalar(t, admin, "SELECT (SELECT count(*) FROM audit) || ' ' || (SELECT count(*) FROM pgrules.outbox)"); got != "0 0" {
+				t.Fatalf("after the savepoint's rollback: %s", got)
+			}
+			// A rolled back transaction records nothing either.
+			run("BEGIN")
+			run("UPDATE orders SET amount = 4 WHERE id = 9")
+			run("ROLLBACK")
+			if got := scalar(t, admin, "SELECT count(*) FROM pgrules.outbox"); got != "0" {
+				t.Fatalf("outbox after a rollback: %s", got)
+			}
+		})
 	}
 }
 
@@ -288,31 +302,110 @@ func TestCommitEvents(t *testing.T) {
 // and SQLSTATE, and its post goes to the outbox once the failed
 // transaction is over — never before the rollback.
 func TestFailureEvents(t *testing.T) {
-	c, admin, _, _ := shopDB(t,
-		`SELECT pgrules.event('orders', 'failure', 'post("http://127.0.0.1:1/failed", {id: row?.id, code: error.code, rule: error.rule}); error.rule == "credit" ? reject("order " + string(row.id) + " refused: over the credit limit", "P0009") : nil', name => 'on_failure')`,
-	)
-	e := pgError(t, c, "INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 5000)")
-	if e == nil || e.Code != "P0009" || e.Message != "order 1 refused: over the credit limit" || e.ConstraintName != "credit" {
-		t.Fatalf("replaced error: %+v", e)
-	}
-	const entries = "SELECT coalesce(string_agg(concat_ws(' ', timing, key, kind, payload), ', ' ORDER BY id), '') FROM pgrules.outbox"
-	if got := scalar(t, admin, entries); got != `failure public.orders:1 post {"code":"23514","id":1,"rule":"credit"}` {
-		t.Fatalf("outbox after the autocommit failure: %s", got)
-	}
-	scalar(t, admin, "DELETE FROM pgrules.outbox")
+	for _, proto := range protocols {
+		t.Run(proto.name, func(t *testing.T) {
+			c, admin, _, _ := shopDB(t,
+				`SELECT pgrules.event('orders', 'failure', 'post("http://127.0.0.1:1/failed", {id: row?.id, code: error.code, rule: error.rule}); error.rule == "credit" ? reject("order " + string(row.id) + " refused: over the credit limit", "P0009") : nil', name => 'on_failure')`,
+			)
+			ex := func(sql string) *pgconn.PgError { return evExec(t, proto.exec, c, sql) }
+			run := func(sql string) {
+				t.Helper()
+				if e := ex(sql); e != nil {
+					t.Fatalf("%s: %v", sql, e)
+				}
+			}
+			e := ex("INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 5000)")
+			if e == nil || e.Code != "P0009" || e.Message != "order 1 refused: over the credit limit" || e.ConstraintName != "credit" {
+				t.Fatalf("replaced error: %+v", e)
+			}
+			const entries = "SELECT coalesce(string_agg(concat_ws(' ', timing, key, kind, payload), ', ' ORDER BY id), '') FROM pgrules.outbox"
+			if got := scalar(t, admin, entries); got != `failure public.orders:1 post {"code":"23514","id":1,"rule":"credit"}` {
+				t.Fatalf("outbox after the autocommit failure: %s", got)
+			}
+			scalar(t, admin, "DELETE FROM pgrules.outbox")
 
-	// In a transaction the entry waits for the rollback; an error the
-	// event does not replace reaches the client as it is.
-	scalar(t, c, "BEGIN")
-	e = pgError(t, c, "INSERT INTO orders (id, customer_id, amount) VALUES (2, 99, 1)")
-	if e == nil || e.Code != "23503" {
-		t.Fatalf("foreign key error: %+v", e)
+			// In a transaction the entry waits for the rollback; an error the
+			// event does not replace reaches the client as it is.
+			run("BEGIN")
+			e = ex("INSERT INTO orders (id, customer_id, amount) VALUES (2, 99, 1)")
+			if e == nil || e.Code != "23503" {
+				t.Fatalf("foreign key error: %+v", e)
+			}
+			if got := scalar(t, admin, entries); got != "" {
+				t.Fatalf("an entry before the rollback: %s", got)
+			}
+			run("ROLLBACK")
+			if got := scalar(t, admin, entries); got != `failure public.orders:2 post {"code":"23503","id":2,"rule":null}` {
+				t.Fatalf("outbox after the rollback: %s", got)
+			}
+		})
 	}
-	if got := scalar(t, admin, entries); got != "" {
-		t.Fatalf("an entry before the rollback: %s", got)
-	}
-	scalar(t, c, "ROLLBACK")
-	if got := scalar(t, admin, entries); got != `failure public.orders:2 post {"code":"23503","id":2,"rule":null}` {
-		t.Fatalf("outbox after the rollback: %s", got)
+}
+
+// TestEventActions: update(), delete() and notify() in the transaction,
+// in both protocols. The update goes through the engine, so the
+// customer's constraint runs on it; the delete's rows are gone before the
+// order's; the notification comes with the commit, and not after a
+// rollback.
+func TestEventActions(t *testing.T) {
+	for _, proto := range protocols {
+		t.Run(proto.name, func(t *testing.T) {
+			c, admin, _, db := shopDB(t,
+				`SELECT pgrules.event('orders', 'row', 'update("customer", {id: row.customer_id}, {credit_limit: row.amount * 2}); notify("orders_in", string(row.id))', verbs => '{insert}', name => 'raise_limit')`,
+				`SELECT pgrules.event('orders', 'early', 'delete("line", {order_id: row.id})', verbs => '{delete}', name => 'drop_lines')`,
+			)
+			ex := func(sql string) *pgconn.PgError { return evExec(t, proto.exec, c, sql) }
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			notes := make(chan *pgconn.Notification, 8)
+			lcfg, err := pgconn.ParseConfig(shared.url("", "", db))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lcfg.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) { notes <- n }
+			listener, err := pgconn.ConnectConfig(ctx, lcfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer listener.Close(context.Background())
+			scalar(t, listener, "LISTEN orders_in")
+
+			if e := ex("INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 700)"); e != nil {
+				t.Fatal(e)
+			}
+			if got := scalar(t, admin, "SELECT balance || ' ' || credit_limit FROM customer WHERE id = 1"); got != "700.00 1400.00" {
+				t.Fatalf("customer after update(): %s", got)
+			}
+			if err := listener.WaitForNotification(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := <-notes; n.Channel != "orders_in" || n.Payload != "1" {
+				t.Fatalf("notification %+v", n)
+			}
+			// The event's update sets a limit below the balance: the
+			// customer's constraint refuses it, and the statement fails.
+			scalar(t, admin, "INSERT INTO orders (id, customer_id, amount) VALUES (5, 2, 0)")
+			scalar(t, admin, "UPDATE customer SET balance = 100 WHERE id = 2")
+			e := ex("INSERT INTO orders (id, customer_id, amount) VALUES (2, 2, 10)")
+			if e == nil || e.Code != "23514" || e.ConstraintName != "credit" {
+				t.Fatalf("update() past the customer's constraint: %+v", e)
+			}
+			if got := scalar(t, admin, "SELECT count(*) FROM orders WHERE id = 2"); got != "0" {
+				t.Fatalf("the refused order was written")
+			}
+			select {
+			case n := <-notes:
+				t.Fatalf("a notification of a failed statement: %+v", n)
+			case <-time.After(100 * time.Millisecond):
+			}
+
+			scalar(t, admin, "INSERT INTO line (order_id, qty) VALUES (1, 1), (1, 2)")
+			if e := ex("DELETE FROM orders WHERE id = 1"); e != nil {
+				t.Fatal(e)
+			}
+			if got := scalar(t, admin, "SELECT (SELECT count(*) FROM line) || ' ' || (SELECT balance FROM customer WHERE id = 1)"); got != "0 0.00" {
+				t.Fatalf("after the delete: %s", got)
+			}
+		})
 	}
 }
