@@ -100,22 +100,14 @@ func runCredit(ctx context.Context, h *harness) (report, error) {
 	if err != nil {
 		return nil, err
 	}
-	admin := pg.URL(tempdb.SuperUser, "postgres")
 	limits := "UPDATE customer SET credit_limit = 999999999999" // the workload measures speed, not refusals
 	dbs := map[string][]string{
 		"credit_rules":    {demo.Schema, demo.Data, limits},
 		"credit_triggers": {demo.Schema, demo.Data, demo.Triggers, limits},
 		"credit_none":     {demo.Schema, demo.Data, limits},
 	}
-	for db, scripts := range dbs {
-		for _, sql := range []string{"DROP DATABASE IF EXISTS " + db, "CREATE DATABASE " + db} {
-			if _, err := execSQL(ctx, admin, sql); err != nil {
-				return nil, err
-			}
-		}
-		if err := demo.Exec(ctx, pg.URL(tempdb.SuperUser, db), scripts...); err != nil {
-			return nil, err
-		}
+	if err := createDatabases(ctx, pg, dbs); err != nil {
+		return nil, err
 	}
 	port, err := h.pgrules(ctx)
 	if err != nil {
@@ -166,6 +158,22 @@ func runCredit(ctx context.Context, h *harness) (report, error) {
 	return rep, nil
 }
 
+// createDatabases makes each database afresh, with its scripts run in it.
+func createDatabases(ctx context.Context, pg *tempdb.Cluster, dbs map[string][]string) error {
+	admin := pg.URL(tempdb.SuperUser, "postgres")
+	for db, scripts := range dbs {
+		for _, sql := range []string{"DROP DATABASE IF EXISTS " + db + " WITH (FORCE)", "CREATE DATABASE " + db} {
+			if _, err := execSQL(ctx, admin, sql); err != nil {
+				return err
+			}
+		}
+		if err := demo.Exec(ctx, pg.URL(tempdb.SuperUser, db), scripts...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // traced is a connection through pgrules with the logic trace on; trips
 // returns the round trips the engine reported for the last statement.
 type traced struct {
@@ -212,29 +220,52 @@ func (t *traced) exec(ctx context.Context, sql string) ([]*pgconn.Result, error)
 // creditTrips runs the order transaction's statements once, each in
 // autocommit, and reads the engine's round trips for each.
 func creditTrips(ctx context.Context, url string) ([]statementTrips, error) {
+	return orderTrips(ctx, url, false, []string{
+		"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (:id, 1, :qty)",
+		"UPDATE lineitem SET quantity = quantity + 1 WHERE order_id = :id AND product_id = 1",
+		"UPDATE orders SET paid = true WHERE id = :id",
+	})
+}
+
+// orderTrips inserts an order, then runs statements on it (":id" is the
+// order, ":qty" a quantity), through pgrules with the trace on, and reads
+// the engine's round trips for each; in one transaction when tx is set,
+// whose COMMIT's round trips (the COMMIT itself included) come last.
+func orderTrips(ctx context.Context, url string, tx bool, statements []string) ([]statementTrips, error) {
 	t, err := dialTraced(ctx, url)
 	if err != nil {
 		return nil, err
 	}
 	defer t.conn.Close(ctx)
+	if tx {
+		if _, err := t.exec(ctx, "BEGIN"); err != nil {
+			return nil, err
+		}
+	}
 	res, err := t.exec(ctx, "INSERT INTO orders (customer_id) VALUES (1) RETURNING id")
 	if err != nil {
 		return nil, err
 	}
 	out := []statementTrips{{"INSERT INTO orders (customer_id) VALUES (:cust) RETURNING id", t.trips}}
 	id := string(res[0].Rows[0][0])
-	for _, st := range []string{
-		"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (:id, 1, :qty)",
-		"UPDATE lineitem SET quantity = quantity + 1 WHERE order_id = :id AND product_id = 1",
-		"UPDATE orders SET paid = true WHERE id = :id",
-	} {
+	for _, st := range statements {
 		sql := strings.NewReplacer(":id", id, ":qty", "2").Replace(st)
 		if _, err := t.exec(ctx, sql); err != nil {
 			return nil, err
 		}
 		out = append(out, statementTrips{st, t.trips})
 	}
-	return out, nil
+	if !tx {
+		return out, nil
+	}
+	if _, err := t.exec(ctx, "COMMIT"); err != nil {
+		return nil, err
+	}
+	commit := t.commitTrips
+	if commit == 0 {
+		commit = 1 // a COMMIT the engine did not see is one round trip
+	}
+	return append(out, statementTrips{"COMMIT", commit}), nil
 }
 
 // updateScaling times one UPDATE of every line of an order of n lines,

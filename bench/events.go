@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
@@ -111,22 +110,14 @@ func runEvents(ctx context.Context, h *harness) (report, error) {
 	if err != nil {
 		return nil, err
 	}
-	admin := pg.URL(tempdb.SuperUser, "postgres")
 	limits := "UPDATE customer SET credit_limit = 999999999999"
 	dbs := map[string][]string{
 		"events_rules":    {demo.Schema, demo.Data, eventsSchema, limits},
 		"events_base":     {demo.Schema, demo.Data, eventsSchema, limits},
 		"events_triggers": {demo.Schema, demo.Data, demo.Triggers, eventsSchema, eventsTriggers, limits},
 	}
-	for db, scripts := range dbs {
-		for _, sql := range []string{"DROP DATABASE IF EXISTS " + db + " WITH (FORCE)", "CREATE DATABASE " + db} {
-			if _, err := execSQL(ctx, admin, sql); err != nil {
-				return nil, err
-			}
-		}
-		if err := demo.Exec(ctx, pg.URL(tempdb.SuperUser, db), scripts...); err != nil {
-			return nil, err
-		}
+	if err := createDatabases(ctx, pg, dbs); err != nil {
+		return nil, err
 	}
 	port, err := h.pgrules(ctx)
 	if err != nil {
@@ -185,43 +176,14 @@ func runEvents(ctx context.Context, h *harness) (report, error) {
 }
 
 // transactionTrips runs one order transaction through pgrules with the
-// trace on and reads the engine's round trips for each statement; those
-// of COMMIT include the COMMIT itself.
+// trace on and reads the engine's round trips for each statement.
 func transactionTrips(ctx context.Context, url string) ([]statementTrips, error) {
-	t, err := dialTraced(ctx, url)
-	if err != nil {
-		return nil, err
-	}
-	defer t.conn.Close(ctx)
-	if _, err := t.exec(ctx, "BEGIN"); err != nil {
-		return nil, err
-	}
-	res, err := t.exec(ctx, "INSERT INTO orders (customer_id) VALUES (1) RETURNING id")
-	if err != nil {
-		return nil, err
-	}
-	out := []statementTrips{{"INSERT INTO orders (customer_id) VALUES (:cust) RETURNING id", t.trips}}
-	id := string(res[0].Rows[0][0])
-	for _, st := range []string{
+	return orderTrips(ctx, url, true, []string{
 		"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (:id, 1, :qty)",
 		"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (:id, 2, 1)",
 		"UPDATE lineitem SET quantity = quantity + 1 WHERE order_id = :id AND product_id = 1",
 		"UPDATE orders SET paid = true WHERE id = :id",
-	} {
-		sql := strings.NewReplacer(":id", id, ":qty", "2").Replace(st)
-		if _, err := t.exec(ctx, sql); err != nil {
-			return nil, err
-		}
-		out = append(out, statementTrips{st, t.trips})
-	}
-	if _, err := t.exec(ctx, "COMMIT"); err != nil {
-		return nil, err
-	}
-	commit := t.commitTrips
-	if commit == 0 {
-		commit = 1 // a COMMIT the engine did not see is one round trip
-	}
-	return append(out, statementTrips{"COMMIT", commit}), nil
+	})
 }
 
 // outboxThroughput records outboxEntries posts to an HTTP server of its

@@ -1618,6 +1618,17 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 	return nil
 }
 
+// newRows are the changes' rows as they are now, deleted ones left out.
+func newRows(changes []*change) []*row {
+	var live []*row
+	for _, ch := range changes {
+		if ch.new != nil {
+			live = append(live, ch.new)
+		}
+	}
+	return live
+}
+
 // checkConstraints checks the constraints of the inserted and updated
 // rows; the first that is false fails the statement (23514, named after
 // the rule).
@@ -1625,12 +1636,7 @@ func (r *runner) checkConstraints(tr *tableRules, changes []*change) error {
 	if len(tr.constraints) == 0 {
 		return nil
 	}
-	var live []*row
-	for _, ch := range changes {
-		if ch.new != nil {
-			live = append(live, ch.new)
-		}
-	}
+	live := newRows(changes)
 	if len(live) == 0 {
 		return nil
 	}

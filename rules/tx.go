@@ -357,12 +357,7 @@ func (r *runner) commitConstraints(tr *tableRules, changes []*change) error {
 	if len(tr.commitConstraints) == 0 {
 		return nil
 	}
-	var live []*row
-	for _, ch := range changes {
-		if ch.new != nil {
-			live = append(live, ch.new)
-		}
-	}
+	live := newRows(changes)
 	if err := r.loadParents(tr.checkPaths.paths, live); err != nil {
 		return err
 	}

@@ -81,3 +81,12 @@ type Conn interface {
 	// Notice sends a NoticeResponse to the client (e.g. the logic trace).
 	Notice(message string)
 }
+
+// TextParams are args as text-format parameter values, for Conn.Query.
+func TextParams(args []string) [][]byte {
+	params := make([][]byte, len(args))
+	for i, a := range args {
+		params[i] = []byte(a)
+	}
+	return params
+}

@@ -143,11 +143,7 @@ func (c *conn) ParamTypes(ctx context.Context, sql string, oids []uint32) ([]uin
 
 // Query implements stmt.Conn.
 func (c *conn) Query(ctx context.Context, sql string, args ...string) ([][][]byte, error) {
-	params := make([][]byte, len(args))
-	for i, a := range args {
-		params[i] = []byte(a)
-	}
-	res, err := c.Exec(ctx, stmt.Statement{SQL: sql, Params: params})
+	res, err := c.Exec(ctx, stmt.Statement{SQL: sql, Params: stmt.TextParams(args)})
 	if err != nil {
 		return nil, err
 	}

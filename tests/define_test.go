@@ -67,20 +67,11 @@ func creditDB(t *testing.T) (db string, p *testProxy, admin *pgconn.PgConn) {
 	return db, p, connect(t, shared.url("", "", db))
 }
 
-// pgError runs sql and returns the server's error (nil when it succeeded).
+// pgError runs sql with the simple protocol and returns the server's
+// error (nil when it succeeded).
 func pgError(t *testing.T, c *pgconn.PgConn, sql string) *pgconn.PgError {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err := c.Exec(ctx, sql).ReadAll()
-	if err == nil {
-		return nil
-	}
-	pe, ok := err.(*pgconn.PgError)
-	if !ok {
-		t.Fatalf("%s: %v (not a server error)", sql, err)
-	}
-	return pe
+	return evExec(t, protocols[0].exec, c, sql)
 }
 
 // defineCreditRules runs the scenario's rules.sql on c, a statement at a

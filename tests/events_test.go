@@ -85,7 +85,7 @@ var protocols = []struct {
 }
 
 // evExec runs sql with a protocol and returns the server's error.
-func evExec(t *testing.T, exec func(context.Context, *pgconn.PgConn, string) error, c *pgconn.PgConn, sql string) *pgconn.PgError {
+func evExec(t testing.TB, exec func(context.Context, *pgconn.PgConn, string) error, c *pgconn.PgConn, sql string) *pgconn.PgError {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -100,6 +100,40 @@ func evExec(t *testing.T, exec func(context.Context, *pgconn.PgConn, string) err
 	return pe
 }
 
+// runner returns, for a protocol, a function that runs sql and returns
+// the server's error, and one that fails the test on it.
+func runner(t *testing.T, exec func(context.Context, *pgconn.PgConn, string) error, c *pgconn.PgConn) (func(string) *pgconn.PgError, func(string)) {
+	ex := func(sql string) *pgconn.PgError { return evExec(t, exec, c, sql) }
+	return ex, func(sql string) {
+		t.Helper()
+		if e := ex(sql); e != nil {
+			t.Fatalf("%s: %v", sql, e)
+		}
+	}
+}
+
+// listen opens a connection to db that LISTENs on channel; its
+// notifications arrive on the channel returned once WaitForNotification
+// has read them.
+func listen(t *testing.T, db, channel string) (*pgconn.PgConn, chan *pgconn.Notification) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	notes := make(chan *pgconn.Notification, 8)
+	cfg, err := pgconn.ParseConfig(shared.url("", "", db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) { notes <- n }
+	l, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(context.Background()) })
+	scalar(t, l, "LISTEN "+channel)
+	return l, notes
+}
+
 // TestEventTimings: early sets and vetoes, pre_insert computes a key from
 // a sequence, row writes an audit row whose own formula runs — in both
 // protocols.
@@ -111,7 +145,7 @@ func TestEventTimings(t *testing.T) {
 				`SELECT pgrules.event('orders', 'pre_insert', 'set("code", "PO-" + string(sql("select nextval(''po_seq'') as n")[0].n))', name => 'po_code')`,
 				`SELECT pgrules.event('orders', 'row', 'insert("audit", {order_id: row.id, verb: verb, timing: "row", old_amount: old.amount, new_amount: verb == "delete" ? nil : row.amount})', name => 'audit_orders')`,
 			)
-			ex := func(sql string) *pgconn.PgError { return evExec(t, proto.exec, c, sql) }
+			ex, _ := runner(t, proto.exec, c)
 			if e := ex("INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 100), (2, 1, 50)"); e != nil {
 				t.Fatal(e)
 			}
@@ -236,13 +270,7 @@ func TestCommitEvents(t *testing.T) {
 				`SELECT pgrules.event('orders', 'commit', 'sql("select count(*) as n from line where order_id = $1", row.id)[0].n == 0 ? reject("order " + string(row.id) + " has no lines", "23514") : insert("audit", {order_id: row.id, verb: verb, timing: "commit", old_amount: old.amount, new_amount: row.amount})', verbs => '{insert,update}', name => 'has_lines')`,
 				`SELECT pgrules.event('orders', 'after_commit', 'notify("orders", string(row.id)); post("http://127.0.0.1:1/hook", {id: row.id, amount: row.amount, old: old?.amount})', name => 'announce')`,
 			)
-			ex := func(sql string) *pgconn.PgError { return evExec(t, proto.exec, c, sql) }
-			run := func(sql string) {
-				t.Helper()
-				if e := ex(sql); e != nil {
-					t.Fatalf("%s: %v", sql, e)
-				}
-			}
+			ex, run := runner(t, proto.exec, c)
 			run("BEGIN")
 			run("INSERT INTO orders (id, customer_id, amount) VALUES (9, 2, 1)")
 			run("INSERT INTO line (order_id) VALUES (9)")
@@ -307,13 +335,7 @@ func TestFailureEvents(t *testing.T) {
 			c, admin, _, _ := shopDB(t,
 				`SELECT pgrules.event('orders', 'failure', 'post("http://127.0.0.1:1/failed", {id: row?.id, code: error.code, rule: error.rule}); error.rule == "credit" ? reject("order " + string(row.id) + " refused: over the credit limit", "P0009") : nil', name => 'on_failure')`,
 			)
-			ex := func(sql string) *pgconn.PgError { return evExec(t, proto.exec, c, sql) }
-			run := func(sql string) {
-				t.Helper()
-				if e := ex(sql); e != nil {
-					t.Fatalf("%s: %v", sql, e)
-				}
-			}
+			ex, run := runner(t, proto.exec, c)
 			e := ex("INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 5000)")
 			if e == nil || e.Code != "P0009" || e.Message != "order 1 refused: over the credit limit" || e.ConstraintName != "credit" {
 				t.Fatalf("replaced error: %+v", e)
@@ -354,21 +376,10 @@ func TestEventActions(t *testing.T) {
 				`SELECT pgrules.event('orders', 'row', 'update("customer", {id: row.customer_id}, {credit_limit: row.amount * 2}); notify("orders_in", string(row.id))', verbs => '{insert}', name => 'raise_limit')`,
 				`SELECT pgrules.event('orders', 'early', 'delete("line", {order_id: row.id})', verbs => '{delete}', name => 'drop_lines')`,
 			)
-			ex := func(sql string) *pgconn.PgError { return evExec(t, proto.exec, c, sql) }
+			ex, _ := runner(t, proto.exec, c)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			notes := make(chan *pgconn.Notification, 8)
-			lcfg, err := pgconn.ParseConfig(shared.url("", "", db))
-			if err != nil {
-				t.Fatal(err)
-			}
-			lcfg.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) { notes <- n }
-			listener, err := pgconn.ConnectConfig(ctx, lcfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer listener.Close(context.Background())
-			scalar(t, listener, "LISTEN orders_in")
+			listener, notes := listen(t, db, "orders_in")
 
 			if e := ex("INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 700)"); e != nil {
 				t.Fatal(e)

@@ -155,18 +155,7 @@ func TestOutboxDelivery(t *testing.T) {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	notes := make(chan *pgconn.Notification, 4)
-	lcfg, err := pgconn.ParseConfig(shared.url("", "", db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lcfg.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) { notes <- n }
-	listener, err := pgconn.ConnectConfig(ctx, lcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close(context.Background())
-	scalar(t, listener, "LISTEN paid")
+	listener, notes := listen(t, db, "paid")
 	scalar(t, c, "INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 12.50)")
 	waitFor(t, "the post", func() bool { return len(h.delivered()) == 1 })
 	if got := h.delivered()[0]; got != `{"amount":12.50,"id":1}` {
