@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,7 @@ type serveFlags struct {
 	maxMessageBytes int
 	maxConnections  int
 	shutdownTimeout time.Duration
+	cpuProfile      string
 	logLevel        string
 	logFormat       string
 	outbox          outboxFlags
@@ -138,6 +140,7 @@ func serve(ctx context.Context, args []string) error {
 	var f serveFlags
 	fs := newFlagSet("serve", "Runs the proxy in front of the upstream PostgreSQL until SIGINT or SIGTERM.")
 	f.register(fs, true)
+	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile (go tool pprof) of the whole run to this file, for finding where the time goes")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -151,6 +154,17 @@ func serve(ctx context.Context, args []string) error {
 	cfg, err := f.proxyConfig(log)
 	if err != nil {
 		return err
+	}
+	if f.cpuProfile != "" {
+		out, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer out.Close()
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	return runProxy(ctx, cfg, f.outbox, f.listen, f.shutdownTimeout, nil)
 }
