@@ -453,7 +453,7 @@ func (s *session) Commit(ctx context.Context, conn stmt.Conn) error {
 	if err == nil && len(pre) > 0 {
 		_, err = s.run(ctx, conn, pre, nil)
 	}
-	if err == nil {
+	if err == nil && s.trips > start {
 		s.trips++ // the proxy's COMMIT
 		s.traceCommit(conn, start)
 	}
