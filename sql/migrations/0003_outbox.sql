@@ -25,7 +25,10 @@ CREATE TABLE pgrules.outbox (
   last_error   text,
   delivered_at timestamptz
 );
+-- The dispatchers' claims read only pending entries: in id order, by key
+-- (an earlier entry of the same key), and those waiting for their backoff.
 CREATE INDEX outbox_pending ON pgrules.outbox (id) WHERE state = 'pending';
 CREATE INDEX outbox_pending_key ON pgrules.outbox (key, id) WHERE state = 'pending';
+CREATE INDEX outbox_pending_next ON pgrules.outbox (next_at) WHERE state = 'pending';
 COMMENT ON TABLE pgrules.outbox IS
   'after_commit and failure effects of events, delivered by the proxies at least once, in order per key; state dead after the attempt limit (pgrules.retry(id) re-queues).';
