@@ -399,7 +399,17 @@ func (s *session) finish(ctx context.Context, c *upstreamConn, wrapped, failed b
 		return nil
 	}
 	if !failed {
-		if err := s.rules.Commit(ctx, c); err != nil {
+		pre, err := s.rules.Commit(ctx, c)
+		if err == nil && len(pre) > 0 {
+			// The engine's last statements ride with the COMMIT.
+			var results []*stmt.Result
+			results, err = c.Batch(ctx, append(pre, stmt.Statement{SQL: "COMMIT"}))
+			if err == nil || len(results) == len(pre) {
+				s.rules.Ended(ctx, err == nil)
+				return s.commitError(err)
+			}
+		}
+		if err != nil {
 			if err := s.reply(nil, err, false); err != nil {
 				return err
 			}
@@ -413,6 +423,13 @@ func (s *session) finish(ctx context.Context, c *upstreamConn, wrapped, failed b
 	}
 	_, err := c.Simple(ctx, "COMMIT")
 	s.rules.Ended(ctx, err == nil)
+	return s.commitError(err)
+}
+
+// commitError sends the client the server's answer to a COMMIT that
+// failed (a deferred constraint, a serialization failure); a fatal error
+// ends the session instead.
+func (s *session) commitError(err error) error {
 	if err != nil && !isFatal(err) && pgerr.Code(err) != "" {
 		return encodeError(s.cw, err)
 	}

@@ -81,11 +81,13 @@ type database struct {
 	state   atomic.Pointer[compiled]
 	mu      sync.Mutex // serializes compiling a new snapshot
 
-	// side is the engine's connection for what must not run in a client's
-	// transaction (the failure events' outbox entries), opened on first
-	// use; sideMu guards it.
-	sideMu sync.Mutex
-	side   *pgx.Conn
+	// connect opens the engine's own connections to the database. side is
+	// the one for what must not run in a client's transaction (the
+	// failure events' outbox entries), opened on first use; sideMu guards
+	// it.
+	connect func(context.Context) (*pgx.Conn, error)
+	sideMu  sync.Mutex
+	side    *pgx.Conn
 
 	// Guarded by Engine.mu.
 	sessions int
@@ -119,9 +121,9 @@ func (e *Engine) database(name string) *database {
 		db.idle = nil
 	}
 	if db == nil {
-		db = &database{}
+		db = &database{connect: func(ctx context.Context) (*pgx.Conn, error) { return e.cfg.Connect(ctx, name) }}
 		db.watcher = catalog.NewWatcher(catalog.WatcherConfig{
-			Connect: func(ctx context.Context) (*pgx.Conn, error) { return e.cfg.Connect(ctx, name) },
+			Connect: db.connect,
 			Setup:   e.cfg.Setup,
 			Logger:  e.cfg.Logger.With().Str("database", name).Logger(),
 		})
@@ -136,11 +138,11 @@ func (e *Engine) database(name string) *database {
 }
 
 // record writes outbox entries in a transaction of their own, as role.
-func (db *database) record(ctx context.Context, connect func(context.Context, string) (*pgx.Conn, error), name string, entries []outboxEntry, role string) error {
+func (db *database) record(ctx context.Context, entries []outboxEntry, role string) error {
 	db.sideMu.Lock()
 	defer db.sideMu.Unlock()
 	if db.side == nil || db.side.IsClosed() {
-		conn, err := connect(ctx, name)
+		conn, err := db.connect(ctx)
 		if err != nil {
 			return err
 		}
@@ -242,13 +244,14 @@ func (e *Engine) RunTx(ctx context.Context, database string, conn stmt.Conn, rol
 		_, err = conn.Exec(ctx, st)
 	}
 	if err == nil {
-		err = s.Commit(ctx, conn)
+		var pre []stmt.Statement
+		if pre, err = s.Commit(ctx, conn); err == nil {
+			if _, err = conn.Batch(ctx, append(pre, stmt.Statement{SQL: "COMMIT"})); err == nil {
+				return nil
+			}
+		}
 	}
-	if err == nil {
-		_, err = conn.Simple(ctx, "COMMIT")
-		return err
-	}
-	conn.Simple(ctx, "ROLLBACK")
+	conn.Simple(ctx, "ROLLBACK") // after a failed COMMIT, only a warning
 	return err
 }
 
@@ -327,7 +330,7 @@ func (s *session) flushFailures(ctx context.Context) {
 	s.failures = nil
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := s.db.record(ctx, s.e.cfg.Connect, s.name, entries, s.user); err != nil {
+	if err := s.db.record(ctx, entries, s.user); err != nil {
 		s.log.Error().Err(err).Int("entries", len(entries)).Msg("the outbox entries of failure events could not be recorded")
 	}
 }
@@ -442,22 +445,19 @@ func (s *session) Split(sql string) ([]stmt.Part, error) {
 
 // Commit implements stmt.Session: the commit constraints of an
 // autocommit statement's transaction, which the proxy commits next.
-func (s *session) Commit(ctx context.Context, conn stmt.Conn) error {
+func (s *session) Commit(ctx context.Context, conn stmt.Conn) ([]stmt.Statement, error) {
 	c := s.db.current(ctx)
 	s.syncTx(conn)
 	if c.err != nil || c.set == nil {
-		return nil
+		return nil, nil
 	}
 	start := s.trips
 	pre, err := s.commitWork(ctx, conn, c)
-	if err == nil && len(pre) > 0 {
-		_, err = s.run(ctx, conn, pre, nil)
-	}
-	if err == nil && s.trips > start {
-		s.trips++ // the proxy's COMMIT
+	if err == nil && (s.trips > start || len(pre) > 0) {
+		s.trips++ // the proxy's COMMIT, which carries pre
 		s.traceCommit(conn, start)
 	}
-	return err
+	return pre, err
 }
 
 // Ended implements stmt.Session: a transaction that defined rules has its

@@ -82,7 +82,7 @@ type actions struct {
 	verb   verb
 	rw     *row // the row set() changes; nil where it cannot
 	key    string
-	queue  *effects
+	queue  *[]effect
 	outbox *[]outboxEntry
 	// set is true once set() changed the row.
 	set bool
@@ -101,8 +101,6 @@ type colValue struct {
 	col  *catalog.Column
 	text []byte
 }
-
-type effects struct{ list []effect }
 
 // outboxEntry is one row of pgrules.outbox.
 type outboxEntry struct {
@@ -138,7 +136,7 @@ func (a *actions) call(name string, args []any) (any, error) {
 			a.record("notify", channel, payload, nil)
 			return nil, nil
 		}
-		a.queue.list = append(a.queue.list, effect{channel: channel, payload: payload})
+		*a.queue = append(*a.queue, effect{channel: channel, payload: payload})
 		return nil, nil
 	case "sql":
 		query, ok := args[0].(string)
@@ -228,7 +226,7 @@ func (a *actions) write(v verb, args []any) error {
 		a.record("sql", sql, nil, params)
 		return nil
 	}
-	a.queue.list = append(a.queue.list, e)
+	*a.queue = append(*a.queue, e)
 	return nil
 }
 
@@ -371,7 +369,7 @@ func (r *runner) fire(tr *tableRules, timing string, changes []*change, outbox *
 	if err := r.loadParents(tr.eventPaths.old, olds); err != nil {
 		return err
 	}
-	var q effects
+	var q []effect
 	var v vetoes
 	reran := false
 	for _, ch := range changes {
@@ -383,7 +381,10 @@ func (r *runner) fire(tr *tableRules, timing string, changes []*change, outbox *
 			if !fires(ev, ch.verb) {
 				continue
 			}
-			a := &actions{r: r, ev: ev, tr: tr, verb: ch.verb, queue: &q, outbox: outbox, key: outboxKey(tr, rw)}
+			a := &actions{r: r, ev: ev, tr: tr, verb: ch.verb, queue: &q, outbox: outbox}
+			if outbox != nil {
+				a.key = outboxKey(tr, rw) // only an outbox entry names its row
+			}
 			if timing == timingEarly || timing == timingPreInsert {
 				a.rw = ch.new
 			}
@@ -427,9 +428,9 @@ func outboxKey(tr *tableRules, rw *row) string {
 // flush runs the queued effects in order; consecutive ones of one shape
 // (the same write on the same table and columns, or notifications) run as
 // one statement.
-func (r *runner) flush(q *effects) error {
-	list := q.list
-	q.list = nil
+func (r *runner) flush(q *[]effect) error {
+	list := *q
+	*q = nil
 	for len(list) > 0 {
 		n := 1
 		for n < len(list) && n < maxEffectRows && sameShape(list[0], list[n]) {
@@ -569,7 +570,7 @@ func (r *runner) eventStatement(sql string, params [][]byte) (*stmt.Result, erro
 
 // eventSQL runs an action's sql() after the effects queued before it, and
 // returns its rows as maps of column to value.
-func (r *runner) eventSQL(q *effects, query string, params [][]byte) (any, error) {
+func (r *runner) eventSQL(q *[]effect, query string, params [][]byte) (any, error) {
 	if err := r.flush(q); err != nil {
 		return nil, err
 	}

@@ -174,8 +174,10 @@ func (s *session) commit(ctx context.Context, conn stmt.Conn, c *compiled, st st
 	start := s.trips
 	pre, err := s.commitWork(ctx, conn, c)
 	if err == nil {
-		s.trips++
-		results, berr := conn.Batch(ctx, append(pre, st))
+		// The client's statement is not the engine's to prepare.
+		once := make([]bool, len(pre)+1)
+		once[len(pre)] = true
+		results, berr := s.run(ctx, conn, append(pre, st), once)
 		if berr == nil {
 			s.traceCommit(conn, start)
 			return results[len(results)-1], nil

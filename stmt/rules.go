@@ -39,8 +39,10 @@ type Session interface {
 	// any Postgres error) unless the error is the server's own.
 	Exec(ctx context.Context, c Conn, st Statement) (*Result, error)
 	// Commit runs just before the proxy commits a transaction it opened
-	// around an autocommit statement; an error rolls it back instead.
-	Commit(ctx context.Context, c Conn) error
+	// around an autocommit statement; an error rolls it back instead. The
+	// statements it returns run in the COMMIT's own round trip, before
+	// it; when one fails, the transaction is rolled back too.
+	Commit(ctx context.Context, c Conn) ([]Statement, error)
 	// Ended is called after the proxy has committed (or rolled back) a
 	// transaction it opened around an autocommit statement.
 	Ended(ctx context.Context, committed bool)

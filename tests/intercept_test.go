@@ -62,16 +62,16 @@ func (r *auditRules) Exec(ctx context.Context, c stmt.Conn, st stmt.Statement) (
 
 func (r *auditRules) Ended(ctx context.Context, committed bool) {}
 
-func (r *auditRules) Commit(ctx context.Context, c stmt.Conn) error {
+func (r *auditRules) Commit(ctx context.Context, c stmt.Conn) ([]stmt.Statement, error) {
 	r.commits.Add(1)
 	rows, err := c.Query(ctx, "SELECT count(*) FROM t WHERE v < 0")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if string(rows[0][0]) != "0" {
-		return pgerr.New(pgerr.CheckViolation, "negative values at commit")
+		return nil, pgerr.New(pgerr.CheckViolation, "negative values at commit")
 	}
-	return nil
+	return nil, nil
 }
 
 func (r *auditRules) Close() {}
