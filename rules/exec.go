@@ -288,7 +288,7 @@ func (s *session) valuesCTE(r *runner, res *stmt.Result, first int) (string, err
 		args[i] = fmt.Sprintf("$%d::text[]", first+i)
 		names[i] = fmt.Sprintf("c%d", i+1)
 	}
-	return fmt.Sprintf("SELECT %s FROM unnest(%s) AS v(%s)", strings.Join(cols, ", "), strings.Join(args, ", "), strings.Join(names, ", ")), nil
+	return fmt.Sprintf("SELECT %s FROM %s AS v(%s)", strings.Join(cols, ", "), unnestFrom(args...), strings.Join(names, ", ")), nil
 }
 
 // setTrace runs a statement that sets, resets or shows pgrules.trace, and

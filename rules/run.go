@@ -431,8 +431,8 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 		for i := range arrays {
 			params[i] = fmt.Sprintf("$%d::text[]", n+i+1)
 		}
-		sql = fmt.Sprintf("INSERT INTO %s AS %s (%s) %s SELECT %s FROM unnest(%s) WITH ORDINALITY AS v(%s, pgrules_ord) ORDER BY pgrules_ord %s",
-			qualified(t), w.alias, strings.Join(cols, ", "), w.overriding, strings.Join(casts, ", "), strings.Join(params, ", "), strings.Join(names, ", "), w.conflict)
+		sql = fmt.Sprintf("INSERT INTO %s AS %s (%s) %s SELECT %s FROM %s WITH ORDINALITY AS v(%s, pgrules_ord) ORDER BY pgrules_ord %s",
+			qualified(t), w.alias, strings.Join(cols, ", "), w.overriding, strings.Join(casts, ", "), unnestFrom(params...), strings.Join(names, ", "), w.conflict)
 	case w.verb == verbUpdate:
 		cols := changedColumns(tr, changes)
 		for _, c := range w.setCols {
@@ -462,8 +462,8 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 		for i := range arrays {
 			params[i] = fmt.Sprintf("$%d::text[]", n+i+1)
 		}
-		sql = fmt.Sprintf("UPDATE %s AS %s SET %s FROM unnest(%s) AS pgrules_v(%s) WHERE %s.ctid = ANY($%d::text[]::tid[]) AND %s.ctid = CAST(pgrules_v.pgrules_k AS tid)",
-			qualified(t), w.alias, strings.Join(sets, ", "), strings.Join(params, ", "), strings.Join(names, ", "), w.alias, n+1, w.alias)
+		sql = fmt.Sprintf("UPDATE %s AS %s SET %s FROM %s AS pgrules_v(%s) WHERE %s.ctid = ANY($%d::text[]::tid[]) AND %s.ctid = CAST(pgrules_v.pgrules_k AS tid)",
+			qualified(t), w.alias, strings.Join(sets, ", "), unnestFrom(params...), strings.Join(names, ", "), w.alias, n+1, w.alias)
 	case w.verb == verbDelete:
 		ctids := make([][]byte, len(changes))
 		for i, ch := range changes {
@@ -1098,8 +1098,8 @@ func selectByKey(t *catalog.Table, cols []string, keys [][][]byte, lock string) 
 		ks[i] = fmt.Sprintf("k%d", i+1)
 		params[i] = textArray(keys[i])
 	}
-	sql := fmt.Sprintf("SELECT p.ctid, p.* FROM %s p WHERE (%s) IN (SELECT %s FROM unnest(%s) AS k(%s))",
-		qualified(t), strings.Join(names, ", "), strings.Join(casts, ", "), strings.Join(args, ", "), strings.Join(ks, ", "))
+	sql := fmt.Sprintf("SELECT p.ctid, p.* FROM %s p WHERE (%s) IN (SELECT %s FROM %s AS k(%s))",
+		qualified(t), strings.Join(names, ", "), strings.Join(casts, ", "), unnestFrom(args...), strings.Join(ks, ", "))
 	if lock != "" {
 		sql += " ORDER BY " + strings.Join(names, ", ") + " " + lock + " OF p"
 	}
@@ -1577,8 +1577,8 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 	}
 	// Each row comes back with the key it was found by (without a primary
 	// key, its ctid before the update), then as stored.
-	sql := fmt.Sprintf("UPDATE %s AS x SET %s FROM unnest(%s) AS v(%s) WHERE %s RETURNING v.k1, x.ctid, x.*",
-		qualified(t), strings.Join(sets, ", "), strings.Join(args, ", "), strings.Join(names, ", "), strings.Join(where, " AND "))
+	sql := fmt.Sprintf("UPDATE %s AS x SET %s FROM %s AS v(%s) WHERE %s RETURNING v.k1, x.ctid, x.*",
+		qualified(t), strings.Join(sets, ", "), unnestFrom(args...), strings.Join(names, ", "), strings.Join(where, " AND "))
 	res, err := r.query(sql, params)
 	if err != nil {
 		return err
@@ -1807,8 +1807,8 @@ func childrenSQL(snap *catalog.Snapshot, child *catalog.Table, path []*catalog.F
 		params[i] = textArray(keys[i])
 	}
 	order := keyOrder(child, "c")
-	return fmt.Sprintf("SELECT c.ctid, c.* FROM %s WHERE (%s) IN (SELECT %s FROM unnest(%s) AS k(%s)) ORDER BY %s FOR NO KEY UPDATE OF c",
-		from, strings.Join(names, ", "), strings.Join(casts, ", "), strings.Join(args, ", "), strings.Join(ks, ", "), order), params
+	return fmt.Sprintf("SELECT c.ctid, c.* FROM %s WHERE (%s) IN (SELECT %s FROM %s AS k(%s)) ORDER BY %s FOR NO KEY UPDATE OF c",
+		from, strings.Join(names, ", "), strings.Join(casts, ", "), unnestFrom(args...), strings.Join(ks, ", "), order), params
 }
 
 // cascadeDeletes runs, before rows are deleted, the rules of the rows
@@ -2015,8 +2015,8 @@ func (r *runner) upsert(tr *tableRules, w *writeStmt, proposed []*change, p clie
 			where = "coalesce((" + u.where + "), false)"
 		}
 		// The server's rows come in its own order: they are matched by ctid.
-		sql := fmt.Sprintf("SELECT %s.ctid, %s, %s FROM %s AS %s, (SELECT %s FROM unnest(%s) AS pgrules_u(%s)) AS excluded WHERE %s.ctid = excluded.pgrules_ctid",
-			w.alias, where, strings.Join(u.values, ", "), qualified(t), w.alias, strings.Join(cols, ", "), strings.Join(args, ", "), strings.Join(unames, ", "), w.alias)
+		sql := fmt.Sprintf("SELECT %s.ctid, %s, %s FROM %s AS %s, (SELECT %s FROM %s AS pgrules_u(%s)) AS excluded WHERE %s.ctid = excluded.pgrules_ctid",
+			w.alias, where, strings.Join(u.values, ", "), qualified(t), w.alias, strings.Join(cols, ", "), unnestFrom(args...), strings.Join(unames, ", "), w.alias)
 		res, err := r.clientStatement(sql, p, nil, arrays...)
 		if err != nil {
 			return nil, err

@@ -190,6 +190,24 @@ func parentByAccessor(t *catalog.Table, name string) *catalog.ForeignKey {
 	return nil
 }
 
+// unnestFrom is unnest(arrays...) for a FROM clause, through
+// pgrules._unnest, which the planner expects one element of. unnest's own
+// estimate depends on the array: a custom plan sees its length, a generic
+// plan assumes ten. The engine's statements are prepared once and run with
+// the keys of a statement's rows, mostly a few; with unnest every generic
+// plan looked dearer than the custom ones, so the server planned each
+// execution anew, which cost more than running it.
+func unnestFrom(arrays ...string) string {
+	if len(arrays) == 1 {
+		return "pgrules._unnest(" + arrays[0] + ")"
+	}
+	fns := make([]string, len(arrays))
+	for i, a := range arrays {
+		fns[i] = "pgrules._unnest(" + a + ")"
+	}
+	return "ROWS FROM (" + strings.Join(fns, ", ") + ")"
+}
+
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 func quoteLiteral(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }

@@ -274,7 +274,7 @@ func additiveSQL(a *adjustment, one bool) string {
 	}
 	from := ""
 	if !one {
-		from = fmt.Sprintf(" FROM unnest(%s) AS d(%s)", strings.Join(args, ", "), strings.Join(cols, ", "))
+		from = fmt.Sprintf(" FROM %s AS d(%s)", unnestFrom(args...), strings.Join(cols, ", "))
 	}
 	return fmt.Sprintf("UPDATE %s AS p SET %s%s WHERE %s RETURNING p.ctid, p.*", qualified(p), strings.Join(sets, ", "), from, strings.Join(where, " AND "))
 }
@@ -332,12 +332,12 @@ func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment) stri
 		deltas[i] = fmt.Sprintf("d.a%d", i+1)
 	}
 	return fmt.Sprintf(`UPDATE %s AS p SET %s FROM (SELECT %s, %s FROM (
-  SELECT %s FROM %s c WHERE (%s) IN (SELECT %s FROM unnest(%s) AS w(%s))
-  UNION ALL SELECT %s FROM unnest(%s) AS o(%s)) x(%s)
+  SELECT %s FROM %s c WHERE (%s) IN (SELECT %s FROM %s AS w(%s))
+  UNION ALL SELECT %s FROM %s AS o(%s)) x(%s)
  GROUP BY %s HAVING %s) d WHERE %s RETURNING %s, p.ctid, p.*`,
 		qualified(p), strings.Join(sets, ", "), keys, strings.Join(sums, ", "),
-		strings.Join(newCols, ", "), qualified(child), strings.Join(pk, ", "), strings.Join(pkIn, ", "), strings.Join(pkArgs, ", "), strings.Join(pkCols, ", "),
-		strings.Join(oldCols, ", "), strings.Join(oldArgs, ", "), strings.Join(oldNames, ", "), strings.Join(keyNames, ", "),
+		strings.Join(newCols, ", "), qualified(child), strings.Join(pk, ", "), strings.Join(pkIn, ", "), unnestFrom(pkArgs...), strings.Join(pkCols, ", "),
+		strings.Join(oldCols, ", "), unnestFrom(oldArgs...), strings.Join(oldNames, ", "), strings.Join(keyNames, ", "),
 		keys, strings.Join(having, " OR "), strings.Join(where, " AND "), strings.Join(deltas, ", "))
 }
 
@@ -527,9 +527,9 @@ func adjustSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, lock
 	if lock {
 		locking = " FOR NO KEY UPDATE OF p"
 	}
-	sql := fmt.Sprintf(`WITH l AS MATERIALIZED (SELECT p.ctid AS pgrules_ctid, p.* FROM %s p WHERE (%s) IN (SELECT %s FROM unnest(%s) AS k(%s)) ORDER BY %s%s)
-UPDATE %s AS p SET %s FROM l, unnest(%s) AS d(%s) WHERE %s AND %s RETURNING l.*, p.ctid, p.*`,
-		qualified(p), strings.Join(pkey, ", "), strings.Join(keyIn, ", "), strings.Join(keyArgs, ", "), strings.Join(keyCols, ", "), strings.Join(order, ", "), locking,
-		qualified(p), strings.Join(sets, ", "), strings.Join(args, ", "), strings.Join(cols, ", "), strings.Join(pJoin, " AND "), strings.Join(keyJoin, " AND "))
+	sql := fmt.Sprintf(`WITH l AS MATERIALIZED (SELECT p.ctid AS pgrules_ctid, p.* FROM %s p WHERE (%s) IN (SELECT %s FROM %s AS k(%s)) ORDER BY %s%s)
+UPDATE %s AS p SET %s FROM l, %s AS d(%s) WHERE %s AND %s RETURNING l.*, p.ctid, p.*`,
+		qualified(p), strings.Join(pkey, ", "), strings.Join(keyIn, ", "), unnestFrom(keyArgs...), strings.Join(keyCols, ", "), strings.Join(order, ", "), locking,
+		qualified(p), strings.Join(sets, ", "), unnestFrom(args...), strings.Join(cols, ", "), strings.Join(pJoin, " AND "), strings.Join(keyJoin, " AND "))
 	return sql, nil
 }

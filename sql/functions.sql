@@ -13,6 +13,19 @@
 --
 -- Names that start with an underscore are this file's helpers.
 
+-- Every role that writes a table with rules runs the engine's statements,
+-- which call pgrules._unnest and, to fail, pgrules.raise: the schema is
+-- open to all. Its tables and views keep their own privileges.
+GRANT USAGE ON SCHEMA pgrules TO PUBLIC;
+
+-- _unnest is unnest with an estimate of one row, whatever the array; the
+-- engine's statements take their keys through it (unnestFrom in
+-- rules/sqlgen.go says why). STRICT keeps it from being inlined, which
+-- would bring back unnest's own estimate; it changes nothing else, as
+-- unnest(NULL) has no rows either.
+CREATE OR REPLACE FUNCTION pgrules._unnest(anyarray) RETURNS SETOF anyelement
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE ROWS 1 AS $$ SELECT unnest($1) $$;
+
 -- pgrules.raise fails the statement with exactly the fields it is given.
 -- RAISE fixes its USING options when the function is compiled and refuses
 -- a NULL value, and an empty string would still be sent (psql prints an

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -215,6 +216,34 @@ func TestConstraintAtEveryLevel(t *testing.T) {
 	}
 	if got := scalar(t, c, "SELECT 1"); got != "1" {
 		t.Fatalf("the session after the error: %s", got)
+	}
+}
+
+// TestAnotherRole: a role that owns nothing of the pgrules schema and was
+// granted only its tables gets the rules: the engine's statements and its
+// errors use the schema's functions, which every role may call.
+func TestAnotherRole(t *testing.T) {
+	db := shared.newDB(t)
+	admin := connect(t, shared.url("", "", db))
+	scalar(t, admin, orgSchema)
+	p := startProxy(t, shared)
+	c := connect(t, p.url("", "", db))
+	for _, r := range orgRules {
+		if e := pgError(t, c, r); e != nil {
+			t.Fatalf("%s: %v", r, e)
+		}
+	}
+	role := db + "_clerk"
+	scalar(t, admin, fmt.Sprintf("CREATE ROLE %[1]s LOGIN; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO %[1]s", role))
+	t.Cleanup(func() { scalar(t, admin, fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE %[1]s", role)) })
+	u := connect(t, p.url(role, "", db))
+	scalar(t, u, "INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 100), (2, 10, 200), (3, 20, 300)")
+	scalar(t, u, "UPDATE emp SET salary = salary + 1")
+	if got := scalar(t, admin, "SELECT string_agg(id || ':' || total, ' ' ORDER BY id) FROM dept"); got != "10:302.00 20:301.00 30:0.00" {
+		t.Fatalf("dept totals: %s", got)
+	}
+	if e := pgError(t, u, "UPDATE emp SET salary = 1000 WHERE id = 1"); e == nil || e.Code != "23514" || e.ConstraintName != "within_budget" {
+		t.Fatalf("over budget: %+v", e)
 	}
 }
 
