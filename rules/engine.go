@@ -103,14 +103,64 @@ type compiled struct {
 	srcErr error
 	snap   *catalog.Snapshot
 	set    *Set
-	err    error    // the catalog could not be loaded
-	plans  sync.Map // statement text → *plan
-	// planned counts plans, to bound the cache against clients that
-	// inline their values into ever-new statement texts.
-	planned atomic.Int64
+	err    error // the catalog could not be loaded
+	plans  planCache
 }
 
+// planCache maps statement texts to their plans, bounded against clients
+// that inline their values into ever-new texts. It keeps two generations:
+// when the newer is full it becomes the older and the older is dropped, so
+// the texts in use stay cached however many others pass. (A cache that
+// simply stopped growing left every later text unplanned, to be parsed
+// again at each of the several lookups of one statement.)
+type planCache struct {
+	mu       sync.Mutex // held to start a generation
+	cur, old atomic.Pointer[planGen]
+}
+
+type planGen struct {
+	m sync.Map // statement text → *plan
+	n atomic.Int64
+}
+
+// maxPlans is the size of a generation of the plan cache.
 const maxPlans = 10000
+
+func (pc *planCache) load(sql string) (*plan, bool) {
+	if g := pc.cur.Load(); g != nil {
+		if p, ok := g.m.Load(sql); ok {
+			return p.(*plan), true
+		}
+	}
+	if g := pc.old.Load(); g != nil {
+		if p, ok := g.m.Load(sql); ok {
+			pc.store(sql, p.(*plan))
+			return p.(*plan), true
+		}
+	}
+	return nil, false
+}
+
+func (pc *planCache) store(sql string, p *plan) {
+	g := pc.cur.Load()
+	if g == nil {
+		pc.mu.Lock()
+		if g = pc.cur.Load(); g == nil {
+			g = new(planGen)
+			pc.cur.Store(g)
+		}
+		pc.mu.Unlock()
+	}
+	if _, loaded := g.m.LoadOrStore(sql, p); loaded || g.n.Add(1) < maxPlans {
+		return
+	}
+	pc.mu.Lock()
+	if pc.cur.Load() == g {
+		pc.old.Store(g)
+		pc.cur.Store(new(planGen))
+	}
+	pc.mu.Unlock()
+}
 
 func (e *Engine) database(name string) *database {
 	e.mu.Lock()
@@ -267,8 +317,10 @@ type plan struct {
 	parts     []sqlparse.Statement
 	parseErr  error
 
-	// The analysis of a write, made on first use.
+	// The analysis of a write, made on first use, from tree when the
+	// plan's text is that one statement (then set to nil).
 	once     sync.Once
+	tree     *pg_query.Node
 	write    *writeStmt
 	cte      *pg_query.Node // a statement whose WITH writes a table with rules
 	writeErr error
@@ -353,13 +405,16 @@ func (s *session) Intercepts(sql string) bool {
 }
 
 func (s *session) plan(c *compiled, sql string) *plan {
-	if p, ok := c.plans.Load(sql); ok {
-		return p.(*plan)
+	if p, ok := c.plans.load(sql); ok {
+		return p
 	}
 	sql = strings.Clone(sql) // the proxy's text is only lent to Intercepts
 	p := c.classify(sql)
-	if c.planned.Add(1) <= maxPlans {
-		c.plans.Store(sql, p)
+	c.plans.store(sql, p)
+	if len(p.parts) == 1 && p.parts[0].SQL != sql {
+		// The statement as Split gives it (without its semicolon and
+		// spaces) is the same statement.
+		c.plans.store(p.parts[0].SQL, p)
 	}
 	return p
 }
@@ -383,10 +438,15 @@ func (c *compiled) classify(sql string) *plan {
 	if p.parseErr != nil {
 		return p // the server will report the syntax error
 	}
-	for _, st := range p.parts {
-		if c.writesRuledTable(st) {
+	for i := range p.parts {
+		st := &p.parts[i]
+		if c.writesRuledTable(*st) {
 			p.intercept = true
+			if len(p.parts) == 1 {
+				p.tree = st.Tree
+			}
 		}
+		st.Tree = nil // cached plans keep no trees they will not use
 		if hasRules && st.TxControl && len(p.parts) == 1 && followedTx(st.SQL, commitWork) {
 			p.intercept, p.txControl = true, true
 		}

@@ -554,7 +554,7 @@ func (r *runner) eventStatement(sql string, params [][]byte) (*stmt.Result, erro
 	if err := r.s.refuseBroken(r.ctx, r.conn, r.c, p); err != nil {
 		return nil, err
 	}
-	p.once.Do(func() { p.write, p.cte, p.writeErr = analyseText(r.c, sql) })
+	p.analyse(r.c, sql)
 	if p.writeErr != nil {
 		return nil, r.fail(asPgError(p.writeErr))
 	}

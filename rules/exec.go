@@ -15,7 +15,7 @@ import (
 
 // runWrite runs a client statement that writes a table with rules.
 func (s *session) runWrite(ctx context.Context, conn stmt.Conn, c *compiled, p *plan, st stmt.Statement) (*stmt.Result, error) {
-	p.once.Do(func() { p.write, p.cte, p.writeErr = analyseText(c, st.SQL) })
+	p.analyse(c, st.SQL)
 	if p.writeErr != nil {
 		return nil, failTx(ctx, conn, asPgError(p.writeErr))
 	}
@@ -44,18 +44,28 @@ func (s *session) runWrite(ctx context.Context, conn stmt.Conn, c *compiled, p *
 	return res, nil
 }
 
-// analyseText parses a client's write: a write on a table with rules
-// gives its writeStmt; one whose WITH writes such a table is returned as
-// its tree, run CTE by CTE.
-func analyseText(c *compiled, sql string) (*writeStmt, *pg_query.Node, error) {
-	tree, err := pg_query.Parse(sql)
-	if err != nil {
-		return nil, nil, pgerr.New("42601", "%s", err)
+// analyse analyses the plan's write, sql, once.
+func (p *plan) analyse(c *compiled, sql string) {
+	p.once.Do(func() {
+		p.write, p.cte, p.writeErr = analyseText(c, sql, p.tree)
+		p.tree = nil
+	})
+}
+
+// analyseText analyses a client's write, parsing it unless its tree n is
+// given: a write on a table with rules gives its writeStmt; one whose WITH
+// writes such a table is returned as its tree, run CTE by CTE.
+func analyseText(c *compiled, sql string, n *pg_query.Node) (*writeStmt, *pg_query.Node, error) {
+	if n == nil {
+		tree, err := pg_query.Parse(sql)
+		if err != nil {
+			return nil, nil, pgerr.New("42601", "%s", err)
+		}
+		if len(tree.Stmts) != 1 {
+			return nil, nil, pgerr.New(pgerr.InternalError, "pgrules was given %d statements to run as one", len(tree.Stmts))
+		}
+		n = tree.Stmts[0].Stmt
 	}
-	if len(tree.Stmts) != 1 {
-		return nil, nil, pgerr.New(pgerr.InternalError, "pgrules was given %d statements to run as one", len(tree.Stmts))
-	}
-	n := tree.Stmts[0].Stmt
 	if hasModifyingCTE(withOf(n)) {
 		return nil, n, nil
 	}

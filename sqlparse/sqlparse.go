@@ -17,6 +17,9 @@ type Statement struct {
 	TxControl bool
 	// DDL marks statements that change the schema.
 	DDL bool
+	// Tree is the statement's parse tree, for a caller that goes on to
+	// analyse it; its locations are offsets in the whole text.
+	Tree *pg_query.Node
 }
 
 // Write is one table a statement writes, and how.
@@ -52,7 +55,7 @@ func Parse(sql string) ([]Statement, error) {
 		if strings.TrimSpace(text) == "" {
 			continue
 		}
-		st := Statement{SQL: text}
+		st := Statement{SQL: text, Tree: raw.Stmt}
 		describe(&st, raw.Stmt)
 		out = append(out, st)
 	}
