@@ -20,11 +20,21 @@ GRANT USAGE ON SCHEMA pgrules TO PUBLIC;
 
 -- _unnest is unnest with an estimate of one row, whatever the array; the
 -- engine's statements take their keys through it (unnestFrom in
--- rules/sqlgen.go says why). STRICT keeps it from being inlined, which
--- would bring back unnest's own estimate; it changes nothing else, as
--- unnest(NULL) has no rows either.
-CREATE OR REPLACE FUNCTION pgrules._unnest(anyarray) RETURNS SETOF anyelement
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE ROWS 1 AS $$ SELECT unnest($1) $$;
+-- rules/sqlgen.go says why). Installed by a superuser it is the server's
+-- own array_unnest under another name; otherwise it is a SQL function,
+-- which costs some tens of microseconds a call, STRICT so that it is not
+-- inlined (that would bring back unnest's own estimate). STRICT changes
+-- nothing else: unnest(NULL) has no rows either.
+DO $$
+BEGIN
+  IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    CREATE OR REPLACE FUNCTION pgrules._unnest(anyarray) RETURNS SETOF anyelement
+    LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE ROWS 1 AS 'array_unnest';
+  ELSE
+    CREATE OR REPLACE FUNCTION pgrules._unnest(anyarray) RETURNS SETOF anyelement
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE ROWS 1 AS $f$ SELECT unnest($1) $f$;
+  END IF;
+END $$;
 
 -- pgrules.raise fails the statement with exactly the fields it is given.
 -- RAISE fixes its USING options when the function is compiled and refuses

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -694,6 +695,60 @@ func TestNotify(t *testing.T) {
 		}
 		if n := notifications(t, listener); len(n) != 1 || n[0] != db {
 			t.Fatalf("%s notified %v, want once with %q", q, n, db)
+		}
+	}
+}
+
+// TestUnnest: pgrules._unnest is unnest, with an estimate of one row: the
+// server's own function when a superuser installs, a SQL one otherwise.
+func TestUnnest(t *testing.T) {
+	ctx := context.Background()
+	url, conn := installedDB(t, "")
+	if superuser(t, conn) == "0" {
+		checkUnnest(t, conn, "sql")
+		return
+	}
+	checkUnnest(t, conn, "internal")
+
+	// The same database installed afresh by a role that owns it.
+	db := scalar(t, conn, "SELECT current_database()")
+	role := "unnest_owner_" + strings.ReplaceAll(db, "-", "_")
+	if _, err := conn.Exec(ctx, fmt.Sprintf("DROP SCHEMA pgrules CASCADE; CREATE ROLE %[1]s LOGIN; GRANT CREATE ON DATABASE %[2]s TO %[1]s",
+		role, pgx.Identifier{db}.Sanitize())); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Exec(ctx, fmt.Sprintf("DROP SCHEMA IF EXISTS pgrules CASCADE; DROP OWNED BY %[1]s; DROP ROLE %[1]s", role))
+	})
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.User = role
+	owner, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close(ctx)
+	if _, _, err := Install(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
+	checkUnnest(t, owner, "sql")
+}
+
+func checkUnnest(t *testing.T, conn *pgx.Conn, lang string) {
+	t.Helper()
+	if got := scalar(t, conn, "SELECT l.lanname || ' ' || p.prorows FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = 'pgrules._unnest(anyarray)'::regprocedure"); got != lang+" 1" {
+		t.Fatalf("pgrules._unnest is %s, want %s 1", got, lang)
+	}
+	for q, want := range map[string]string{
+		"SELECT string_agg(x, ',' ORDER BY o) FROM pgrules._unnest('{b,NULL,a}'::text[]) WITH ORDINALITY AS u(x, o)":                 "b,a",
+		"SELECT count(*)::text FROM pgrules._unnest('{b,NULL,a}'::text[])":                                                           "3",
+		"SELECT count(*)::text FROM pgrules._unnest(NULL::int[])":                                                                    "0",
+		"SELECT string_agg(x || y, ',') FROM ROWS FROM (pgrules._unnest('{1,2}'::int[]), pgrules._unnest('{a}'::text[])) AS u(x, y)": "1a",
+	} {
+		if got := scalar(t, conn, q); got != want {
+			t.Errorf("%s (%s): %s, want %s", q, lang, got, want)
 		}
 	}
 }
