@@ -126,6 +126,7 @@ type planGen struct {
 // maxPlans is the size of a generation of the plan cache.
 const maxPlans = 10000
 
+// load returns the plan of sql, which it does not keep.
 func (pc *planCache) load(sql string) (*plan, bool) {
 	if g := pc.cur.Load(); g != nil {
 		if p, ok := g.m.Load(sql); ok {
@@ -134,13 +135,16 @@ func (pc *planCache) load(sql string) (*plan, bool) {
 	}
 	if g := pc.old.Load(); g != nil {
 		if p, ok := g.m.Load(sql); ok {
-			pc.store(sql, p.(*plan))
+			// Kept by the newer generation, as its own copy: the text
+			// may be lent (see Intercepts).
+			pc.store(strings.Clone(sql), p.(*plan))
 			return p.(*plan), true
 		}
 	}
 	return nil, false
 }
 
+// store keeps p as the plan of sql, which must not change afterwards.
 func (pc *planCache) store(sql string, p *plan) {
 	g := pc.cur.Load()
 	if g == nil {

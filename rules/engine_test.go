@@ -3,6 +3,7 @@ package rules
 import (
 	"strconv"
 	"testing"
+	"unsafe"
 )
 
 // TestPlanCache: the cache stays bounded, keeps the texts just used, and
@@ -25,6 +26,16 @@ func TestPlanCache(t *testing.T) {
 	}
 	if _, ok := pc.load("0"); ok {
 		t.Fatalf("the oldest text is still cached")
+	}
+	// A text in the older generation moves to the newer one as a copy:
+	// what load is given is only lent, as the proxy's buffer is.
+	buf := []byte(strconv.Itoa(2*maxPlans + 5))
+	if _, ok := pc.load(unsafe.String(unsafe.SliceData(buf), len(buf))); !ok {
+		t.Fatalf("a text of the older generation is not cached")
+	}
+	copy(buf, "x")
+	if _, ok := pc.cur.Load().m.Load(strconv.Itoa(2*maxPlans + 5)); !ok {
+		t.Fatalf("the text moved to the newer generation was not copied")
 	}
 	var n int64
 	for _, g := range []*planGen{pc.cur.Load(), pc.old.Load()} {
