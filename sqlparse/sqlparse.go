@@ -192,14 +192,20 @@ func isWordByte(c byte) bool {
 var writeKeywords = []string{"INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "TRUNCATE", "WITH", "EXPLAIN"}
 
 // MayWrite reports whether a statement text can write a table, from its
-// first word alone: false for SELECT, SHOW, SET, BEGIN and the like.
-// (SELECT ... INTO creates a table, which has no rules yet.)
+// first word: false for SELECT, SHOW, SET, BEGIN and the like. (SELECT ...
+// INTO creates a table, which has no rules yet.) A text of several
+// statements may write whatever its first word: anything but spaces and
+// semicolons after a semicolon (a literal's, a comment) makes it true,
+// which costs a parse, not a rule.
 func MayWrite(sql string) bool {
 	w := LeadingKeyword(sql)
 	for _, k := range writeKeywords {
 		if strings.EqualFold(w, k) {
 			return true
 		}
+	}
+	if i := strings.IndexByte(sql, ';'); i >= 0 {
+		return strings.TrimLeft(sql[i:], "; \t\n\r\f") != ""
 	}
 	return false
 }

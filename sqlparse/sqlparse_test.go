@@ -72,7 +72,11 @@ func TestLeadingKeyword(t *testing.T) {
 }
 
 func TestMayWriteAndContainsFold(t *testing.T) {
-	for sql, want := range map[string]bool{"select 1": false, " Insert into t": true, "/* x */ with a as (select 1) select": true, "show all": false, "": false} {
+	for sql, want := range map[string]bool{
+		"select 1": false, " Insert into t": true, "/* x */ with a as (select 1) select": true, "show all": false, "": false,
+		"select 1;": false, "select 1; ": false, "select 1;;\n": false, "select 1; -- done": true, "select 1; /* c */ ; select 2": true,
+		"select 1; insert into t values (1)": true, "begin; update t set v = 1; commit": true, "select ';x'": true,
+	} {
 		if MayWrite(sql) != want {
 			t.Errorf("MayWrite(%q) = %v", sql, !want)
 		}

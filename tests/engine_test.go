@@ -247,6 +247,34 @@ func TestAnotherRole(t *testing.T) {
 	}
 }
 
+// TestSeveralStatements: the writes of a Query of several statements run
+// their rules, whatever statement comes first.
+func TestSeveralStatements(t *testing.T) {
+	db, p, admin := creditDB(t)
+	c := connect(t, p.url("", "", db))
+	defineCreditRules(t, c)
+	scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)")
+	for i, sql := range []string{
+		"SELECT 1; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 1) RETURNING amount",
+		"BEGIN; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 1) RETURNING amount; COMMIT",
+		"SET application_name = 'x'; UPDATE lineitem SET quantity = 2 WHERE id = 1 RETURNING amount",
+	} {
+		res, err := c.Exec(context.Background(), sql).ReadAll()
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		if got := string(res[1].Rows[0][0]); got != []string{"25.50", "25.50", "51.00"}[i] {
+			t.Fatalf("%s: amount %s", sql, got)
+		}
+	}
+	if got := scalar(t, admin, "SELECT amount_total || ' ' || (SELECT balance FROM customer WHERE id = 1) FROM orders"); got != "76.50 76.50" {
+		t.Fatalf("order total, balance: %s", got)
+	}
+	if drift := scalar(t, admin, qDrift); drift != "0" {
+		t.Fatalf("%s values drift", drift)
+	}
+}
+
 // TestRunTimeError: a rule failing while it runs gets a 22xxx error naming
 // the rule and the row's key; nothing is written and the session goes on.
 func TestRunTimeError(t *testing.T) {
