@@ -13,17 +13,18 @@
 // (write.go), and runs it on the client's own connection, inside the
 // client's transaction (run.go): materialise the row changes, derive,
 // write, adjust parents, check, cascade — a round trip per level of the
-// rules, not per row. events.go runs the events at their timings, with
+// rules, not per row; an insert whose derivations translate exactly to
+// SQL is one statement and one round trip (onetrip.go). events.go runs the events at their timings, with
 // the action functions, vetoes and the outbox entries of after_commit and
 // failure events (which package outbox delivers). tx.go follows the
 // transaction: its commit work (commit events, commit constraints,
 // after_commit events), savepoints, the parent rows already locked. RunTx
 // runs a statement of the outbox in a transaction of its own, with the
 // rules. exec.go holds the entry of a write, data-modifying CTEs and the
-// trace setting. Definitions made
-// through the proxy are compiled in the defining transaction (engine.go);
-// verify.go and backfill.go recompute derived columns with set-based SQL
-// (sqlgen.go translates expressions to SQL for them).
+// trace setting. Definitions made through the proxy are compiled in the
+// defining transaction (engine.go); verify.go and backfill.go recompute
+// derived columns with set-based SQL (sqlgen.go translates expressions to
+// SQL for them, and for the inserts of onetrip.go).
 //
 // The package never touches the wire: it reaches PostgreSQL through
 // stmt.Conn, and reads the catalog through package catalog; its own

@@ -199,6 +199,9 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	}
 	r.depth++
 	defer func() { r.depth-- }()
+	if r.insertInOneTrip(tr, w) {
+		return r.insertOneTrip(tr, w, p, resultFormats, top)
+	}
 	materialize, joined := w.materializeSQL(len(p.values)), r.parentsJoined(tr, w)
 	if len(joined) > 0 {
 		materialize = joinParents(w, materialize, joined)
@@ -671,6 +674,12 @@ func (r *runner) takeFollow(a *adjustment, rows [][][]byte) error {
 		r.followed[a] = followedChanges{changes: r.followChanges(a, rows, 0)}
 		return nil
 	}
+	return r.takeLevels(a, rows)
+}
+
+// takeLevels is takeFollow for rows tagged with their level: a's own
+// parents, then a.chain's.
+func (r *runner) takeLevels(a *adjustment, rows [][][]byte) error {
 	levels := make([][][][]byte, 1+len(a.chain))
 	for _, vals := range rows {
 		level, err := strconv.Atoi(string(vals[0]))
@@ -688,19 +697,25 @@ func (r *runner) takeFollow(a *adjustment, rows [][][]byte) error {
 	for i, b := range a.chain {
 		pchanges := r.followChanges(b, levels[i+1], 1)
 		r.followed[b] = followedChanges{changes: pchanges, after: first}
-		if r.s.tx.locked == nil {
-			r.s.tx.locked = make(map[string]bool)
-		}
-		idx := indexOf(b.parent)
-		for _, ch := range pchanges {
-			key := make([][]byte, len(b.fk.ParentColumns))
-			for j, k := range b.fk.ParentColumns {
-				key[j] = ch.new.text[idx[k]]
-			}
-			r.s.tx.locked[b.parent.QualifiedName()+"\x00"+string(joinKey(key))] = true
-		}
+		r.s.markLocked(b, pchanges)
 	}
 	return nil
+}
+
+// markLocked notes that the transaction holds the parents of a's changes
+// (an adjustment's UPDATE locked them).
+func (s *session) markLocked(a *adjustment, changes []*change) {
+	if s.tx.locked == nil {
+		s.tx.locked = make(map[string]bool)
+	}
+	idx := indexOf(a.parent)
+	for _, ch := range changes {
+		key := make([][]byte, len(a.fk.ParentColumns))
+		for j, k := range a.fk.ParentColumns {
+			key[j] = ch.new.text[idx[k]]
+		}
+		s.tx.locked[a.parent.QualifiedName()+"\x00"+string(joinKey(key))] = true
+	}
 }
 
 // followChanges turns the rows a follow statement returned (the deltas,

@@ -38,6 +38,8 @@ type tableRules struct {
 	// order; eventPaths the parents their actions read.
 	events     map[string][]*Compiled
 	eventPaths pathSet
+	// oneTrip is set when an insert can run in one round trip.
+	oneTrip *oneTrip
 }
 
 // pathSet are the paths of foreign keys to load for a new row, and those
@@ -175,6 +177,9 @@ func (s *Set) buildTables() {
 				}
 			}
 		}
+		for _, tr := range s.tables {
+			tr.oneTrip = s.oneTripFor(tr)
+		}
 	}()
 	for _, tr := range s.tables {
 		for _, a := range tr.up {
@@ -188,7 +193,7 @@ func (s *Set) buildTables() {
 			}
 			if a.additive {
 				a.one, a.many = additiveSQL(a, true), additiveSQL(a, false)
-				a.follow = followSQL(s.snap, tr.t, a)
+				a.follow = followSQL(s.snap, tr.t, a, "")
 				for _, c := range a.aggs {
 					if len(c.Paths) > 0 {
 						a.follow = "" // the old rows' filters need their parents first
@@ -280,8 +285,10 @@ func additiveSQL(a *adjustment, one bool) string {
 }
 
 // followSQL is an adjustment's follow statement (see adjustment.follow).
-// It returns each parent as it is, after the deltas it got.
-func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment) string {
+// It returns each parent as it is, after the deltas it got. With src, a
+// relation of new child rows (see insertCTEs), it adds their contributions
+// instead, and takes no parameters.
+func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, src string) string {
 	if len(child.PrimaryKey) == 0 {
 		return ""
 	}
@@ -331,13 +338,18 @@ func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment) stri
 	for i := range a.aggs {
 		deltas[i] = fmt.Sprintf("d.a%d", i+1)
 	}
+	rows := fmt.Sprintf(`SELECT %s FROM %s c WHERE (%s) IN (SELECT %s FROM %s AS w(%s))
+  UNION ALL SELECT %s FROM %s AS o(%s)`,
+		strings.Join(newCols, ", "), qualified(child), strings.Join(pk, ", "), strings.Join(pkIn, ", "), unnestFrom(pkArgs...), strings.Join(pkCols, ", "),
+		strings.Join(oldCols, ", "), unnestFrom(oldArgs...), strings.Join(oldNames, ", "))
+	if src != "" {
+		rows = fmt.Sprintf("SELECT %s FROM %s c", strings.Join(newCols, ", "), src)
+	}
 	return fmt.Sprintf(`UPDATE %s AS p SET %s FROM (SELECT %s, %s FROM (
-  SELECT %s FROM %s c WHERE (%s) IN (SELECT %s FROM %s AS w(%s))
-  UNION ALL SELECT %s FROM %s AS o(%s)) x(%s)
+  %s) x(%s)
  GROUP BY %s HAVING %s) d WHERE %s RETURNING %s, p.ctid, p.*`,
 		qualified(p), strings.Join(sets, ", "), keys, strings.Join(sums, ", "),
-		strings.Join(newCols, ", "), qualified(child), strings.Join(pk, ", "), strings.Join(pkIn, ", "), unnestFrom(pkArgs...), strings.Join(pkCols, ", "),
-		strings.Join(oldCols, ", "), unnestFrom(oldArgs...), strings.Join(oldNames, ", "), strings.Join(keyNames, ", "),
+		rows, strings.Join(keyNames, ", "),
 		keys, strings.Join(having, " OR "), strings.Join(where, " AND "), strings.Join(deltas, ", "))
 }
 
@@ -346,21 +358,23 @@ func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment) stri
 // parent that is additive and whose filters translate to SQL, when no
 // derivation of the parent reads what a changes.
 func (s *Set) chainSQL(a *adjustment) ([]*adjustment, string) {
-	p := a.parent
-	ptr := s.tables[p.QualifiedName()]
-	if ptr == nil {
+	chain, with, selects := s.chainParts(a, a.follow, "")
+	if len(chain) == 0 {
 		return nil, ""
 	}
+	return chain, "WITH " + strings.Join(with, ",\n") + "\n" + strings.Join(selects, "\nUNION ALL ")
+}
+
+// chainParts are the CTEs and the selects of chainSQL, from the follow
+// statement given, with their names prefixed: the selects return the
+// follow's rows (level 0) and those of each level of the chain, as text
+// arrays tagged with the level. Without a chain, the first CTE is the
+// follow and the only select returns its rows.
+func (s *Set) chainParts(a *adjustment, follow, prefix string) (chain []*adjustment, with, selects []string) {
+	p := a.parent
 	targets := make(map[string]int) // a's target columns → their delta
 	for i, c := range a.aggs {
 		targets[c.Rule.Column] = i + 1
-	}
-	for _, d := range ptr.derivations {
-		for _, ref := range d.Reads {
-			if ref.Table == p.QualifiedName() && targets[ref.Column] > 0 {
-				return nil, ""
-			}
-		}
 	}
 	cols := func(t *catalog.Table) []string {
 		out := make([]string, len(t.Columns))
@@ -377,8 +391,7 @@ func (s *Set) chainSQL(a *adjustment) ([]*adjustment, string) {
 		return out
 	}
 	pcols := cols(p)
-	var with []string
-	with = append(with, fmt.Sprintf("u0(%s, pgrules_ctid, %s) AS (%s)", strings.Join(deltaNames(len(a.aggs)), ", "), strings.Join(pcols, ", "), a.follow))
+	with = append(with, fmt.Sprintf("%su0(%s, pgrules_ctid, %s) AS (%s)", prefix, strings.Join(deltaNames(len(a.aggs)), ", "), strings.Join(pcols, ", "), follow))
 	old := make([]string, len(p.Columns))
 	for i, c := range p.Columns {
 		if j := targets[c.Name]; j > 0 {
@@ -387,7 +400,7 @@ func (s *Set) chainSQL(a *adjustment) ([]*adjustment, string) {
 			old[i] = quoteIdent(c.Name)
 		}
 	}
-	with = append(with, fmt.Sprintf("o0 AS (SELECT pgrules_ctid, %s FROM u0)", strings.Join(old, ", ")))
+	with = append(with, fmt.Sprintf("%so0 AS (SELECT pgrules_ctid, %s FROM %su0)", prefix, strings.Join(old, ", "), prefix))
 	arrayOf := func(rel string, n int, t *catalog.Table) string {
 		parts := append(deltaNames(n), "pgrules_ctid")
 		parts = append(parts, cols(t)...)
@@ -396,8 +409,18 @@ func (s *Set) chainSQL(a *adjustment) ([]*adjustment, string) {
 		}
 		return "ARRAY[" + strings.Join(parts, ", ") + "]"
 	}
-	selects := []string{"SELECT 0, " + arrayOf("u0", len(a.aggs), p) + " FROM u0"}
-	var chain []*adjustment
+	selects = []string{"SELECT 0, " + arrayOf(prefix+"u0", len(a.aggs), p) + " FROM " + prefix + "u0"}
+	ptr := s.tables[p.QualifiedName()]
+	if ptr == nil {
+		return nil, with, selects
+	}
+	for _, d := range ptr.derivations {
+		for _, ref := range d.Reads {
+			if ref.Table == p.QualifiedName() && targets[ref.Column] > 0 {
+				return nil, with, selects
+			}
+		}
+	}
 	for _, b := range ptr.up {
 		gp := b.parent
 		if !b.additive || b.err != nil || gp == p || gp.QualifiedName() == a.fk.Child {
@@ -443,20 +466,18 @@ func (s *Set) chainSQL(a *adjustment) ([]*adjustment, string) {
 			deltas[i] = fmt.Sprintf("d.a%d", i+1)
 		}
 		with = append(with,
-			fmt.Sprintf("d%d AS (SELECT %s, %s FROM (SELECT %s, %s FROM u0 n JOIN o0 o ON o.pgrules_ctid = n.pgrules_ctid) x GROUP BY %s HAVING %s)",
-				j, strings.Join(keyNames, ", "), strings.Join(sums, ", "), strings.Join(keys, ", "), strings.Join(vals, ", "), strings.Join(keyNames, ", "), strings.Join(having, " OR ")),
-			fmt.Sprintf("l%d AS MATERIALIZED (SELECT g.* FROM %s g WHERE (%s) IN (SELECT %s FROM d%d) ORDER BY %s FOR NO KEY UPDATE OF g)",
-				j, qualified(gp), strings.Join(lockKeys, ", "), strings.Join(keyNames, ", "), j, strings.Join(lockKeys, ", ")),
-			fmt.Sprintf("u%d(%s, pgrules_ctid, %s) AS (UPDATE %s AS p SET %s FROM d%d d, l%d l WHERE %s RETURNING %s, p.ctid, p.*)",
-				j, strings.Join(deltaNames(len(b.aggs)), ", "), strings.Join(cols(gp), ", "), qualified(gp), strings.Join(sets, ", "), j, j,
+			fmt.Sprintf("%[1]sd%[2]d AS (SELECT %[3]s, %[4]s FROM (SELECT %[5]s, %[6]s FROM %[1]su0 n JOIN %[1]so0 o ON o.pgrules_ctid = n.pgrules_ctid) x GROUP BY %[3]s HAVING %[7]s)",
+				prefix, j, strings.Join(keyNames, ", "), strings.Join(sums, ", "), strings.Join(keys, ", "), strings.Join(vals, ", "), strings.Join(having, " OR ")),
+			fmt.Sprintf("%[1]sl%[2]d AS MATERIALIZED (SELECT g.* FROM %[3]s g WHERE (%[4]s) IN (SELECT %[5]s FROM %[1]sd%[2]d) ORDER BY %[4]s FOR NO KEY UPDATE OF g)",
+				prefix, j, qualified(gp), strings.Join(lockKeys, ", "), strings.Join(keyNames, ", ")),
+			fmt.Sprintf("%[1]su%[2]d(%[3]s, pgrules_ctid, %[4]s) AS (UPDATE %[5]s AS p SET %[6]s FROM %[1]sd%[2]d d, %[1]sl%[2]d l WHERE %[7]s RETURNING %[8]s, p.ctid, p.*)",
+				prefix, j, strings.Join(deltaNames(len(b.aggs)), ", "), strings.Join(cols(gp), ", "), qualified(gp), strings.Join(sets, ", "),
 				strings.Join(joins, " AND "), strings.Join(deltas, ", ")))
-		selects = append(selects, fmt.Sprintf("SELECT %d, %s FROM u%d", j, arrayOf(fmt.Sprintf("u%d", j), len(b.aggs), gp), j))
+		u := fmt.Sprintf("%su%d", prefix, j)
+		selects = append(selects, fmt.Sprintf("SELECT %d, %s FROM %s", j, arrayOf(u, len(b.aggs), gp), u))
 		chain = append(chain, b)
 	}
-	if len(chain) == 0 {
-		return nil, ""
-	}
-	return chain, "WITH " + strings.Join(with, ",\n") + "\n" + strings.Join(selects, "\nUNION ALL ")
+	return chain, with, selects
 }
 
 // adjustSQL is the statement that adjusts the parents of one foreign key

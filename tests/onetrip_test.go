@@ -1,0 +1,200 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// An insert whose derivations the server can compute runs in one round
+// trip (rules/onetrip.go). The tests run every insert twice: on a table
+// that takes that way (a_line) and on its twin, which an early event keeps
+// on the engine's usual way (b_line); rows, parents, RETURNING and errors
+// must be the same.
+
+const twinSchema = `
+CREATE TABLE %[1]s_parent (
+  id int PRIMARY KEY,
+  price numeric(14,4),
+  total numeric(14,2) NOT NULL DEFAULT 0,
+  n int NOT NULL DEFAULT 0,
+  units bigint NOT NULL DEFAULT 0,
+  cap numeric(14,2) NOT NULL DEFAULT 1000
+);
+CREATE TABLE %[1]s_line (
+  id int PRIMARY KEY,
+  parent_id int REFERENCES %[1]s_parent(id),
+  qty int,
+  price numeric(14,2),
+  amount numeric(14,2),
+  units int,
+  more int,
+  big numeric,
+  note text DEFAULT 'none'
+);
+INSERT INTO %[1]s_parent (id, price) VALUES (1, 1.2345), (2, 10), (3, NULL);`
+
+var twinRules = []string{
+	`SELECT pgrules.copy('%[1]s_line.price', '%[1]s_parent.price')`,
+	// Rounded when stored, not before the next formula reads it.
+	`SELECT pgrules.formula('%[1]s_line.amount', 'row.qty * row.price')`,
+	// An integer target is rounded (half away from zero) at once.
+	`SELECT pgrules.formula('%[1]s_line.units', 'row.qty * 2.5')`,
+	`SELECT pgrules.formula('%[1]s_line.more', '(row.units ?? 0) * 2 - -row.parent.n')`,
+	// No 32-bit overflow on the way.
+	`SELECT pgrules.formula('%[1]s_line.big', 'row.qty * 2147483647 * 3')`,
+	`SELECT pgrules.sum('%[1]s_parent.total', '%[1]s_line.amount', 'row.note != ''skip''')`,
+	`SELECT pgrules.count('%[1]s_parent.n', '%[1]s_line')`,
+	`SELECT pgrules.sum('%[1]s_parent.units', '%[1]s_line.units')`,
+	`SELECT pgrules.constraint('%[1]s_parent', 'row.total <= row.cap', 'parent {row.id} over its cap', name => '%[1]s_cap')`,
+}
+
+// twinDB returns a connection through the proxy to a database with the
+// twin tables, and one directly to it.
+func twinDB(t *testing.T) (c, admin *pgconn.PgConn, url string) {
+	t.Helper()
+	db := shared.newDB(t)
+	admin = connect(t, shared.url("", "", db))
+	scalar(t, admin, fmt.Sprintf(twinSchema, "a")+fmt.Sprintf(twinSchema, "b"))
+	p := startProxy(t, shared)
+	url = p.url("", "", db)
+	c = connect(t, url)
+	rules := append([]string{}, twinRules...)
+	rules = append(rules, `SELECT pgrules.event('%[1]s_line', 'early', 'nil', name => '%[1]s_usual_way')`)
+	for _, tw := range []string{"a", "b"} {
+		for _, r := range rules {
+			if tw == "a" && strings.Contains(r, "early") {
+				continue
+			}
+			r = fmt.Sprintf(r, tw)
+			if e := pgError(t, c, r); e != nil {
+				t.Fatalf("%s: %v", r, e)
+			}
+		}
+	}
+	return c, admin, url
+}
+
+// twinState is the lines and the parents of one twin, as text.
+func twinState(t *testing.T, admin *pgconn.PgConn, tw string) string {
+	t.Helper()
+	return scalar(t, admin, fmt.Sprintf(`SELECT (SELECT string_agg(concat_ws(':', id, parent_id, qty, price, amount, units, more, big, note), ' ' ORDER BY id) FROM %[1]s_line)
+		|| ' | ' || (SELECT string_agg(concat_ws(':', id, total, n, units), ' ' ORDER BY id) FROM %[1]s_parent)`, tw))
+}
+
+// onBoth runs sql (with %[1]s for the twin's name) on both twins and
+// returns what each gave: its rows, tag and error.
+func onBoth(t *testing.T, c *pgconn.PgConn, sql string, run func(sql string) string) {
+	t.Helper()
+	a, b := run(fmt.Sprintf(sql, "a")), run(fmt.Sprintf(sql, "b"))
+	if a != b {
+		t.Fatalf("%s:\none trip: %s\nusual:    %s", sql, a, b)
+	}
+}
+
+func TestInsertInOneTrip(t *testing.T) {
+	c, admin, url := twinDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	simple := func(sql string) string {
+		res, err := c.Exec(ctx, sql).ReadAll()
+		var out []string
+		for _, r := range res {
+			for _, row := range r.Rows {
+				out = append(out, fmt.Sprintf("%q", row))
+			}
+			out = append(out, r.CommandTag.String())
+		}
+		if err != nil {
+			out = append(out, errorText(err))
+		}
+		// A failed transaction block must not meet the twin's statement.
+		if _, err := c.Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(out, "; ")
+	}
+	for _, sql := range []string{
+		"INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (1, 1, 3)",
+		"INSERT INTO %[1]s_line (id, parent_id, qty, note) VALUES (2, 1, 1, 'skip'), (3, 2, NULL, 'x'), (4, NULL, 2, NULL) RETURNING *",
+		"INSERT INTO %[1]s_line (id, parent_id, qty, price, amount, units) VALUES (5, 3, 5, 99, 99, 99) RETURNING id, amount * 2 AS twice, price, note",
+		"INSERT INTO %[1]s_line (id, parent_id, qty) SELECT 10 + g, 1 + g %% 2, g FROM generate_series(1, 20) g",
+		"INSERT INTO %[1]s_line (id, parent_id, qty) SELECT 100, 1, 1 WHERE false RETURNING id",
+		"WITH v(i) AS (VALUES (40), (41)) INSERT INTO %[1]s_line (id, parent_id, qty) SELECT i, 2, 1 FROM v RETURNING %[1]s_line.id, qty",
+		// Over the cap: nothing of the statement stays.
+		"INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (50, 2, 1), (51, 2, 200)",
+		// A duplicate key: the server's error.
+		"INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (1, 1, 1)",
+		"BEGIN; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (60, 1, 1); SAVEPOINT s; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (61, 1, 1); ROLLBACK TO s; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (62, 3, 2); COMMIT",
+		// A failure inside a transaction block.
+		"BEGIN; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (63, 1, 1); INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (64, 2, 1); COMMIT",
+	} {
+		onBoth(t, c, sql, simple)
+		if a, b := twinState(t, admin, "a"), twinState(t, admin, "b"); a != b {
+			t.Fatalf("after %s:\none trip: %s\nusual:    %s", sql, a, b)
+		}
+	}
+	// The extended protocol, with parameters and binary results.
+	extended := func(sql string) string {
+		res := c.ExecParams(ctx, sql, [][]byte{[]byte("70"), {0, 0, 0, 2}}, []uint32{23, 23}, []int16{0, 1}, []int16{1, 0, 1}).Read()
+		out := fmt.Sprintf("%q %s", res.Rows, res.CommandTag)
+		if res.Err != nil {
+			out += " " + errorText(res.Err)
+		}
+		return out
+	}
+	onBoth(t, c, "INSERT INTO %[1]s_line (id, parent_id, qty) VALUES ($1, 2, $2) RETURNING id, amount, units", extended)
+	if a, b := twinState(t, admin, "a"), twinState(t, admin, "b"); a != b {
+		t.Fatalf("after the extended insert:\none trip: %s\nusual:    %s", a, b)
+	}
+	// 3 × 1.2345 stored as 3.70; 7.5 units stored as 8; more follows the
+	// parent's count of lines.
+	if got := twinState(t, admin, "a"); !strings.Contains(got, "1:1:3:1.23:3.70:8:"+scalar(t, admin, "SELECT 16 + n FROM a_parent WHERE id = 1")+":19327352823:none") {
+		t.Fatalf("the first line is not as the engine computes it: %s", got)
+	}
+	for _, tw := range []string{"a", "b"} {
+		if drift := scalar(t, c, "SELECT count(*) FROM pgrules.verify('"+tw+"_parent')"); drift != "0" {
+			t.Fatalf("%s parent values of %s drift", drift, tw)
+		}
+	}
+
+	// One round trip on the first twin, two on the other (a line without
+	// a parent: no parent's count changes, which the formula more reads).
+	var notices []string
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+	traced, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer traced.Close(ctx)
+	scalar(t, traced, "SET pgrules.trace = on")
+	for tw, want := range map[string]string{"a": "1 round trip(s) to the server", "b": "2 round trip(s) to the server"} {
+		notices = nil
+		scalar(t, traced, fmt.Sprintf("INSERT INTO %s_line (id, parent_id, qty) VALUES (80, NULL, 2)", tw))
+		got := strings.Join(notices, "\n")
+		for _, line := range []string{"INSERT on " + tw + "_line", "  1 row(s)", "  formula " + tw + "_line.units = 5", "  formula " + tw + "_line.big = 12884901882", want} {
+			if !strings.Contains(got, line) {
+				t.Fatalf("%s: the trace misses %q:\n%s", tw, line, got)
+			}
+		}
+	}
+}
+
+// errorText is what the tests compare of an error: the twins' names in it
+// are the first twin's.
+func errorText(err error) string {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return err.Error()
+	}
+	return strings.ReplaceAll(strings.Join([]string{pe.Code, pe.Message, pe.Detail, pe.TableName, pe.ConstraintName}, " "), "b_", "a_")
+}
