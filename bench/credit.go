@@ -44,6 +44,7 @@ var creditClients = []int{1, 8}
 
 type creditReport struct {
 	DurationS int          `json:"duration_s"`
+	Repeat    int          `json:"repeat"`
 	Cells     []creditCell `json:"cells"`
 	// Trips are the engine's round trips to PostgreSQL for each statement
 	// of one order transaction.
@@ -53,10 +54,12 @@ type creditReport struct {
 }
 
 type creditCell struct {
-	Clients  int        `json:"clients"`
-	Pgrules  pgbenchRun `json:"pgrules"`
-	Triggers pgbenchRun `json:"triggers"`
-	None     pgbenchRun `json:"none"`
+	Clients int `json:"clients"`
+	// Pgrules, Triggers and None are the runs of median TPS among Runs.
+	Pgrules  pgbenchRun              `json:"pgrules"`
+	Triggers pgbenchRun              `json:"triggers"`
+	None     pgbenchRun              `json:"none"`
+	Runs     map[string][]pgbenchRun `json:"runs"`
 	// RatioTriggers is pgrules TPS / triggers TPS, the issue's target
 	// (at least 0.9 at 8 clients); RatioNone is what the logic costs.
 	RatioTriggers float64 `json:"ratio_pgrules_triggers"`
@@ -75,7 +78,7 @@ type scalingRun struct {
 }
 
 func (r *creditReport) print(w io.Writer) {
-	fmt.Fprintf(w, "check-credit order transaction (insert an order, two lines, update a line, pay 3 times in 4); %ds per run\n\n", r.DurationS)
+	fmt.Fprintf(w, "check-credit order transaction (insert an order, two lines, update a line, pay 3 times in 4); %ds per run, targets interleaved; median of %d run(s)\n\n", r.DurationS, r.Repeat)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "clients\tpgrules TPS\ttriggers TPS\tno logic TPS\tpgrules/triggers\tpgrules/no logic\t")
 	for _, c := range r.Cells {
@@ -121,7 +124,7 @@ func runCredit(ctx context.Context, h *harness) (report, error) {
 	if err := os.WriteFile(script, []byte(creditScript), 0o644); err != nil {
 		return nil, err
 	}
-	rep := &creditReport{DurationS: seconds(h.opts.duration)}
+	rep := &creditReport{DurationS: seconds(h.opts.duration), Repeat: h.opts.repeat}
 	targets := []struct {
 		name, url string
 		out       func(*creditCell) *pgbenchRun
@@ -130,20 +133,30 @@ func runCredit(ctx context.Context, h *harness) (report, error) {
 		{"triggers", pg.URL(tempdb.SuperUser, "credit_triggers"), func(c *creditCell) *pgbenchRun { return &c.Triggers }},
 		{"no logic", pg.URL(tempdb.SuperUser, "credit_none"), func(c *creditCell) *pgbenchRun { return &c.None }},
 	}
+	turn := 0
 	for _, clients := range creditClients {
-		cell := creditCell{Clients: clients}
+		cell := creditCell{Clients: clients, Runs: make(map[string][]pgbenchRun)}
+		for rep := 1; rep <= h.opts.repeat; rep++ {
+			// Rotated, as in the proxy section.
+			for i := range targets {
+				tg := targets[(i+turn)%len(targets)]
+				threads := min(clients, 2)
+				res, err := h.pgbench(ctx, "-n", "-f", script, "-T", strconv.Itoa(seconds(h.opts.duration)),
+					"-c", strconv.Itoa(clients), "-j", strconv.Itoa(threads), tg.url)
+				if err != nil {
+					return nil, err
+				}
+				run, err := parsePgbench(res, clients)
+				if err != nil {
+					return nil, err
+				}
+				cell.Runs[tg.name] = append(cell.Runs[tg.name], run)
+				h.logf("credit %-9s %d clients run %d/%d %8.0f tps", tg.name, clients, rep, h.opts.repeat, run.TPS)
+			}
+			turn++
+		}
 		for _, tg := range targets {
-			threads := min(clients, 2)
-			res, err := h.pgbench(ctx, "-n", "-f", script, "-T", strconv.Itoa(seconds(h.opts.duration)),
-				"-c", strconv.Itoa(clients), "-j", strconv.Itoa(threads), tg.url)
-			if err != nil {
-				return nil, err
-			}
-			out := tg.out(&cell)
-			if *out, err = parsePgbench(res, clients); err != nil {
-				return nil, err
-			}
-			h.logf("credit %-9s %d clients %8.0f tps", tg.name, clients, out.TPS)
+			*tg.out(&cell) = medianRun(cell.Runs[tg.name])
 		}
 		cell.RatioTriggers = cell.Pgrules.TPS / cell.Triggers.TPS
 		cell.RatioNone = cell.Pgrules.TPS / cell.None.TPS

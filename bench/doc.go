@@ -33,6 +33,8 @@
 // but without its rounding to a microsecond and without the connection set-up
 // it includes, so that the latency added by a proxy (at 1 client, versus
 // direct) is not lost in rounding. pgbench's own figure is in the JSON.
+// Section "credit" runs its three targets the same way (rotated, -repeat
+// times, the run of median TPS reported), without warm-up runs.
 //
 // Progress goes to stderr, the report to stdout, and with -json a
 // machine-readable copy of all results (every run, not only medians) to a

@@ -92,7 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (options, []section, error) {
 	fs.SetOutput(stderr)
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured pgbench run (whole seconds)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "length of the warm-up run before each measured run (whole seconds; 0 for none)")
-	fs.IntVar(&o.repeat, "repeat", 1, "runs per cell and target; the median is reported")
+	fs.IntVar(&o.repeat, "repeat", 1, "runs per cell and target in the proxy and credit sections; the median is reported")
 	fs.IntVar(&o.scale, "scale", 10, "pgbench -i scale factor")
 	fs.StringVar(&only, "only", "", "run only these sections (comma-separated)")
 	fs.Var(&env, "pgrules-env", "KEY=VALUE added to pgrules' environment, e.g. GOMAXPROCS=1 or PGRULES_MAX_CONNECTIONS=50 (repeatable)")

@@ -143,6 +143,17 @@ func (c *proxyCell) summarise() {
 	}
 }
 
+// medianRun is the run of median TPS (the lower middle one of an even
+// number).
+func medianRun(runs []pgbenchRun) pgbenchRun {
+	if len(runs) == 0 {
+		return pgbenchRun{}
+	}
+	s := append([]pgbenchRun(nil), runs...)
+	sort.Slice(s, func(i, j int) bool { return s[i].TPS < s[j].TPS })
+	return s[(len(s)-1)/2]
+}
+
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
