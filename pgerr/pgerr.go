@@ -27,6 +27,7 @@ const (
 	DataException           = "22000"
 	DivisionByZero          = "22012"
 	RaiseException          = "P0001"
+	SerializationFailure    = "40001"
 	InternalError           = "XX000"
 )
 

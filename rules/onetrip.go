@@ -12,32 +12,44 @@ import (
 	"github.com/pgrules/pgrules/stmt"
 )
 
-// An insert usually costs two round trips: the materialising query, then
+// A write usually costs two round trips: the materialising query, then
 // the write with its follow statements (run.go). When everything the
-// engine would compute for the new rows before writing them can be
-// computed by the server, exactly, the insert is one statement instead:
+// engine would compute for the rows between the two can be computed by the
+// server, exactly, an insert or an update is one statement instead:
 //
 //	WITH pgrules_i AS (INSERT ... SELECT <the rows, derived> RETURNING ...),
 //	     <each adjustment's follow, reading the new rows from pgrules_i>
 //	SELECT <what the client asked for, each row as stored, the parents' rows>
 //
-// The rows' copies and formulas are computed in layers over the
-// materialising query, one derivation a layer, in the engine's order. The
-// parents are not locked first: a single statement's foreign-key checks
-// run at its end, when its own updates hold the parents already (the
-// deadlock lockParents avoids needs two statements).
+// (an update locks and reads its rows in a CTE first, and its follows
+// subtract what the rows gave before). The rows' copies and formulas are
+// computed in layers over the materialising query, one derivation a layer,
+// in the engine's order. The parents are not locked first: a single
+// statement's foreign-key checks run at its end, when its own updates hold
+// the parents already (the deadlock lockParents avoids needs two
+// statements).
 
-// oneTrip is what an insert into a table needs to run in one round trip;
-// nil when it cannot.
+// oneTrip is what a write on a table needs to run in one round trip; nil
+// when no write can.
 type oneTrip struct {
 	// exprs are the derivations' SQL, in tr.derivations' order; the i-th
 	// reads the layer aliased pgrules_l<i>.
 	exprs []string
-	// ctes are the adjustments' follow statements and their chains, as
-	// CTEs; follows selects their rows as text, "<i> <level> <row>" for
-	// tr.up[i].
-	ctes    []string
-	follows string
+	// conds say, over the same layers, when an update runs each
+	// derivation: a copy when its foreign key changed, a formula when a
+	// column of the row it reads changed, as the engine decides. updates
+	// is false when updates cannot run in one trip (no primary key).
+	conds   []string
+	updates bool
+	// insert and update are the follow statements of the adjustments.
+	insert, update tripFollows
+}
+
+// tripFollows are the adjustments' follow statements and their chains, as
+// CTEs; rows selects their rows as text, "<i> <level> <row>" for tr.up[i].
+type tripFollows struct {
+	ctes []string
+	rows string
 }
 
 // oneTripFor works out t's oneTrip. The conditions: no early, pre_insert
@@ -56,25 +68,64 @@ func (s *Set) oneTripFor(tr *tableRules) *oneTrip {
 		}
 		o.exprs = append(o.exprs, e)
 	}
-	src := "(SELECT (pgrules_row).* FROM pgrules_i)"
-	var follows []string
+	var ok bool
+	if o.insert, ok = s.tripFollows(tr, "(SELECT (pgrules_row).* FROM pgrules_i)", ""); !ok {
+		return nil
+	}
+	if len(tr.t.PrimaryKey) == 0 {
+		return o
+	}
+	cols := make([]string, len(tr.t.Columns))
+	for i, c := range tr.t.Columns {
+		cols[i] = quoteIdent(c.Name)
+	}
+	if o.update, ok = s.tripFollows(tr, "(SELECT (pgrules_row).* FROM pgrules_u)", "(SELECT "+strings.Join(cols, ", ")+" FROM pgrules_o)"); !ok {
+		return o
+	}
+	for i, d := range tr.derivations {
+		alias := fmt.Sprintf("pgrules_l%d", i)
+		var reads []string
+		if d.Rule.Kind == catalog.Copy {
+			reads = d.FK.Columns
+		} else {
+			for _, ref := range d.Reads {
+				if ref.Table == tr.t.QualifiedName() {
+					reads = append(reads, ref.Column)
+				}
+			}
+		}
+		changed := []string{"false"}
+		for _, c := range reads {
+			changed = append(changed, fmt.Sprintf("%s.%s IS DISTINCT FROM %s.pgrules_o%d", alias, quoteIdent(c), alias, tr.index[c]+1))
+		}
+		o.conds = append(o.conds, strings.Join(changed, " OR "))
+	}
+	o.updates = true
+	return o
+}
+
+// tripFollows builds the follow statements of tr's adjustments over the
+// rows as written, src, and before, oldSrc; false when one cannot be.
+func (s *Set) tripFollows(tr *tableRules, src, oldSrc string) (tripFollows, bool) {
+	var f tripFollows
+	var rows []string
 	for i, a := range tr.up {
 		if a.err != nil || a.follow == "" {
-			return nil
+			return f, false
 		}
 		prefix := fmt.Sprintf("pgrules_a%d_", i+1)
-		chain, with, selects := s.chainParts(a, followSQL(s.snap, tr.t, a, src), prefix)
+		chain, with, selects := s.chainParts(a, followSQL(s.snap, tr.t, a, src, oldSrc), prefix)
 		if len(chain) != len(a.chain) {
-			return nil
+			return f, false
 		}
 		if len(chain) == 0 {
 			with = with[:1] // the follow, without the old rows' CTE
 		}
-		o.ctes = append(o.ctes, with...)
-		follows = append(follows, fmt.Sprintf("SELECT '%d ' || l || ' ' || r::text FROM (%s) x(l, r)", i, strings.Join(selects, " UNION ALL ")))
+		f.ctes = append(f.ctes, with...)
+		rows = append(rows, fmt.Sprintf("SELECT '%d ' || l || ' ' || r::text FROM (%s) x(l, r)", i, strings.Join(selects, " UNION ALL ")))
 	}
-	o.follows = strings.Join(follows, " UNION ALL ")
-	return o
+	f.rows = strings.Join(rows, " UNION ALL ")
+	return f, true
 }
 
 // derivationSQL is d's value for a new row, in SQL over the row aliased
@@ -173,21 +224,11 @@ func (g *sqlGen) exactSQL(n ast.Node) (string, bool) {
 // memberColumn is the column row.x or row.parent[.parent...].x names, nil
 // when it names none.
 func (g *sqlGen) memberColumn(n *ast.MemberNode) *catalog.Column {
-	var path []string
-	var cur ast.Node = n
-	for {
-		m, ok := cur.(*ast.MemberNode)
-		if !ok {
-			break
-		}
-		prop, ok := m.Property.(*ast.StringNode)
-		if !ok || m.Method || m.Optional {
-			return nil
-		}
-		path = append([]string{prop.Value}, path...)
-		cur = m.Node
+	if n.Optional {
+		return nil
 	}
-	if id, ok := cur.(*ast.IdentifierNode); !ok || id.Value != "row" {
+	path, err := g.memberPath(n)
+	if err != nil {
 		return nil
 	}
 	t := g.table
@@ -201,15 +242,69 @@ func (g *sqlGen) memberColumn(n *ast.MemberNode) *catalog.Column {
 	return t.Column(path[len(path)-1])
 }
 
-// insertInOneTrip reports whether the insert w can run in one round trip.
-func (r *runner) insertInOneTrip(tr *tableRules, w *writeStmt) bool {
-	return tr.oneTrip != nil && w.verb == verbInsert && w.upsert == nil && w.conflict == "" &&
-		!r.noFollow && len(r.deleting) == 0
+// inOneTrip reports whether the write w can run in one round trip: an
+// insert without ON CONFLICT, or an update without FROM that keeps its
+// rows' keys, when the statement is prepared. (Built from a text with its
+// values in it, the one statement would be planned at every execution,
+// which costs the server more than the round trip saved.)
+func (r *runner) inOneTrip(tr *tableRules, w *writeStmt, p clientParams) bool {
+	o := tr.oneTrip
+	if o == nil || w.upsert != nil || r.noFollow || len(r.deleting) > 0 {
+		return false
+	}
+	switch w.verb {
+	case verbInsert:
+		return w.conflict == "" && (p.stable || w.literalsOnly)
+	case verbUpdate:
+		return o.updates && !w.joined && !w.setsKey && (p.stable || w.literalsOnly)
+	}
+	return false
+}
+
+// layers computes the derivations over base, a relation of rows with the
+// columns cols (and, for an update, their old values, pgrules_o<i>): a
+// layer per derivation, each reading the one before it.
+func (o *oneTrip) layers(tr *tableRules, cols []*catalog.Column, base string, update bool) string {
+	src := base
+	for i, d := range tr.derivations {
+		alias := fmt.Sprintf("pgrules_l%d", i)
+		list := make([]string, 0, 1+2*len(cols))
+		if update {
+			list = append(list, alias+".pgrules_ctid")
+		}
+		for _, c := range cols {
+			v := alias + "." + quoteIdent(c.Name)
+			switch {
+			case c.Name != d.Rule.Column:
+			case update:
+				v = fmt.Sprintf("CASE WHEN %s THEN %s ELSE %s END", o.conds[i], o.exprs[i], v)
+			default:
+				v = o.exprs[i]
+			}
+			list = append(list, v+" AS "+quoteIdent(c.Name))
+		}
+		if update {
+			for j := range tr.t.Columns {
+				list = append(list, fmt.Sprintf("%s.pgrules_o%d", alias, j+1))
+			}
+		}
+		src = fmt.Sprintf("(SELECT %s FROM %s) AS pgrules_l%d", strings.Join(list, ", "), src, i+1)
+	}
+	return src
+}
+
+// follows is the select list item that carries the adjusted parents, on
+// the first row.
+func (f tripFollows) column() string {
+	if f.rows == "" {
+		return "NULL::text[]"
+	}
+	return "CASE WHEN row_number() OVER () = 1 THEN (SELECT array_agg(f) FROM (" + f.rows + ") x(f)) END"
 }
 
 // insertOneTrip runs the insert w in one statement (see oneTrip) and
-// returns what the client gets for it.
-// top is set for the client's own statement.
+// returns what the client gets for it; top is set for the client's own
+// statement.
 func (r *runner) insertOneTrip(tr *tableRules, w *writeStmt, p clientParams, resultFormats []int16, top bool) (*stmt.Result, error) {
 	t, o := w.table, tr.oneTrip
 	names := make([]string, len(w.insertCols))
@@ -217,47 +312,26 @@ func (r *runner) insertOneTrip(tr *tableRules, w *writeStmt, p clientParams, res
 		names[i] = quoteIdent(c.Name)
 	}
 	// The first layer is the materialised rows with a new row's sums and
-	// counts (0) and min and max (NULL); each derivation adds one.
-	layer := func(i int, value func(c *catalog.Column) string, from string) string {
-		cols := make([]string, len(w.insertCols))
-		for j, c := range w.insertCols {
-			cols[j] = names[j]
-			if v := value(c); v != "" {
-				cols[j] = v + " AS " + names[j]
-			}
-		}
-		return fmt.Sprintf("(SELECT %s FROM %s) AS pgrules_l%d", strings.Join(cols, ", "), from, i)
-	}
-	src := layer(0, func(c *catalog.Column) string {
+	// counts (0) and min and max (NULL).
+	first := make([]string, len(w.insertCols))
+	for i, c := range w.insertCols {
+		first[i] = names[i]
 		switch d := tr.derived[c.Name]; {
 		case d == nil:
-			return ""
 		case d.Rule.Kind == catalog.Sum || d.Rule.Kind == catalog.Count:
-			return "CAST(0 AS " + c.Type + ")"
+			first[i] = "CAST(0 AS " + c.Type + ") AS " + names[i]
 		case d.Rule.Kind == catalog.Min || d.Rule.Kind == catalog.Max:
-			return "CAST(NULL AS " + c.Type + ")"
+			first[i] = "CAST(NULL AS " + c.Type + ") AS " + names[i]
 		}
-		return ""
-	}, "("+w.materializeSQL(len(p.values))+") AS pgrules_m("+strings.Join(names, ", ")+")")
-	for i, d := range tr.derivations {
-		src = layer(i+1, func(c *catalog.Column) string {
-			if c.Name == d.Rule.Column {
-				return o.exprs[i]
-			}
-			return ""
-		}, src)
 	}
+	base := fmt.Sprintf("(SELECT %s FROM (%s) AS pgrules_m(%s)) AS pgrules_l0", strings.Join(first, ", "), w.materializeSQL(len(p.values)), strings.Join(names, ", "))
 	returning := w.alias + ".ctid AS pgrules_ctid, " + w.alias + " AS pgrules_row"
 	if w.returning != "" {
 		returning = w.returning + ", " + returning
 	}
 	with := append([]string{fmt.Sprintf("pgrules_i AS (INSERT INTO %s AS %s (%s) %s SELECT %s FROM %s RETURNING %s)",
-		qualified(t), w.alias, strings.Join(names, ", "), w.overriding, strings.Join(names, ", "), src, returning)}, o.ctes...)
-	follows := "NULL::text[]"
-	if o.follows != "" {
-		follows = "CASE WHEN row_number() OVER () = 1 THEN (SELECT array_agg(f) FROM (" + o.follows + ") x(f)) END"
-	}
-	sql := "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_i.*, (pgrules_i.pgrules_row).*, " + follows + " FROM pgrules_i"
+		qualified(t), w.alias, strings.Join(names, ", "), w.overriding, strings.Join(names, ", "), o.layers(tr, w.insertCols, base, false), returning)}, o.insert.ctes...)
+	sql := "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_i.*, (pgrules_i.pgrules_row).*, " + o.insert.column() + " FROM pgrules_i"
 
 	k, n := w.nReturning, len(t.Columns)
 	mp := p
@@ -266,22 +340,117 @@ func (r *runner) insertOneTrip(tr *tableRules, w *writeStmt, p clientParams, res
 	if err != nil {
 		return nil, err
 	}
-	out := &stmt.Result{Tag: tagOf(verbInsert, len(res.Rows))}
-	if w.returning != "" {
-		out.Fields = res.Fields[:k]
-		out.Rows = make([][][]byte, len(res.Rows))
-	}
 	written := make([]*change, len(res.Rows))
 	for i, vals := range res.Rows {
-		if w.returning != "" {
-			out.Rows[i] = vals[:k]
-		}
 		written[i] = &change{verb: verbInsert, new: newRow(t, vals[k], vals[k+2:k+2+n])}
+	}
+	return r.tookOneTrip(tr, w, res, written, k+2+n, top)
+}
+
+// updateOneTrip runs the update w in one statement: the rows are locked
+// and read (the materialising query, as a CTE), derived in layers and
+// written, joined by primary key. A row a concurrent transaction changed
+// comes locked in its newest version, which the update, seeing the
+// statement's snapshot, finds by key, not by ctid. Should the key have
+// changed meanwhile, the statement fails with 40001, to be retried.
+func (r *runner) updateOneTrip(tr *tableRules, w *writeStmt, p clientParams, resultFormats []int16, top bool) (*stmt.Result, error) {
+	if err := r.refuseDerivedSet(tr, w.setCols); err != nil {
+		return nil, err
+	}
+	t, o := w.table, tr.oneTrip
+	n, k := len(t.Columns), w.nReturning
+	ocols := []string{"pgrules_ctid"}
+	for _, c := range t.Columns {
+		ocols = append(ocols, quoteIdent(c.Name))
+	}
+	set := make(map[string]int, len(w.setCols))
+	for i, c := range w.setCols {
+		ocols = append(ocols, fmt.Sprintf("pgrules_s%d", i+1))
+		set[c.Name] = i + 1
+	}
+	first := []string{"pgrules_ctid"}
+	for _, c := range t.Columns {
+		if i := set[c.Name]; i > 0 {
+			first = append(first, fmt.Sprintf("pgrules_s%d AS %s", i, quoteIdent(c.Name)))
+		} else {
+			first = append(first, quoteIdent(c.Name))
+		}
+	}
+	for j, c := range t.Columns {
+		first = append(first, fmt.Sprintf("%s AS pgrules_o%d", quoteIdent(c.Name), j+1))
+	}
+	// The new rows, under names that the client's RETURNING cannot mean.
+	final := fmt.Sprintf("pgrules_l%d", len(tr.derivations))
+	renamed := []string{final + ".pgrules_ctid AS pgrules_n0"}
+	var sets []string
+	for j, c := range t.Columns {
+		renamed = append(renamed, fmt.Sprintf("%s.%s AS pgrules_n%d", final, quoteIdent(c.Name), j+1))
+		if d := tr.derived[c.Name]; set[c.Name] > 0 || d != nil && (d.Rule.Kind == catalog.Copy || d.Rule.Kind == catalog.Formula) {
+			sets = append(sets, fmt.Sprintf("%s = pgrules_n.pgrules_n%d", quoteIdent(c.Name), j+1))
+		}
+	}
+	var keys []string
+	for _, c := range t.PrimaryKey {
+		keys = append(keys, fmt.Sprintf("%s.%s = pgrules_n.pgrules_n%d", w.alias, quoteIdent(c), tr.index[c]+1))
+	}
+	returning := "pgrules_n.pgrules_n0 AS pgrules_k, " + w.alias + ".ctid AS pgrules_ctid, " + w.alias + " AS pgrules_row"
+	if w.returning != "" {
+		returning = w.returning + ", " + returning
+	}
+	base := fmt.Sprintf("(SELECT %s FROM pgrules_o) AS pgrules_l0", strings.Join(first, ", "))
+	with := append([]string{
+		fmt.Sprintf("pgrules_o(%s) AS MATERIALIZED (%s)", strings.Join(ocols, ", "), w.materializeSQL(len(p.values))),
+		fmt.Sprintf("pgrules_u AS (UPDATE %s AS %s SET %s FROM (SELECT %s FROM %s) AS pgrules_n WHERE %s RETURNING %s)",
+			qualified(t), w.alias, strings.Join(sets, ", "), strings.Join(renamed, ", "), o.layers(tr, t.Columns, base, true), strings.Join(keys, " AND "), returning),
+	}, o.update.ctes...)
+	// Every locked row, with what became of it: a row without its update
+	// is one whose key a concurrent transaction changed.
+	sql := "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_u.*, (pgrules_u.pgrules_row).*, pgrules_o.*, " + o.update.column() +
+		" FROM pgrules_o LEFT JOIN pgrules_u ON pgrules_u.pgrules_k = pgrules_o.pgrules_ctid"
+
+	mp := p
+	mp.stable = p.stable || w.literalsOnly
+	res, err := r.clientStatement(sql, mp, resultFormatsFor(resultFormats, k, 3+n+1+n+len(w.setCols)+1), w.literals...)
+	if err != nil {
+		return nil, err
+	}
+	written := make([]*change, len(res.Rows))
+	at := k + 3 + n // the locked row
+	for i, vals := range res.Rows {
+		if vals[k] == nil {
+			e := pgerr.New(pgerr.SerializationFailure, "could not update a row of %s: a concurrent transaction changed its key", shortName(t.QualifiedName()))
+			e.Hint = "Retry the transaction."
+			return nil, r.fail(e)
+		}
+		written[i] = &change{verb: verbUpdate, old: newRow(t, vals[at], vals[at+1:at+1+n]), new: newRow(t, vals[k+1], vals[k+3:k+3+n])}
+	}
+	return r.tookOneTrip(tr, w, res, written, len(res.Fields)-1, top)
+}
+
+// tookOneTrip finishes a write in one trip: the client's rows, the trace,
+// the parents' changes (column f of the first row) and the logic after the
+// write.
+func (r *runner) tookOneTrip(tr *tableRules, w *writeStmt, res *stmt.Result, written []*change, f int, top bool) (*stmt.Result, error) {
+	out := &stmt.Result{Tag: tagOf(w.verb, len(res.Rows))}
+	if w.returning != "" {
+		out.Fields = res.Fields[:w.nReturning]
+		out.Rows = make([][][]byte, len(res.Rows))
+		for i, vals := range res.Rows {
+			out.Rows[i] = vals[:w.nReturning]
+		}
 	}
 	// The trace tells the derivations' values as the rows were stored.
 	r.tracef("%d row(s)", len(written))
 	for _, ch := range written {
 		for _, d := range tr.derivations {
+			switch {
+			case ch.old == nil:
+			case d.Rule.Kind == catalog.Copy && !fkChanged(tr, d.FK, ch):
+				continue
+			case d.Rule.Kind == catalog.Formula && !r.readsChanged(tr, d, ch, nil):
+				r.tracef("formula %s pruned: nothing it reads changed", d.Target)
+				continue
+			}
 			r.tracef("%s %s = %s", d.Rule.Kind, d.Target, traceValue(ch.new.vals[d.Rule.Column]))
 		}
 	}
@@ -289,7 +458,7 @@ func (r *runner) insertOneTrip(tr *tableRules, w *writeStmt, p clientParams, res
 		r.failing.changes = written
 	}
 	if len(res.Rows) > 0 && len(tr.up) > 0 {
-		if err := r.takeOneTripFollows(tr, res.Rows[0][k+2+n]); err != nil {
+		if err := r.takeOneTripFollows(tr, res.Rows[0][f]); err != nil {
 			return nil, err
 		}
 	}

@@ -199,8 +199,11 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	}
 	r.depth++
 	defer func() { r.depth-- }()
-	if r.insertInOneTrip(tr, w) {
-		return r.insertOneTrip(tr, w, p, resultFormats, top)
+	if r.inOneTrip(tr, w, p) {
+		if w.verb == verbInsert {
+			return r.insertOneTrip(tr, w, p, resultFormats, top)
+		}
+		return r.updateOneTrip(tr, w, p, resultFormats, top)
 	}
 	materialize, joined := w.materializeSQL(len(p.values)), r.parentsJoined(tr, w)
 	if len(joined) > 0 {

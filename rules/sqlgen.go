@@ -136,23 +136,9 @@ func isText(n ast.Node) bool {
 // member translates row.column and row.parent[.parent...].column, the
 // latter as a subquery following the foreign keys.
 func (g *sqlGen) member(n *ast.MemberNode) (string, error) {
-	var path []string
-	var cur ast.Node = n
-	for {
-		m, ok := cur.(*ast.MemberNode)
-		if !ok {
-			break
-		}
-		prop, ok := m.Property.(*ast.StringNode)
-		if !ok || m.Method {
-			return "", g.unsupported("an index or method")
-		}
-		path = append([]string{prop.Value}, path...)
-		cur = m.Node
-	}
-	id, ok := cur.(*ast.IdentifierNode)
-	if !ok || id.Value != "row" {
-		return "", g.unsupported("a name other than row")
+	path, err := g.memberPath(n)
+	if err != nil {
+		return "", err
 	}
 	t, alias := g.table, g.alias
 	var from, where []string
@@ -179,6 +165,28 @@ func (g *sqlGen) member(n *ast.MemberNode) (string, error) {
 		t, alias = parent, pa
 	}
 	return alias, g.unsupported("a whole row")
+}
+
+// memberPath is the names of row.a.b...: the accessors, then the column.
+func (g *sqlGen) memberPath(n *ast.MemberNode) ([]string, error) {
+	var path []string
+	var cur ast.Node = n
+	for {
+		m, ok := cur.(*ast.MemberNode)
+		if !ok {
+			break
+		}
+		prop, ok := m.Property.(*ast.StringNode)
+		if !ok || m.Method {
+			return nil, g.unsupported("an index or method")
+		}
+		path = append([]string{prop.Value}, path...)
+		cur = m.Node
+	}
+	if id, ok := cur.(*ast.IdentifierNode); !ok || id.Value != "row" {
+		return nil, g.unsupported("a name other than row")
+	}
+	return path, nil
 }
 
 func parentByAccessor(t *catalog.Table, name string) *catalog.ForeignKey {

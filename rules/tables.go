@@ -193,7 +193,7 @@ func (s *Set) buildTables() {
 			}
 			if a.additive {
 				a.one, a.many = additiveSQL(a, true), additiveSQL(a, false)
-				a.follow = followSQL(s.snap, tr.t, a, "")
+				a.follow = followSQL(s.snap, tr.t, a, "", "")
 				for _, c := range a.aggs {
 					if len(c.Paths) > 0 {
 						a.follow = "" // the old rows' filters need their parents first
@@ -286,9 +286,10 @@ func additiveSQL(a *adjustment, one bool) string {
 
 // followSQL is an adjustment's follow statement (see adjustment.follow).
 // It returns each parent as it is, after the deltas it got. With src, a
-// relation of new child rows (see insertCTEs), it adds their contributions
-// instead, and takes no parameters.
-func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, src string) string {
+// relation of child rows as written (see onetrip.go), it adds their
+// contributions instead, less those of the rows of oldSrc (the same rows
+// before an update) when given, and takes no parameters.
+func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, src, oldSrc string) string {
 	if len(child.PrimaryKey) == 0 {
 		return ""
 	}
@@ -344,6 +345,13 @@ func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, src 
 		strings.Join(oldCols, ", "), unnestFrom(oldArgs...), strings.Join(oldNames, ", "))
 	if src != "" {
 		rows = fmt.Sprintf("SELECT %s FROM %s c", strings.Join(newCols, ", "), src)
+	}
+	if oldSrc != "" {
+		negated := slices.Clone(newCols)
+		for i := len(a.fk.Columns); i < len(negated); i++ {
+			negated[i] = "-" + negated[i]
+		}
+		rows += fmt.Sprintf("\n  UNION ALL SELECT %s FROM %s c", strings.Join(negated, ", "), oldSrc)
 	}
 	return fmt.Sprintf(`UPDATE %s AS p SET %s FROM (SELECT %s, %s FROM (
   %s) x(%s)

@@ -55,6 +55,9 @@ type writeStmt struct {
 	overriding string // "OVERRIDING SYSTEM VALUE" or "OVERRIDING USER VALUE"
 	// upsert is INSERT ... ON CONFLICT (...) DO UPDATE.
 	upsert *upsert
+	// joined is set for an UPDATE with FROM; setsKey for one that sets a
+	// column of a key (then its rows are locked FOR UPDATE).
+	joined, setsKey bool
 	// literals are the constants of an INSERT's VALUES, which materialize
 	// takes as parameters after the client's (marked by literalMark);
 	// literalsOnly is set when nothing else in it varies with the values
@@ -86,6 +89,129 @@ func literalText(n *pg_query.Node) ([]byte, bool) {
 // literalMark stands for the k-th literal's parameter until its number is
 // known (materializeSQL): a NUL, which no SQL text can hold.
 func literalMark(k int) string { return "\x00" + strconv.Itoa(k) + "\x00" }
+
+// literalBase numbers the parameters literalParams puts in a tree, until
+// markLiterals turns them into literalMarks in the deparsed text: ten
+// digits, above any parameter a client can send.
+const literalBase = 2_000_000_000
+
+// literalParams makes the constants of an UPDATE parameters, so that its
+// statements are the same whatever the values, and prepared: numbers and
+// booleans in its SET values and WHERE clause, with the types PostgreSQL
+// gives such constants (integer, bigint or numeric, boolean), and any
+// constant that is a whole SET value (the column's type makes its type).
+// It returns their texts, in order, and whether nothing else in the
+// statement varies with the values. Other string constants, subqueries
+// (where a constant can be a position, as in ORDER BY 1), SET (a, b) =
+// (...), FROM and WITH leave the statement as it is.
+func literalParams(up *pg_query.UpdateStmt) ([][]byte, bool) {
+	if up.WithClause != nil || len(up.FromClause) > 0 {
+		return nil, false
+	}
+	bare := make(map[*pg_query.Node]bool)
+	var roots []*pg_query.Node
+	for _, item := range up.TargetList {
+		v := item.GetResTarget().GetVal()
+		if v.GetMultiAssignRef() != nil {
+			return nil, false // each column's copy of the row would count its constants
+		}
+		if v.GetAConst() != nil {
+			bare[v] = true
+		}
+		roots = append(roots, v)
+	}
+	if up.WhereClause != nil {
+		roots = append(roots, up.WhereClause)
+	}
+	// Constants under a type name (its modifiers) stay: they must be
+	// constants. Everything else is looked at twice: first whether it can
+	// be done, then to do it.
+	ok := true
+	var check func(n *pg_query.Node) bool
+	check = func(n *pg_query.Node) bool {
+		switch {
+		case n.GetSubLink() != nil:
+			ok = false
+		case n.GetTypeCast() != nil:
+			walkNodes(n.GetTypeCast().Arg, check)
+			return false
+		}
+		return checkLiteral(bare, &ok)(n) && ok
+	}
+	for _, r := range roots {
+		walkNodes(r, check)
+	}
+	if !ok {
+		return nil, false
+	}
+	var texts [][]byte
+	var replace func(n *pg_query.Node) bool
+	replace = func(n *pg_query.Node) bool {
+		if tc := n.GetTypeCast(); tc != nil {
+			walkNodes(tc.Arg, replace)
+			return false
+		}
+		c := n.GetAConst()
+		if c == nil || c.Isnull {
+			return true
+		}
+		text, typ := constantType(c)
+		texts = append(texts, text)
+		param := &pg_query.Node{Node: &pg_query.Node_ParamRef{ParamRef: &pg_query.ParamRef{Number: int32(literalBase + len(texts))}}}
+		if bare[n] || typ == "" {
+			n.Node = param.Node
+		} else {
+			n.Node = &pg_query.Node_TypeCast{TypeCast: &pg_query.TypeCast{Arg: param, Location: -1,
+				TypeName: &pg_query.TypeName{Names: []*pg_query.Node{pg_query.MakeStrNode("pg_catalog"), pg_query.MakeStrNode(typ)}, Typemod: -1, Location: -1}}}
+		}
+		return false
+	}
+	for _, r := range roots {
+		walkNodes(r, replace)
+	}
+	return texts, true
+}
+
+// checkLiteral clears *ok at a constant literalParams cannot make a
+// parameter: a string that is not a whole SET value.
+func checkLiteral(bare map[*pg_query.Node]bool, ok *bool) func(*pg_query.Node) bool {
+	return func(n *pg_query.Node) bool {
+		if c := n.GetAConst(); c != nil && !c.Isnull && !bare[n] {
+			if _, typ := constantType(c); typ == "" {
+				*ok = false
+			}
+		}
+		return *ok
+	}
+}
+
+// constantType is a constant's text and the type PostgreSQL gives it: int4
+// for an integer, int8 or numeric for a larger one, numeric for a decimal,
+// bool; "" for a string, whose type comes from where it stands.
+func constantType(c *pg_query.A_Const) ([]byte, string) {
+	switch v := c.Val.(type) {
+	case *pg_query.A_Const_Ival:
+		return []byte(strconv.FormatInt(int64(v.Ival.Ival), 10)), "int4"
+	case *pg_query.A_Const_Fval:
+		if _, err := strconv.ParseInt(v.Fval.Fval, 10, 64); err == nil {
+			return []byte(v.Fval.Fval), "int8"
+		}
+		return []byte(v.Fval.Fval), "numeric"
+	case *pg_query.A_Const_Boolval:
+		return []byte(strconv.FormatBool(v.Boolval.Boolval)), "bool"
+	}
+	text, _ := literalText(&pg_query.Node{Node: &pg_query.Node_AConst{AConst: c}})
+	return text, ""
+}
+
+// markLiterals turns the parameters of literalParams in sql into
+// literalMarks.
+func markLiterals(sql string, n int) string {
+	for k := n; k >= 1; k-- {
+		sql = strings.ReplaceAll(sql, "$"+strconv.Itoa(literalBase+k), literalMark(k))
+	}
+	return sql
+}
 
 // materializeSQL is the materialising query with its literals numbered
 // after the client's n parameters.
@@ -491,6 +617,7 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 	if up.WhereClause.GetCurrentOfExpr() != nil {
 		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
 	}
+	w.literals, w.literalsOnly = literalParams(up)
 	var values []string
 	if w.setCols, values, err = assignments(t, up.TargetList); err != nil {
 		return nil, err
@@ -502,10 +629,11 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 	lock := "FOR NO KEY UPDATE"
 	for _, c := range w.setCols {
 		if isKeyColumn(t, c.Name) {
-			lock = "FOR UPDATE"
+			lock, w.setsKey = "FOR UPDATE", true
 		}
 	}
-	w.materialize = fmt.Sprintf("%sSELECT %s.ctid, %s.*, %s FROM %s ORDER BY %s %s OF %s", with, w.alias, w.alias, strings.Join(values, ", "), from, keyOrder(t, w.alias), lock, w.alias)
+	w.joined = len(up.FromClause) > 0
+	w.materialize = markLiterals(fmt.Sprintf("%sSELECT %s.ctid, %s.*, %s FROM %s ORDER BY %s %s OF %s", with, w.alias, w.alias, strings.Join(values, ", "), from, keyOrder(t, w.alias), lock, w.alias), len(w.literals))
 	w.returning, w.nReturning, err = returningOf(t, w.alias, up.ReturningList, len(up.FromClause) > 0)
 	return w, err
 }

@@ -11,11 +11,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// An insert whose derivations the server can compute runs in one round
-// trip (rules/onetrip.go). The tests run every insert twice: on a table
-// that takes that way (a_line) and on its twin, which an early event keeps
-// on the engine's usual way (b_line); rows, parents, RETURNING and errors
-// must be the same.
+// An insert or update whose derivations the server can compute runs in
+// one round trip (rules/onetrip.go). The tests run every write twice: on a
+// table that takes that way (a_line) and on its twin, which an early event
+// keeps on the engine's usual way (b_line); rows, parents, RETURNING and
+// errors must be the same.
 
 const twinSchema = `
 CREATE TABLE %[1]s_parent (
@@ -97,7 +97,7 @@ func onBoth(t *testing.T, c *pgconn.PgConn, sql string, run func(sql string) str
 	}
 }
 
-func TestInsertInOneTrip(t *testing.T) {
+func TestOneTrip(t *testing.T) {
 	c, admin, url := twinDB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -119,43 +119,71 @@ func TestInsertInOneTrip(t *testing.T) {
 		}
 		return strings.Join(out, "; ")
 	}
-	for _, sql := range []string{
-		"INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (1, 1, 3)",
-		"INSERT INTO %[1]s_line (id, parent_id, qty, note) VALUES (2, 1, 1, 'skip'), (3, 2, NULL, 'x'), (4, NULL, 2, NULL) RETURNING *",
-		"INSERT INTO %[1]s_line (id, parent_id, qty, price, amount, units) VALUES (5, 3, 5, 99, 99, 99) RETURNING id, amount * 2 AS twice, price, note",
-		"INSERT INTO %[1]s_line (id, parent_id, qty) SELECT 10 + g, 1 + g %% 2, g FROM generate_series(1, 20) g",
-		"INSERT INTO %[1]s_line (id, parent_id, qty) SELECT 100, 1, 1 WHERE false RETURNING id",
-		"WITH v(i) AS (VALUES (40), (41)) INSERT INTO %[1]s_line (id, parent_id, qty) SELECT i, 2, 1 FROM v RETURNING %[1]s_line.id, qty",
-		// Over the cap: nothing of the statement stays.
-		"INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (50, 2, 1), (51, 2, 200)",
-		// A duplicate key: the server's error.
-		"INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (1, 1, 1)",
-		"BEGIN; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (60, 1, 1); SAVEPOINT s; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (61, 1, 1); ROLLBACK TO s; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (62, 3, 2); COMMIT",
-		// A failure inside a transaction block.
-		"BEGIN; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (63, 1, 1); INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (64, 2, 1); COMMIT",
-	} {
-		onBoth(t, c, sql, simple)
-		if a, b := twinState(t, admin, "a"), twinState(t, admin, "b"); a != b {
-			t.Fatalf("after %s:\none trip: %s\nusual:    %s", sql, a, b)
+	// With parameters (so prepared: a text with its values in it takes the
+	// usual way, see inOneTrip), in the extended protocol, binary results.
+	extended := func(sql string, args []string) string {
+		params := make([][]byte, len(args))
+		for i, a := range args {
+			params[i] = []byte(a)
 		}
-	}
-	// The extended protocol, with parameters and binary results.
-	extended := func(sql string) string {
-		res := c.ExecParams(ctx, sql, [][]byte{[]byte("70"), {0, 0, 0, 2}}, []uint32{23, 23}, []int16{0, 1}, []int16{1, 0, 1}).Read()
+		res := c.ExecParams(ctx, sql, params, nil, nil, []int16{1}).Read()
 		out := fmt.Sprintf("%q %s", res.Rows, res.CommandTag)
 		if res.Err != nil {
 			out += " " + errorText(res.Err)
 		}
+		if _, err := c.Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
+			t.Fatal(err)
+		}
 		return out
 	}
-	onBoth(t, c, "INSERT INTO %[1]s_line (id, parent_id, qty) VALUES ($1, 2, $2) RETURNING id, amount, units", extended)
-	if a, b := twinState(t, admin, "a"), twinState(t, admin, "b"); a != b {
-		t.Fatalf("after the extended insert:\none trip: %s\nusual:    %s", a, b)
-	}
-	// 3 × 1.2345 stored as 3.70; 7.5 units stored as 8; more follows the
-	// parent's count of lines.
-	if got := twinState(t, admin, "a"); !strings.Contains(got, "1:1:3:1.23:3.70:8:"+scalar(t, admin, "SELECT 16 + n FROM a_parent WHERE id = 1")+":19327352823:none") {
-		t.Fatalf("the first line is not as the engine computes it: %s", got)
+	for _, step := range []struct {
+		sql  string
+		args []string // nil: the simple protocol
+	}{
+		{"INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (1, 1, 3)", nil},
+		{"INSERT INTO %[1]s_line (id, parent_id, qty, note) VALUES (2, 1, 1, 'skip'), (3, 2, NULL, 'x'), (4, NULL, 2, NULL) RETURNING *", nil},
+		{"INSERT INTO %[1]s_line (id, parent_id, qty, price, amount, units) VALUES (5, 3, 5, 99, 99, 99) RETURNING id, amount * 2 AS twice, price, note", nil},
+		{"INSERT INTO %[1]s_line (id, parent_id, qty) SELECT 10 + g, 1 + g %% $1, g FROM generate_series(1, 20) g", []string{"2"}},
+		{"INSERT INTO %[1]s_line (id, parent_id, qty) SELECT $1, 1, 1 WHERE false RETURNING id", []string{"100"}},
+		{"WITH v(i) AS (VALUES (40), (41)) INSERT INTO %[1]s_line (id, parent_id, qty) SELECT i, $1, 1 FROM v RETURNING %[1]s_line.id, qty", []string{"2"}},
+		// Over the cap: nothing of the statement stays.
+		{"INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (50, 2, 1), (51, 2, 200)", nil},
+		// A duplicate key: the server's error.
+		{"INSERT INTO %[1]s_line (id, parent_id, qty) VALUES ($1, 1, 1)", []string{"1"}},
+		{"BEGIN; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (60, 1, 1); SAVEPOINT s; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (61, 1, 1); ROLLBACK TO s; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (62, 3, 2); COMMIT", nil},
+		// A failure inside a transaction block.
+		{"BEGIN; INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (63, 1, 1); INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (64, 2, 1); COMMIT", nil},
+		{"INSERT INTO %[1]s_line (id, parent_id, qty) VALUES ($1, 2, $2) RETURNING id, amount, units", []string{"70", "2"}},
+		// Updates: what the formulas read, the foreign key (the copy runs
+		// again), a copy set by the client, a filter, NULLs, no row.
+		{"UPDATE %[1]s_line SET qty = qty + $1 WHERE parent_id = $2 AND id < $3 RETURNING id, amount, units, more", []string{"1", "1", "20"}},
+		{"UPDATE %[1]s_line SET parent_id = $1 WHERE id = $2 RETURNING *", []string{"3", "12"}},
+		{"UPDATE %[1]s_line SET price = $1 WHERE id = $2 RETURNING price, amount", []string{"5", "13"}},
+		{"UPDATE %[1]s_line AS l SET note = $1 WHERE l.id BETWEEN $2 AND $3", []string{"skip", "14", "16"}},
+		{"UPDATE %[1]s_line SET qty = NULL, note = NULL WHERE id = $1 RETURNING amount, units, big", []string{"17"}},
+		{"UPDATE %[1]s_line SET qty = $1 WHERE false RETURNING id", []string{"1"}},
+		{"UPDATE %[1]s_parent SET price = $1 WHERE id = $2", []string{"2", "1"}},
+		{"UPDATE %[1]s_line SET qty = 2 WHERE id = 18", nil},
+		{"UPDATE %[1]s_line SET qty = $2 + 1 WHERE id = $1 RETURNING id, amount, units", []string{"70", "2"}},
+		// Over the cap: the update is undone with its adjustments.
+		{"UPDATE %[1]s_line SET qty = $1 WHERE id = $2", []string{"1000", "11"}},
+		{"BEGIN; UPDATE %[1]s_line SET qty = 3 WHERE id = 19; SAVEPOINT s; UPDATE %[1]s_line SET parent_id = NULL WHERE id = 19; ROLLBACK TO s; UPDATE %[1]s_line SET qty = 4 WHERE id = 20; COMMIT", nil},
+	} {
+		run := simple
+		if step.args != nil {
+			run = func(sql string) string { return extended(sql, step.args) }
+		}
+		onBoth(t, c, step.sql, run)
+		if a, b := twinState(t, admin, "a"), twinState(t, admin, "b"); a != b {
+			t.Fatalf("after %s:\none trip: %s\nusual:    %s", step.sql, a, b)
+		}
+		if step.sql == "INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (1, 1, 3)" {
+			// 3 × 1.2345 stored as 3.70; 7.5 units stored as 8; more follows
+			// the parent's count of lines.
+			if got := twinState(t, admin, "a"); !strings.Contains(got, "1:1:3:1.23:3.70:8:"+scalar(t, admin, "SELECT 16 + n FROM a_parent WHERE id = 1")+":19327352823:none") {
+				t.Fatalf("the first line is not as the engine computes it: %s", got)
+			}
+		}
 	}
 	for _, tw := range []string{"a", "b"} {
 		if drift := scalar(t, c, "SELECT count(*) FROM pgrules.verify('"+tw+"_parent')"); drift != "0" {
@@ -178,12 +206,24 @@ func TestInsertInOneTrip(t *testing.T) {
 	defer traced.Close(ctx)
 	scalar(t, traced, "SET pgrules.trace = on")
 	for tw, want := range map[string]string{"a": "1 round trip(s) to the server", "b": "2 round trip(s) to the server"} {
-		notices = nil
-		scalar(t, traced, fmt.Sprintf("INSERT INTO %s_line (id, parent_id, qty) VALUES (80, NULL, 2)", tw))
-		got := strings.Join(notices, "\n")
-		for _, line := range []string{"INSERT on " + tw + "_line", "  1 row(s)", "  formula " + tw + "_line.units = 5", "  formula " + tw + "_line.big = 12884901882", want} {
-			if !strings.Contains(got, line) {
-				t.Fatalf("%s: the trace misses %q:\n%s", tw, line, got)
+		for _, step := range []struct {
+			sql   string
+			args  []string
+			lines []string
+		}{
+			{"INSERT INTO %s_line (id, parent_id, qty) VALUES ($1, NULL, $2)", []string{"80", "2"}, []string{"INSERT on %s_line", "  1 row(s)", "  formula %s_line.units = 5", "  formula %s_line.big = 12884901882"}},
+			{"UPDATE %s_line SET note = $2 WHERE id = $1", []string{"80", "x"}, []string{"UPDATE on %s_line", "  1 row(s)", "  formula %s_line.units pruned: nothing it reads changed"}},
+		} {
+			sql, lines := step.sql, step.lines
+			notices = nil
+			if res := traced.ExecParams(ctx, fmt.Sprintf(sql, tw), [][]byte{[]byte(step.args[0]), []byte(step.args[1])}, nil, nil, nil).Read(); res.Err != nil {
+				t.Fatal(res.Err)
+			}
+			got := strings.Join(notices, "\n")
+			for _, line := range append(lines, want) {
+				if line = strings.ReplaceAll(line, "%s", tw); !strings.Contains(got, line) {
+					t.Fatalf("%s: the trace misses %q:\n%s", fmt.Sprintf(sql, tw), line, got)
+				}
 			}
 		}
 	}
