@@ -238,3 +238,36 @@ func errorText(err error) string {
 	}
 	return strings.ReplaceAll(strings.Join([]string{pe.Code, pe.Message, pe.Detail, pe.TableName, pe.ConstraintName}, " "), "b_", "a_")
 }
+
+// TestOneTripKeyChanged: a row locked in its newest version, whose key a
+// concurrent transaction changed, cannot be found by the update of one
+// trip: the statement fails with 40001 and leaves nothing behind.
+func TestOneTripKeyChanged(t *testing.T) {
+	c, admin, _ := twinDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	scalar(t, c, "INSERT INTO a_line (id, parent_id, qty) VALUES (1, 2, 7)")
+	before := twinState(t, admin, "a")
+	scalar(t, admin, "BEGIN; UPDATE a_line SET id = 99 WHERE id = 1")
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.ExecParams(ctx, "UPDATE a_line SET qty = qty + $1 WHERE qty = $2", [][]byte{[]byte("1"), []byte("7")}, nil, nil, nil).Close()
+		done <- err
+	}()
+	// The update waits for the row's lock.
+	waitFor(t, "the update to wait for the lock", func() bool {
+		return scalar(t, admin, "SELECT count(*) FROM pg_locks WHERE NOT granted") != "0"
+	})
+	scalar(t, admin, "COMMIT")
+	err := <-done
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "40001" {
+		t.Fatalf("the update: %v, want 40001", err)
+	}
+	if got, want := twinState(t, admin, "a"), strings.Replace(before, "1:2:7:", "99:2:7:", 1); got != want {
+		t.Fatalf("after the failed update:\n%s\nwant\n%s", got, want)
+	}
+	if got := scalar(t, c, "SELECT 1"); got != "1" {
+		t.Fatalf("the session after the error: %s", got)
+	}
+}
