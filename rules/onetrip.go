@@ -254,9 +254,9 @@ func (r *runner) inOneTrip(tr *tableRules, w *writeStmt, p clientParams) bool {
 	}
 	switch w.verb {
 	case verbInsert:
-		return w.conflict == "" && (p.stable || w.literalsOnly)
+		return w.conflict == "" && w.params(p).stable
 	case verbUpdate:
-		return o.updates && !w.joined && !w.setsKey && (p.stable || w.literalsOnly)
+		return o.updates && !w.joined && !w.setsKey && w.params(p).stable
 	}
 	return false
 }
@@ -293,7 +293,7 @@ func (o *oneTrip) layers(tr *tableRules, cols []*catalog.Column, base string, up
 	return src
 }
 
-// follows is the select list item that carries the adjusted parents, on
+// column is the select list item that carries the adjusted parents, on
 // the first row.
 func (f tripFollows) column() string {
 	if f.rows == "" {
@@ -334,9 +334,7 @@ func (r *runner) insertOneTrip(tr *tableRules, w *writeStmt, p clientParams, res
 	sql := "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_i.*, (pgrules_i.pgrules_row).*, " + o.insert.column() + " FROM pgrules_i"
 
 	k, n := w.nReturning, len(t.Columns)
-	mp := p
-	mp.stable = p.stable || w.literalsOnly
-	res, err := r.clientStatement(sql, mp, resultFormatsFor(resultFormats, k, n+3), w.literals...)
+	res, err := r.clientStatement(sql, w.params(p), resultFormatsFor(resultFormats, k, n+3), w.literals...)
 	if err != nil {
 		return nil, err
 	}
@@ -408,9 +406,7 @@ func (r *runner) updateOneTrip(tr *tableRules, w *writeStmt, p clientParams, res
 	sql := "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_u.*, (pgrules_u.pgrules_row).*, pgrules_o.*, " + o.update.column() +
 		" FROM pgrules_o LEFT JOIN pgrules_u ON pgrules_u.pgrules_k = pgrules_o.pgrules_ctid"
 
-	mp := p
-	mp.stable = p.stable || w.literalsOnly
-	res, err := r.clientStatement(sql, mp, resultFormatsFor(resultFormats, k, 3+n+1+n+len(w.setCols)+1), w.literals...)
+	res, err := r.clientStatement(sql, w.params(p), resultFormatsFor(resultFormats, k, 3+n+1+n+len(w.setCols)+1), w.literals...)
 	if err != nil {
 		return nil, err
 	}

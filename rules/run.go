@@ -209,9 +209,7 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	if len(joined) > 0 {
 		materialize = joinParents(w, materialize, joined)
 	}
-	mp := p
-	mp.stable = p.stable || w.literalsOnly
-	res, err := r.clientStatement(materialize, mp, nil, w.literals...)
+	res, err := r.clientStatement(materialize, w.params(p), nil, w.literals...)
 	if err != nil {
 		return nil, err
 	}

@@ -66,6 +66,14 @@ type writeStmt struct {
 	literalsOnly bool
 }
 
+// params are the client's parameters p as the statements built from w
+// take them: stable, and so prepared, also when w's only values are the
+// literals it passes as parameters.
+func (w *writeStmt) params(p clientParams) clientParams {
+	p.stable = p.stable || w.literalsOnly
+	return p
+}
+
 // literalText is the text of a constant: what PostgreSQL reads the
 // literal as, before its type is resolved.
 func literalText(n *pg_query.Node) ([]byte, bool) {

@@ -57,17 +57,32 @@ var orgRules = []string{
 // through the proxy, admin directly.
 func orgDB(t *testing.T) (c, admin *pgconn.PgConn) {
 	t.Helper()
-	db := shared.newDB(t)
+	c, admin, _, _ = orgProxy(t)
+	return c, admin
+}
+
+// orgProxy is orgDB with its proxy and database, for other roles'
+// connections.
+func orgProxy(t *testing.T) (c, admin *pgconn.PgConn, p *testProxy, db string) {
+	t.Helper()
+	return rulesDB(t, orgSchema, orgRules)
+}
+
+// rulesDB is a fresh database with schema, behind a proxy, and rules
+// defined through it: c goes through the proxy, admin directly.
+func rulesDB(t *testing.T, schema string, rules []string) (c, admin *pgconn.PgConn, p *testProxy, db string) {
+	t.Helper()
+	db = shared.newDB(t)
 	admin = connect(t, shared.url("", "", db))
-	scalar(t, admin, orgSchema)
-	p := startProxy(t, shared)
+	scalar(t, admin, schema)
+	p = startProxy(t, shared)
 	c = connect(t, p.url("", "", db))
-	for _, r := range orgRules {
+	for _, r := range rules {
 		if e := pgError(t, c, r); e != nil {
 			t.Fatalf("%s: %v", r, e)
 		}
 	}
-	return c, admin
+	return c, admin, p, db
 }
 
 const qDepts = `SELECT string_agg(concat_ws(':', id, total, headcount, coalesce(low::text, '-'), coalesce(high::text, '-'), loaned), ' ' ORDER BY id) FROM dept`
@@ -223,16 +238,7 @@ func TestConstraintAtEveryLevel(t *testing.T) {
 // granted only its tables gets the rules: the engine's statements and its
 // errors use the schema's functions, which every role may call.
 func TestAnotherRole(t *testing.T) {
-	db := shared.newDB(t)
-	admin := connect(t, shared.url("", "", db))
-	scalar(t, admin, orgSchema)
-	p := startProxy(t, shared)
-	c := connect(t, p.url("", "", db))
-	for _, r := range orgRules {
-		if e := pgError(t, c, r); e != nil {
-			t.Fatalf("%s: %v", r, e)
-		}
-	}
+	_, admin, p, db := orgProxy(t)
 	role := db + "_clerk"
 	scalar(t, admin, fmt.Sprintf("CREATE ROLE %[1]s LOGIN; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO %[1]s", role))
 	t.Cleanup(func() { scalar(t, admin, fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE %[1]s", role)) })

@@ -57,17 +57,7 @@ var shopRules = []string{
 // behind a proxy.
 func shopDB(t *testing.T, events ...string) (c, admin *pgconn.PgConn, p *testProxy, db string) {
 	t.Helper()
-	db = shared.newDB(t)
-	admin = connect(t, shared.url("", "", db))
-	scalar(t, admin, shopSchema)
-	p = startProxy(t, shared)
-	c = connect(t, p.url("", "", db))
-	for _, r := range append(append([]string(nil), shopRules...), events...) {
-		if e := pgError(t, c, r); e != nil {
-			t.Fatalf("%s: %v", r, e)
-		}
-	}
-	return c, admin, p, db
+	return rulesDB(t, shopSchema, append(append([]string(nil), shopRules...), events...))
 }
 
 // protocols run a statement with the simple or the extended protocol.

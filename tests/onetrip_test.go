@@ -58,26 +58,15 @@ var twinRules = []string{
 // twin tables, and one directly to it.
 func twinDB(t *testing.T) (c, admin *pgconn.PgConn, url string) {
 	t.Helper()
-	db := shared.newDB(t)
-	admin = connect(t, shared.url("", "", db))
-	scalar(t, admin, fmt.Sprintf(twinSchema, "a")+fmt.Sprintf(twinSchema, "b"))
-	p := startProxy(t, shared)
-	url = p.url("", "", db)
-	c = connect(t, url)
-	rules := append([]string{}, twinRules...)
-	rules = append(rules, `SELECT pgrules.event('%[1]s_line', 'early', 'nil', name => '%[1]s_usual_way')`)
+	var rules []string
 	for _, tw := range []string{"a", "b"} {
-		for _, r := range rules {
-			if tw == "a" && strings.Contains(r, "early") {
-				continue
-			}
-			r = fmt.Sprintf(r, tw)
-			if e := pgError(t, c, r); e != nil {
-				t.Fatalf("%s: %v", r, e)
-			}
+		for _, r := range twinRules {
+			rules = append(rules, fmt.Sprintf(r, tw))
 		}
 	}
-	return c, admin, url
+	rules = append(rules, `SELECT pgrules.event('b_line', 'early', 'nil', name => 'b_usual_way')`)
+	c, admin, p, db := rulesDB(t, fmt.Sprintf(twinSchema, "a")+fmt.Sprintf(twinSchema, "b"), rules)
+	return c, admin, p.url("", "", db)
 }
 
 // twinState is the lines and the parents of one twin, as text.
