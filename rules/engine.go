@@ -104,67 +104,75 @@ type compiled struct {
 	snap   *catalog.Snapshot
 	set    *Set
 	err    error // the catalog could not be loaded
-	plans  planCache
+	plans  textCache[*plan]
+	// shapes are the analysed writes whose texts differ only in their
+	// constants, by sqlparse.Shape.
+	shapes textCache[*shape]
 }
 
-// planCache maps statement texts to their plans, bounded against clients
-// that inline their values into ever-new texts. It keeps two generations:
-// when the newer is full it becomes the older and the older is dropped, so
-// the texts in use stay cached however many others pass. (A cache that
-// simply stopped growing left every later text unplanned, to be parsed
-// again at each of the several lookups of one statement.)
-type planCache struct {
+// textCache maps statement texts to what is known of them (plans, shapes),
+// bounded against clients that inline their values into ever-new texts.
+// It keeps two generations: when the newer is full it becomes the older
+// and the older is dropped, so the texts in use stay cached however many
+// others pass. (A cache that simply stopped growing left every later text
+// unplanned, to be parsed again at each of the several lookups of one
+// statement.)
+type textCache[V any] struct {
 	mu       sync.Mutex // held to start a generation
-	cur, old atomic.Pointer[planGen]
+	cur, old atomic.Pointer[cacheGen]
 }
 
-type planGen struct {
-	m sync.Map // statement text → *plan
+type cacheGen struct {
+	m sync.Map // statement text → V
 	n atomic.Int64
 }
 
-// maxPlans is the size of a generation of the plan cache.
+// maxPlans is the size of a generation of a textCache.
 const maxPlans = 10000
 
-// load returns the plan of sql, which it does not keep.
-func (pc *planCache) load(sql string) (*plan, bool) {
-	if g := pc.cur.Load(); g != nil {
-		if p, ok := g.m.Load(sql); ok {
-			return p.(*plan), true
+// load returns the value of sql, which it does not keep.
+func (tc *textCache[V]) load(sql string) (V, bool) {
+	if g := tc.cur.Load(); g != nil {
+		if v, ok := g.m.Load(sql); ok {
+			return v.(V), true
 		}
 	}
-	if g := pc.old.Load(); g != nil {
-		if p, ok := g.m.Load(sql); ok {
+	if g := tc.old.Load(); g != nil {
+		if v, ok := g.m.Load(sql); ok {
 			// Kept by the newer generation, as its own copy: the text
 			// may be lent (see Intercepts).
-			pc.store(strings.Clone(sql), p.(*plan))
-			return p.(*plan), true
+			tc.store(strings.Clone(sql), v.(V))
+			return v.(V), true
 		}
 	}
-	return nil, false
+	var zero V
+	return zero, false
 }
 
-// store keeps p as the plan of sql, which must not change afterwards.
-func (pc *planCache) store(sql string, p *plan) {
-	g := pc.cur.Load()
+// store keeps v as the value of sql, which must not change afterwards.
+func (tc *textCache[V]) store(sql string, v V) {
+	g := tc.cur.Load()
 	if g == nil {
-		pc.mu.Lock()
-		if g = pc.cur.Load(); g == nil {
-			g = new(planGen)
-			pc.cur.Store(g)
+		tc.mu.Lock()
+		if g = tc.cur.Load(); g == nil {
+			g = new(cacheGen)
+			tc.cur.Store(g)
 		}
-		pc.mu.Unlock()
+		tc.mu.Unlock()
 	}
-	if _, loaded := g.m.LoadOrStore(sql, p); loaded || g.n.Add(1) < maxPlans {
+	if _, loaded := g.m.LoadOrStore(sql, v); loaded || g.n.Add(1) < maxPlans {
 		return
 	}
-	pc.mu.Lock()
-	if pc.cur.Load() == g {
-		pc.old.Store(g)
-		pc.cur.Store(new(planGen))
+	tc.mu.Lock()
+	if tc.cur.Load() == g {
+		tc.old.Store(g)
+		tc.cur.Store(new(cacheGen))
 	}
-	pc.mu.Unlock()
+	tc.mu.Unlock()
 }
+
+// empty reports whether nothing was ever stored.
+func (tc *textCache[V]) empty() bool { return tc.cur.Load() == nil }
 
 func (e *Engine) database(name string) *database {
 	e.mu.Lock()
@@ -320,6 +328,7 @@ type plan struct {
 	txControl bool
 	parts     []sqlparse.Statement
 	parseErr  error
+	src       string // the text parts were parsed from
 
 	// The analysis of a write, made on first use, from tree when the
 	// plan's text is that one statement (then set to nil).
@@ -413,7 +422,10 @@ func (s *session) plan(c *compiled, sql string) *plan {
 		return p
 	}
 	sql = strings.Clone(sql) // the proxy's text is only lent to Intercepts
-	p := c.classify(sql)
+	p := c.derive(sql)
+	if p == nil {
+		p = c.classify(sql)
+	}
 	c.plans.store(sql, p)
 	if len(p.parts) == 1 && p.parts[0].SQL != sql {
 		// The statement as Split gives it (without its semicolon and
@@ -426,7 +438,7 @@ func (s *session) plan(c *compiled, sql string) *plan {
 // classify decides, without parsing when it can, whether a statement text
 // needs the engine.
 func (c *compiled) classify(sql string) *plan {
-	p := &plan{}
+	p := &plan{src: sql}
 	hasRules := c.err == nil && c.set != nil && len(c.snap.Rules) > 0
 	commitWork := hasRules && c.set.hasCommitWork()
 	switch {

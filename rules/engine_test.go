@@ -9,7 +9,7 @@ import (
 // TestPlanCache: the cache stays bounded, keeps the texts just used, and
 // keeps caching new texts once full.
 func TestPlanCache(t *testing.T) {
-	var pc planCache
+	var pc textCache[*plan]
 	hot := &plan{}
 	pc.store("hot", hot)
 	for i := range 3 * maxPlans {
@@ -38,7 +38,7 @@ func TestPlanCache(t *testing.T) {
 		t.Fatalf("the text moved to the newer generation was not copied")
 	}
 	var n int64
-	for _, g := range []*planGen{pc.cur.Load(), pc.old.Load()} {
+	for _, g := range []*cacheGen{pc.cur.Load(), pc.old.Load()} {
 		if g != nil {
 			n += g.n.Load()
 		}

@@ -47,8 +47,12 @@ func (s *session) runWrite(ctx context.Context, conn stmt.Conn, c *compiled, p *
 // analyse analyses the plan's write, sql, once.
 func (p *plan) analyse(c *compiled, sql string) {
 	p.once.Do(func() {
+		parsed := p.tree != nil // from p.src, where the tree's locations are
 		p.write, p.cte, p.writeErr = analyseText(c, sql, p.tree)
 		p.tree = nil
+		if parsed && p.writeErr == nil {
+			c.learnShape(p)
+		}
 	})
 }
 

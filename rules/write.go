@@ -64,6 +64,10 @@ type writeStmt struct {
 	// (then it is worth preparing).
 	literals     [][]byte
 	literalsOnly bool
+	// literalAt is where each of literals stands in the text the tree was
+	// parsed from (its node's location), which lets a text of the same
+	// shape reuse w with its own values (see shape).
+	literalAt []int32
 }
 
 // params are the client's parameters p as the statements built from w
@@ -112,16 +116,16 @@ const literalBase = 2_000_000_000
 // statement varies with the values. Other string constants, subqueries
 // (where a constant can be a position, as in ORDER BY 1), SET (a, b) =
 // (...), FROM and WITH leave the statement as it is.
-func literalParams(up *pg_query.UpdateStmt) ([][]byte, bool) {
+func literalParams(up *pg_query.UpdateStmt) ([][]byte, []int32, bool) {
 	if up.WithClause != nil || len(up.FromClause) > 0 {
-		return nil, false
+		return nil, nil, false
 	}
 	bare := make(map[*pg_query.Node]bool)
 	var roots []*pg_query.Node
 	for _, item := range up.TargetList {
 		v := item.GetResTarget().GetVal()
 		if v.GetMultiAssignRef() != nil {
-			return nil, false // each column's copy of the row would count its constants
+			return nil, nil, false // each column's copy of the row would count its constants
 		}
 		if v.GetAConst() != nil {
 			bare[v] = true
@@ -150,9 +154,12 @@ func literalParams(up *pg_query.UpdateStmt) ([][]byte, bool) {
 		walkNodes(r, check)
 	}
 	if !ok {
-		return nil, false
+		return nil, nil, false
 	}
-	var texts [][]byte
+	var (
+		texts [][]byte
+		at    []int32
+	)
 	var replace func(n *pg_query.Node) bool
 	replace = func(n *pg_query.Node) bool {
 		if tc := n.GetTypeCast(); tc != nil {
@@ -164,7 +171,7 @@ func literalParams(up *pg_query.UpdateStmt) ([][]byte, bool) {
 			return true
 		}
 		text, typ := constantType(c)
-		texts = append(texts, text)
+		texts, at = append(texts, text), append(at, c.Location)
 		param := &pg_query.Node{Node: &pg_query.Node_ParamRef{ParamRef: &pg_query.ParamRef{Number: int32(literalBase + len(texts))}}}
 		if bare[n] || typ == "" {
 			n.Node = param.Node
@@ -177,7 +184,7 @@ func literalParams(up *pg_query.UpdateStmt) ([][]byte, bool) {
 	for _, r := range roots {
 		walkNodes(r, replace)
 	}
-	return texts, true
+	return texts, at, true
 }
 
 // checkLiteral clears *ok at a constant literalParams cannot make a
@@ -564,6 +571,7 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 					// A literal becomes a parameter, so that the query is
 					// the same for every row's values and is prepared.
 					w.literals = append(w.literals, lit)
+					w.literalAt = append(w.literalAt, item.GetAConst().GetLocation())
 					vals[i] = fmt.Sprintf("CAST(%s AS %s)", literalMark(len(w.literals)), c.Type)
 					continue
 				}
@@ -625,7 +633,7 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 	if up.WhereClause.GetCurrentOfExpr() != nil {
 		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
 	}
-	w.literals, w.literalsOnly = literalParams(up)
+	w.literals, w.literalAt, w.literalsOnly = literalParams(up)
 	var values []string
 	if w.setCols, values, err = assignments(t, up.TargetList); err != nil {
 		return nil, err

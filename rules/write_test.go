@@ -31,7 +31,7 @@ func TestLiteralParams(t *testing.T) {
 			t.Fatal(err)
 		}
 		up := tree.Stmts[0].Stmt.GetUpdateStmt()
-		texts, ok := literalParams(up)
+		texts, _, ok := literalParams(up)
 		if ok != (tc.texts != nil) || len(texts) != len(tc.texts) {
 			t.Fatalf("%s: %q, %v", tc.sql, texts, ok)
 		}

@@ -1,0 +1,47 @@
+package tests
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/pgrules/pgrules/internal/demo"
+)
+
+// TestTextsOfOneShape writes with the simple protocol, its values inlined,
+// many texts of each shape (the engine analyses a shape once and gives the
+// others its analysis with their own constants), and checks the result
+// against the same statements run directly on the triggers.
+func TestTextsOfOneShape(t *testing.T) {
+	limits := "UPDATE customer SET credit_limit = 100000"
+	c, admin, _, _ := rulesDB(t, demo.Schema+demo.Data+limits, nil)
+	defineCreditRules(t, c)
+	oracle := connect(t, shared.url("", "", shared.newDB(t)))
+	scalar(t, oracle, demo.Schema+demo.Data+demo.Triggers+";"+limits)
+
+	var script []string
+	for i := 1; i <= 12; i++ {
+		paid := []string{"true", "FALSE", "True"}[i%3]
+		script = append(script,
+			fmt.Sprintf("INSERT INTO orders (customer_id, notes) VALUES (%d, 'it''s order %d')", 1+i%2, i),
+			fmt.Sprintf("INSERT INTO lineitem (order_id, product_id, quantity) VALUES (%d, %d, %d), (%d, 3, %d);", i, 1+i%2, i, i, 2*i),
+			fmt.Sprintf("UPDATE lineitem SET quantity = quantity + %d WHERE order_id = %d AND product_id = %d", i%4, i, 1+i%2),
+			fmt.Sprintf("UPDATE orders SET paid = %s WHERE id = %d", paid, i-i%2),
+			fmt.Sprintf("UPDATE orders SET notes = 'note ''%d''' WHERE id = %d", i, i),
+			fmt.Sprintf("UPDATE lineitem SET quantity = %d WHERE id = %d", i, []int64{2 * int64(i), 3000000000 + int64(i)}[i%2]),
+		)
+	}
+	for _, sql := range script {
+		if e := pgError(t, c, sql); e != nil {
+			t.Fatalf("%s through pgrules: %v", sql, e)
+		}
+		if e := pgError(t, oracle, sql); e != nil {
+			t.Fatalf("%s with the triggers: %v", sql, e)
+		}
+	}
+	state := `SELECT (SELECT string_agg(concat_ws(':', id, balance, unpaid_order_count), ' ' ORDER BY id) FROM customer)
+		|| ' | ' || (SELECT string_agg(concat_ws(':', id, customer_id, amount_total, paid, notes), ' ' ORDER BY id) FROM orders)
+		|| ' | ' || (SELECT string_agg(concat_ws(':', id, order_id, product_id, quantity, unit_price, amount), ' ' ORDER BY id) FROM lineitem)`
+	if got, want := scalar(t, admin, state), scalar(t, oracle, state); got != want {
+		t.Fatalf("through pgrules:\n%s\nwith the triggers:\n%s", got, want)
+	}
+}
