@@ -24,7 +24,7 @@ type Literal struct {
 //
 // It tokenizes as PostgreSQL's scanner does (standard_conforming_strings,
 // nested block comments, identifiers, $n parameters), and reports false
-// for what it does not read: dollar quotes, E'', B'', X'' and U&''
+// for what it does not read: dollar quotes, E'...', B'...', X'...' and U&'...'
 // strings, strings continued on the next line, other forms of numbers.
 // It reads a text once and allocates only what it returns.
 func Shape(sql string) (string, []Literal, bool) {
