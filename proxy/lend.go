@@ -11,48 +11,74 @@ import (
 
 // The frontend loop runs statements of its own (the engine's, and the
 // client's intercepted ones) by borrowing the upstream reader and the
-// client writer from the backend loop. It sends a Sync and asks for its
-// ReadyForQuery: when the backend loop reaches it, every response to what
-// the client sent before has been relayed, and the backend loop hands over
-// and waits. Responses stay in order without a queue of routes, and the
-// relay path pays nothing for it.
+// client writer from the backend loop.
 //
-// The Sync costs no round trip of its own: it goes upstream in front of
-// the frontend loop's first statement, in the same write, and the
-// handover is awaited before that statement's answer is read. Only what
-// writes to the client before sending anything (acquire) waits for the
-// Sync alone.
+// When everything the client sent before has been answered (the usual
+// case: a client waits for its answer), the backend loop is only waiting
+// for the upstream's next message. The frontend loop raises lendWanted and
+// sends its first statement; the backend loop hands over as soon as
+// anything arrives, before it reads it, and waits. The answer is then
+// already buffered for the frontend loop, which pays one wake-up for it.
+//
+// Otherwise answers are still on their way to the client. The frontend
+// loop sends a Sync and asks for its ReadyForQuery: when the backend loop
+// reaches it, every response to what the client sent before has been
+// relayed, and it hands over. The Sync costs no round trip of its own: it
+// goes upstream in front of the frontend loop's first statement, in the
+// same write, and the handover is awaited before that statement's answer
+// is read. Only what writes to the client before sending anything
+// (acquire) waits for the Sync alone.
+//
+// Either way responses stay in order without a queue of routes, and the
+// relay path pays nothing for it.
 
-// borrow starts taking the upstream reader and the client writer: the
-// Sync that hands them over goes with the next thing sent upstream (send),
-// or alone at acquire. It returns an error when the session is shutting
-// down.
+// handover is what a borrow still waits for.
+type handover uint8
+
+const (
+	dueNone  handover = iota // nothing: the frontend loop holds them
+	dueFirst                 // the upstream's next message, at the first send
+	dueSync                  // the ReadyForQuery of a Sync sent in front
+)
+
+// borrow starts taking the upstream reader and the client writer: they are
+// handed over when the next thing is sent upstream (send), or at acquire.
+// It returns an error when the session is shutting down.
 func (s *session) borrow() error {
+	if s.pending.Load() == 0 && !s.unsynced.Load() {
+		if !s.beginBatch() { // busy until given back, whatever ReadyForQuery says
+			return shutdownError()
+		}
+		s.due = dueFirst
+		return nil
+	}
 	if !s.beginRequest() {
 		return shutdownError()
 	}
 	s.unsynced.Store(true) // busy until given back, whatever ReadyForQuery says
 	s.lendAt.Store(s.sent)
-	s.syncDue = true
+	s.due = dueSync
 	return nil
 }
 
-// send writes data upstream during a borrow, behind the Sync that hands
-// the reader and the client writer over when it is still due, and waits
-// for the handover.
+// send writes data upstream during a borrow and, when the handover is
+// still due, waits for it.
 func (s *session) send(data ...[]byte) error {
-	due := s.syncDue
-	if due {
+	due := s.due
+	switch due {
+	case dueSync:
 		s.uw.Write(syncMsg)
-		s.syncDue = false
+	case dueFirst:
+		s.lendWanted.Store(true)
 	}
+	s.due = dueNone
 	for _, d := range data {
 		s.uw.Write(d)
 	}
 	if err := s.uw.Flush(); err != nil {
 		return upstreamLost(err)
 	}
-	if !due {
+	if due == dueNone {
 		return nil
 	}
 	select {
@@ -64,10 +90,19 @@ func (s *session) send(data ...[]byte) error {
 }
 
 // acquire completes a borrow before the frontend loop writes to the
-// client without having sent anything upstream.
+// client without having sent anything upstream: it asks for the handover
+// with a Sync alone.
 func (s *session) acquire() error {
-	if !s.syncDue {
+	switch s.due {
+	case dueNone:
 		return nil
+	case dueFirst:
+		// Nothing is on its way to wake the backend loop: a Sync is.
+		// Counted as a request, its ReadyForQuery is the handover.
+		s.pending.Add(1)
+		s.sent++
+		s.lendAt.Store(s.sent)
+		s.due = dueSync
 	}
 	return s.send()
 }
@@ -82,6 +117,23 @@ func (s *session) giveBack() {
 	select {
 	case s.returned <- struct{}{}:
 	case <-s.ended:
+	}
+}
+
+// lend hands the upstream reader and the client writer to the frontend
+// loop and waits until they are given back. It runs in the backend loop.
+func (s *session) lend() error {
+	select {
+	case s.lent <- struct{}{}:
+	case <-s.ended:
+		return errClientGone
+	}
+	select {
+	case <-s.returned:
+		return nil
+	case <-s.ended:
+		s.lentOut = true
+		return errClientGone
 	}
 }
 

@@ -92,11 +92,15 @@ type session struct {
 	// lentOut is set by the backend loop when the session ends while the
 	// frontend loop holds the client writer; owned by the backend loop.
 	lentOut bool
-	// syncDue is set by borrow until the Sync that asks for the handover
-	// has gone upstream; owned by the frontend loop.
-	syncDue  bool
-	lent     chan struct{} // backend loop to frontend loop: they are yours
-	returned chan struct{} // frontend loop to backend loop: they are back
+	// due is how a borrow still waits for its handover; owned by the
+	// frontend loop.
+	due handover
+	// lendWanted is raised by the frontend loop for a handover at the
+	// upstream's next message, and lowered by the backend loop as it
+	// hands over.
+	lendWanted atomic.Bool
+	lent       chan struct{} // backend loop to frontend loop: they are yours
+	returned   chan struct{} // frontend loop to backend loop: they are back
 	// x is the frontend loop's state of extended-protocol batches.
 	x extState
 }
@@ -640,7 +644,23 @@ func (s *session) backendLoop() {
 
 func (s *session) relayUpstream() error {
 	for {
-		typ, n, err := s.ur.header()
+		err := s.ur.await()
+		if err == nil && s.lendWanted.Load() {
+			// What arrives is the answer to the frontend loop's
+			// statement, or comes before it: the frontend loop reads it.
+			s.lendWanted.Store(false)
+			if err := s.lend(); err != nil {
+				return err
+			}
+			continue
+		}
+		var (
+			typ byte
+			n   int
+		)
+		if err == nil {
+			typ, n, err = s.ur.header()
+		}
 		if err != nil {
 			if errors.Is(err, errClientGone) {
 				return err
@@ -663,16 +683,8 @@ func (s *session) relayUpstream() error {
 				s.txStatus.Store(uint32(body[0]))
 				// The frontend loop asked for this ReadyForQuery: it
 				// now runs statements of its own until it gives back.
-				select {
-				case s.lent <- struct{}{}:
-				case <-s.ended:
-					return errClientGone
-				}
-				select {
-				case <-s.returned:
-				case <-s.ended:
-					s.lentOut = true
-					return errClientGone
+				if err := s.lend(); err != nil {
+					return err
 				}
 				continue
 			}

@@ -46,6 +46,25 @@ func newMsgReader(r io.Reader, max int, flush func() error) *msgReader {
 	return &msgReader{r: bufio.NewReaderSize(r, ioBufferSize), max: max, flush: flush}
 }
 
+// await waits until the next message has begun to arrive, without
+// reading it.
+func (m *msgReader) await() error {
+	if m.skip > 0 {
+		m.r.Discard(m.skip) // cannot fail: the bytes are buffered
+		m.skip = 0
+	}
+	if m.r.Buffered() > 0 {
+		return nil
+	}
+	if m.flush != nil {
+		if err := m.flush(); err != nil {
+			return err
+		}
+	}
+	_, err := m.r.Peek(1)
+	return err
+}
+
 // header reads the next message's type and body length. The body must be
 // consumed with body or copyBody before the next header.
 func (m *msgReader) header() (byte, int, error) {
