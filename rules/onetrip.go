@@ -306,6 +306,23 @@ func (f tripFollows) column() string {
 // returns what the client gets for it; top is set for the client's own
 // statement.
 func (r *runner) insertOneTrip(tr *tableRules, w *writeStmt, p clientParams, resultFormats []int16, top bool) (*stmt.Result, error) {
+	t := w.table
+	sql := w.oneTripSQL(len(p.values), func(n int) string { return insertOneTripSQL(tr, w, n) })
+	k, n := w.nReturning, len(t.Columns)
+	res, err := r.clientStatement(sql, w.params(p), resultFormatsFor(resultFormats, k, n+3), w.literals...)
+	if err != nil {
+		return nil, err
+	}
+	written := make([]*change, len(res.Rows))
+	for i, vals := range res.Rows {
+		written[i] = &change{verb: verbInsert, new: newRow(t, vals[k], vals[k+2:k+2+n])}
+	}
+	return r.tookOneTrip(tr, w, res, written, k+2+n, top)
+}
+
+// insertOneTripSQL is the statement of insertOneTrip, after nParams
+// parameters of the client's.
+func insertOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 	t, o := w.table, tr.oneTrip
 	names := make([]string, len(w.insertCols))
 	for i, c := range w.insertCols {
@@ -324,25 +341,14 @@ func (r *runner) insertOneTrip(tr *tableRules, w *writeStmt, p clientParams, res
 			first[i] = "CAST(NULL AS " + c.Type + ") AS " + names[i]
 		}
 	}
-	base := fmt.Sprintf("(SELECT %s FROM (%s) AS pgrules_m(%s)) AS pgrules_l0", strings.Join(first, ", "), w.materializeSQL(len(p.values)), strings.Join(names, ", "))
+	base := fmt.Sprintf("(SELECT %s FROM (%s) AS pgrules_m(%s)) AS pgrules_l0", strings.Join(first, ", "), w.materializeSQL(nParams), strings.Join(names, ", "))
 	returning := w.alias + ".ctid AS pgrules_ctid, " + w.alias + " AS pgrules_row"
 	if w.returning != "" {
 		returning = w.returning + ", " + returning
 	}
 	with := append([]string{fmt.Sprintf("pgrules_i AS (INSERT INTO %s AS %s (%s) %s SELECT %s FROM %s RETURNING %s)",
 		qualified(t), w.alias, strings.Join(names, ", "), w.overriding, strings.Join(names, ", "), o.layers(tr, w.insertCols, base, false), returning)}, o.insert.ctes...)
-	sql := "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_i.*, (pgrules_i.pgrules_row).*, " + o.insert.column() + " FROM pgrules_i"
-
-	k, n := w.nReturning, len(t.Columns)
-	res, err := r.clientStatement(sql, w.params(p), resultFormatsFor(resultFormats, k, n+3), w.literals...)
-	if err != nil {
-		return nil, err
-	}
-	written := make([]*change, len(res.Rows))
-	for i, vals := range res.Rows {
-		written[i] = &change{verb: verbInsert, new: newRow(t, vals[k], vals[k+2:k+2+n])}
-	}
-	return r.tookOneTrip(tr, w, res, written, k+2+n, top)
+	return "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_i.*, (pgrules_i.pgrules_row).*, " + o.insert.column() + " FROM pgrules_i"
 }
 
 // updateOneTrip runs the update w in one statement: the rows are locked
@@ -355,8 +361,30 @@ func (r *runner) updateOneTrip(tr *tableRules, w *writeStmt, p clientParams, res
 	if err := r.refuseDerivedSet(tr, w.setCols); err != nil {
 		return nil, err
 	}
-	t, o := w.table, tr.oneTrip
+	t := w.table
 	n, k := len(t.Columns), w.nReturning
+	sql := w.oneTripSQL(len(p.values), func(nParams int) string { return updateOneTripSQL(tr, w, nParams) })
+	res, err := r.clientStatement(sql, w.params(p), resultFormatsFor(resultFormats, k, 3+n+1+n+len(w.setCols)+1), w.literals...)
+	if err != nil {
+		return nil, err
+	}
+	written := make([]*change, len(res.Rows))
+	at := k + 3 + n // the locked row
+	for i, vals := range res.Rows {
+		if vals[k] == nil {
+			e := pgerr.New(pgerr.SerializationFailure, "could not update a row of %s: a concurrent transaction changed its key", shortName(t.QualifiedName()))
+			e.Hint = "Retry the transaction."
+			return nil, r.fail(e)
+		}
+		written[i] = &change{verb: verbUpdate, old: newRow(t, vals[at], vals[at+1:at+1+n]), new: newRow(t, vals[k+1], vals[k+3:k+3+n])}
+	}
+	return r.tookOneTrip(tr, w, res, written, len(res.Fields)-1, top)
+}
+
+// updateOneTripSQL is the statement of updateOneTrip, after nParams
+// parameters of the client's.
+func updateOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
+	t, o := w.table, tr.oneTrip
 	ocols := []string{"pgrules_ctid"}
 	for _, c := range t.Columns {
 		ocols = append(ocols, quoteIdent(c.Name))
@@ -397,30 +425,15 @@ func (r *runner) updateOneTrip(tr *tableRules, w *writeStmt, p clientParams, res
 	}
 	base := fmt.Sprintf("(SELECT %s FROM pgrules_o) AS pgrules_l0", strings.Join(first, ", "))
 	with := append([]string{
-		fmt.Sprintf("pgrules_o(%s) AS MATERIALIZED (%s)", strings.Join(ocols, ", "), w.materializeSQL(len(p.values))),
+		fmt.Sprintf("pgrules_o(%s) AS MATERIALIZED (%s)", strings.Join(ocols, ", "), w.materializeSQL(nParams)),
 		fmt.Sprintf("pgrules_u AS (UPDATE %s AS %s SET %s FROM (SELECT %s FROM %s) AS pgrules_n WHERE %s RETURNING %s)",
 			qualified(t), w.alias, strings.Join(sets, ", "), strings.Join(renamed, ", "), o.layers(tr, t.Columns, base, true), strings.Join(keys, " AND "), returning),
 	}, o.update.ctes...)
 	// Every locked row, with what became of it: a row without its update
 	// is one whose key a concurrent transaction changed.
-	sql := "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_u.*, (pgrules_u.pgrules_row).*, pgrules_o.*, " + o.update.column() +
+	return "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_u.*, (pgrules_u.pgrules_row).*, pgrules_o.*, " + o.update.column() +
 		" FROM pgrules_o LEFT JOIN pgrules_u ON pgrules_u.pgrules_k = pgrules_o.pgrules_ctid"
 
-	res, err := r.clientStatement(sql, w.params(p), resultFormatsFor(resultFormats, k, 3+n+1+n+len(w.setCols)+1), w.literals...)
-	if err != nil {
-		return nil, err
-	}
-	written := make([]*change, len(res.Rows))
-	at := k + 3 + n // the locked row
-	for i, vals := range res.Rows {
-		if vals[k] == nil {
-			e := pgerr.New(pgerr.SerializationFailure, "could not update a row of %s: a concurrent transaction changed its key", shortName(t.QualifiedName()))
-			e.Hint = "Retry the transaction."
-			return nil, r.fail(e)
-		}
-		written[i] = &change{verb: verbUpdate, old: newRow(t, vals[at], vals[at+1:at+1+n]), new: newRow(t, vals[k+1], vals[k+3:k+3+n])}
-	}
-	return r.tookOneTrip(tr, w, res, written, len(res.Fields)-1, top)
 }
 
 // tookOneTrip finishes a write in one trip: the client's rows, the trace,

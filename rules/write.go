@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
@@ -68,6 +69,30 @@ type writeStmt struct {
 	// parsed from (its node's location), which lets a text of the same
 	// shape reuse w with its own values (see shape).
 	literalAt []int32
+	// oneTrip keeps the statement that runs w in one round trip, built
+	// at its first use; the copies derive makes of w share it.
+	oneTrip *atomic.Pointer[builtSQL]
+}
+
+// builtSQL is a statement's text for nParams client parameters.
+type builtSQL struct {
+	nParams int
+	sql     string
+}
+
+// oneTripSQL returns w's one-trip statement for nParams client
+// parameters, built by build at first (each time for the writes the
+// engine makes itself, which have no oneTrip).
+func (w *writeStmt) oneTripSQL(nParams int, build func(nParams int) string) string {
+	if w.oneTrip == nil {
+		return build(nParams)
+	}
+	if b := w.oneTrip.Load(); b != nil && b.nParams == nParams {
+		return b.sql
+	}
+	sql := build(nParams)
+	w.oneTrip.Store(&builtSQL{nParams: nParams, sql: sql})
+	return sql
 }
 
 // params are the client's parameters p as the statements built from w
@@ -468,7 +493,7 @@ func analyse(snap *catalog.Snapshot, t *catalog.Table, n *pg_query.Node) (*write
 }
 
 func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, error) {
-	w := &writeStmt{verb: verbInsert, table: t, alias: relationAlias(ins.Relation)}
+	w := &writeStmt{verb: verbInsert, table: t, alias: relationAlias(ins.Relation), oneTrip: new(atomic.Pointer[builtSQL])}
 	with, err := withSQL(ins.WithClause)
 	if err != nil {
 		return nil, err
@@ -625,7 +650,7 @@ func defaultSQL(c *catalog.Column) string {
 }
 
 func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error) {
-	w := &writeStmt{verb: verbUpdate, table: t, alias: relationAlias(up.Relation)}
+	w := &writeStmt{verb: verbUpdate, table: t, alias: relationAlias(up.Relation), oneTrip: new(atomic.Pointer[builtSQL])}
 	with, err := withSQL(up.WithClause)
 	if err != nil {
 		return nil, err
