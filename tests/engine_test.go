@@ -3,11 +3,14 @@ package tests
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgrules/pgrules/internal/demo"
 )
 
 // The rules engine on a schema of its own, beyond the check-credit
@@ -537,5 +540,49 @@ func TestTrace(t *testing.T) {
 	scalar(t, c, "UPDATE lineitem SET quantity = 1")
 	if len(notices) != 0 {
 		t.Fatalf("notices after RESET: %q", notices)
+	}
+}
+
+// TestWritesAmongNotifications: notifications that reach an idle session
+// through the proxy just as it writes a table with rules (the engine takes
+// the upstream connection at its next message) all arrive, in order, and
+// every write is answered.
+func TestWritesAmongNotifications(t *testing.T) {
+	limits := "UPDATE customer SET credit_limit = 100000"
+	c, admin, p, db := rulesDB(t, demo.Schema+demo.Data+limits, nil)
+	defineCreditRules(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg, err := pgconn.ParseConfig(p.url("", "", db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	cfg.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) { got = append(got, n.Payload) }
+	l, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(context.Background())
+	scalar(t, l, "LISTEN news")
+	const n = 50
+	for i := 1; i <= n; i++ {
+		scalar(t, admin, fmt.Sprintf("NOTIFY news, '%d'", i))
+		if e := pgError(t, l, fmt.Sprintf("INSERT INTO orders (customer_id) VALUES (%d)", 1+i%2)); e != nil {
+			t.Fatalf("insert %d: %v", i, e)
+		}
+	}
+	for len(got) < n {
+		if err := l.WaitForNotification(ctx); err != nil {
+			t.Fatalf("after %d of %d notifications: %v", len(got), n, err)
+		}
+	}
+	for i, payload := range got {
+		if payload != strconv.Itoa(i+1) {
+			t.Fatalf("notifications %q, want 1 to %d in order", got, n)
+		}
+	}
+	if count := scalar(t, admin, "SELECT sum(unpaid_order_count) FROM customer"); count != strconv.Itoa(n) {
+		t.Fatalf("%s unpaid orders counted, want %d", count, n)
 	}
 }
