@@ -5,5 +5,7 @@
 //
 // It uses PostgreSQL's own parser (pg_query_go), so what it sees is what
 // the server will run. Parsing costs tens of microseconds; callers cache
-// results by text and parse only statements that can write.
+// results by text and parse only statements that can write. Shape, which
+// does not parse, tells texts apart that differ only in their constants,
+// so that callers can cache by shape what holds for every value.
 package sqlparse
