@@ -137,8 +137,8 @@ const literalBase = 2_000_000_000
 // booleans in its SET values and WHERE clause, with the types PostgreSQL
 // gives such constants (integer, bigint or numeric, boolean), and any
 // constant that is a whole SET value (the column's type makes its type).
-// It returns their texts, in order, and whether nothing else in the
-// statement varies with the values. Other string constants, subqueries
+// It returns their texts and locations, in order, and whether nothing
+// else in the statement varies with the values. Other string constants, subqueries
 // (where a constant can be a position, as in ORDER BY 1), SET (a, b) =
 // (...), FROM and WITH leave the statement as it is.
 func literalParams(up *pg_query.UpdateStmt) ([][]byte, []int32, bool) {
