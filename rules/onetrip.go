@@ -15,14 +15,15 @@ import (
 // A write usually costs two round trips: the materialising query, then
 // the write with its follow statements (run.go). When everything the
 // engine would compute for the rows between the two can be computed by the
-// server, exactly, an insert or an update is one statement instead:
+// server, exactly, an insert, an update or a delete is one statement
+// instead:
 //
 //	WITH pgrules_i AS (INSERT ... SELECT <the rows, derived> RETURNING ...),
 //	     <each adjustment's follow, reading the new rows from pgrules_i>
 //	SELECT <what the client asked for, each row as stored, the parents' rows>
 //
-// (an update locks and reads its rows in a CTE first, and its follows
-// subtract what the rows gave before). The rows' copies and formulas are
+// (an update or a delete locks and reads its rows in a CTE first, and its
+// follows subtract what the rows gave before). The rows' copies and formulas are
 // computed in layers over the materialising query, one derivation a layer,
 // in the engine's order. The parents are not locked first: a single
 // statement's foreign-key checks run at its end, when its own updates hold
@@ -41,8 +42,14 @@ type oneTrip struct {
 	// is false when updates cannot run in one trip (no primary key).
 	conds   []string
 	updates bool
-	// insert and update are the follow statements of the adjustments.
-	insert, update tripFollows
+	// deletes is false when deletes cannot run in one trip: no primary
+	// key, or a foreign key of a table with rules that deletes or changes
+	// its rows with the deleted ones (ON DELETE CASCADE, SET NULL, SET
+	// DEFAULT: the engine runs their rules first).
+	deletes bool
+	// insert, update and delete are the follow statements of the
+	// adjustments.
+	insert, update, delete tripFollows
 }
 
 // tripFollows are the adjustments' follow statements and their chains, as
@@ -79,6 +86,9 @@ func (s *Set) oneTripFor(tr *tableRules) *oneTrip {
 	for i, c := range tr.t.Columns {
 		cols[i] = quoteIdent(c.Name)
 	}
+	if o.delete, ok = s.tripFollows(tr, "(SELECT * FROM "+qualified(tr.t)+" WHERE false)", "(SELECT (pgrules_row).* FROM pgrules_d)"); ok {
+		o.deletes = !s.cascadesTo(tr.t)
+	}
 	if o.update, ok = s.tripFollows(tr, "(SELECT (pgrules_row).* FROM pgrules_u)", "(SELECT "+strings.Join(cols, ", ")+" FROM pgrules_o)"); !ok {
 		return o
 	}
@@ -102,6 +112,17 @@ func (s *Set) oneTripFor(tr *tableRules) *oneTrip {
 	}
 	o.updates = true
 	return o
+}
+
+// cascadesTo reports whether deleting rows of t deletes or changes rows
+// of a table with rules (see cascadeDeletes).
+func (s *Set) cascadesTo(t *catalog.Table) bool {
+	for _, fk := range t.Children {
+		if (fk.OnDelete == 'c' || fk.OnDelete == 'n' || fk.OnDelete == 'd') && s.table(fk.Child) != nil && s.Involves(fk.Child) {
+			return true
+		}
+	}
+	return false
 }
 
 // tripFollows builds the follow statements of tr's adjustments over the
@@ -243,8 +264,8 @@ func (g *sqlGen) memberColumn(n *ast.MemberNode) *catalog.Column {
 }
 
 // inOneTrip reports whether the write w can run in one round trip: an
-// insert without ON CONFLICT, or an update without FROM that keeps its
-// rows' keys, when the statement is prepared. (Built from a text with its
+// insert without ON CONFLICT, an update without FROM that keeps its rows'
+// keys, or a delete without USING, when the statement is prepared. (Built from a text with its
 // values in it, the one statement would be planned at every execution,
 // which costs the server more than the round trip saved.)
 func (r *runner) inOneTrip(tr *tableRules, w *writeStmt, p clientParams) bool {
@@ -257,6 +278,8 @@ func (r *runner) inOneTrip(tr *tableRules, w *writeStmt, p clientParams) bool {
 		return w.conflict == "" && w.params(p).stable
 	case verbUpdate:
 		return o.updates && !w.joined && !w.setsKey && w.params(p).stable
+	case verbDelete:
+		return o.deletes && !w.joined && w.params(p).stable
 	}
 	return false
 }
@@ -372,9 +395,7 @@ func (r *runner) updateOneTrip(tr *tableRules, w *writeStmt, p clientParams, res
 	at := k + 3 + n // the locked row
 	for i, vals := range res.Rows {
 		if vals[k] == nil {
-			e := pgerr.New(pgerr.SerializationFailure, "could not update a row of %s: a concurrent transaction changed its key", shortName(t.QualifiedName()))
-			e.Hint = "Retry the transaction."
-			return nil, r.fail(e)
+			return nil, r.fail(keyChanged(t, "update"))
 		}
 		written[i] = &change{verb: verbUpdate, old: newRow(t, vals[at], vals[at+1:at+1+n]), new: newRow(t, vals[k+1], vals[k+3:k+3+n])}
 	}
@@ -436,6 +457,67 @@ func updateOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 
 }
 
+// deleteOneTrip runs the delete w in one statement: the rows are locked
+// and read in a CTE, deleted by primary key, and the parents adjusted by
+// what the deleted rows gave. As for an update, a row whose key a
+// concurrent transaction changed in between fails the statement with
+// 40001.
+func (r *runner) deleteOneTrip(tr *tableRules, w *writeStmt, p clientParams, resultFormats []int16, top bool) (*stmt.Result, error) {
+	t := w.table
+	n, k := len(t.Columns), w.nReturning
+	sql := w.oneTripSQL(len(p.values), func(nParams int) string { return deleteOneTripSQL(tr, w, nParams) })
+	res, err := r.clientStatement(sql, w.params(p), resultFormatsFor(resultFormats, k, 3+n+1), w.literals...)
+	if err != nil {
+		return nil, err
+	}
+	written := make([]*change, len(res.Rows))
+	for i, vals := range res.Rows {
+		if vals[k] == nil {
+			return nil, r.fail(keyChanged(t, "delete"))
+		}
+		written[i] = &change{verb: verbDelete, old: newRow(t, vals[k+1], vals[k+3:k+3+n])}
+	}
+	return r.tookOneTrip(tr, w, res, written, len(res.Fields)-1, top)
+}
+
+// deleteOneTripSQL is the statement of deleteOneTrip, after nParams
+// parameters of the client's.
+func deleteOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
+	t, o := w.table, tr.oneTrip
+	ocols := []string{"pgrules_ctid"}
+	for _, c := range t.Columns {
+		ocols = append(ocols, quoteIdent(c.Name))
+	}
+	// The keys under names that the client's RETURNING cannot mean.
+	renamed := []string{"pgrules_ctid AS pgrules_n0"}
+	var keys []string
+	for _, c := range t.PrimaryKey {
+		j := tr.index[c] + 1
+		renamed = append(renamed, fmt.Sprintf("%s AS pgrules_n%d", quoteIdent(c), j))
+		keys = append(keys, fmt.Sprintf("%s.%s = pgrules_n.pgrules_n%d", w.alias, quoteIdent(c), j))
+	}
+	returning := "pgrules_n.pgrules_n0 AS pgrules_k, " + w.alias + ".ctid AS pgrules_ctid, " + w.alias + " AS pgrules_row"
+	if w.returning != "" {
+		returning = w.returning + ", " + returning
+	}
+	with := append([]string{
+		fmt.Sprintf("pgrules_o(%s) AS MATERIALIZED (%s)", strings.Join(ocols, ", "), w.materializeSQL(nParams)),
+		fmt.Sprintf("pgrules_d AS (DELETE FROM %s AS %s USING (SELECT %s FROM pgrules_o) AS pgrules_n WHERE %s RETURNING %s)",
+			qualified(t), w.alias, strings.Join(renamed, ", "), strings.Join(keys, " AND "), returning),
+	}, o.delete.ctes...)
+	// Every locked row, with what became of it (see updateOneTrip).
+	return "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_d.*, (pgrules_d.pgrules_row).*, " + o.delete.column() +
+		" FROM pgrules_o LEFT JOIN pgrules_d ON pgrules_d.pgrules_k = pgrules_o.pgrules_ctid"
+}
+
+// keyChanged is the error of a one-trip write that found a row it had
+// locked under another key: a concurrent transaction changed it.
+func keyChanged(t *catalog.Table, verb string) *pgerr.Error {
+	e := pgerr.New(pgerr.SerializationFailure, "could not %s a row of %s: a concurrent transaction changed its key", verb, shortName(t.QualifiedName()))
+	e.Hint = "Retry the transaction."
+	return e
+}
+
 // tookOneTrip finishes a write in one trip: the client's rows, the trace,
 // the parents' changes (column f of the first row) and the logic after the
 // write.
@@ -451,6 +533,9 @@ func (r *runner) tookOneTrip(tr *tableRules, w *writeStmt, res *stmt.Result, wri
 	// The trace tells the derivations' values as the rows were stored.
 	r.tracef("%d row(s)", len(written))
 	for _, ch := range written {
+		if ch.new == nil {
+			continue // deleted: nothing derived
+		}
 		for _, d := range tr.derivations {
 			switch {
 			case ch.old == nil:

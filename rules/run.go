@@ -200,10 +200,13 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	r.depth++
 	defer func() { r.depth-- }()
 	if r.inOneTrip(tr, w, p) {
-		if w.verb == verbInsert {
+		switch w.verb {
+		case verbInsert:
 			return r.insertOneTrip(tr, w, p, resultFormats, top)
+		case verbUpdate:
+			return r.updateOneTrip(tr, w, p, resultFormats, top)
 		}
-		return r.updateOneTrip(tr, w, p, resultFormats, top)
+		return r.deleteOneTrip(tr, w, p, resultFormats, top)
 	}
 	materialize, joined := w.materializeSQL(len(p.values)), r.parentsJoined(tr, w)
 	if len(joined) > 0 {

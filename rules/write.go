@@ -56,8 +56,9 @@ type writeStmt struct {
 	overriding string // "OVERRIDING SYSTEM VALUE" or "OVERRIDING USER VALUE"
 	// upsert is INSERT ... ON CONFLICT (...) DO UPDATE.
 	upsert *upsert
-	// joined is set for an UPDATE with FROM; setsKey for one that sets a
-	// column of a key (then its rows are locked FOR UPDATE).
+	// joined is set for an UPDATE with FROM or a DELETE with USING;
+	// setsKey for an update that sets a column of a key (then its rows are
+	// locked FOR UPDATE).
 	joined, setsKey bool
 	// literals are the constants of an INSERT's VALUES, which materialize
 	// takes as parameters after the client's (marked by literalMark);
@@ -680,7 +681,7 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 }
 
 func analyseDelete(t *catalog.Table, del *pg_query.DeleteStmt) (*writeStmt, error) {
-	w := &writeStmt{verb: verbDelete, table: t, alias: relationAlias(del.Relation)}
+	w := &writeStmt{verb: verbDelete, table: t, alias: relationAlias(del.Relation), joined: len(del.UsingClause) > 0, oneTrip: new(atomic.Pointer[builtSQL])}
 	with, err := withSQL(del.WithClause)
 	if err != nil {
 		return nil, err
