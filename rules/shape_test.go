@@ -26,6 +26,8 @@ func TestShapes(t *testing.T) {
 		{"UPDATE customer SET name = 'Alice', credit_limit = 10.5 WHERE id = 1", "UPDATE customer SET name = 'O''Brien', credit_limit = 2 WHERE id = 2", false},
 		{"UPDATE customer SET name = 'Alice', credit_limit = 10.5 WHERE id = 1", "UPDATE customer SET name = 'O''Brien', credit_limit = 7.25 WHERE id = 2", true},
 		{"UPDATE lineitem SET quantity = 5 WHERE id = 1", "UPDATE lineitem SET quantity = 5 WHERE id = 3000000000", false},
+		{"DELETE FROM lineitem WHERE order_id = 5 AND quantity > 2", "DELETE FROM lineitem WHERE order_id = 8 AND quantity > 0", true},
+		{"DELETE FROM lineitem WHERE note = 'x'", "DELETE FROM lineitem WHERE note = 'y'", false},
 		{"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (-1, 2, 3)", "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (-4, 5, 6)", false},
 		{"UPDATE customer SET name = 'a' WHERE name = 'b'", "UPDATE customer SET name = 'c' WHERE name = 'd'", false},
 		{"INSERT INTO lineitem (id, order_id, product_id, quantity) VALUES (1, 1, 2, 3) ON CONFLICT (id) DO UPDATE SET quantity = 1",

@@ -133,22 +133,24 @@ func literalMark(k int) string { return "\x00" + strconv.Itoa(k) + "\x00" }
 // digits, above any parameter a client can send.
 const literalBase = 2_000_000_000
 
-// literalParams makes the constants of an UPDATE parameters, so that its
-// statements are the same whatever the values, and prepared: numbers and
-// booleans in its SET values and WHERE clause, with the types PostgreSQL
-// gives such constants (integer, bigint or numeric, boolean), and any
-// constant that is a whole SET value (the column's type makes its type).
-// It returns their texts and locations, in order, and whether nothing
-// else in the statement varies with the values. Other string constants, subqueries
-// (where a constant can be a position, as in ORDER BY 1), SET (a, b) =
-// (...), FROM and WITH leave the statement as it is.
-func literalParams(up *pg_query.UpdateStmt) ([][]byte, []int32, bool) {
-	if up.WithClause != nil || len(up.FromClause) > 0 {
+// literalParams makes the constants of an UPDATE or a DELETE parameters,
+// so that its statements are the same whatever the values, and prepared:
+// numbers and booleans in its SET values (targets, nil for a delete) and
+// its WHERE clause, with the types PostgreSQL gives such constants
+// (integer, bigint or numeric, boolean), and any constant that is a whole
+// SET value (the column's type makes its type). It returns their texts and
+// locations, in order, and whether nothing else in the statement varies
+// with the values. Other string constants, subqueries (where a constant
+// can be a position, as in ORDER BY 1), SET (a, b) = (...), and a
+// statement that is not plain (FROM, USING or WITH) leave the statement as
+// it is.
+func literalParams(targets []*pg_query.Node, where *pg_query.Node, plain bool) ([][]byte, []int32, bool) {
+	if !plain {
 		return nil, nil, false
 	}
 	bare := make(map[*pg_query.Node]bool)
 	var roots []*pg_query.Node
-	for _, item := range up.TargetList {
+	for _, item := range targets {
 		v := item.GetResTarget().GetVal()
 		if v.GetMultiAssignRef() != nil {
 			return nil, nil, false // each column's copy of the row would count its constants
@@ -158,8 +160,8 @@ func literalParams(up *pg_query.UpdateStmt) ([][]byte, []int32, bool) {
 		}
 		roots = append(roots, v)
 	}
-	if up.WhereClause != nil {
-		roots = append(roots, up.WhereClause)
+	if where != nil {
+		roots = append(roots, where)
 	}
 	// Constants under a type name (its modifiers) stay: they must be
 	// constants. Everything else is looked at twice: first whether it can
@@ -659,7 +661,7 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 	if up.WhereClause.GetCurrentOfExpr() != nil {
 		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
 	}
-	w.literals, w.literalAt, w.literalsOnly = literalParams(up)
+	w.literals, w.literalAt, w.literalsOnly = literalParams(up.TargetList, up.WhereClause, up.WithClause == nil && len(up.FromClause) == 0)
 	var values []string
 	if w.setCols, values, err = assignments(t, up.TargetList); err != nil {
 		return nil, err
@@ -689,11 +691,12 @@ func analyseDelete(t *catalog.Table, del *pg_query.DeleteStmt) (*writeStmt, erro
 	if del.WhereClause.GetCurrentOfExpr() != nil {
 		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
 	}
+	w.literals, w.literalAt, w.literalsOnly = literalParams(nil, del.WhereClause, del.WithClause == nil && len(del.UsingClause) == 0)
 	from, err := fromSQL(append([]*pg_query.Node{{Node: &pg_query.Node_RangeVar{RangeVar: del.Relation}}}, del.UsingClause...), del.WhereClause)
 	if err != nil {
 		return nil, err
 	}
-	w.materialize = fmt.Sprintf("%sSELECT %s.ctid, %s.* FROM %s ORDER BY %s FOR UPDATE OF %s", with, w.alias, w.alias, from, keyOrder(t, w.alias), w.alias)
+	w.materialize = markLiterals(fmt.Sprintf("%sSELECT %s.ctid, %s.* FROM %s ORDER BY %s FOR UPDATE OF %s", with, w.alias, w.alias, from, keyOrder(t, w.alias), w.alias), len(w.literals))
 	w.returning, w.nReturning, err = returningOf(t, w.alias, del.ReturningList, len(del.UsingClause) > 0)
 	return w, err
 }

@@ -7,9 +7,10 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
-// TestLiteralParams: an UPDATE's numbers and booleans, and its whole SET
-// values, become parameters with the types PostgreSQL gives them; a
-// statement with other constants is left as it is.
+// TestLiteralParams: the numbers and booleans of an UPDATE or a DELETE,
+// and an UPDATE's whole SET values, become parameters with the types
+// PostgreSQL gives them; a statement with other constants is left as it
+// is.
 func TestLiteralParams(t *testing.T) {
 	for _, tc := range []struct {
 		sql   string
@@ -25,13 +26,25 @@ func TestLiteralParams(t *testing.T) {
 		{"UPDATE t SET a = (SELECT 1)", nil, nil},
 		{"UPDATE t SET (a, b) = (1, 2)", nil, nil},
 		{"UPDATE t SET a = u.a FROM u WHERE u.id = 1", nil, nil},
+		{"DELETE FROM t WHERE id = 5 AND ok = false", []string{"5", "false"}, []string{"id = $2000000001::int", "ok = $2000000002::boolean"}},
+		{"DELETE FROM t WHERE name = 'x'", nil, nil},
+		{"DELETE FROM t USING u WHERE u.id = t.id AND u.n = 1", nil, nil},
+		{"WITH x AS (SELECT 1) DELETE FROM t WHERE id = 2", nil, nil},
 	} {
 		tree, err := pg_query.Parse(tc.sql)
 		if err != nil {
 			t.Fatal(err)
 		}
-		up := tree.Stmts[0].Stmt.GetUpdateStmt()
-		texts, _, ok := literalParams(up)
+		var (
+			texts [][]byte
+			ok    bool
+		)
+		if up := tree.Stmts[0].Stmt.GetUpdateStmt(); up != nil {
+			texts, _, ok = literalParams(up.TargetList, up.WhereClause, up.WithClause == nil && len(up.FromClause) == 0)
+		} else {
+			del := tree.Stmts[0].Stmt.GetDeleteStmt()
+			texts, _, ok = literalParams(nil, del.WhereClause, del.WithClause == nil && len(del.UsingClause) == 0)
+		}
 		if ok != (tc.texts != nil) || len(texts) != len(tc.texts) {
 			t.Fatalf("%s: %q, %v", tc.sql, texts, ok)
 		}

@@ -28,6 +28,7 @@ func TestTextsOfOneShape(t *testing.T) {
 			fmt.Sprintf("UPDATE orders SET paid = %s WHERE id = %d", paid, i-i%2),
 			fmt.Sprintf("UPDATE orders SET notes = 'note ''%d''' WHERE id = %d", i, i),
 			fmt.Sprintf("UPDATE lineitem SET quantity = %d WHERE id = %d", i, []int64{2 * int64(i), 3000000000 + int64(i)}[i%2]),
+			fmt.Sprintf("DELETE FROM lineitem WHERE order_id = %d AND quantity > %d", i, 2*i-1),
 		)
 	}
 	for _, sql := range script {
