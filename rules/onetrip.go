@@ -42,10 +42,8 @@ type oneTrip struct {
 	// is false when updates cannot run in one trip (no primary key).
 	conds   []string
 	updates bool
-	// deletes is false when deletes cannot run in one trip: no primary
-	// key, or a foreign key of a table with rules that deletes or changes
-	// its rows with the deleted ones (ON DELETE CASCADE, SET NULL, SET
-	// DEFAULT: the engine runs their rules first).
+	// deletes is false when deletes cannot run in one trip (no primary
+	// key).
 	deletes bool
 	// insert, update and delete are the follow statements of the
 	// adjustments.
@@ -86,9 +84,7 @@ func (s *Set) oneTripFor(tr *tableRules) *oneTrip {
 	for i, c := range tr.t.Columns {
 		cols[i] = quoteIdent(c.Name)
 	}
-	if o.delete, ok = s.tripFollows(tr, "(SELECT * FROM "+qualified(tr.t)+" WHERE false)", "(SELECT (pgrules_row).* FROM pgrules_d)"); ok {
-		o.deletes = !s.cascadesTo(tr.t)
-	}
+	o.delete, o.deletes = s.tripFollows(tr, "(SELECT * FROM "+qualified(tr.t)+" WHERE false)", "(SELECT (pgrules_row).* FROM pgrules_d)")
 	if o.update, ok = s.tripFollows(tr, "(SELECT (pgrules_row).* FROM pgrules_u)", "(SELECT "+strings.Join(cols, ", ")+" FROM pgrules_o)"); !ok {
 		return o
 	}
@@ -115,10 +111,11 @@ func (s *Set) oneTripFor(tr *tableRules) *oneTrip {
 }
 
 // cascadesTo reports whether deleting rows of t deletes or changes rows
-// of a table with rules (see cascadeDeletes).
+// of a table whose rules must run (ON DELETE CASCADE, SET NULL, SET
+// DEFAULT; see cascadeDeletes): the engine runs those first.
 func (s *Set) cascadesTo(t *catalog.Table) bool {
 	for _, fk := range t.Children {
-		if (fk.OnDelete == 'c' || fk.OnDelete == 'n' || fk.OnDelete == 'd') && s.table(fk.Child) != nil && s.Involves(fk.Child) {
+		if (fk.OnDelete == 'c' || fk.OnDelete == 'n' || fk.OnDelete == 'd') && s.Involves(fk.Child) {
 			return true
 		}
 	}
@@ -265,7 +262,8 @@ func (g *sqlGen) memberColumn(n *ast.MemberNode) *catalog.Column {
 
 // inOneTrip reports whether the write w can run in one round trip: an
 // insert without ON CONFLICT, an update without FROM that keeps its rows'
-// keys, or a delete without USING, when the statement is prepared. (Built from a text with its
+// keys, or a delete without USING whose rows take no rows with rules with
+// them, when the statement is prepared. (Built from a text with its
 // values in it, the one statement would be planned at every execution,
 // which costs the server more than the round trip saved.)
 func (r *runner) inOneTrip(tr *tableRules, w *writeStmt, p clientParams) bool {
@@ -279,7 +277,7 @@ func (r *runner) inOneTrip(tr *tableRules, w *writeStmt, p clientParams) bool {
 	case verbUpdate:
 		return o.updates && !w.joined && !w.setsKey && w.params(p).stable
 	case verbDelete:
-		return o.deletes && !w.joined && w.params(p).stable
+		return o.deletes && !w.joined && !r.set.cascadesTo(w.table) && w.params(p).stable
 	}
 	return false
 }
