@@ -52,10 +52,19 @@ func (s *session) borrow() error {
 		s.due = dueFirst
 		return nil
 	}
+	if err := s.askSync(); err != nil {
+		return err
+	}
+	s.unsynced.Store(true) // busy until given back, whatever ReadyForQuery says
+	return nil
+}
+
+// askSync makes the handover the ReadyForQuery of a Sync sent in front of
+// the next thing sent upstream: a request of its own.
+func (s *session) askSync() error {
 	if !s.beginRequest() {
 		return shutdownError()
 	}
-	s.unsynced.Store(true) // busy until given back, whatever ReadyForQuery says
 	s.lendAt.Store(s.sent)
 	s.due = dueSync
 	return nil
@@ -98,11 +107,9 @@ func (s *session) acquire() error {
 		return nil
 	case dueFirst:
 		// Nothing is on its way to wake the backend loop: a Sync is.
-		// Counted as a request, its ReadyForQuery is the handover.
-		s.pending.Add(1)
-		s.sent++
-		s.lendAt.Store(s.sent)
-		s.due = dueSync
+		if err := s.askSync(); err != nil {
+			return err
+		}
 	}
 	return s.send()
 }

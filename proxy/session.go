@@ -644,8 +644,10 @@ func (s *session) backendLoop() {
 
 func (s *session) relayUpstream() error {
 	for {
-		err := s.ur.await()
-		if err == nil && s.lendWanted.Load() {
+		if err := s.ur.await(); err != nil {
+			return relayError(err)
+		}
+		if s.lendWanted.Load() {
 			// What arrives is the answer to the frontend loop's
 			// statement, or comes before it: the frontend loop reads it.
 			s.lendWanted.Store(false)
@@ -654,18 +656,9 @@ func (s *session) relayUpstream() error {
 			}
 			continue
 		}
-		var (
-			typ byte
-			n   int
-		)
-		if err == nil {
-			typ, n, err = s.ur.header()
-		}
+		typ, n, err := s.ur.header()
 		if err != nil {
-			if errors.Is(err, errClientGone) {
-				return err
-			}
-			return upstreamLost(err)
+			return relayError(err)
 		}
 		switch typ {
 		case 'Z':
@@ -704,11 +697,17 @@ func (s *session) relayUpstream() error {
 			writeMessage(s.cw, typ, body)
 		default:
 			if err := s.ur.copyBody(s.cw, typ, n); err != nil {
-				if errors.Is(err, errClientGone) {
-					return err
-				}
-				return upstreamLost(err)
+				return relayError(err)
 			}
 		}
 	}
+}
+
+// relayError classifies an error of relaying the upstream to the client:
+// the client gone (a write to it failed), or the upstream lost.
+func relayError(err error) error {
+	if errors.Is(err, errClientGone) {
+		return err
+	}
+	return upstreamLost(err)
 }

@@ -49,10 +49,7 @@ func newMsgReader(r io.Reader, max int, flush func() error) *msgReader {
 // await waits until the next message has begun to arrive, without
 // reading it.
 func (m *msgReader) await() error {
-	if m.skip > 0 {
-		m.r.Discard(m.skip) // cannot fail: the bytes are buffered
-		m.skip = 0
-	}
+	m.skipBody()
 	if m.r.Buffered() > 0 {
 		return nil
 	}
@@ -68,10 +65,7 @@ func (m *msgReader) await() error {
 // header reads the next message's type and body length. The body must be
 // consumed with body or copyBody before the next header.
 func (m *msgReader) header() (byte, int, error) {
-	if m.skip > 0 {
-		m.r.Discard(m.skip) // cannot fail: the bytes are buffered
-		m.skip = 0
-	}
+	m.skipBody()
 	if m.r.Buffered() < 5 && m.flush != nil {
 		if err := m.flush(); err != nil {
 			return 0, 0, err
@@ -95,6 +89,14 @@ func (m *msgReader) header() (byte, int, error) {
 	}
 	m.r.Discard(5)
 	return typ, n, nil
+}
+
+// skipBody drops the body the last call to body lent out, still buffered.
+func (m *msgReader) skipBody() {
+	if m.skip > 0 {
+		m.r.Discard(m.skip) // cannot fail: the bytes are buffered
+		m.skip = 0
+	}
 }
 
 // body returns the n-byte body of the message whose header was just read.

@@ -363,10 +363,7 @@ func insertOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 		}
 	}
 	base := fmt.Sprintf("(SELECT %s FROM (%s) AS pgrules_m(%s)) AS pgrules_l0", strings.Join(first, ", "), w.materializeSQL(nParams), strings.Join(names, ", "))
-	returning := w.alias + ".ctid AS pgrules_ctid, " + w.alias + " AS pgrules_row"
-	if w.returning != "" {
-		returning = w.returning + ", " + returning
-	}
+	returning := oneTripReturning(w, "")
 	with := append([]string{fmt.Sprintf("pgrules_i AS (INSERT INTO %s AS %s (%s) %s SELECT %s FROM %s RETURNING %s)",
 		qualified(t), w.alias, strings.Join(names, ", "), w.overriding, strings.Join(names, ", "), o.layers(tr, w.insertCols, base, false), returning)}, o.insert.ctes...)
 	return "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_i.*, (pgrules_i.pgrules_row).*, " + o.insert.column() + " FROM pgrules_i"
@@ -404,13 +401,10 @@ func (r *runner) updateOneTrip(tr *tableRules, w *writeStmt, p clientParams, res
 // parameters of the client's.
 func updateOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 	t, o := w.table, tr.oneTrip
-	ocols := []string{"pgrules_ctid"}
-	for _, c := range t.Columns {
-		ocols = append(ocols, quoteIdent(c.Name))
-	}
+	var extra []string
 	set := make(map[string]int, len(w.setCols))
 	for i, c := range w.setCols {
-		ocols = append(ocols, fmt.Sprintf("pgrules_s%d", i+1))
+		extra = append(extra, fmt.Sprintf("pgrules_s%d", i+1))
 		set[c.Name] = i + 1
 	}
 	first := []string{"pgrules_ctid"}
@@ -438,21 +432,16 @@ func updateOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 	for _, c := range t.PrimaryKey {
 		keys = append(keys, fmt.Sprintf("%s.%s = pgrules_n.pgrules_n%d", w.alias, quoteIdent(c), tr.index[c]+1))
 	}
-	returning := "pgrules_n.pgrules_n0 AS pgrules_k, " + w.alias + ".ctid AS pgrules_ctid, " + w.alias + " AS pgrules_row"
-	if w.returning != "" {
-		returning = w.returning + ", " + returning
-	}
 	base := fmt.Sprintf("(SELECT %s FROM pgrules_o) AS pgrules_l0", strings.Join(first, ", "))
 	with := append([]string{
-		fmt.Sprintf("pgrules_o(%s) AS MATERIALIZED (%s)", strings.Join(ocols, ", "), w.materializeSQL(nParams)),
+		lockedRows(w, nParams, extra),
 		fmt.Sprintf("pgrules_u AS (UPDATE %s AS %s SET %s FROM (SELECT %s FROM %s) AS pgrules_n WHERE %s RETURNING %s)",
-			qualified(t), w.alias, strings.Join(sets, ", "), strings.Join(renamed, ", "), o.layers(tr, t.Columns, base, true), strings.Join(keys, " AND "), returning),
+			qualified(t), w.alias, strings.Join(sets, ", "), strings.Join(renamed, ", "), o.layers(tr, t.Columns, base, true), strings.Join(keys, " AND "), oneTripReturning(w, "pgrules_n.pgrules_n0")),
 	}, o.update.ctes...)
 	// Every locked row, with what became of it: a row without its update
 	// is one whose key a concurrent transaction changed.
 	return "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_u.*, (pgrules_u.pgrules_row).*, pgrules_o.*, " + o.update.column() +
 		" FROM pgrules_o LEFT JOIN pgrules_u ON pgrules_u.pgrules_k = pgrules_o.pgrules_ctid"
-
 }
 
 // deleteOneTrip runs the delete w in one statement: the rows are locked
@@ -482,10 +471,6 @@ func (r *runner) deleteOneTrip(tr *tableRules, w *writeStmt, p clientParams, res
 // parameters of the client's.
 func deleteOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 	t, o := w.table, tr.oneTrip
-	ocols := []string{"pgrules_ctid"}
-	for _, c := range t.Columns {
-		ocols = append(ocols, quoteIdent(c.Name))
-	}
 	// The keys under names that the client's RETURNING cannot mean.
 	renamed := []string{"pgrules_ctid AS pgrules_n0"}
 	var keys []string
@@ -494,18 +479,39 @@ func deleteOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 		renamed = append(renamed, fmt.Sprintf("%s AS pgrules_n%d", quoteIdent(c), j))
 		keys = append(keys, fmt.Sprintf("%s.%s = pgrules_n.pgrules_n%d", w.alias, quoteIdent(c), j))
 	}
-	returning := "pgrules_n.pgrules_n0 AS pgrules_k, " + w.alias + ".ctid AS pgrules_ctid, " + w.alias + " AS pgrules_row"
-	if w.returning != "" {
-		returning = w.returning + ", " + returning
-	}
 	with := append([]string{
-		fmt.Sprintf("pgrules_o(%s) AS MATERIALIZED (%s)", strings.Join(ocols, ", "), w.materializeSQL(nParams)),
+		lockedRows(w, nParams, nil),
 		fmt.Sprintf("pgrules_d AS (DELETE FROM %s AS %s USING (SELECT %s FROM pgrules_o) AS pgrules_n WHERE %s RETURNING %s)",
-			qualified(t), w.alias, strings.Join(renamed, ", "), strings.Join(keys, " AND "), returning),
+			qualified(t), w.alias, strings.Join(renamed, ", "), strings.Join(keys, " AND "), oneTripReturning(w, "pgrules_n.pgrules_n0")),
 	}, o.delete.ctes...)
 	// Every locked row, with what became of it (see updateOneTrip).
 	return "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_d.*, (pgrules_d.pgrules_row).*, " + o.delete.column() +
 		" FROM pgrules_o LEFT JOIN pgrules_d ON pgrules_d.pgrules_k = pgrules_o.pgrules_ctid"
+}
+
+// lockedRows is the CTE pgrules_o of an update or a delete of one trip:
+// the rows w's materialising query locks and reads (their ctid, each
+// column, then the extra columns it selects).
+func lockedRows(w *writeStmt, nParams int, extra []string) string {
+	cols := []string{"pgrules_ctid"}
+	for _, c := range w.table.Columns {
+		cols = append(cols, quoteIdent(c.Name))
+	}
+	return fmt.Sprintf("pgrules_o(%s) AS MATERIALIZED (%s)", strings.Join(append(cols, extra...), ", "), w.materializeSQL(nParams))
+}
+
+// oneTripReturning is the RETURNING list of a write of one trip: the
+// client's, then (after the locked row's ctid, key, for an update or a
+// delete) each row's ctid and the row itself.
+func oneTripReturning(w *writeStmt, key string) string {
+	var items []string
+	if w.returning != "" {
+		items = append(items, w.returning)
+	}
+	if key != "" {
+		items = append(items, key+" AS pgrules_k")
+	}
+	return strings.Join(append(items, w.alias+".ctid AS pgrules_ctid", w.alias+" AS pgrules_row"), ", ")
 }
 
 // keyChanged is the error of a one-trip write that found a row it had

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/pgrules/pgrules/sqlparse"
@@ -39,13 +40,11 @@ func (c *compiled) learnShape(p *plan) {
 	order := make([]int, len(w.literals))
 	used := make([]bool, len(lits))
 	for k, at := range w.literalAt {
-		i := 0
-		for i < len(lits) && lits[i].Offset != int(at) {
-			i++
-		}
+		// Shape gives the constants in the order of the text.
+		i, found := slices.BinarySearchFunc(lits, int(at), func(l sqlparse.Literal, at int) int { return l.Offset - at })
 		// The value is compared too: the scanner and the parser read
 		// the constant alike, or the shape is not learnt.
-		if i == len(lits) || used[i] || lits[i].Value != string(w.literals[k]) {
+		if !found || used[i] || lits[i].Value != string(w.literals[k]) {
 			return
 		}
 		order[k], used[i] = i, true
