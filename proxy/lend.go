@@ -275,6 +275,9 @@ func (c *upstreamConn) TxStatus() stmt.TxStatus {
 // TxEnds implements stmt.Conn.
 func (c *upstreamConn) TxEnds() uint64 { return c.s.txEnds.Load() }
 
+// Parameter implements stmt.Conn.
+func (c *upstreamConn) Parameter(name string) string { return c.s.parameter(name) }
+
 // Notice implements stmt.Conn.
 func (c *upstreamConn) Notice(message string) {
 	if c.s.acquire() != nil {
@@ -364,6 +367,8 @@ func (s *session) readUpstream() (byte, []byte, error) {
 			s.fatalRelayed.Store(true)
 			return 0, nil, upstreamError(body)
 		}
+	case 'S':
+		s.noteParameter(body)
 	}
 	return typ, body, nil
 }

@@ -67,6 +67,12 @@ type session struct {
 	// client itself that the connection is ending.
 	fatalRelayed atomic.Bool
 
+	// params are the run-time parameters the upstream reported in
+	// ParameterStatus, for the engine (stmt.Conn.Parameter). Written by
+	// whoever reads the upstream, read by the frontend loop.
+	paramsMu sync.Mutex
+	params   map[string]string // guarded by paramsMu
+
 	// gate makes forwarding a new request and ending an idle session
 	// during shutdown mutually exclusive, so a request is never forwarded
 	// to an upstream that is about to be closed under it.
@@ -119,6 +125,28 @@ func newSession(srv *Server, conn net.Conn) *session {
 	}
 	s.txStatus.Store(uint32(stmt.TxIdle))
 	return s
+}
+
+// noteParameter records a ParameterStatus body: the name and the value,
+// each ended by a zero byte. A malformed one is relayed and not recorded.
+func (s *session) noteParameter(body []byte) {
+	name, value, ok := bytes.Cut(body, []byte{0})
+	if !ok || len(value) == 0 || value[len(value)-1] != 0 {
+		return
+	}
+	s.paramsMu.Lock()
+	defer s.paramsMu.Unlock()
+	if s.params == nil {
+		s.params = make(map[string]string)
+	}
+	s.params[string(name)] = string(value[:len(value)-1])
+}
+
+// parameter returns what noteParameter recorded for name.
+func (s *session) parameter(name string) string {
+	s.paramsMu.Lock()
+	defer s.paramsMu.Unlock()
+	return s.params[name]
 }
 
 // TxStatus returns the session's transaction state as of the last
@@ -348,7 +376,10 @@ func (s *session) relayAuth() error {
 				return errClientGone
 			}
 			return nil
-		default: // ParameterStatus, NoticeResponse, NegotiateProtocolVersion
+		case 'S':
+			s.noteParameter(body)
+			writeMessage(s.cw, typ, body)
+		default: // NoticeResponse, NegotiateProtocolVersion
 			writeMessage(s.cw, typ, body)
 		}
 	}
@@ -694,6 +725,15 @@ func (s *session) relayUpstream() error {
 			if isFatalError(body) {
 				s.fatalRelayed.Store(true)
 			}
+			writeMessage(s.cw, typ, body)
+		case 'S':
+			// Rare (a SET of a reported parameter), and the engine
+			// must know the values it parses SQL under.
+			body, err := s.ur.body(n)
+			if err != nil {
+				return upstreamLost(err)
+			}
+			s.noteParameter(body)
 			writeMessage(s.cw, typ, body)
 		default:
 			if err := s.ur.copyBody(s.cw, typ, n); err != nil {

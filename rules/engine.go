@@ -579,6 +579,13 @@ func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (
 	if err := s.refuseBroken(ctx, conn, c, p); err != nil {
 		return nil, err
 	}
+	if conn.Parameter("standard_conforming_strings") == "off" {
+		// pg_query reads strings as standard_conforming_strings = on
+		// does, and the engine sends the client's expressions back to
+		// the server as it read them: with it off, a backslash in a
+		// string would mean something else to each of them.
+		return nil, failTx(ctx, conn, pgerr.New(pgerr.FeatureNotSupported, "pgrules runs the rules of a write only with standard_conforming_strings on, and this session has it off; SET standard_conforming_strings = on"))
+	}
 	return s.runWrite(ctx, conn, c, p, st)
 }
 

@@ -80,6 +80,9 @@ type Conn interface {
 	TxEnds() uint64
 	// Notice sends a NoticeResponse to the client (e.g. the logic trace).
 	Notice(message string)
+	// Parameter is the value of a run-time parameter as the server last
+	// reported it in ParameterStatus, or "" if it has not.
+	Parameter(name string) string
 }
 
 // TextParams are args as text-format parameter values, for Conn.Query.

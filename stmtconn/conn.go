@@ -179,6 +179,9 @@ func (c *conn) TxStatus() stmt.TxStatus { return stmt.TxStatus(c.pg.TxStatus()) 
 // TxEnds implements stmt.Conn.
 func (c *conn) TxEnds() uint64 { return c.ends }
 
+// Parameter implements stmt.Conn.
+func (c *conn) Parameter(name string) string { return c.pg.ParameterStatus(name) }
+
 // Notice implements stmt.Conn.
 func (c *conn) Notice(message string) {
 	if c.notice != nil {

@@ -327,6 +327,58 @@ func TestRefusedForms(t *testing.T) {
 	}
 }
 
+// TestStandardConformingStrings: the engine reads SQL as PostgreSQL does
+// with standard_conforming_strings on, so a session that has it off — by
+// SET, by a SET in the same Query, or in its startup options — has its
+// writes on tables with rules refused with 0A000, not misread; everything
+// else it sends is the server's, and turning the setting on again (or a
+// rollback undoing the SET) lets the writes through.
+func TestStandardConformingStrings(t *testing.T) {
+	c, admin, p, db := orgProxy(t)
+	scalar(t, admin, "CREATE TABLE note (id int PRIMARY KEY, body text)")
+	emps := func() string {
+		return scalar(t, admin, "SELECT count(*) || ' ' || (SELECT total FROM dept WHERE id = 10) FROM emp")
+	}
+	for i, proto := range protocols {
+		insert := fmt.Sprintf("INSERT INTO emp (id, dept_id, salary) VALUES (%d, 10, 100)", i+1)
+		ex, must := runner(t, proto.exec, c)
+		must("SET standard_conforming_strings = off")
+		if e := ex(insert); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, "standard_conforming_strings") {
+			t.Fatalf("%s: a write with standard_conforming_strings off: %+v", proto.name, e)
+		}
+		must(fmt.Sprintf(`INSERT INTO note VALUES (%d, 'it\'s')`, i+1))
+		if got := scalar(t, admin, fmt.Sprintf("SELECT body FROM note WHERE id = %d", i+1)); got != "it's" {
+			t.Fatalf("%s: a table without rules read the string as %q", proto.name, got)
+		}
+		must("SET standard_conforming_strings = on")
+		must(insert)
+		if got, want := emps(), fmt.Sprintf("%d %d.00", i+1, 100*(i+1)); got != want {
+			t.Fatalf("%s: emps and the department's total %q, want %q", proto.name, got, want)
+		}
+	}
+
+	// In one Query the SET is relayed before the write reaches the
+	// engine; the failed Query rolls the SET back, and the server's
+	// ParameterStatus says so.
+	if e := pgError(t, c, "SET standard_conforming_strings = off; INSERT INTO emp (id, dept_id, salary) VALUES (5, 10, 1)"); e == nil || e.Code != "0A000" {
+		t.Fatalf("a SET and a write in one Query: %+v", e)
+	}
+	if e := pgError(t, c, "INSERT INTO emp (id, dept_id, salary) VALUES (5, 10, 1)"); e != nil {
+		t.Fatalf("after the Query's SET was rolled back: %v", e)
+	}
+	if got := emps(); got != "3 201.00" {
+		t.Fatalf("emps and the department's total %q", got)
+	}
+
+	off := connect(t, p.url("", "", db)+"&options=-c%20standard_conforming_strings%3Doff")
+	if e := pgError(t, off, "DELETE FROM emp"); e == nil || e.Code != "0A000" {
+		t.Fatalf("a write by a session started with standard_conforming_strings off: %+v", e)
+	}
+	if got := emps(); got != "3 201.00" {
+		t.Fatalf("emps and the department's total %q after the refused delete", got)
+	}
+}
+
 // TestWriteForms runs each form of write on the check-credit scenario and
 // checks the rows, the command tag, RETURNING and the derived values.
 func TestWriteForms(t *testing.T) {
