@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,6 +109,11 @@ type compiled struct {
 	// shapes are the analysed writes whose texts differ only in their
 	// constants, by sqlparse.Shape.
 	shapes textCache[*shape]
+	// base is the state this one is a view of, through a session's
+	// search path (path.go); nil for the state itself, whose views are
+	// kept in views.
+	base  *compiled
+	views views
 }
 
 // textCache maps statement texts to what is known of them (plans, shapes),
@@ -350,6 +356,11 @@ type session struct {
 	// their existing rows computed, and from which definition.
 	computed map[string]string
 
+	// path is where the session's unqualified names resolve, nil until
+	// it has been read; pathWatch is set once the session has sent a text
+	// that may change it (path.go).
+	path      *sessionPath
+	pathWatch bool
 	// trace is pgrules.trace as the session last set it; traceSet is true
 	// once the session has touched the setting, from then on read again
 	// before each write (a ROLLBACK may undo a SET).
@@ -408,13 +419,22 @@ func (s *session) Intercepts(sql string) bool {
 	if s.watchesTxEnd() && isTxKeyword(sqlparse.LeadingKeyword(sql)) {
 		return true
 	}
-	c := s.db.current(context.Background())
+	c := s.current(context.Background())
+	if c.err == nil && len(c.snap.Rules) > 0 {
+		s.watchPath(sql)
+	}
 	if !sqlparse.ContainsFold(sql, "pgrules.") && (!sqlparse.MayWrite(sql) || c.err == nil && len(c.snap.Rules) == 0) {
 		if c.err != nil || len(c.snap.Rules) == 0 || !isTxKeyword(sqlparse.LeadingKeyword(sql)) {
 			return false
 		}
 	}
-	return s.plan(c, sql).intercept
+	return s.wants(c, s.plan(c, sql))
+}
+
+// wants reports whether a plan goes to the engine: it writes a table with
+// rules, or may while the session's path is not known.
+func (s *session) wants(c *compiled, p *plan) bool {
+	return p.intercept || !s.pathSure() && c.mayWriteRuled(p)
 }
 
 func (s *session) plan(c *compiled, sql string) *plan {
@@ -479,16 +499,13 @@ func (c *compiled) writesRuledTable(st sqlparse.Statement) bool {
 	if c.err != nil {
 		return true
 	}
-	for _, w := range st.Writes {
-		t := c.lookup(w)
-		if t == nil {
-			continue
-		}
-		if c.set.Involves(t.QualifiedName()) || w.Verb == sqlparse.Truncate && c.set.Guards(t.QualifiedName()) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(st.Writes, c.writesRuled)
+}
+
+// writesRuled reports whether w writes a table that rules read or derive.
+func (c *compiled) writesRuled(w sqlparse.Write) bool {
+	t := c.lookup(w)
+	return t != nil && (c.set.Involves(t.QualifiedName()) || w.Verb == sqlparse.Truncate && c.set.Guards(t.QualifiedName()))
 }
 
 func (c *compiled) lookup(w sqlparse.Write) *catalog.Table {
@@ -500,7 +517,7 @@ func (c *compiled) lookup(w sqlparse.Write) *catalog.Table {
 
 // Split implements stmt.Session.
 func (s *session) Split(sql string) ([]stmt.Part, error) {
-	c := s.db.current(context.Background())
+	c := s.current(context.Background())
 	p := s.plan(c, sql)
 	stmts, err := p.parts, p.parseErr
 	if stmts == nil && err == nil {
@@ -513,7 +530,7 @@ func (s *session) Split(sql string) ([]stmt.Part, error) {
 	}
 	parts := make([]stmt.Part, len(stmts))
 	for i, st := range stmts {
-		engine := s.plan(c, st.SQL).intercept || st.TxControl && s.watchesTxEnd()
+		engine := s.wants(c, s.plan(c, st.SQL)) || st.TxControl && s.watchesTxEnd()
 		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Engine: engine}
 	}
 	return parts, nil
@@ -549,14 +566,15 @@ func (s *session) Ended(ctx context.Context, committed bool) {
 
 // Exec implements stmt.Session.
 func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (res *stmt.Result, err error) {
-	c := s.db.current(ctx)
+	base := s.db.current(ctx)
 	s.syncTx(conn)
-	if s.preparedFor != c {
+	if s.preparedFor != base {
 		// Statements prepared against another catalog may no longer
 		// match their tables (a column added changes what * gives):
 		// they are prepared again, under new names.
-		s.prepared, s.preparedFor = nil, c
+		s.prepared, s.preparedFor = nil, base
 	}
+	c := s.current(ctx)
 	defer func() {
 		// A bug of the engine fails the statement, not the proxy.
 		if p := recover(); p != nil {
@@ -575,6 +593,16 @@ func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (
 		return s.define(ctx, conn, c, st)
 	case p.txControl:
 		return s.txControl(ctx, conn, c, st)
+	}
+	if !s.pathSure() && c.err == nil {
+		if err := s.readPath(ctx, conn); err != nil {
+			return nil, err
+		}
+		if c = s.current(ctx); !s.plan(c, st.SQL).intercept {
+			// Its names reach tables without rules in this session.
+			return conn.Exec(ctx, st)
+		}
+		p = s.plan(c, st.SQL)
 	}
 	if err := s.refuseBroken(ctx, conn, c, p); err != nil {
 		return nil, err

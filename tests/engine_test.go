@@ -379,6 +379,76 @@ func TestStandardConformingStrings(t *testing.T) {
 	}
 }
 
+// TestSearchPath: an unqualified table name means what it means to the
+// server in that session (rules-api.md: unqualified names follow the
+// session's search_path): a SET, a role's own search_path, a SET rolled
+// back, and a temporary table that hides a table with rules all decide
+// which table a write reaches, and so which rules run.
+func TestSearchPath(t *testing.T) {
+	const tenant = `
+CREATE SCHEMA %[1]s;
+CREATE TABLE %[1]s.parent (id int PRIMARY KEY, total numeric(12,2) NOT NULL DEFAULT 0);
+CREATE TABLE %[1]s.child (id int PRIMARY KEY, parent_id int REFERENCES %[1]s.parent(id), amount numeric(12,2));
+INSERT INTO %[1]s.parent VALUES (1);`
+	c, admin, p, db := rulesDB(t, fmt.Sprintf(tenant, "t1")+fmt.Sprintf(tenant, "t2"), []string{
+		`SELECT pgrules.sum('t1.parent.total', 't1.child.amount', name => 't1_total')`,
+		`SELECT pgrules.sum('t2.parent.total', 't2.child.amount', name => 't2_total')`,
+	})
+	totals := func() string {
+		return scalar(t, admin, "SELECT (SELECT total FROM t1.parent) || ' ' || (SELECT total FROM t2.parent)")
+	}
+	for i, proto := range protocols {
+		ex, must := runner(t, proto.exec, c)
+		must("SET search_path = t2, public")
+		must(fmt.Sprintf("INSERT INTO child VALUES (%d, 1, 10)", 10+i))
+		must("BEGIN")
+		must("SET LOCAL search_path = t1")
+		must(fmt.Sprintf("INSERT INTO child VALUES (%d, 1, 1)", 20+i))
+		must("ROLLBACK")
+		// The rollback undid the SET LOCAL (and the insert): t2 again.
+		must(fmt.Sprintf("UPDATE child SET amount = amount + 5 WHERE id = %d", 10+i))
+		if got := totals(); got != "0.00 15.00" {
+			t.Fatalf("%s: totals %q", proto.name, got)
+		}
+		// A temporary table of the same name comes first in the path.
+		must("CREATE TEMP TABLE child (id int PRIMARY KEY, parent_id int, amount numeric(12,2))")
+		if e := ex(fmt.Sprintf("INSERT INTO child VALUES (%d, 1, 100)", 30+i)); e != nil {
+			t.Fatalf("%s: an insert into a temporary table: %v", proto.name, e)
+		}
+		if got := scalar(t, c, "SELECT count(*) FROM pg_temp.child"); got != "1" {
+			t.Fatalf("%s: rows in the temporary table: %s", proto.name, got)
+		}
+		must("DROP TABLE pg_temp.child")
+		must(fmt.Sprintf("DELETE FROM child WHERE id = %d", 10+i))
+		if got := totals(); got != "0.00 0.00" {
+			t.Fatalf("%s: totals %q after the temporary table", proto.name, got)
+		}
+		must("RESET search_path")
+	}
+
+	// A SET and a write in one Query: the SET runs first.
+	if e := pgError(t, c, "SET search_path = t1; INSERT INTO child VALUES (50, 1, 3)"); e != nil {
+		t.Fatalf("a SET and a write in one Query: %v", e)
+	}
+	if got := totals(); got != "3.00 0.00" {
+		t.Fatalf("totals %q after a SET and a write in one Query", got)
+	}
+
+	// A role's own search_path, set where the proxy's catalog connection
+	// does not see it.
+	scalar(t, admin, "CREATE ROLE tenant1 LOGIN; GRANT ALL ON SCHEMA t1, t2, pgrules TO tenant1; GRANT ALL ON ALL TABLES IN SCHEMA t1, t2, pgrules TO tenant1; ALTER ROLE tenant1 SET search_path = t1")
+	t1 := connect(t, p.url("tenant1", "", db))
+	if e := pgError(t, t1, "INSERT INTO child VALUES (40, 1, 7)"); e != nil {
+		t.Fatalf("an insert by tenant1: %v", e)
+	}
+	if got := totals(); got != "10.00 0.00" {
+		t.Fatalf("totals %q after tenant1's insert", got)
+	}
+	if got := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); got != "0" {
+		t.Fatalf("pgrules.verify() finds %s drifting rows", got)
+	}
+}
+
 // TestWriteForms runs each form of write on the check-credit scenario and
 // checks the rows, the command tag, RETURNING and the derived values.
 func TestWriteForms(t *testing.T) {
