@@ -92,6 +92,9 @@ type Set struct {
 	guarded  map[string]bool
 	// tables are the rules the engine runs per table (tables.go).
 	tables map[string]*tableRules
+	// readsTime is set when an enabled rule reads a date or time column,
+	// which the engine reads in the text DateStyle ISO gives.
+	readsTime bool
 }
 
 // Compile checks and compiles every rule of snap. Rules that do not compile
@@ -119,6 +122,11 @@ func Compile(snap *catalog.Snapshot) *Set {
 		s.involved[c.Rule.Table] = true
 		for _, r := range c.Reads {
 			s.involved[r.Table] = true
+			if t := snap.Tables[r.Table]; t != nil {
+				if col := t.Column(r.Column); col != nil && col.Kind == catalog.KindTime {
+					s.readsTime = true
+				}
+			}
 		}
 	}
 	s.involveCascades()

@@ -614,6 +614,11 @@ func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (
 		// string would mean something else to each of them.
 		return nil, failTx(ctx, conn, pgerr.New(pgerr.FeatureNotSupported, "pgrules runs the rules of a write only with standard_conforming_strings on, and this session has it off; SET standard_conforming_strings = on"))
 	}
+	if ds := conn.Parameter("DateStyle"); c.set != nil && c.set.readsTime && ds != "" && !strings.HasPrefix(ds, "ISO") {
+		// The times the rules read come as the session's DateStyle
+		// writes them, which only ISO's are read exactly.
+		return nil, failTx(ctx, conn, pgerr.New(pgerr.FeatureNotSupported, "pgrules runs rules that read dates and times only with DateStyle ISO, and this session has DateStyle %s; SET DateStyle = ISO (the order of the fields, DMY or MDY, may stay)", ds))
+	}
 	return s.runWrite(ctx, conn, c, p, st)
 }
 

@@ -379,6 +379,32 @@ func TestStandardConformingStrings(t *testing.T) {
 	}
 }
 
+// TestDateStyle: the engine reads dates and times as DateStyle ISO writes
+// them, so where rules read a time column a session with another DateStyle
+// has its writes refused with 0A000 rather than its times misread; with
+// ISO (whatever the field order) they run.
+func TestDateStyle(t *testing.T) {
+	c, admin, _, _ := rulesDB(t, `CREATE TABLE shipment (id int PRIMARY KEY, ordered timestamptz NOT NULL, shipped timestamptz)`, []string{
+		`SELECT pgrules.constraint('shipment', 'row.shipped == nil || row.shipped >= row.ordered', 'shipment {row.id} ships before it is ordered', name => 'ships_after_order')`,
+	})
+	const insert = `INSERT INTO shipment VALUES (%d, '2025-12-03 10:00+00', '2026-01-05 09:00+00')`
+	for i, proto := range protocols {
+		ex, must := runner(t, proto.exec, c)
+		must("SET DateStyle = 'SQL, MDY'")
+		if e := ex(fmt.Sprintf(insert, i+1)); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, "DateStyle") {
+			t.Fatalf("%s: a write with DateStyle SQL: %+v", proto.name, e)
+		}
+		must("SET DateStyle = 'ISO, DMY'")
+		must(fmt.Sprintf(insert, i+1))
+		if e := ex(fmt.Sprintf("UPDATE shipment SET shipped = '2025-12-01 00:00+00' WHERE id = %d", i+1)); e == nil || e.Code != "23514" {
+			t.Fatalf("%s: a shipment before its order: %+v", proto.name, e)
+		}
+	}
+	if got := scalar(t, admin, "SELECT count(*) FROM shipment WHERE shipped > ordered"); got != "2" {
+		t.Fatalf("shipments: %s", got)
+	}
+}
+
 // TestSearchPath: an unqualified table name means what it means to the
 // server in that session (rules-api.md: unqualified names follow the
 // session's search_path): a SET, a role's own search_path, a SET rolled
