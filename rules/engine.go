@@ -607,19 +607,32 @@ func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (
 	if err := s.refuseBroken(ctx, conn, c, p); err != nil {
 		return nil, err
 	}
-	if conn.Parameter("standard_conforming_strings") == "off" {
-		// pg_query reads strings as standard_conforming_strings = on
-		// does, and the engine sends the client's expressions back to
-		// the server as it read them: with it off, a backslash in a
-		// string would mean something else to each of them.
-		return nil, failTx(ctx, conn, pgerr.New(pgerr.FeatureNotSupported, "pgrules runs the rules of a write only with standard_conforming_strings on, and this session has it off; SET standard_conforming_strings = on"))
-	}
-	if ds := conn.Parameter("DateStyle"); c.set != nil && c.set.readsTime && ds != "" && !strings.HasPrefix(ds, "ISO") {
-		// The times the rules read come as the session's DateStyle
-		// writes them, which only ISO's are read exactly.
-		return nil, failTx(ctx, conn, pgerr.New(pgerr.FeatureNotSupported, "pgrules runs rules that read dates and times only with DateStyle ISO, and this session has DateStyle %s; SET DateStyle = ISO (the order of the fields, DMY or MDY, may stay)", ds))
+	if e := settingsError(conn, c); e != nil {
+		return nil, failTx(ctx, conn, e)
 	}
 	return s.runWrite(ctx, conn, c, p, st)
+}
+
+// settingsError refuses a write in a session whose settings would make the
+// engine misread it: pg_query reads strings as standard_conforming_strings
+// on does, and the engine sends the client's expressions back as it read
+// them (with it off, a backslash in a string would mean something else to
+// each); the times the rules read come as the session's DateStyle writes
+// them, of which only ISO's are read exactly.
+func settingsError(conn stmt.Conn, c *compiled) *pgerr.Error {
+	if conn.Parameter("standard_conforming_strings") == "off" {
+		return pgerr.New(pgerr.FeatureNotSupported, "pgrules runs the rules of a write only with standard_conforming_strings on, and this session has it off; SET standard_conforming_strings = on")
+	}
+	return dateStyleError(conn, c)
+}
+
+// dateStyleError is settingsError's DateStyle half, which holds at COMMIT
+// too: the commit constraints read the rows again.
+func dateStyleError(conn stmt.Conn, c *compiled) *pgerr.Error {
+	if ds := conn.Parameter("DateStyle"); c.set != nil && c.set.readsTime && ds != "" && !strings.HasPrefix(ds, "ISO") {
+		return pgerr.New(pgerr.FeatureNotSupported, "pgrules runs rules that read dates and times only with DateStyle ISO, and this session has DateStyle %s; SET DateStyle = ISO (the order of the fields, DMY or MDY, may stay)", ds)
+	}
+	return nil
 }
 
 // refuseBroken fails a write on a table whose rules are broken, or in a

@@ -172,7 +172,13 @@ func (s *session) txControl(ctx context.Context, conn stmt.Conn, c *compiled, st
 // as when a deferred constraint fails at COMMIT.
 func (s *session) commit(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
 	start := s.trips
-	pre, err := s.commitWork(ctx, conn, c)
+	var pre []stmt.Statement
+	var err error
+	if e := dateStyleError(conn, c); e != nil && len(s.tx.touched) > 0 {
+		err = e
+	} else {
+		pre, err = s.commitWork(ctx, conn, c)
+	}
 	if err == nil {
 		// The client's statement is not the engine's to prepare.
 		once := make([]bool, len(pre)+1)

@@ -386,6 +386,7 @@ func TestStandardConformingStrings(t *testing.T) {
 func TestDateStyle(t *testing.T) {
 	c, admin, _, _ := rulesDB(t, `CREATE TABLE shipment (id int PRIMARY KEY, ordered timestamptz NOT NULL, shipped timestamptz)`, []string{
 		`SELECT pgrules.constraint('shipment', 'row.shipped == nil || row.shipped >= row.ordered', 'shipment {row.id} ships before it is ordered', name => 'ships_after_order')`,
+		`SELECT pgrules.commit_constraint('shipment', 'row.ordered > date("2000-01-01")', 'shipment {row.id} is too old', name => 'recent')`,
 	})
 	const insert = `INSERT INTO shipment VALUES (%d, '2025-12-03 10:00+00', '2026-01-05 09:00+00')`
 	for i, proto := range protocols {
@@ -402,6 +403,17 @@ func TestDateStyle(t *testing.T) {
 	}
 	if got := scalar(t, admin, "SELECT count(*) FROM shipment WHERE shipped > ordered"); got != "2" {
 		t.Fatalf("shipments: %s", got)
+	}
+	// The commit constraints read the rows again at COMMIT, in the
+	// DateStyle of then.
+	scalar(t, c, "BEGIN")
+	scalar(t, c, fmt.Sprintf(insert, 9))
+	scalar(t, c, "SET DateStyle = 'Postgres'")
+	if e := pgError(t, c, "COMMIT"); e == nil || e.Code != "0A000" {
+		t.Fatalf("a COMMIT with DateStyle Postgres: %+v", e)
+	}
+	if got := scalar(t, admin, "SELECT count(*) FROM shipment"); got != "2" {
+		t.Fatalf("shipments after the refused COMMIT: %s", got)
 	}
 }
 
