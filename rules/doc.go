@@ -22,8 +22,9 @@
 // runs a statement of the outbox in a transaction of its own, with the
 // rules. exec.go holds the entry of a write, data-modifying CTEs and the
 // trace setting. path.go resolves unqualified names as the session's
-// search_path and temporary tables do, not the catalog connection's. Definitions made through the proxy are compiled in the
-// defining transaction (engine.go); verify.go and backfill.go recompute
+// search_path and temporary tables do, not the catalog connection's.
+// Definitions made through the proxy are compiled in the defining
+// transaction (engine.go); verify.go and backfill.go recompute
 // derived columns with set-based SQL (sqlgen.go translates expressions to
 // SQL for them, and for the inserts of onetrip.go).
 //

@@ -598,11 +598,11 @@ func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (
 		if err := s.readPath(ctx, conn); err != nil {
 			return nil, err
 		}
-		if c = s.current(ctx); !s.plan(c, st.SQL).intercept {
+		c = s.current(ctx)
+		if p = s.plan(c, st.SQL); !p.intercept {
 			// Its names reach tables without rules in this session.
 			return conn.Exec(ctx, st)
 		}
-		p = s.plan(c, st.SQL)
 	}
 	if err := s.refuseBroken(ctx, conn, c, p); err != nil {
 		return nil, err
