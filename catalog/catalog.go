@@ -13,6 +13,25 @@ type Snapshot struct {
 	// SearchPath is the schemas an unqualified name resolves in, in order,
 	// as seen by the connection that loaded the snapshot.
 	SearchPath []string
+	// Guards are the tables that carry pgrules' guard, by qualified name
+	// (rules-api.md §7), read in the same statement as Rules so that the
+	// versions are those of these rules.
+	Guards map[string]Guard
+	// GuardKey is the secret the engine's statements present to the
+	// guards; empty when the loading role may not read it (a client's
+	// connection: the proxy takes it from its own snapshot).
+	GuardKey string
+}
+
+// Guard is the guard trigger of one table.
+type Guard struct {
+	OID uint32
+	// Version identifies the rules the table's writes run: the engine's
+	// statements name it, and the guard refuses another.
+	Version string
+	// Of is set on a partition or inheritance child of a table with
+	// rules: that table. Every write naming the child is refused.
+	Of string
 }
 
 // Table is an ordinary (or partitioned) table of the database.

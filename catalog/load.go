@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgrules/pgrules/pgerr"
@@ -69,6 +70,17 @@ const (
 		'verbs', verbs, 'enabled', enabled, 'seq', seq,
 		'changed', txid = pg_current_xact_id_if_assigned()) ORDER BY seq), '[]')::text
 		FROM pgrules.rule`
+
+	// guardsQuery reads the guard triggers (pgrules._sync_guards makes
+	// them): their arguments are the version, the key's md5 and the table
+	// a child's guard refers to, each ended by a zero byte. It runs in
+	// one statement with rulesQuery, so that both see one snapshot.
+	guardsQuery = `SELECT coalesce(json_agg(json_build_object('oid', t.tgrelid::int8, 'schema', n.nspname, 'name', c.relname,
+		'args', encode(t.tgargs, 'escape'))), '[]')::text
+		FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE t.tgname = 'pgrules_guard'`
+
+	keyQuery = `SELECT key FROM pgrules.guard_key WHERE has_table_privilege('pgrules.guard_key', 'SELECT')`
 )
 
 // ErrNoSchema is wrapped by Load's error when the database has no pgrules
@@ -97,6 +109,13 @@ func Load(ctx context.Context, q Querier) (*Snapshot, error) {
 	}
 	if err := loadRules(ctx, q, snap); err != nil {
 		return nil, err
+	}
+	rows, err = q.Query(ctx, keyQuery)
+	if err != nil {
+		return nil, fmt.Errorf("read the guard key: %w", err)
+	}
+	if len(rows) == 1 {
+		snap.GuardKey = string(rows[0][0])
 	}
 	return snap, nil
 }
@@ -213,8 +232,28 @@ func loadRules(ctx context.Context, q Querier, snap *Snapshot) error {
 		Enabled, Changed                              bool
 		Seq                                           int64
 	}
-	if err := queryJSON(ctx, q, rulesQuery, &rules); err != nil {
-		return err
+	var guards []struct {
+		OID          uint32
+		Schema, Name string
+		Args         string
+	}
+	rows, err := q.Query(ctx, "SELECT ("+rulesQuery+"), ("+guardsQuery+")")
+	if err != nil {
+		return fmt.Errorf("read the catalog: %w", err)
+	}
+	if err := json.Unmarshal(rows[0][0], &rules); err != nil {
+		return fmt.Errorf("read the rules: %w", err)
+	}
+	if err := json.Unmarshal(rows[0][1], &guards); err != nil {
+		return fmt.Errorf("read the guards: %w", err)
+	}
+	snap.Guards = make(map[string]Guard, len(guards))
+	for _, g := range guards {
+		args := strings.Split(g.Args, `\000`)
+		if len(args) < 3 {
+			return fmt.Errorf("read the guards: the guard of %s.%s has arguments %q", g.Schema, g.Name, g.Args)
+		}
+		snap.Guards[g.Schema+"."+g.Name] = Guard{OID: g.OID, Version: args[0], Of: args[2]}
 	}
 	for _, r := range rules {
 		rule := &Rule{Name: r.Name, Table: r.Schema + "." + r.Table, Kind: RuleKind(r.Kind), Column: r.Column,

@@ -22,6 +22,7 @@ const (
 	UndefinedFunction       = "42883"
 	DatatypeMismatch        = "42804"
 	InvalidObjectDefinition = "42P17"
+	InsufficientPrivilege   = "42501"
 	ObjectNotInPrereqState  = "55000"
 	CheckViolation          = "23514"
 	DataException           = "22000"

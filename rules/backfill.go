@@ -29,7 +29,7 @@ func (s *session) computeExisting(ctx context.Context, conn stmt.Conn, snap *cat
 		if err != nil {
 			return err
 		}
-		if _, err := conn.Simple(ctx, sql); err != nil {
+		if _, err := conn.Simple(ctx, s.hdr+sql); err != nil {
 			return err
 		}
 		if r.ChangedInTx {

@@ -129,6 +129,15 @@ func Compile(snap *catalog.Snapshot) *Set {
 			}
 		}
 	}
+	// A table whose guard the database keeps is written through the
+	// engine, whatever its rules: the guard refuses every other write.
+	// (The guard is computed in SQL, which may take in a parent that an
+	// expression only seems to read.)
+	for name, g := range snap.Guards {
+		if g.Of == "" {
+			s.involved[name] = true
+		}
+	}
 	s.involveCascades()
 	return s
 }

@@ -114,6 +114,9 @@ type compiled struct {
 	// kept in views.
 	base  *compiled
 	views views
+	// hdr is the guard header of these rules (guard.go), made on first use.
+	hdrOnce sync.Once
+	hdr     string
 }
 
 // textCache maps statement texts to what is known of them (plans, shapes),
@@ -367,6 +370,9 @@ type session struct {
 	trace, traceSet bool
 	// trips counts the engine's round trips to the server.
 	trips int64
+	// hdr is the guard header of the rules the statement in progress runs
+	// with, which run puts before the engine's statements.
+	hdr string
 	// prepared maps the engine's statements to the names they are
 	// prepared under in this session; named counts the names given.
 	prepared    map[string]string
@@ -416,6 +422,9 @@ func (s *session) flushFailures(ctx context.Context) {
 // allocating or caching: only statements that call into the pgrules schema
 // or can write a table while the database has rules are parsed.
 func (s *session) Intercepts(sql string) bool {
+	if strings.HasPrefix(sql, headerPrefix) {
+		return true // refused by Exec: only the engine presents a header
+	}
 	if s.watchesTxEnd() && isTxKeyword(sqlparse.LeadingKeyword(sql)) {
 		return true
 	}
@@ -529,8 +538,13 @@ func (s *session) Split(sql string) ([]stmt.Part, error) {
 		return nil, err
 	}
 	parts := make([]stmt.Part, len(stmts))
+	defined := false
 	for i, st := range stmts {
-		engine := s.wants(c, s.plan(c, st.SQL)) || st.TxControl && s.watchesTxEnd()
+		p := s.plan(c, st.SQL)
+		// After a definition every statement goes to Exec, which decides
+		// with the rules the transaction then sees.
+		engine := defined || s.wants(c, p) || st.TxControl && s.watchesTxEnd()
+		defined = defined || p.define
 		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Engine: engine}
 	}
 	return parts, nil
@@ -539,12 +553,13 @@ func (s *session) Split(sql string) ([]stmt.Part, error) {
 // Commit implements stmt.Session: the commit constraints of an
 // autocommit statement's transaction, which the proxy commits next.
 func (s *session) Commit(ctx context.Context, conn stmt.Conn) ([]stmt.Statement, error) {
-	c := s.db.current(ctx)
 	s.syncTx(conn)
+	c := s.current(ctx)
 	if c.err != nil || c.set == nil {
 		return nil, nil
 	}
 	start := s.trips
+	s.hdr = c.header()
 	pre, err := s.commitWork(ctx, conn, c)
 	if err == nil && (s.trips > start || len(pre) > 0) {
 		s.trips++ // the proxy's COMMIT, which carries pre
@@ -560,7 +575,7 @@ func (s *session) Ended(ctx context.Context, committed bool) {
 	if s.tx.defined && committed {
 		s.refresh(ctx)
 	}
-	s.tx.defined = false
+	s.tx.defined, s.tx.rules = false, nil
 	s.flushFailures(ctx)
 }
 
@@ -582,6 +597,10 @@ func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (
 			res, err = nil, failTx(ctx, conn, pgerr.New(pgerr.InternalError, "pgrules failed running the rules of this statement: %v", p))
 		}
 	}()
+	if strings.HasPrefix(st.SQL, headerPrefix) {
+		return nil, failTx(ctx, conn, forgedHeader())
+	}
+	s.hdr = c.header()
 	if s.watchesTxEnd() && isTxKeyword(sqlparse.LeadingKeyword(st.SQL)) {
 		return s.endTx(ctx, conn, c, st)
 	}
@@ -604,13 +623,24 @@ func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (
 			return conn.Exec(ctx, st)
 		}
 	}
+	if !s.wants(c, p) {
+		// A statement after a definition in the same Query, which the
+		// rules it defined do not concern.
+		return conn.Exec(ctx, st)
+	}
 	if err := s.refuseBroken(ctx, conn, c, p); err != nil {
 		return nil, err
 	}
 	if e := settingsError(conn, c); e != nil {
 		return nil, failTx(ctx, conn, e)
 	}
-	return s.runWrite(ctx, conn, c, p, st)
+	if e := keyMissing(c); e != nil {
+		return nil, failTx(ctx, conn, e)
+	}
+	s.hdr = c.header()
+	res, err = s.runWrite(ctx, conn, c, p, st)
+	s.afterStale(ctx, err)
+	return res, err
 }
 
 // settingsError refuses a write in a session whose settings would make the
@@ -702,7 +732,7 @@ func (s *session) define(ctx context.Context, conn stmt.Conn, c *compiled, st st
 	if ownTx || s.computed == nil {
 		s.computed = make(map[string]string)
 	}
-	res, err := s.defineIn(ctx, conn, c, st)
+	res, txRules, err := s.defineIn(ctx, conn, c, st)
 	if ownTx {
 		end := "COMMIT"
 		if err != nil {
@@ -716,6 +746,11 @@ func (s *session) define(ctx context.Context, conn stmt.Conn, c *compiled, st st
 		}
 	} else {
 		s.tx.defined = true
+		if txRules != nil {
+			// Every write after the definition in this transaction runs
+			// the rules it sees (rules-api.md §7).
+			s.tx.rules = txRules
+		}
 	}
 	return res, err
 }
@@ -734,9 +769,17 @@ func (s *session) endTx(ctx context.Context, conn stmt.Conn, c *compiled, st stm
 	} else {
 		res, err = conn.Exec(ctx, st)
 	}
-	if conn.TxStatus() == stmt.TxIdle && s.tx.defined {
-		s.tx.defined = false
+	switch {
+	case conn.TxStatus() == stmt.TxIdle && s.tx.defined:
+		s.tx.defined, s.tx.rules = false, nil
 		s.refresh(ctx)
+	case conn.TxStatus() == stmt.TxActive && s.tx.rules != nil && strings.EqualFold(sqlparse.LeadingKeyword(st.SQL), "ROLLBACK"):
+		// ROLLBACK TO SAVEPOINT may have undone a definition.
+		if txRules, lerr := s.loadTx(ctx, conn); lerr == nil {
+			s.tx.rules = txRules
+		} else {
+			s.log.Warn().Err(lerr).Msg("the rules could not be read again after ROLLBACK TO SAVEPOINT")
+		}
 	}
 	if conn.TxStatus() != stmt.TxFailed {
 		s.flushFailures(ctx)
@@ -754,43 +797,61 @@ func (s *session) refresh(ctx context.Context) {
 	}
 }
 
-func (s *session) defineIn(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
+// defineIn runs the statement of define in the open transaction, and
+// returns the rules as the transaction now sees them.
+func (s *session) defineIn(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, *compiled, error) {
 	if sqlparse.ContainsFold(st.SQL, "pgrules.explain") && c.set != nil {
 		doc, err := json.Marshal(c.set.ExplainAll())
 		if err != nil {
-			return nil, pgerr.New(pgerr.InternalError, "explain: %w", err)
+			return nil, nil, pgerr.New(pgerr.InternalError, "explain: %w", err)
 		}
 		if _, err := conn.Query(ctx, "SELECT set_config('pgrules.explain', $1, true)", string(doc)); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if err := s.maintenance(ctx, conn, st); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if _, err := conn.Simple(ctx, "SAVEPOINT pgrules_define"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	res, err := conn.Exec(ctx, st)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	snap, err := catalog.Load(ctx, conn)
+	txRules, err := s.loadTx(ctx, conn)
 	if err == nil {
-		set := Compile(snap)
-		if perr := s.firstError(snap, set); perr != nil {
+		if perr := s.firstError(txRules.snap, txRules.set); perr != nil {
 			err = perr
 		} else {
-			err = s.computeExisting(ctx, conn, snap, set)
+			err = s.computeExisting(ctx, conn, txRules.snap, txRules.set)
 		}
 	}
 	if err != nil {
 		conn.Simple(ctx, "ROLLBACK TO SAVEPOINT pgrules_define; RELEASE SAVEPOINT pgrules_define")
-		return nil, failTx(ctx, conn, asPgError(err))
+		return nil, nil, failTx(ctx, conn, asPgError(err))
 	}
 	if _, err := conn.Simple(ctx, "RELEASE SAVEPOINT pgrules_define"); err != nil {
+		return nil, nil, err
+	}
+	return res, txRules, nil
+}
+
+// loadTx loads and compiles the rules as the client's transaction sees
+// them, guard versions included, and makes them the header of the
+// engine's statements that follow. The client's role may not read the
+// guard key: it is the proxy's own snapshot's.
+func (s *session) loadTx(ctx context.Context, conn stmt.Conn) (*compiled, error) {
+	snap, err := catalog.Load(ctx, conn)
+	if err != nil {
 		return nil, err
 	}
-	return res, nil
+	if base := s.db.current(ctx); base.snap != nil {
+		snap.GuardKey = base.snap.GuardKey
+	}
+	c := &compiled{snap: snap, set: Compile(snap)}
+	s.hdr = c.header()
+	return c, nil
 }
 
 // firstError is the first compile error of a rule this transaction wrote.
@@ -823,11 +884,11 @@ func (s *session) maintenance(ctx context.Context, conn stmt.Conn, st stmt.State
 		}
 		return nil
 	}
-	snap, err := catalog.Load(ctx, conn)
+	cur, err := s.loadTx(ctx, conn)
 	if err != nil {
 		return err
 	}
-	set := Compile(snap)
+	snap, set := cur.snap, cur.set
 	for _, call := range calls {
 		name := strings.ReplaceAll(call[2], "''", "'")
 		if call[3] != "" {

@@ -542,7 +542,7 @@ func (r *runner) eventStatement(sql string, params [][]byte) (*stmt.Result, erro
 	p := r.s.plan(r.c, sql)
 	st := stmt.Statement{SQL: sql, Params: params}
 	if !p.intercept {
-		res, err := r.s.run(r.ctx, r.conn, []stmt.Statement{st}, nil)
+		res, err := r.s.run(r.ctx, r.conn, []stmt.Statement{st}, []runFlags{verbatim})
 		if len(res) == 0 {
 			return nil, err
 		}

@@ -258,7 +258,7 @@ func (s *session) runStatement(r *runner, c *compiled, sql string, p clientParam
 		return r.write(w, p, resultFormats)
 	}
 	values, formats, oids := p.with()
-	res, err := s.run(r.ctx, r.conn, []stmt.Statement{{SQL: sql, Params: values, ParamFormats: formats, ParamOIDs: oids, ResultFormats: resultFormats}}, []bool{!p.stable})
+	res, err := s.run(r.ctx, r.conn, []stmt.Statement{{SQL: sql, Params: values, ParamFormats: formats, ParamOIDs: oids, ResultFormats: resultFormats}}, []runFlags{p.flag() | verbatim})
 	if len(res) == 0 {
 		return nil, err
 	}

@@ -73,7 +73,10 @@ func (s *session) pathSure() bool { return s.path != nil && !s.pathWatch }
 // current is the compiled state of the session's database, seen through
 // the session's path once it is known.
 func (s *session) current(ctx context.Context) *compiled {
-	c := s.db.current(ctx)
+	c := s.tx.rules
+	if c == nil {
+		c = s.db.current(ctx)
+	}
 	if s.path == nil {
 		return c
 	}

@@ -101,17 +101,37 @@ func (r *runner) batch(sts []stmt.Statement) ([]*stmt.Result, error) {
 	return r.s.run(r.ctx, r.conn, sts, nil)
 }
 
+// runFlags say how run sends one statement.
+type runFlags uint8
+
+const (
+	// unprepared marks a statement not worth preparing (built from a
+	// client's text with its values in it).
+	unprepared runFlags = 1 << iota
+	// verbatim marks a client's or an event's own text, sent as it is:
+	// it gets no guard header, since only the engine's own statements may
+	// write tables with rules.
+	verbatim
+)
+
 // run sends statements in one round trip and counts it. The engine's
 // statements are prepared once per session and then run by name, so the
-// server neither parses nor plans them again; once[i] marks a statement
-// that is not worth preparing (built from a client's text with its
-// values in it).
-func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement, once []bool) ([]*stmt.Result, error) {
+// server neither parses nor plans them again. Each statement the engine
+// built, but for a SELECT (which writes nothing), begins with the guard
+// header of the rules it was computed with (guard.go).
+func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement, flags []runFlags) ([]*stmt.Result, error) {
 	s.trips++
 	var fresh []string
 	for i := range sts {
 		st := &sts[i]
-		if i < len(once) && once[i] {
+		var f runFlags
+		if i < len(flags) {
+			f = flags[i]
+		}
+		if f&verbatim == 0 && s.hdr != "" && st.SQL != "" && !strings.HasPrefix(st.SQL, "SELECT ") {
+			st.SQL = s.hdr + st.SQL
+		}
+		if f&unprepared != 0 {
 			continue
 		}
 		// The parameter types are part of what was prepared.
@@ -174,11 +194,19 @@ func (p clientParams) with(arrays ...[]byte) ([][]byte, []int16, []uint32) {
 	return values, formats, oids
 }
 
+// flag is how run sends a statement built from the client's text.
+func (p clientParams) flag() runFlags {
+	if p.stable {
+		return 0
+	}
+	return unprepared
+}
+
 // clientStatement runs SQL built from the client's statement with its
 // parameters, and arrays of the engine's after them.
 func (r *runner) clientStatement(sql string, p clientParams, resultFormats []int16, arrays ...[]byte) (*stmt.Result, error) {
 	values, formats, oids := p.with(arrays...)
-	res, err := r.s.run(r.ctx, r.conn, []stmt.Statement{{SQL: sql, Params: values, ParamFormats: formats, ParamOIDs: oids, ResultFormats: resultFormats}}, []bool{!p.stable})
+	res, err := r.s.run(r.ctx, r.conn, []stmt.Statement{{SQL: sql, Params: values, ParamFormats: formats, ParamOIDs: oids, ResultFormats: resultFormats}}, []runFlags{p.flag()})
 	if len(res) == 0 {
 		return nil, err
 	}
@@ -501,18 +529,18 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	// client's literals: it repeats with the statement's shape, and is
 	// prepared like the engine's own.
 	at := len(sts) - 1
-	once := make([]bool, len(sts))
+	flags := make([]runFlags, len(sts))
 	var follows []*adjustment
 	if !r.noFollow && !w.doNothing {
 		for _, a := range tr.up {
 			if st, ok := r.followStatement(tr, a, changes); ok {
 				sts = append(sts, st)
-				once = append(once, false)
+				flags = append(flags, 0)
 				follows = append(follows, a)
 			}
 		}
 	}
-	results, err := r.s.run(r.ctx, r.conn, sts, once)
+	results, err := r.s.run(r.ctx, r.conn, sts, flags)
 	if err != nil {
 		return nil, nil, err
 	}

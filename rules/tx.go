@@ -22,6 +22,9 @@ type txState struct {
 	// defined is set when the transaction defined rules: its end waits for
 	// the catalog to reload.
 	defined bool
+	// rules are the rules as the transaction sees them once it defined
+	// some through the engine, until it ends; nil otherwise.
+	rules *compiled
 	// locked holds the parent rows (table and key) the engine has locked
 	// in this transaction: adjusting one again needs no lock, and taking
 	// it again, with another transaction queued on the row, is how
@@ -181,9 +184,9 @@ func (s *session) commit(ctx context.Context, conn stmt.Conn, c *compiled, st st
 	}
 	if err == nil {
 		// The client's statement is not the engine's to prepare.
-		once := make([]bool, len(pre)+1)
-		once[len(pre)] = true
-		results, berr := s.run(ctx, conn, append(pre, st), once)
+		flags := make([]runFlags, len(pre)+1)
+		flags[len(pre)] = unprepared | verbatim
+		results, berr := s.run(ctx, conn, append(pre, st), flags)
 		if berr == nil {
 			s.traceCommit(conn, start)
 			return results[len(results)-1], nil

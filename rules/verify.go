@@ -46,10 +46,24 @@ func keyText(t *catalog.Table) string {
 	return "concat_ws(',', " + strings.Join(parts, ", ") + ")"
 }
 
+// unguardedQuery lists the writes made with the guard lifted
+// (rules-api.md §7) that no rebuild has put right since.
+const unguardedQuery = `SELECT u.table_name, format('%s by %s at %s, with pgrules.guard = off', u.operation, u.role, u.at)
+	FROM pgrules.unguarded u WHERE $1 = '' OR u.table_oid = to_regclass($1)::oid ORDER BY u.id`
+
 // Verify recomputes every derived column of table (every table when it is
-// empty) with set-based SQL and returns the rows that drift, in rule order.
+// empty) with set-based SQL and returns the rows that drift, in rule order,
+// after the writes made with the guard lifted, which the rules may not
+// have seen.
 func Verify(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set *Set, table string) ([]Drift, error) {
 	var out []Drift
+	rows, err := q.Query(ctx, unguardedQuery, regclassText(snap, table))
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		out = append(out, Drift{Rule: "pgrules.guard", Table: string(r[0]), Stored: string(r[1])})
+	}
 	for _, c := range set.verifiable(table) {
 		t, value, err := definitionSQL(snap, set, c.Rule)
 		if err != nil {
@@ -89,6 +103,9 @@ type Rebuilt struct {
 // empty) to its definition, in dependency order, and everything downstream
 // of them, and returns how many rows each rule corrected.
 func Rebuild(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set *Set, table string) ([]Rebuilt, error) {
+	// The guard lets the engine's statements through: they carry its
+	// header, with the key this snapshot was loaded with.
+	hdr := guardHeader(snap, snap.GuardKey)
 	names := make(map[string]bool)
 	for _, c := range set.verifiable(table) {
 		names[c.Rule.Name] = true
@@ -104,12 +121,24 @@ func Rebuild(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set
 		}
 		target := "t." + quoteIdent(r.Column)
 		computed := fmt.Sprintf("(%s)::%s", value, t.Column(r.Column).Type)
-		rows, err := q.Query(ctx, fmt.Sprintf("UPDATE %s t SET %s = %s WHERE %s IS DISTINCT FROM %s RETURNING 1",
-			qualified(t), quoteIdent(r.Column), computed, target, computed))
+		rows, err := q.Query(ctx, fmt.Sprintf("%sUPDATE %s t SET %s = %s WHERE %s IS DISTINCT FROM %s RETURNING 1",
+			hdr, qualified(t), quoteIdent(r.Column), computed, target, computed))
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, Rebuilt{Rule: r.Name, Rows: len(rows)})
 	}
+	if _, err := q.Query(ctx, "SELECT pgrules._rebuilt($1)", regclassText(snap, table)); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// regclassText is a qualified table name as regclass reads it ("" for
+// none).
+func regclassText(snap *catalog.Snapshot, table string) string {
+	if t := snap.Tables[table]; t != nil {
+		return qualified(t)
+	}
+	return table
 }

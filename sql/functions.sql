@@ -576,10 +576,16 @@ CREATE TRIGGER notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgrules.ru
 -- ddl_trigger.sql. Event triggers need a superuser: Install creates it
 -- only for one, and the proxies then see schema changes with the next rule
 -- change or restart.
+-- A table created or altered may be a new partition or inheritance child of
+-- a table with rules, which gets its guard at once.
 CREATE OR REPLACE FUNCTION pgrules._notify_ddl() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_notify('pgrules', current_database());
+  IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c WHERE c.command_tag IN ('CREATE TABLE', 'ALTER TABLE'))
+     AND to_regprocedure('pgrules._sync_guards()') IS NOT NULL THEN
+    PERFORM pgrules._sync_guards();
+  END IF;
 END $$;
 
 COMMENT ON TABLE pgrules.rule IS 'The rules, one row each; written by the pgrules definition functions, listed by pgrules.rules.';
@@ -607,3 +613,226 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION pgrules.retry IS
   'Re-queues the outbox entry (dead, or done to deliver it again) for delivery now; true when it was not pending. Returns false for a pending entry, which is made due now.';
+
+-- The guard (rules-api.md §7). A table with rules carries pgrules_guard, a
+-- BEFORE ... FOR EACH STATEMENT trigger on INSERT, UPDATE, DELETE and
+-- TRUNCATE, so that a write the engine did not make fails instead of
+-- skipping the rules, whatever its path: a function, a procedure, a DO
+-- block, a trigger of another table, a view or a rule on a view, SQL-level
+-- PREPARE/EXECUTE, COPY, MERGE, TRUNCATE, a direct connection.
+--
+-- How a write is recognised as the engine's: every statement the engine
+-- sends begins with a header, on its first line,
+--
+--   /*pgrules <key> <table oid>:<version> <table oid>:<version> ... */
+--
+-- where key is pgrules.guard_key's secret and each version is what the
+-- engine's catalog holds for a table with rules. current_query() is the
+-- text the client (here, the engine) sent at the top level, whatever runs
+-- inside it, so a function or trigger that writes cannot present a header
+-- of its own; and the proxy refuses a client's text that begins with one.
+-- The guard passes a statement when the header's key matches (its md5 is
+-- the trigger's second argument), the header names the table with the
+-- version of the trigger's first argument, and the write is the
+-- statement's own (trigger depth 1) or an UPDATE or DELETE below it: the
+-- foreign keys' ON DELETE/ON UPDATE actions, whose rows the engine has
+-- dealt with before. A version that differs means that the engine wrote
+-- with rules older than those the transaction sees: refused, "retry".
+--
+-- The limits, documented in docs/guard.md: a client who knows the key
+-- (from pg_stat_activity, which shows a role the texts of its own
+-- sessions, or from the server's log) can forge a header on a direct
+-- connection; and inside an engine statement that carries the client's
+-- own expressions, a function those expressions call could write the
+-- tables the header names.
+--
+-- The third argument is, for a partition or inheritance child of a table
+-- with rules, that table: the engine never writes a child by its own name
+-- (statement-level triggers of the named table are the ones that fire),
+-- so every write naming the child is refused.
+CREATE OR REPLACE FUNCTION pgrules._guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  q text := current_query();
+BEGIN
+  IF TG_ARGV[2] = '' AND left(q, 10) = '/*pgrules ' AND md5(substr(q, 11, 32)) = TG_ARGV[1]
+     AND strpos(left(q, strpos(q, '*/')), ' ' || TG_RELID || ':' || TG_ARGV[0] || ' ') > 0
+     AND (pg_trigger_depth() = 1 OR TG_OP IN ('UPDATE', 'DELETE')) THEN
+    RETURN NULL;
+  END IF;
+  PERFORM pgrules._guard_refuse(TG_RELID, TG_OP, TG_ARGV[0], TG_ARGV[1], TG_ARGV[2], q);
+  RETURN NULL;
+END $$;
+
+-- _guard_refuse is the guard's slow path: the administrator's override,
+-- recorded in pgrules.unguarded, or the error that says why the write is
+-- refused. It runs as the schema's owner, who alone may write
+-- pgrules.unguarded.
+CREATE OR REPLACE FUNCTION pgrules._guard_refuse(relid oid, op text, version text, keyhash text, parent text, q text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  sch text;
+  rel text;
+  shown text;
+  header boolean := left(q, 10) = '/*pgrules ' AND md5(substr(q, 11, 32)) = keyhash;
+BEGIN
+  SELECT n.nspname, c.relname INTO sch, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = relid;
+  shown := format('%I.%I', sch, rel);
+  IF current_setting('pgrules.guard', true) = 'off' THEN
+    IF to_regrole('pgrules_admin') IS NULL
+       OR NOT pg_has_role(session_user, 'pgrules_admin', 'MEMBER') OR NOT pg_has_role(current_user, 'pgrules_admin', 'MEMBER') THEN
+      RAISE EXCEPTION USING ERRCODE = '42501', SCHEMA = sch, TABLE = rel,
+        MESSAGE = format('permission denied to lift the guard of %s: pgrules.guard = off is allowed only to members of pgrules_admin', shown),
+        HINT = 'RESET pgrules.guard, and write the table through pgrules.';
+    END IF;
+    INSERT INTO pgrules.unguarded (table_oid, table_name, operation, role) VALUES (relid, shown, op, current_user);
+    RETURN;
+  END IF;
+  IF parent <> '' THEN
+    RAISE EXCEPTION USING ERRCODE = '55000', SCHEMA = sch, TABLE = rel,
+      MESSAGE = format('%s on %s is refused: it is a partition or child table of %s, which has rules', op, shown, parent),
+      HINT = format('Write %s through pgrules with INSERT, UPDATE or DELETE, which run its rules.', parent);
+  END IF;
+  IF header AND op <> 'TRUNCATE' AND (pg_trigger_depth() = 1 OR op IN ('UPDATE', 'DELETE')) THEN
+    -- The engine's own statement, computed with other rules than the
+    -- transaction sees: a proxy whose catalog lags, or rules changed
+    -- earlier in this transaction where the proxy could not see it.
+    RAISE EXCEPTION USING ERRCODE = '55000', SCHEMA = sch, TABLE = rel, CONSTRAINT = 'pgrules_guard_stale',
+      MESSAGE = format('the rules of %s changed since pgrules loaded them; retry', shown),
+      DETAIL = format('pgrules computed this write with other rules of %s than the transaction sees (version %s).', shown, version),
+      HINT = 'pgrules reloads its rules: run the transaction again. Rules defined inside a function are not seen by pgrules in that transaction; define them with SELECT pgrules.... statements.';
+  END IF;
+  RAISE EXCEPTION USING ERRCODE = '55000', SCHEMA = sch, TABLE = rel,
+    MESSAGE = format('%s on %s is refused: the table has rules, and this %s would not run them', op, shown,
+                     CASE WHEN pg_trigger_depth() > 1 THEN 'write from a trigger'
+                          WHEN op = 'TRUNCATE' THEN 'TRUNCATE'
+                          ELSE 'statement' END),
+    DETAIL = 'Only the statements pgrules sends for a client''s INSERT, UPDATE or DELETE may write it; a write from a function, procedure, DO block, trigger, view rule, PREPARE/EXECUTE, COPY, MERGE, TRUNCATE or a connection that does not go through pgrules is refused.',
+    HINT = format('Write %s through pgrules with INSERT, UPDATE or DELETE statements.', shown);
+END $$;
+
+-- _guard_plan is the guard every table should have: a version for each
+-- table whose writes run rules, and the table with rules of each of their
+-- partitions and inheritance children. A table's writes run rules when it
+-- is the table of an enabled rule; the child of an aggregate or the parent
+-- of a copy; a parent that an expression of a rule reads through a foreign
+-- key (its accessor appears in the expression: this over-reaches at
+-- worst, and the proxy runs every table with a guard through the engine);
+-- or a table whose deletes cascade to one of those. A table's version is
+-- an md5 of the rules that make it so: it changes exactly when they do.
+CREATE OR REPLACE FUNCTION pgrules._guard_plan(OUT relid oid, OUT version text, OUT parent text)
+RETURNS SETOF record LANGUAGE sql STABLE AS $$
+  WITH RECURSIVE r AS (
+    SELECT r.name, to_regclass(format('%I.%I', r.table_schema, r.table_name))::oid AS tbl,
+           CASE WHEN r.source_table IS NOT NULL THEN to_regclass(format('%I.%I', r.source_schema, r.source_table))::oid END AS src,
+           concat_ws(' ', r.expression, r.message) AS own, coalesce(r.filter, '') AS filter,
+           md5(concat_ws(E'\x1f', r.name, r.kind, r.table_schema, r.table_name, r.target_column, r.expression,
+                         r.source_schema, r.source_table, r.source_column, r.filter, r.via, r.message, r.timing,
+                         r.verbs::text)) AS digest
+    FROM pgrules.rule r
+    WHERE r.enabled
+  ), rel AS (
+    SELECT to_regclass(format('%I.%I', x.child_schema, x.child_table))::oid AS child,
+           to_regclass(format('%I.%I', x.parent_schema, x.parent_table))::oid AS parent,
+           '\m' || regexp_replace(x.accessor, '(\W)', '\\\1', 'g') || '\M' AS pattern, x.on_delete
+    FROM pgrules.relationships x
+  ), reads(rule, tbl, txt) AS (
+      SELECT name, tbl, own FROM r WHERE tbl IS NOT NULL
+    UNION
+      SELECT name, src, filter FROM r WHERE src IS NOT NULL
+    UNION
+      SELECT reads.rule, rel.parent, reads.txt FROM reads JOIN rel ON rel.child = reads.tbl AND reads.txt ~ rel.pattern
+  ), involved(rule, tbl) AS (
+      SELECT rule, tbl FROM reads
+    UNION
+      SELECT i.rule, rel.parent FROM involved i JOIN rel ON rel.child = i.tbl AND rel.on_delete IN ('c', 'n', 'd')
+  ), guarded AS (
+    SELECT i.tbl AS relid, left(md5(string_agg(DISTINCT r.digest, ',' ORDER BY r.digest)), 16) AS version
+    FROM involved i JOIN r ON r.name = i.rule
+    GROUP BY i.tbl
+  ), kids(relid, parent) AS (
+      SELECT h.inhrelid, h.inhparent FROM pg_inherits h JOIN guarded g ON g.relid = h.inhparent
+    UNION
+      SELECT h.inhrelid, k.parent FROM kids k JOIN pg_inherits h ON h.inhparent = k.relid
+  )
+  SELECT relid, version, '' FROM guarded
+  UNION ALL
+  SELECT DISTINCT ON (k.relid) k.relid, '', k.parent::regclass::text
+  FROM kids k WHERE k.relid NOT IN (SELECT g.relid FROM guarded g)
+$$;
+
+-- _sync_guards gives every table the guard _guard_plan says, and takes it
+-- from the others; a trigger whose arguments are right is left alone, so
+-- that defining a rule locks only the tables whose rules change. The
+-- definition functions run it; it runs as the schema's owner, who can
+-- read the guard key and, as a superuser or the tables' owner, create
+-- their triggers.
+CREATE OR REPLACE FUNCTION pgrules._sync_guards() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  keyhash text := (SELECT md5(k.key) FROM pgrules.guard_key k);
+  g record;
+BEGIN
+  FOR g IN
+    WITH want AS (SELECT p.relid, format('%s\000%s\000%s\000', p.version, keyhash, p.parent) AS args,
+                         p.version, p.parent FROM pgrules._guard_plan() p),
+    have AS (SELECT t.tgrelid AS relid, encode(t.tgargs, 'escape') AS args FROM pg_trigger t
+             WHERE t.tgname = 'pgrules_guard' AND t.tgfoid = 'pgrules._guard()'::regprocedure)
+    SELECT coalesce(w.relid, h.relid)::regclass AS tbl, w.relid IS NOT NULL AS wanted, w.version, w.parent
+    FROM want w FULL JOIN have h ON h.relid = w.relid
+    WHERE w.args IS DISTINCT FROM h.args
+    ORDER BY 1
+  LOOP
+    BEGIN
+      IF g.wanted THEN
+        EXECUTE format('CREATE OR REPLACE TRIGGER pgrules_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION pgrules._guard(%L, %L, %L)', g.tbl, g.version, keyhash, g.parent);
+      ELSE
+        EXECUTE format('DROP TRIGGER pgrules_guard ON %s', g.tbl);
+      END IF;
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE EXCEPTION USING ERRCODE = '42501',
+        MESSAGE = format('pgrules cannot %s the guard of %s: its role %s may not create triggers on it',
+                         CASE WHEN g.wanted THEN 'install' ELSE 'remove' END, g.tbl, current_user),
+        HINT = format('The role that installed pgrules (%s) needs to own the table, or: GRANT TRIGGER ON %s TO %I.', current_user, g.tbl, current_user);
+    END;
+  END LOOP;
+END $$;
+
+-- Rules take effect, and lose it, with their guards.
+CREATE OR REPLACE FUNCTION pgrules._guard_rules() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pgrules._sync_guards();
+  RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS guard ON pgrules.rule;
+CREATE TRIGGER guard AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgrules.rule
+  FOR EACH STATEMENT EXECUTE FUNCTION pgrules._guard_rules();
+
+-- pgrules_admin may lift the guard for a transaction (SET LOCAL
+-- pgrules.guard = off). Roles belong to the whole server: the first install
+-- that may create roles creates it.
+DO $$
+BEGIN
+  IF to_regrole('pgrules_admin') IS NULL
+     AND (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user) THEN
+    CREATE ROLE pgrules_admin NOLOGIN;
+  END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+  NULL; -- another database's install made it meanwhile
+END $$;
+
+SELECT pgrules._sync_guards();
+
+-- _rebuilt forgets the unguarded writes of a table that pgrules.rebuild()
+-- has put right (of every table when tbl is ''), of those the caller may
+-- update.
+CREATE OR REPLACE FUNCTION pgrules._rebuilt(tbl text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  DELETE FROM pgrules.unguarded u
+  WHERE (tbl = '' OR u.table_oid = to_regclass(tbl)::oid)
+    AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = u.table_oid)
+    AND has_table_privilege(session_user, u.table_oid, 'UPDATE')
+$$;

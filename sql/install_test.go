@@ -111,7 +111,7 @@ func TestInstall(t *testing.T) {
 	if err != nil || from != 0 || to != Version {
 		t.Fatalf("first install: %d → %d, %v; want 0 → %d", from, to, err, Version)
 	}
-	if got := scalar(t, conn, "SELECT string_agg(version::text, ',' ORDER BY version) FROM pgrules.schema_version"); got != "1,2,3" {
+	if got := scalar(t, conn, "SELECT string_agg(version::text, ',' ORDER BY version) FROM pgrules.schema_version"); got != "1,2,3,4" {
 		t.Fatalf("schema_version %s", got)
 	}
 	if got := scalar(t, conn, "SELECT pgrules._functions_stamp()"); got != functionsStamp {

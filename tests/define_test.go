@@ -289,13 +289,25 @@ func TestDefineSeenByOtherProxies(t *testing.T) {
 	other := startProxy(t, shared)
 	a := connect(t, p.url("", "", db))
 	b := connect(t, other.url("", "", db))
-	scalar(t, admin, "INSERT INTO orders (id, customer_id) VALUES (100, 1)")
+	scalar(t, a, "INSERT INTO orders (id, customer_id) VALUES (100, 1)")
 	// The copy's effect, seen through the other proxy, in a transaction
-	// rolled back.
+	// rolled back. Until that proxy has reloaded, the guard refuses its
+	// writes of lineitem (55000): they are never let past the new rule.
 	copied := func() string {
 		scalar(t, b, "BEGIN")
 		defer scalar(t, b, "ROLLBACK")
-		return or(scalar(t, b, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (100, 2, 1) RETURNING unit_price"), "NULL")
+		res, err := b.Exec(context.Background(), "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (100, 2, 1) RETURNING unit_price").ReadAll()
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "55000" {
+			return "refused"
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res[0].Rows) == 0 || res[0].Rows[0][0] == nil {
+			return "NULL"
+		}
+		return string(res[0].Rows[0][0])
 	}
 	if got := copied(); got != "NULL" {
 		t.Fatalf("before any rule the line got unit_price %s", got)
@@ -375,12 +387,18 @@ func TestVerifyRebuildThroughProxy(t *testing.T) {
 	db, p, admin := creditDB(t)
 	c := connect(t, p.url("", "", db))
 	defineCreditRules(t, c)
-	// Rows written behind the proxy's back, with derived values left out.
-	scalar(t, admin, `INSERT INTO orders (id, customer_id) VALUES (1, 1);
-		INSERT INTO lineitem (order_id, product_id, quantity, unit_price) VALUES (1, 1, 3, 10.00)`)
-	if got := scalar(t, c, "SELECT string_agg(rule || ' ' || key || ' ' || stored || '→' || computed, '; ' ORDER BY rule) FROM pgrules.verify()"); got !=
+	// Rows written behind the proxy's back, with the guard lifted and the
+	// derived values left out: verify lists each such write, and the
+	// drift.
+	scalar(t, admin, unguarded(`INSERT INTO orders (id, customer_id) VALUES (1, 1);
+		INSERT INTO lineitem (order_id, product_id, quantity, unit_price) VALUES (1, 1, 3, 10.00)`))
+	if got := scalar(t, c, "SELECT string_agg(rule || ' ' || key || ' ' || stored || '→' || computed, '; ' ORDER BY rule) FROM pgrules.verify() WHERE rule <> 'pgrules.guard'"); got !=
 		"customer.unpaid_order_count 1 0→1; lineitem.amount 1 NULL→30.00" {
 		t.Fatalf("verify: %s", got)
+	}
+	unguardedWrites := "SELECT string_agg(table_name || ' ' || split_part(stored, ' by ', 1), '; ' ORDER BY table_name) FROM pgrules.verify() WHERE rule = 'pgrules.guard'"
+	if got := scalar(t, c, unguardedWrites); got != "public.lineitem INSERT; public.orders INSERT" {
+		t.Fatalf("verify's writes with the guard lifted: %s", got)
 	}
 	if got := scalar(t, c, "SELECT count(*) FROM pgrules.verify('product')"); got != "0" {
 		t.Fatalf("verify of a table without derivations: %s rows", got)
@@ -393,6 +411,9 @@ func TestVerifyRebuildThroughProxy(t *testing.T) {
 	}
 	if got := scalar(t, admin, "SELECT balance || '/' || unpaid_order_count FROM customer WHERE id = 1"); got != "30.00/0" {
 		t.Fatalf("after rebuild of lineitem: %s", got)
+	}
+	if got := scalar(t, c, unguardedWrites); got != "public.orders INSERT" {
+		t.Fatalf("verify's writes with the guard lifted after rebuilding lineitem: %s", got)
 	}
 	if got := scalar(t, c, "SELECT sum(rows_corrected) FROM pgrules.rebuild()"); got != "1" {
 		t.Fatalf("rebuild of everything corrected %s rows, want the count's 1", got)

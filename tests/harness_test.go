@@ -260,3 +260,13 @@ func scalar(t testing.TB, c *pgconn.PgConn, sql string) string {
 	}
 	return string(last.Rows[0][0])
 }
+
+// unguarded is sql run with the guard lifted (rules-api.md §7), as an
+// administrator writing a table with rules behind pgrules' back: sql runs
+// in the transaction of its Query (or the one it opens).
+func unguarded(sql string) string {
+	if strings.HasPrefix(sql, "BEGIN; ") {
+		return "BEGIN; SET LOCAL pgrules.guard = off; " + strings.TrimPrefix(sql, "BEGIN; ")
+	}
+	return "SET LOCAL pgrules.guard = off; " + sql
+}
