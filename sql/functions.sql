@@ -660,15 +660,15 @@ BEGIN
      AND (pg_trigger_depth() = 1 OR TG_OP IN ('UPDATE', 'DELETE')) THEN
     RETURN NULL;
   END IF;
-  PERFORM pgrules._guard_refuse(TG_RELID, TG_OP, TG_ARGV[0], TG_ARGV[1], TG_ARGV[2], q);
+  PERFORM pgrules._guard_refuse(TG_RELID, TG_OP, TG_ARGV[0], TG_ARGV[1], TG_ARGV[2], q, current_user);
   RETURN NULL;
 END $$;
 
 -- _guard_refuse is the guard's slow path: the administrator's override,
 -- recorded in pgrules.unguarded, or the error that says why the write is
 -- refused. It runs as the schema's owner, who alone may write
--- pgrules.unguarded.
-CREATE OR REPLACE FUNCTION pgrules._guard_refuse(relid oid, op text, version text, keyhash text, parent text, q text) RETURNS void
+-- pgrules.unguarded; writer is the role that wrote (current_user there).
+CREATE OR REPLACE FUNCTION pgrules._guard_refuse(relid oid, op text, version text, keyhash text, parent text, q text, writer name) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   sch text;
@@ -680,12 +680,12 @@ BEGIN
   shown := format('%I.%I', sch, rel);
   IF current_setting('pgrules.guard', true) = 'off' THEN
     IF to_regrole('pgrules_admin') IS NULL
-       OR NOT pg_has_role(session_user, 'pgrules_admin', 'MEMBER') OR NOT pg_has_role(current_user, 'pgrules_admin', 'MEMBER') THEN
+       OR NOT pg_has_role(session_user, 'pgrules_admin', 'MEMBER') OR NOT pg_has_role(writer, 'pgrules_admin', 'MEMBER') THEN
       RAISE EXCEPTION USING ERRCODE = '42501', SCHEMA = sch, TABLE = rel,
         MESSAGE = format('permission denied to lift the guard of %s: pgrules.guard = off is allowed only to members of pgrules_admin', shown),
         HINT = 'RESET pgrules.guard, and write the table through pgrules.';
     END IF;
-    INSERT INTO pgrules.unguarded (table_oid, table_name, operation, role) VALUES (relid, shown, op, current_user);
+    INSERT INTO pgrules.unguarded (table_oid, table_name, operation, role) VALUES (relid, shown, op, writer);
     RETURN;
   END IF;
   IF parent <> '' THEN
