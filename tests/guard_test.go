@@ -189,7 +189,9 @@ func TestGuardPartitions(t *testing.T) {
 func TestGuardOverride(t *testing.T) {
 	c, admin, _, db := guardDB(t)
 	scalar(t, admin, "CREATE ROLE guard_clerk LOGIN; GRANT ALL ON ALL TABLES IN SCHEMA public TO guard_clerk")
-	t.Cleanup(func() { shared.exec(context.Background(), "postgres", "DROP OWNED BY guard_clerk CASCADE; DROP ROLE guard_clerk") })
+	t.Cleanup(func() {
+		shared.exec(context.Background(), "postgres", "DROP OWNED BY guard_clerk CASCADE; DROP ROLE guard_clerk")
+	})
 	clerk := connect(t, shared.url("guard_clerk", "", db))
 	refused(t, clerk, admin, "BEGIN; SET LOCAL pgrules.guard = off; UPDATE lineitem SET quantity = 100", "42501", "lineitem")
 	scalar(t, clerk, "ROLLBACK")
