@@ -19,9 +19,10 @@ import (
 )
 
 // The "credit" section: the check-credit order transaction (triggers.sql's
-// workload) through pgrules running rules.sql, directly on PostgreSQL with
-// the logic as PL/pgSQL triggers, and directly with no logic at all, in
-// one run; then the round trips pgrules makes for each statement of the
+// workload) through pgrules running rules.sql, through pgrules with the
+// guard triggers dropped (what the guard costs), directly on PostgreSQL
+// with the logic as PL/pgSQL triggers, and directly with no logic at all,
+// in one run; then the round trips pgrules makes for each statement of the
 // transaction (the engine reports them in its trace), and one UPDATE of
 // 1, 100 and 10,000 lines of an order: its time and round trips.
 // creditScript is one order: two lines, a quantity change, and payment
@@ -42,6 +43,17 @@ COMMIT;
 
 var creditClients = []int{1, 8}
 
+// dropGuards removes the guard of every table: the benchmark's baseline
+// of pgrules without it.
+const dropGuards = `DO $$
+DECLARE
+  t regclass;
+BEGIN
+  FOR t IN SELECT tgrelid::regclass FROM pg_trigger WHERE tgname = 'pgrules_guard' LOOP
+    EXECUTE format('DROP TRIGGER pgrules_guard ON %s', t);
+  END LOOP;
+END $$`
+
 type creditReport struct {
 	DurationS int          `json:"duration_s"`
 	Repeat    int          `json:"repeat"`
@@ -57,6 +69,7 @@ type creditCell struct {
 	Clients int `json:"clients"`
 	// Pgrules, Triggers and None are the runs of median TPS among Runs.
 	Pgrules  pgbenchRun              `json:"pgrules"`
+	NoGuard  pgbenchRun              `json:"pgrules_without_guard"`
 	Triggers pgbenchRun              `json:"triggers"`
 	None     pgbenchRun              `json:"none"`
 	Runs     map[string][]pgbenchRun `json:"runs"`
@@ -64,6 +77,9 @@ type creditCell struct {
 	// (at least 0.9 at 8 clients); RatioNone is what the logic costs.
 	RatioTriggers float64 `json:"ratio_pgrules_triggers"`
 	RatioNone     float64 `json:"ratio_pgrules_none"`
+	// RatioGuard is pgrules TPS / pgrules TPS without the guard: what the
+	// guard keeps of the speed (at most a few percent off).
+	RatioGuard float64 `json:"ratio_guard"`
 }
 
 type statementTrips struct {
@@ -80,9 +96,9 @@ type scalingRun struct {
 func (r *creditReport) print(w io.Writer) {
 	fmt.Fprintf(w, "check-credit order transaction (insert an order, two lines, update a line, pay 3 times in 4); %ds per run, targets interleaved; median of %d run(s)\n\n", r.DurationS, r.Repeat)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "clients\tpgrules TPS\ttriggers TPS\tno logic TPS\tpgrules/triggers\tpgrules/no logic\t")
+	fmt.Fprintln(tw, "clients\tpgrules TPS\twithout guard TPS\ttriggers TPS\tno logic TPS\tpgrules/triggers\tpgrules/no logic\tguarded/unguarded\t")
 	for _, c := range r.Cells {
-		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t\n", c.Clients, c.Pgrules.TPS, c.Triggers.TPS, c.None.TPS, c.RatioTriggers, c.RatioNone)
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t%.3f\t\n", c.Clients, c.Pgrules.TPS, c.NoGuard.TPS, c.Triggers.TPS, c.None.TPS, c.RatioTriggers, c.RatioNone, c.RatioGuard)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nround trips from pgrules to PostgreSQL per statement of the transaction:\n")
@@ -106,6 +122,7 @@ func runCredit(ctx context.Context, h *harness) (report, error) {
 	limits := "UPDATE customer SET credit_limit = 999999999999" // the workload measures speed, not refusals
 	dbs := map[string][]string{
 		"credit_rules":    {demo.Schema, demo.Data, limits},
+		"credit_noguard":  {demo.Schema, demo.Data, limits},
 		"credit_triggers": {demo.Schema, demo.Data, demo.Triggers, limits},
 		"credit_none":     {demo.Schema, demo.Data, limits},
 	}
@@ -117,8 +134,17 @@ func runCredit(ctx context.Context, h *harness) (report, error) {
 		return nil, err
 	}
 	rulesURL := url(port, "credit_rules")
-	if err := demo.Exec(ctx, rulesURL, demo.Rules); err != nil {
-		return nil, fmt.Errorf("define the rules through pgrules: %w", err)
+	noGuardURL := url(port, "credit_noguard")
+	for _, u := range []string{rulesURL, noGuardURL} {
+		if err := demo.Exec(ctx, u, demo.Rules); err != nil {
+			return nil, fmt.Errorf("define the rules through pgrules: %w", err)
+		}
+	}
+	// Without its guard triggers the database leaves the engine's
+	// statements unchecked, and the proxy (reloading at the DDL) sends no
+	// header: the difference is all the guard costs.
+	if err := demo.Exec(ctx, pg.URL(tempdb.SuperUser, "credit_noguard"), dropGuards); err != nil {
+		return nil, fmt.Errorf("drop the guards: %w", err)
 	}
 	script := filepath.Join(h.tmp, "credit.sql")
 	if err := os.WriteFile(script, []byte(creditScript), 0o644); err != nil {
@@ -130,6 +156,7 @@ func runCredit(ctx context.Context, h *harness) (report, error) {
 		out       func(*creditCell) *pgbenchRun
 	}{
 		{"pgrules", rulesURL, func(c *creditCell) *pgbenchRun { return &c.Pgrules }},
+		{"unguarded", noGuardURL, func(c *creditCell) *pgbenchRun { return &c.NoGuard }},
 		{"triggers", pg.URL(tempdb.SuperUser, "credit_triggers"), func(c *creditCell) *pgbenchRun { return &c.Triggers }},
 		{"no logic", pg.URL(tempdb.SuperUser, "credit_none"), func(c *creditCell) *pgbenchRun { return &c.None }},
 	}
@@ -160,6 +187,7 @@ func runCredit(ctx context.Context, h *harness) (report, error) {
 		}
 		cell.RatioTriggers = cell.Pgrules.TPS / cell.Triggers.TPS
 		cell.RatioNone = cell.Pgrules.TPS / cell.None.TPS
+		cell.RatioGuard = cell.Pgrules.TPS / cell.NoGuard.TPS
 		rep.Cells = append(rep.Cells, cell)
 	}
 	if rep.Trips, err = creditTrips(ctx, rulesURL); err != nil {
