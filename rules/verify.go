@@ -18,6 +18,17 @@ type Drift struct {
 	Computed string `json:"computed"`
 }
 
+// guardDrift is the Rule of a Drift that reports a write made with the
+// guard lifted.
+const guardDrift = "pgrules.guard"
+
+func (d Drift) String() string {
+	if d.Rule == guardDrift {
+		return fmt.Sprintf("%s: %s: %s", d.Rule, d.Table, d.Stored)
+	}
+	return fmt.Sprintf("%s: %s %s: stored %s, computed %s", d.Rule, d.Table, d.Key, d.Stored, d.Computed)
+}
+
 // maxDrift bounds the rows reported per rule.
 const maxDrift = 1000
 
@@ -62,7 +73,7 @@ func Verify(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set 
 		return nil, err
 	}
 	for _, r := range rows {
-		out = append(out, Drift{Rule: "pgrules.guard", Table: string(r[0]), Stored: string(r[1])})
+		out = append(out, Drift{Rule: guardDrift, Table: string(r[0]), Stored: string(r[1])})
 	}
 	for _, c := range set.verifiable(table) {
 		t, value, err := definitionSQL(snap, set, c.Rule)

@@ -175,7 +175,7 @@ func maintain(ctx context.Context, args []string, out io.Writer, rebuild bool) e
 			return err
 		}
 		for _, d := range drift {
-			fmt.Fprintf(out, "%s: %s %s: stored %s, computed %s\n", d.Rule, d.Table, d.Key, d.Stored, d.Computed)
+			fmt.Fprintln(out, d)
 		}
 		if len(drift) > 0 {
 			return fmt.Errorf("%d rows drift from their rules (pgrules rebuild corrects them)", len(drift))
