@@ -566,6 +566,7 @@ var exprFunctions = []expr.Option{
 	expr.Function("_div", func(p ...any) (any, error) { return opDiv(p[0], p[1]) }),
 	expr.Function("_mod", func(p ...any) (any, error) { return opMod(p[0], p[1]) }),
 	expr.Function("_neg", func(p ...any) (any, error) { return opNeg(p[0]) }),
+	expr.Function("_not", func(p ...any) (any, error) { return opNot(p[0]) }),
 	expr.Function("_eq", func(p ...any) (any, error) { return opEq(p[0], p[1]) }),
 	expr.Function("_ne", func(p ...any) (any, error) { return opNe(p[0], p[1]) }),
 	expr.Function("_lt", func(p ...any) (any, error) { return opLt(p[0], p[1]) }),
@@ -667,8 +668,11 @@ func (operatorPatcher) Visit(node *ast.Node) {
 			ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: f}, Arguments: []ast.Node{n.Left, n.Right}})
 		}
 	case *ast.UnaryNode:
-		if n.Operator == "-" {
+		switch n.Operator {
+		case "-":
 			ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: "_neg"}, Arguments: []ast.Node{n.Node}})
+		case "not", "!":
+			ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: "_not"}, Arguments: []ast.Node{n.Node}})
 		}
 	case *ast.FloatNode:
 		ast.Patch(node, &ast.ConstantNode{Value: decimal.NewFromFloat(n.Value)})

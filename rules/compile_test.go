@@ -228,6 +228,10 @@ func TestArithmetic(t *testing.T) {
 		{"row.amount != nil", false, ""},
 		{"row.amount > 0", false, ""},
 		{"-row.unit_price", dec("-0.10"), ""},
+		{"not (row.amount > 0)", true, ""},
+		{"not row.order.paid", nil, ""}, // a NULL parent: NOT NULL is NULL
+		{"not (row.amount == nil)", false, ""},
+		{"!(row.quantity == 3)", false, ""},
 		{"row.quantity % 2", 1, ""},
 		{"row.unit_price / 0", nil, pgerr.DivisionByZero},
 		{"row.quantity / (row.quantity - 3)", nil, pgerr.DivisionByZero},

@@ -524,7 +524,11 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	}
 	formats := resultFormatsFor(resultFormats, w.nReturning, 1+len(t.Columns)+k-w.nReturning)
 	values, pformats, oids := p.with(arrays...)
-	sts := append(r.lockParents(tr, changes), stmt.Statement{SQL: sql, Params: values, ParamFormats: pformats, ParamOIDs: oids, ResultFormats: formats})
+	sts, err := r.lockParents(tr, changes)
+	if err != nil {
+		return nil, nil, r.fail(asPgError(err))
+	}
+	sts = append(sts, stmt.Statement{SQL: sql, Params: values, ParamFormats: pformats, ParamOIDs: oids, ResultFormats: formats})
 	// The write's text holds the rows' values as parameters, not the
 	// client's literals: it repeats with the statement's shape, and is
 	// prepared like the engine's own.
@@ -595,16 +599,21 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 // first, the parents are found locked by the transaction itself when the
 // server checks the rows' foreign keys (FOR KEY SHARE), which otherwise,
 // with another writer queued on the parent, deadlock. Nil when no parent
-// needs a lock it does not hold already.
-func (r *runner) lockParents(tr *tableRules, changes []*change) []stmt.Statement {
+// needs a lock it does not hold already. A filter that fails on a row
+// fails the statement here, before the write (whose round trip may
+// compute the same filter in SQL, and fail without naming the rule).
+func (r *runner) lockParents(tr *tableRules, changes []*change) ([]stmt.Statement, error) {
 	var out []stmt.Statement
 	for _, a := range tr.up {
 		if a.err != nil {
 			continue
 		}
 		deltas, err := r.deltas(tr, a, changes)
-		if err != nil || len(deltas) == 0 {
-			continue // errors are reported by the adjustment itself
+		if err != nil {
+			return nil, err
+		}
+		if len(deltas) == 0 {
+			continue
 		}
 		keys := make([][][]byte, len(a.fk.ParentColumns))
 		var taken []string
@@ -632,7 +641,7 @@ func (r *runner) lockParents(tr *tableRules, changes []*change) []stmt.Statement
 			r.s.tx.locked[k] = true
 		}
 	}
-	return out
+	return out, nil
 }
 
 // followStatement is the adjustment a follows the write with, in its round
@@ -965,9 +974,14 @@ func (r *runner) readsChanged(tr *tableRules, d *Compiled, ch *change, parentCha
 
 // rowError names the rule's row by its key in a run-time error.
 func (r *runner) rowError(tr *tableRules, err error, rw *row) error {
+	return r.fail(rowErr(tr, err, rw))
+}
+
+// rowErr is a rule's error on a row, naming the row.
+func rowErr(tr *tableRules, err error, rw *row) *pgerr.Error {
 	e := asPgError(err)
 	e.Message += " (row " + describeKey(tr, rw) + ")"
-	return r.fail(e)
+	return e
 }
 
 // describeKey renders a row's primary key, "id=5", or its ctid.
@@ -1230,7 +1244,7 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 		}
 		deltas, err := r.deltas(tr, a, changes)
 		if err != nil {
-			return err
+			return r.fail(asPgError(err))
 		}
 		if len(deltas) == 0 {
 			r.tracef("%s pruned: no parent of %s changes", aggNames(a), shortName(a.parent.QualifiedName()))
@@ -1432,7 +1446,8 @@ func nullTexts(vals [][]byte) []string {
 // one foreign key (LogicBank's adjustment table): a row that arrives or
 // starts to qualify adds its value, one that leaves or stops qualifying
 // subtracts its old value, a reassigned row moves from the old parent to
-// the new, a NULL key belongs to no parent.
+// the new, a NULL key belongs to no parent. An error leaves the transaction
+// as it is: the caller that reports it fails it.
 func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*delta, error) {
 	kidx := tr.columnIndexes(a.fk.Columns)
 	skip := r.deleting[a.parent.QualifiedName()]
@@ -1468,12 +1483,12 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 			var err error
 			if od != nil {
 				if oldIn, err = c.Counts(ch.old.vals); err != nil {
-					return nil, r.rowError(tr, err, ch.old)
+					return nil, rowErr(tr, err, ch.old)
 				}
 			}
 			if nd != nil {
 				if newIn, err = c.Counts(ch.new.vals); err != nil {
-					return nil, r.rowError(tr, err, ch.new)
+					return nil, rowErr(tr, err, ch.new)
 				}
 			}
 			var ov, nv any

@@ -220,6 +220,18 @@ func opNeg(a any) (any, error) {
 	return nil, pgerr.New(pgerr.DataException, "operator - cannot apply to %s", typeName(a))
 }
 
+// opNot is NOT as SQL has it: NOT NULL is NULL (a filter "not row.paid"
+// counts no row whose paid is NULL).
+func opNot(a any) (any, error) {
+	switch v := a.(type) {
+	case nil:
+		return nil, nil
+	case bool:
+		return !v, nil
+	}
+	return nil, pgerr.New(pgerr.DataException, "operator not cannot apply to %s", typeName(a))
+}
+
 // compare orders two non-nil values; ok is false when they are of kinds
 // that do not compare.
 func compare(a, b any) (c int, ok bool) {

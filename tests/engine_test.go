@@ -303,6 +303,19 @@ func TestRunTimeError(t *testing.T) {
 	if got := scalar(t, admin, "SELECT rate FROM emp WHERE id = 8"); got != "1.50" {
 		t.Fatalf("rate %s", got)
 	}
+	// A filter failing on the rows of an update or a delete: the client
+	// gets the rule's error, not the failed transaction's 25P02.
+	scalar(t, c, `SELECT pgrules.sum('dept.loaned', 'emp.salary', 'row.salary / (row.salary - 50) > 0', via => 'emp_loan_id_fkey')`)
+	scalar(t, c, "INSERT INTO emp (id, dept_id, loan_id, salary) VALUES (9, 10, 20, 300)")
+	for _, sql := range []string{"UPDATE emp SET salary = 50 WHERE id = 9", "UPDATE emp SET salary = 50 WHERE id = 9 RETURNING id"} {
+		if e := pgError(t, c, sql); e == nil || e.Code != "22012" || !strings.Contains(e.Message, "dept.loaned") {
+			t.Fatalf("%s: %+v, want 22012 naming the filter's rule", sql, e)
+		}
+	}
+	scalar(t, admin, unguarded("UPDATE emp SET salary = 50 WHERE id = 9"))
+	if e := pgError(t, c, "DELETE FROM emp WHERE id = 9"); e == nil || e.Code != "22012" || !strings.Contains(e.Message, "dept.loaned") {
+		t.Fatalf("a delete: %+v, want 22012 naming the filter's rule", e)
+	}
 }
 
 // TestRefusedForms: what the engine does not run is refused with 0A000 (or

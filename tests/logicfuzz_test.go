@@ -1,0 +1,455 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// TestLogicFuzz is the differential logic fuzzer: random schemas and rule
+// sets (logicfuzz_gen_test.go), random statements in every transaction
+// shape, run through pgrules on one database and directly on a twin whose
+// logic is PL/pgSQL triggers. After each transaction both must have given
+// the same errors, the same RETURNING rows and the same data, and
+// pgrules.verify() must find nothing. A difference prints a reproduction,
+// reduced to the transactions it needs.
+//
+// make test runs a fixed set of seeds; make fuzz runs new ones for as long
+// as -fuzz.duration says (-fuzz.seed starts elsewhere).
+var (
+	fuzzDuration = flag.Duration("fuzz.duration", 0, "run the logic fuzzer for this long (0: the fixed seeds of make test)")
+	fuzzSeed     = flag.Uint64("fuzz.seed", 0, "the logic fuzzer's first seed (0: from the clock when -fuzz.duration is set)")
+	fuzzTxs      = flag.Int("fuzz.txs", 30, "transactions per case")
+)
+
+// fzFixedCases is what make test runs: enough to pass every shape and most
+// rule combinations, within about two minutes under the race detector.
+const fzFixedCases = 12
+
+func TestLogicFuzz(t *testing.T) {
+	seed, cases := uint64(1), fzFixedCases
+	var deadline time.Time
+	if *fuzzDuration > 0 {
+		seed, cases = uint64(time.Now().UnixNano()), 1<<30
+		deadline = time.Now().Add(*fuzzDuration)
+	}
+	if *fuzzSeed != 0 {
+		seed = *fuzzSeed
+	}
+	p := startProxy(t, shared)
+	var txs, statements, failed int
+	for i := range cases {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			break
+		}
+		fc := fzGenerate(seed + uint64(i))
+		history := fc.transactions(*fuzzTxs)
+		n, stmts, bad, err := fc.run(t, p, history)
+		txs, statements, failed = txs+n, statements+stmts, failed+bad
+		if err != nil {
+			t.Errorf("seed %d: %v\n%s", fc.seed, err, fc.reproduce(t, p, history))
+			if *fuzzDuration == 0 {
+				return
+			}
+		}
+	}
+	t.Logf("logic fuzzer: %d transactions, %d statements (%d refused by both), from seed %d", txs, statements, failed, seed)
+}
+
+// fzShape is how a transaction's statements are sent.
+type fzShape int
+
+const (
+	fzAutocommit fzShape = iota // each statement a Query of its own
+	fzCommit                    // BEGIN, the statements, COMMIT
+	fzRollback                  // BEGIN, the statements, ROLLBACK
+	fzOneQuery                  // one Query holding every statement
+	fzExtended                  // each statement with its values as parameters, in BEGIN ... COMMIT
+	fzBatch                     // one pipelined batch of parameterised statements
+	fzSavepoint                 // BEGIN, SAVEPOINT, ROLLBACK TO or RELEASE half way, COMMIT
+	fzShapes
+)
+
+var fzShapeNames = [...]string{"autocommit", "commit", "rollback", "query", "extended", "batch", "savepoint"}
+
+// fzTx is one transaction of a case.
+type fzTx struct {
+	shape      fzShape
+	statements []fzStatement
+	// release, for fzSavepoint: RELEASE instead of ROLLBACK TO.
+	release bool
+}
+
+func (tx fzTx) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "-- %s\n", fzShapeNames[tx.shape])
+	for i, st := range tx.statements {
+		if tx.shape == fzSavepoint && i == len(tx.statements)/2 {
+			b.WriteString("SAVEPOINT s;\n")
+		}
+		if tx.shape == fzExtended || tx.shape == fzBatch {
+			fmt.Fprintf(&b, "%s; -- %q\n", st.params, st.args)
+		} else {
+			b.WriteString(st.text + ";\n")
+		}
+	}
+	return b.String()
+}
+
+// transactions makes a case's history: a few parents first, then random
+// transactions.
+func (fc *fzCase) transactions(n int) []fzTx {
+	r := rand.New(rand.NewPCG(fc.seed, 42))
+	seedRows := fzTx{shape: fzAutocommit}
+	for id := 1; id <= 3; id++ {
+		seedRows.statements = append(seedRows.statements, fzStatement{text: fmt.Sprintf("INSERT INTO p (id, a, n, lim) VALUES (%d, %d, %d.50, 900)", id, id, id*10)})
+	}
+	out := []fzTx{seedRows}
+	for range n {
+		tx := fzTx{shape: fzShape(r.IntN(int(fzShapes))), release: r.IntN(2) == 0}
+		for range 1 + r.IntN(4) {
+			tx.statements = append(tx.statements, fc.statement(r))
+		}
+		out = append(out, tx)
+	}
+	return out
+}
+
+// fzOutcome is what a statement gave: its error's SQLSTATE, or its tag and
+// RETURNING rows (sorted: their order is not defined).
+type fzOutcome struct {
+	code string
+	tag  string
+	rows []string
+}
+
+func (o fzOutcome) String() string {
+	if o.code != "" {
+		return "ERROR " + o.code
+	}
+	return o.tag + " " + strings.Join(o.rows, " ")
+}
+
+// fzSide is one of the two databases.
+type fzSide struct {
+	conn *pgconn.PgConn
+	// twin is set on the database of the triggers: its RETURNING rows of
+	// an INSERT or UPDATE are read again after the statement, when the
+	// triggers have settled them (a RETURNING list comes before AFTER
+	// STATEMENT triggers; pgrules returns the derived values).
+	twin bool
+}
+
+// run plays a history on a fresh pair of databases and compares them after
+// each transaction.
+// The error is a *fzDiff when the databases differ.
+func (fc *fzCase) run(t *testing.T, p *testProxy, history []fzTx) (txs, statements, failed int, err error) {
+	t.Helper()
+	ruled, twin := fc.databases(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for i, tx := range history {
+		got, gerr := tx.play(ctx, ruled)
+		want, werr := tx.play(ctx, twin)
+		if gerr != nil || werr != nil {
+			return txs, statements, failed, fmt.Errorf("transaction %d: pgrules: %v; triggers: %v", i, gerr, werr)
+		}
+		txs++
+		statements += len(tx.statements)
+		if !slices.EqualFunc(got, want, func(a, b fzOutcome) bool { return a.String() == b.String() }) {
+			return txs, statements, failed, &fzDiff{i, fmt.Sprintf("transaction %d (%s) answered differently:\n  pgrules:  %v\n  triggers: %v", i, fzShapeNames[tx.shape], got, want)}
+		}
+		for _, o := range got {
+			if o.code != "" {
+				failed++
+			}
+		}
+		gs, err1 := fzDump(ctx, ruled.conn)
+		ws, err2 := fzDump(ctx, twin.conn)
+		if err := errors.Join(err1, err2); err != nil {
+			return txs, statements, failed, err
+		}
+		if gs != ws {
+			return txs, statements, failed, &fzDiff{i, fmt.Sprintf("after transaction %d (%s) the data differ:\n  pgrules:  %s\n  triggers: %s", i, fzShapeNames[tx.shape], gs, ws)}
+		}
+		drift, err := fzRows(ctx, ruled.conn, "SELECT rule || ' ' || table_name || ' ' || key || ': ' || stored || ' <> ' || computed FROM pgrules.verify()")
+		if err != nil {
+			return txs, statements, failed, err
+		}
+		if len(drift) > 0 {
+			return txs, statements, failed, &fzDiff{i, fmt.Sprintf("after transaction %d verify() reports drift: %s", i, strings.Join(drift, "; "))}
+		}
+	}
+	return txs, statements, failed, nil
+}
+
+// fzDiff is a difference between the two databases, after transaction at.
+type fzDiff struct {
+	at  int
+	msg string
+}
+
+func (d *fzDiff) Error() string { return d.msg }
+
+// databases makes the case's two databases: its rules defined through the
+// proxy on one, its triggers on the other.
+func (fc *fzCase) databases(t *testing.T, p *testProxy) (ruled, twin fzSide) {
+	t.Helper()
+	rdb, tdb := shared.newDB(t), shared.newDB(t)
+	admin := connect(t, shared.url("", "", rdb))
+	scalar(t, admin, fc.schema)
+	ruled = fzSide{conn: connect(t, p.url("", "", rdb))}
+	for _, r := range fc.rules {
+		if e := pgError(t, ruled.conn, r); e != nil {
+			t.Fatalf("seed %d: %s: %v\nschema:\n%s", fc.seed, r, e, fc.schema)
+		}
+	}
+	twin = fzSide{conn: connect(t, shared.url("", "", tdb)), twin: true}
+	scalar(t, twin.conn, fc.schema)
+	scalar(t, twin.conn, fc.oracle)
+	return ruled, twin
+}
+
+// play runs a transaction on one side and returns each statement's
+// outcome; an error is returned only when the connection itself failed.
+// Statements sent together (one Query, one batch) are compared by their
+// tags: the triggers' RETURNING rows come before their AFTER STATEMENT
+// triggers have settled the derived values, and cannot be read again in
+// between.
+func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
+	var out []fzOutcome
+	switch tx.shape {
+	case fzOneQuery:
+		texts := make([]string, len(tx.statements))
+		for i, st := range tx.statements {
+			texts[i] = st.text
+		}
+		res, err := s.conn.Exec(ctx, strings.Join(texts, ";\n")).ReadAll()
+		for _, r := range res {
+			out = append(out, fzOutcome{tag: r.CommandTag.String()})
+		}
+		if code := errCode(err); code != "" {
+			out = append(out, fzOutcome{code: code})
+		} else if err != nil {
+			return nil, err
+		}
+		return out, nil
+	case fzBatch:
+		b := &pgconn.Batch{}
+		for _, st := range tx.statements {
+			b.ExecParams(st.params, fzArgs(st.args), nil, nil, nil)
+		}
+		res, err := s.conn.ExecBatch(ctx, b).ReadAll()
+		for _, r := range res {
+			out = append(out, fzOutcome{tag: r.CommandTag.String()})
+		}
+		if code := errCode(err); code != "" {
+			out = append(out, fzOutcome{code: code})
+		} else if err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	explicit := tx.shape != fzAutocommit
+	if explicit {
+		if _, err := s.conn.Exec(ctx, "BEGIN").ReadAll(); err != nil {
+			return nil, err
+		}
+	}
+	failed, saved := false, false
+	for i, st := range tx.statements {
+		if tx.shape == fzSavepoint && i == len(tx.statements)/2 {
+			if _, err := s.conn.Exec(ctx, "SAVEPOINT s").ReadAll(); err != nil {
+				return nil, err
+			}
+			saved = true
+		}
+		o, err := s.statement(ctx, st, tx.shape == fzExtended)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+		if o.code == "" || !explicit {
+			continue
+		}
+		if !saved {
+			failed = true
+			break
+		}
+		// A failure after the savepoint is rolled back to it, and the
+		// transaction goes on without it.
+		if _, err := s.conn.Exec(ctx, "ROLLBACK TO SAVEPOINT s").ReadAll(); err != nil {
+			return nil, err
+		}
+		saved = false
+	}
+	end := "COMMIT"
+	switch {
+	case tx.shape == fzRollback || failed:
+		end = "ROLLBACK"
+	case saved && tx.release:
+		end = "RELEASE SAVEPOINT s; COMMIT"
+	case saved:
+		end = "ROLLBACK TO SAVEPOINT s; COMMIT"
+	}
+	if explicit {
+		res, err := s.conn.Exec(ctx, end).ReadAll()
+		if code := errCode(err); code != "" {
+			out = append(out, fzOutcome{code: code})
+		} else if err != nil {
+			return nil, err
+		} else {
+			out = append(out, fzOutcome{tag: res[len(res)-1].CommandTag.String()})
+		}
+	}
+	return out, nil
+}
+
+// statement runs one statement on its own, with the simple protocol or
+// with its values as parameters.
+func (s fzSide) statement(ctx context.Context, st fzStatement, extended bool) (fzOutcome, error) {
+	var res *pgconn.Result
+	if extended {
+		res = s.conn.ExecParams(ctx, st.params, fzArgs(st.args), nil, nil, nil).Read()
+	} else {
+		all, err := s.conn.Exec(ctx, st.text).ReadAll()
+		if len(all) > 0 {
+			res = all[0]
+		} else {
+			res = &pgconn.Result{Err: err}
+		}
+	}
+	if code := errCode(res.Err); code != "" {
+		return fzOutcome{code: code}, nil
+	} else if res.Err != nil {
+		return fzOutcome{}, res.Err
+	}
+	rows := res.Rows
+	tag := res.CommandTag.String()
+	if s.twin && len(rows) > 0 && !strings.HasPrefix(tag, "DELETE") {
+		settled, err := s.settled(ctx, st.text, rows)
+		if err != nil {
+			return fzOutcome{}, err
+		}
+		rows = settled
+	}
+	return fzOutcomeOf(tag, rows), nil
+}
+
+// settled reads again the rows an INSERT or UPDATE returned, by key, as the
+// triggers left them.
+func (s fzSide) settled(ctx context.Context, sql string, rows [][][]byte) ([][][]byte, error) {
+	table := fzTableOf(sql)
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = string(r[0])
+	}
+	res, err := s.conn.Exec(ctx, fmt.Sprintf("SELECT * FROM %s WHERE id IN (%s)", table, strings.Join(ids, ", "))).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	return res[0].Rows, nil
+}
+
+// fzTableOf is the table a generated INSERT or UPDATE writes.
+func fzTableOf(sql string) string {
+	f := strings.Fields(sql)
+	if f[0] == "INSERT" {
+		return f[2]
+	}
+	return f[1]
+}
+
+func fzOutcomeOf(tag string, rows [][][]byte) fzOutcome {
+	o := fzOutcome{tag: tag}
+	for _, r := range rows {
+		vals := make([]string, len(r))
+		for i, v := range r {
+			if v == nil {
+				vals[i] = "NULL"
+			} else {
+				vals[i] = string(v)
+			}
+		}
+		o.rows = append(o.rows, "("+strings.Join(vals, ",")+")")
+	}
+	slices.Sort(o.rows)
+	return o
+}
+
+func fzArgs(args []string) [][]byte {
+	out := make([][]byte, len(args))
+	for i, a := range args {
+		out[i] = []byte(a)
+	}
+	return out
+}
+
+// fzDump is the data of the three tables, in key order.
+func fzDump(ctx context.Context, c *pgconn.PgConn) (string, error) {
+	rows, err := fzRows(ctx, c, "SELECT 'p' || p::text FROM p UNION ALL SELECT 'c' || c::text FROM c UNION ALL SELECT 'g' || g::text FROM g")
+	if err != nil {
+		return "", err
+	}
+	slices.Sort(rows)
+	return strings.Join(rows, " "), nil
+}
+
+func fzRows(ctx context.Context, c *pgconn.PgConn, sql string) ([]string, error) {
+	res, err := c.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range res[0].Rows {
+		out = append(out, string(r[0]))
+	}
+	return out, nil
+}
+
+// reproduce reduces a failing history to the transactions the difference
+// needs (dropping one at a time while it stays) and prints it with the
+// schema, the rules and the triggers.
+func (fc *fzCase) reproduce(t *testing.T, p *testProxy, history []fzTx) string {
+	t.Helper()
+	fails := func(h []fzTx) bool {
+		_, _, _, err := fc.run(t, p, h)
+		var d *fzDiff
+		return errors.As(err, &d)
+	}
+	_, _, _, err := fc.run(t, p, history)
+	var d *fzDiff
+	if !errors.As(err, &d) {
+		return "(no difference when played again)"
+	}
+	history = history[:d.at+1]
+	const budget = 40
+	tries := 0
+	for i := len(history) - 2; i >= 0 && tries < budget; i-- {
+		shorter := slices.Delete(slices.Clone(history), i, i+1)
+		tries++
+		if fails(shorter) {
+			history = shorter
+		}
+	}
+	_, _, _, err = fc.run(t, p, history)
+	var b strings.Builder
+	fmt.Fprintf(&b, "-- reproduction (seed %d, %d transactions after reduction): %v\n-- schema\n%s\n-- rules, through pgrules\n%s;\n",
+		fc.seed, len(history), err, fc.schema, strings.Join(fc.rules, ";\n"))
+	for i, tx := range history {
+		fmt.Fprintf(&b, "-- transaction %d\n%s", i, tx)
+	}
+	if os.Getenv("PGRULES_FUZZ_ORACLE") != "" {
+		b.WriteString("-- the triggers of the twin\n" + fc.oracle)
+	}
+	return b.String()
+}
