@@ -15,6 +15,7 @@ const (
 	AdminShutdown           = "57P01"
 	CannotConnectNow        = "57P03"
 	FeatureNotSupported     = "0A000"
+	SyntaxError             = "42601"
 	InvalidAuthorization    = "28000"
 	UndefinedObject         = "42704"
 	UndefinedTable          = "42P01"

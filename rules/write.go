@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -730,6 +731,10 @@ func assignments(t *catalog.Table, targets []*pg_query.Node) (cols []*catalog.Co
 			e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rt.Name, t.Name)
 			e.Schema, e.Table, e.Column = t.Schema, t.Name, rt.Name
 			return nil, nil, e
+		}
+		if slices.Contains(cols, c) {
+			// PostgreSQL's own error, which it gives whatever the rows.
+			return nil, nil, pgerr.New(pgerr.SyntaxError, "multiple assignments to same column %q", rt.Name)
 		}
 		val := rt.Val
 		if m := val.GetMultiAssignRef(); m != nil {

@@ -331,6 +331,8 @@ func TestRefusedForms(t *testing.T) {
 		"MERGE INTO emp e USING (SELECT 1 AS id) s ON e.id = s.id WHEN MATCHED THEN DELETE":                                   "0A000",
 		"INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 5) ON CONFLICT ON CONSTRAINT emp_pkey DO UPDATE SET salary = 5": "0A000",
 		"INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 5) ON CONFLICT (id) DO UPDATE SET bonus = 5":                    "428C9",
+		// PostgreSQL's own error, whatever the rows.
+		"UPDATE emp SET salary = 1, salary = 2 WHERE id = 99": "42601",
 	} {
 		if e := pgError(t, c, sql); e == nil || e.Code != code {
 			t.Errorf("%s: %v, want %s", sql, e, code)
