@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: demo test vet bench build deps-demo deps-test deps-bench fmt clean
+.PHONY: demo test vet bench fuzz build deps-demo deps-test deps-bench fmt clean
 
 build:
 	$(GO) build -o bin/pgrules ./cmd/pgrules
@@ -18,6 +18,12 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
+
+# make fuzz FUZZTIME=30m: the differential logic fuzzer on new seeds
+# (tests/logicfuzz_test.go); make test runs its fixed seeds.
+FUZZTIME ?= 10m
+fuzz: deps-test
+	$(GO) test -count=1 -timeout 0 ./tests -run '^TestLogicFuzz$$' -v -args -fuzz.duration=$(FUZZTIME) $(FUZZFLAGS)
 
 bench: deps-bench
 	$(GO) run ./bench $(BENCHFLAGS)

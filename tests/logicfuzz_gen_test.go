@@ -44,7 +44,9 @@ type fzDerivation struct {
 	sql                string
 }
 
-// fzCheck is a constraint: its table and its condition as SQL over t.
+// fzCheck is a constraint: its table and its condition as SQL over t. A
+// comparison with NULL is false in rules (not NULL as in SQL), so a
+// constraint comparing a NULL fails: the SQL says so with coalesce.
 type fzCheck struct {
 	table, name, sql string
 }
@@ -210,7 +212,7 @@ func fzGenerate(seed uint64) *fzCase {
 		add(fzDerivation{"p", "d_sum", "numeric(14,2)", fmt.Sprintf("SELECT pgrules.sum('p.d_sum', 'c.%s'%s, via => 'c_p_id_fkey')", col, cFilter),
 			fmt.Sprintf("(SELECT coalesce(sum(ch.%s), 0) FROM c ch WHERE ch.p_id = t.id AND %s)", col, cFilterSQL)})
 		if r.IntN(2) == 0 {
-			fc.checks = append(fc.checks, fzCheck{"p", "p_limit", "t.d_sum <= t.lim"})
+			fc.checks = append(fc.checks, fzCheck{"p", "p_limit", "coalesce(t.d_sum <= t.lim, false)"})
 			fc.rules = append(fc.rules, "SELECT pgrules.constraint('p', 'row.d_sum <= row.lim', 'p {row.id}: {row.d_sum} over {row.lim}', name => 'p_limit')")
 		}
 	}
@@ -236,7 +238,7 @@ func fzGenerate(seed uint64) *fzCase {
 			"coalesce(t.d_sum, 0) + coalesce(t.n, 0) * 2"})
 	}
 	if r.IntN(3) == 0 {
-		fc.checks = append(fc.checks, fzCheck{"c", "c_small", "t.q < 11"})
+		fc.checks = append(fc.checks, fzCheck{"c", "c_small", "coalesce(t.q < 11, false)"})
 		fc.rules = append(fc.rules, "SELECT pgrules.constraint('c', 'row.q < 11', 'q {row.q} too big', name => 'c_small')")
 	}
 	for _, d := range fc.derived {

@@ -46,23 +46,35 @@ func TestLogicFuzz(t *testing.T) {
 		seed = *fuzzSeed
 	}
 	p := startProxy(t, shared)
-	var txs, statements, failed int
+	var ran, txs, statements, failed, bad int
 	for i := range cases {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			break
 		}
 		fc := fzGenerate(seed + uint64(i))
-		history := fc.transactions(*fuzzTxs)
-		n, stmts, bad, err := fc.run(t, p, history)
-		txs, statements, failed = txs+n, statements+stmts, failed+bad
-		if err != nil {
-			t.Errorf("seed %d: %v\n%s", fc.seed, err, fc.reproduce(t, p, history))
-			if *fuzzDuration == 0 {
-				return
+		ran++
+		t.Run(fmt.Sprintf("seed=%d", fc.seed), func(t *testing.T) {
+			history := fc.transactions(*fuzzTxs)
+			n, stmts, refused, err := fc.run(t, p, history)
+			txs, statements, failed = txs+n, statements+stmts, failed+refused
+			if err != nil {
+				bad++
+				t.Fatalf("%v\n%s", err, fc.reproduce(t, p, history))
 			}
+			if i%3 == 0 {
+				n, err := fc.concurrently(t, p)
+				txs += n
+				if err != nil {
+					bad++
+					t.Fatalf("concurrent sessions: %v\nschema:\n%s\nrules:\n%s", err, fc.schema, strings.Join(fc.rules, ";\n"))
+				}
+			}
+		})
+		if bad > 0 && *fuzzDuration == 0 {
+			break
 		}
 	}
-	t.Logf("logic fuzzer: %d transactions, %d statements (%d refused by both), from seed %d", txs, statements, failed, seed)
+	t.Logf("logic fuzzer: %d cases from seed %d, %d of them failing; %d transactions, %d statements (%d refused by both)", ran, seed, bad, txs, statements, failed)
 }
 
 // fzShape is how a transaction's statements are sent.
@@ -130,6 +142,8 @@ type fzOutcome struct {
 	code string
 	tag  string
 	rows []string
+	// msg is the error's message, shown in a difference, not compared.
+	msg string
 }
 
 func (o fzOutcome) String() string {
@@ -137,6 +151,28 @@ func (o fzOutcome) String() string {
 		return "ERROR " + o.code
 	}
 	return o.tag + " " + strings.Join(o.rows, " ")
+}
+
+// fzShow renders outcomes with their error messages.
+func fzShow(outs []fzOutcome) string {
+	parts := make([]string, len(outs))
+	for i, o := range outs {
+		parts[i] = o.String()
+		if o.msg != "" {
+			parts[i] += " (" + o.msg + ")"
+		}
+	}
+	return "[" + strings.Join(parts, "; ") + "]"
+}
+
+// fzFailed is the outcome of a statement that failed with err, or false
+// when err is not the server's.
+func fzFailed(err error) (fzOutcome, bool) {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return fzOutcome{}, false
+	}
+	return fzOutcome{code: pe.Code, msg: pe.Message}, true
 }
 
 // fzSide is one of the two databases.
@@ -154,7 +190,9 @@ type fzSide struct {
 // The error is a *fzDiff when the databases differ.
 func (fc *fzCase) run(t *testing.T, p *testProxy, history []fzTx) (txs, statements, failed int, err error) {
 	t.Helper()
-	ruled, twin := fc.databases(t, p)
+	sc := &fzScope{t: t}
+	defer sc.close()
+	ruled, twin := fc.databases(sc, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for i, tx := range history {
@@ -166,7 +204,7 @@ func (fc *fzCase) run(t *testing.T, p *testProxy, history []fzTx) (txs, statemen
 		txs++
 		statements += len(tx.statements)
 		if !slices.EqualFunc(got, want, func(a, b fzOutcome) bool { return a.String() == b.String() }) {
-			return txs, statements, failed, &fzDiff{i, fmt.Sprintf("transaction %d (%s) answered differently:\n  pgrules:  %v\n  triggers: %v", i, fzShapeNames[tx.shape], got, want)}
+			return txs, statements, failed, &fzDiff{i, fmt.Sprintf("transaction %d (%s) answered differently:\n  pgrules:  %s\n  triggers: %s", i, fzShapeNames[tx.shape], fzShow(got), fzShow(want))}
 		}
 		for _, o := range got {
 			if o.code != "" {
@@ -200,20 +238,55 @@ type fzDiff struct {
 
 func (d *fzDiff) Error() string { return d.msg }
 
+// fzScope holds the databases and connections of one run of a history,
+// dropped and closed when the run ends: a case is played many times over
+// while its reproduction is reduced.
+type fzScope struct {
+	t     *testing.T
+	conns []*pgconn.PgConn
+	dbs   []string
+}
+
+func (sc *fzScope) db() string {
+	db := shared.newDB(sc.t)
+	sc.dbs = append(sc.dbs, db)
+	return db
+}
+
+func (sc *fzScope) connect(url string) *pgconn.PgConn {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, url)
+	if err != nil {
+		sc.t.Fatalf("connect: %v", err)
+	}
+	sc.conns = append(sc.conns, c)
+	return c
+}
+
+func (sc *fzScope) close() {
+	for _, c := range sc.conns {
+		c.Close(context.Background())
+	}
+	for _, db := range sc.dbs {
+		shared.exec(context.Background(), "postgres", fmt.Sprintf("DROP DATABASE IF EXISTS %q WITH (FORCE)", db))
+	}
+}
+
 // databases makes the case's two databases: its rules defined through the
 // proxy on one, its triggers on the other.
-func (fc *fzCase) databases(t *testing.T, p *testProxy) (ruled, twin fzSide) {
+func (fc *fzCase) databases(sc *fzScope, p *testProxy) (ruled, twin fzSide) {
+	t := sc.t
 	t.Helper()
-	rdb, tdb := shared.newDB(t), shared.newDB(t)
-	admin := connect(t, shared.url("", "", rdb))
-	scalar(t, admin, fc.schema)
-	ruled = fzSide{conn: connect(t, p.url("", "", rdb))}
+	rdb, tdb := sc.db(), sc.db()
+	scalar(t, sc.connect(shared.url("", "", rdb)), fc.schema)
+	ruled = fzSide{conn: sc.connect(p.url("", "", rdb))}
 	for _, r := range fc.rules {
 		if e := pgError(t, ruled.conn, r); e != nil {
-			t.Fatalf("seed %d: %s: %v\nschema:\n%s", fc.seed, r, e, fc.schema)
+			t.Fatalf("%s: %v\nschema:\n%s", r, e, fc.schema)
 		}
 	}
-	twin = fzSide{conn: connect(t, shared.url("", "", tdb)), twin: true}
+	twin = fzSide{conn: sc.connect(shared.url("", "", tdb)), twin: true}
 	scalar(t, twin.conn, fc.schema)
 	scalar(t, twin.conn, fc.oracle)
 	return ruled, twin
@@ -237,8 +310,8 @@ func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 		for _, r := range res {
 			out = append(out, fzOutcome{tag: r.CommandTag.String()})
 		}
-		if code := errCode(err); code != "" {
-			out = append(out, fzOutcome{code: code})
+		if o, ok := fzFailed(err); ok {
+			out = append(out, o)
 		} else if err != nil {
 			return nil, err
 		}
@@ -252,8 +325,8 @@ func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 		for _, r := range res {
 			out = append(out, fzOutcome{tag: r.CommandTag.String()})
 		}
-		if code := errCode(err); code != "" {
-			out = append(out, fzOutcome{code: code})
+		if o, ok := fzFailed(err); ok {
+			out = append(out, o)
 		} else if err != nil {
 			return nil, err
 		}
@@ -303,8 +376,8 @@ func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 	}
 	if explicit {
 		res, err := s.conn.Exec(ctx, end).ReadAll()
-		if code := errCode(err); code != "" {
-			out = append(out, fzOutcome{code: code})
+		if o, ok := fzFailed(err); ok {
+			out = append(out, o)
 		} else if err != nil {
 			return nil, err
 		} else {
@@ -328,8 +401,8 @@ func (s fzSide) statement(ctx context.Context, st fzStatement, extended bool) (f
 			res = &pgconn.Result{Err: err}
 		}
 	}
-	if code := errCode(res.Err); code != "" {
-		return fzOutcome{code: code}, nil
+	if o, ok := fzFailed(res.Err); ok {
+		return o, nil
 	} else if res.Err != nil {
 		return fzOutcome{}, res.Err
 	}
@@ -432,7 +505,7 @@ func (fc *fzCase) reproduce(t *testing.T, p *testProxy, history []fzTx) string {
 		return "(no difference when played again)"
 	}
 	history = history[:d.at+1]
-	const budget = 40
+	const budget = 20
 	tries := 0
 	for i := len(history) - 2; i >= 0 && tries < budget; i-- {
 		shorter := slices.Delete(slices.Clone(history), i, i+1)
@@ -452,4 +525,75 @@ func (fc *fzCase) reproduce(t *testing.T, p *testProxy, history []fzTx) string {
 		b.WriteString("-- the triggers of the twin\n" + fc.oracle)
 	}
 	return b.String()
+}
+
+// fzSessions and fzSessionTxs size the concurrent phase of a case.
+const fzSessions, fzSessionTxs = 4, 8
+
+// concurrently runs random autocommit and explicit transactions from
+// several sessions at once through pgrules; the interleaving is the
+// server's, so there is no twin to compare with, but afterwards verify()
+// must find nothing and every constraint must hold. A statement may fail
+// as it would on PostgreSQL (a deadlock, a serialization failure, a
+// constraint), never leave the data against the rules.
+func (fc *fzCase) concurrently(t *testing.T, p *testProxy) (int, error) {
+	t.Helper()
+	sc := &fzScope{t: t}
+	defer sc.close()
+	db := sc.db()
+	admin := sc.connect(shared.url("", "", db))
+	scalar(t, admin, fc.schema)
+	setup := sc.connect(p.url("", "", db))
+	for _, r := range fc.rules {
+		if e := pgError(t, setup, r); e != nil {
+			return 0, fmt.Errorf("%s: %v", r, e)
+		}
+	}
+	for id := 1; id <= fzKeys; id++ {
+		scalar(t, setup, fmt.Sprintf("INSERT INTO p (id, a, n, lim) VALUES (%d, %d, %d.25, 100000)", id, id, id))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	errs := make(chan error, fzSessions)
+	for i := range fzSessions {
+		conn := sc.connect(p.url("", "", db))
+		r := rand.New(rand.NewPCG(fc.seed, uint64(1000+i)))
+		go func() {
+			for range fzSessionTxs {
+				tx := fzTx{shape: pick(r, fzAutocommit, fzCommit, fzExtended, fzOneQuery, fzBatch)}
+				for range 1 + r.IntN(3) {
+					tx.statements = append(tx.statements, fc.statement(r))
+				}
+				if _, err := tx.play(ctx, fzSide{conn: conn}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var err error
+	for range fzSessions {
+		err = errors.Join(err, <-errs)
+	}
+	if err != nil {
+		return 0, err
+	}
+	drift, err := fzRows(ctx, setup, "SELECT rule || ' ' || table_name || ' ' || key || ': ' || stored || ' <> ' || computed FROM pgrules.verify()")
+	if err != nil {
+		return 0, err
+	}
+	if len(drift) > 0 {
+		return 0, fmt.Errorf("verify() reports drift: %s", strings.Join(drift, "; "))
+	}
+	for _, c := range fc.checks {
+		rows, err := fzRows(ctx, admin, fmt.Sprintf("SELECT t.id::text FROM %s t WHERE NOT (%s)", c.table, c.sql))
+		if err != nil {
+			return 0, err
+		}
+		if len(rows) > 0 {
+			return 0, fmt.Errorf("constraint %s is false on %s %v", c.name, c.table, rows)
+		}
+	}
+	return fzSessions * fzSessionTxs, nil
 }
