@@ -222,8 +222,8 @@ func (s *Set) compile(c *Compiled) *pgerr.Error {
 		for _, col := range fk.Columns {
 			c.Reads = append(c.Reads, ColumnRef{t.QualifiedName(), col})
 		}
-		if !assignable(kindOf(src.Kind), target.Kind) {
-			return ruleError(r, pgerr.DatatypeMismatch, "column %s.%s (%s) cannot be copied into %s (%s)", shortName(r.SourceTable), r.SourceColumn, src.Type, r.Column, target.Type)
+		if !holds(target, src) {
+			return ruleError(r, pgerr.DatatypeMismatch, "column %s.%s (%s) cannot be copied into %s (%s) without loss", shortName(r.SourceTable), r.SourceColumn, src.Type, r.Column, target.Type)
 		}
 	case catalog.Sum, catalog.Count, catalog.Min, catalog.Max:
 		child := s.snap.Tables[r.SourceTable]
@@ -249,8 +249,8 @@ func (s *Set) compile(c *Compiled) *pgerr.Error {
 			if r.Kind == catalog.Sum && !numeric || !ordered {
 				return ruleError(r, pgerr.DatatypeMismatch, "%s of column %s.%s (%s) is not possible", r.Kind, shortName(r.SourceTable), r.SourceColumn, src.Type)
 			}
-			if !assignable(kindOf(src.Kind), target.Kind) {
-				return ruleError(r, pgerr.DatatypeMismatch, "the %s of %s.%s (%s) cannot be stored in %s (%s)", r.Kind, shortName(r.SourceTable), r.SourceColumn, src.Type, r.Column, target.Type)
+			if !holds(target, src) {
+				return ruleError(r, pgerr.DatatypeMismatch, "the %s of %s.%s (%s) cannot be stored in %s (%s) without loss", r.Kind, shortName(r.SourceTable), r.SourceColumn, src.Type, r.Column, target.Type)
 			}
 		} else if target.Kind != catalog.KindInt && target.Kind != catalog.KindDecimal && target.Kind != catalog.KindFloat {
 			return ruleError(r, pgerr.DatatypeMismatch, "a count cannot be stored in %s (%s)", r.Column, target.Type)

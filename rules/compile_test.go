@@ -202,6 +202,56 @@ func TestCompileErrors(t *testing.T) {
 	})
 }
 
+// TestDerivationTargetTypes: a sum, min, max or copy is refused when its
+// target cannot hold the value without loss (rules-api.md §8).
+func TestDerivationTargetTypes(t *testing.T) {
+	agg := func(k catalog.RuleKind, target, col string) *catalog.Rule {
+		return &catalog.Rule{Table: "public.customer", Kind: k, Column: target, SourceTable: "public.orders", SourceColumn: col}
+	}
+	cp := func(target, col string) *catalog.Rule {
+		return &catalog.Rule{Table: "public.lineitem", Kind: catalog.Copy, Column: target, SourceTable: "public.product", SourceColumn: col}
+	}
+	for _, tc := range []struct {
+		name string
+		rule *catalog.Rule
+		says []string // nil: compiles
+	}{
+		{"sum of numeric into text", agg(catalog.Sum, "name", "amount_total"), []string{"numeric(14,2)", "(text)"}},
+		{"min of numeric into text", agg(catalog.Min, "name", "amount_total"), []string{"min", "numeric(14,2)", "(text)"}},
+		{"max of an integer into text", agg(catalog.Max, "name", "customer_id"), []string{"max", "integer", "(text)"}},
+		{"sum of numeric into an integer", agg(catalog.Sum, "unpaid_order_count", "amount_total"), []string{"numeric(14,2)", "integer"}},
+		{"max of numeric into an integer", agg(catalog.Max, "unpaid_order_count", "amount_total"), []string{"numeric(14,2)", "integer"}},
+		{"copy of numeric into an integer", cp("quantity", "price"), []string{"numeric(14,2)", "integer"}},
+		{"copy of numeric into text", cp("note", "price"), []string{"numeric(14,2)", "text"}},
+		{"copy of text into numeric", cp("unit_price", "name"), []string{"text", "numeric(14,2)"}},
+		{"sum of integers into numeric", agg(catalog.Sum, "balance", "customer_id"), nil},
+		{"max of integers into an integer", agg(catalog.Max, "unpaid_order_count", "customer_id"), nil},
+		{"min of text into text", agg(catalog.Min, "name", "notes"), nil},
+		{"copy of numeric into numeric", cp("unit_price", "price"), nil},
+		{"copy of an integer into numeric", cp("unit_price", "id"), nil},
+		{"copy of text into text", cp("note", "name"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.rule.Name = "r"
+			e := Compile(creditSnapshot(tc.rule)).RuleError("r")
+			if tc.says == nil {
+				if e != nil {
+					t.Fatal(e)
+				}
+				return
+			}
+			if e == nil || e.Code != pgerr.DatatypeMismatch || !strings.Contains(e.Message, `"r"`) {
+				t.Fatalf("%v, want 42804 naming the rule", e)
+			}
+			for _, s := range tc.says {
+				if !strings.Contains(e.Message, s) {
+					t.Errorf("%q does not say %q", e.Message, s)
+				}
+			}
+		})
+	}
+}
+
 func dec(s string) decimal.Decimal { return decimal.RequireFromString(s) }
 
 // TestArithmetic: decimals stay exact, integers and floats mix with them,
