@@ -1238,10 +1238,12 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 			}
 		}
 	}
+	var fromFollows parentChanges
 	for _, f := range followed {
-		if err := r.parentChanged(r.set.table(f.a.parent.QualifiedName()), f.changes); err != nil {
-			return err
-		}
+		fromFollows.add(f.a.parent, f.changes)
+	}
+	if err := r.parentsChanged(fromFollows); err != nil {
+		return err
 	}
 	if len(sts) == 0 {
 		return nil
@@ -1256,6 +1258,7 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 	for _, k := range locking {
 		r.s.tx.locked[k] = true
 	}
+	var fromBatch parentChanges
 	for i := 0; i < len(adjs); i++ {
 		a := adjs[i].adjustment
 		var pchanges []*change
@@ -1274,11 +1277,70 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 				pchanges[j] = &change{verb: verbUpdate, old: newRow(a.parent, vals[0], vals[1:1+n]), new: newRow(a.parent, vals[1+n], vals[2+n:])}
 			}
 		}
-		if err := r.parentChanged(r.set.table(a.parent.QualifiedName()), pchanges); err != nil {
+		fromBatch.add(a.parent, pchanges)
+	}
+	return r.parentsChanged(fromBatch)
+}
+
+// parentChanges are the changes of parent rows that statements run
+// together returned, by parent table in the order they came.
+type parentChanges struct {
+	tables  []*catalog.Table
+	changes [][]*change
+}
+
+func (pc *parentChanges) add(t *catalog.Table, changes []*change) {
+	for i, seen := range pc.tables {
+		if seen == t {
+			pc.changes[i] = mergeChanges(t, pc.changes[i], changes)
+			return
+		}
+	}
+	pc.tables = append(pc.tables, t)
+	pc.changes = append(pc.changes, changes)
+}
+
+// parentsChanged runs the logic of each parent table's changes.
+func (r *runner) parentsChanged(pc parentChanges) error {
+	for i, t := range pc.tables {
+		if err := r.parentChanged(r.set.table(t.QualifiedName()), pc.changes[i]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// mergeChanges joins the changes that two adjustments of one write made
+// in the same parent table (two foreign keys to one parent, each with
+// its aggregates). The statements ran one after the other before any of
+// the parents' own logic, so a row adjusted by both came back from the
+// later one with both adjustments: its logic must run once, from the row
+// before the first to the row after the last. Run once per adjustment,
+// the second would start from a row that predates what the first one's
+// logic wrote (a formula over both aggregates), and leave it stale. Rows
+// are matched by primary key; without one, nothing is merged.
+func mergeChanges(t *catalog.Table, first, later []*change) []*change {
+	if len(t.PrimaryKey) == 0 {
+		return append(slices.Clip(first), later...)
+	}
+	idx := make([]int, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		idx[i] = indexOf(t)[k]
+	}
+	out := slices.Clone(first)
+	at := make(map[string]int, len(out))
+	for i, ch := range out {
+		at[keyOf(ch.new, idx)] = i
+	}
+	for _, ch := range later {
+		if i, ok := at[keyOf(ch.new, idx)]; ok {
+			out[i] = &change{verb: verbUpdate, old: out[i].old, new: ch.new}
+			continue
+		}
+		at[keyOf(ch.new, idx)] = len(out)
+		out = append(out, ch)
+	}
+	return out
 }
 
 // adjusting is one adjustment statement of a batch; light holds the deltas

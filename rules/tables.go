@@ -172,7 +172,12 @@ func (s *Set) buildTables() {
 	defer func() {
 		for _, tr := range s.tables {
 			for _, a := range tr.up {
-				if a.follow != "" {
+				// A parent that another foreign key of the table also
+				// adjusts is not chained: its changes along both keys are
+				// merged before its logic runs (mergeChanges), and a
+				// chained level stands only for the changes of its own
+				// follow.
+				if a.follow != "" && !tr.sharesParent(a) {
 					a.chain, a.chained = s.chainSQL(a)
 				}
 			}
@@ -202,6 +207,17 @@ func (s *Set) buildTables() {
 			}
 		}
 	}
+}
+
+// sharesParent reports whether another adjustment of tr adjusts a's
+// parent table.
+func (tr *tableRules) sharesParent(a *adjustment) bool {
+	for _, b := range tr.up {
+		if b != a && b.parent == a.parent {
+			return true
+		}
+	}
+	return false
 }
 
 func (ps *pathSet) add(paths, old [][]*catalog.ForeignKey) {
@@ -431,7 +447,10 @@ func (s *Set) chainParts(a *adjustment, follow, prefix string) (chain []*adjustm
 	}
 	for _, b := range ptr.up {
 		gp := b.parent
-		if !b.additive || b.err != nil || gp == p || gp.QualifiedName() == a.fk.Child {
+		// A grandparent table a second foreign key of the parent also
+		// reaches is left to the usual adjustment: one statement applies
+		// only one of two updates of a row.
+		if !b.additive || b.err != nil || gp == p || gp.QualifiedName() == a.fk.Child || slices.ContainsFunc(chain, func(c *adjustment) bool { return c.parent == gp }) {
 			continue
 		}
 		j := len(chain) + 1

@@ -746,3 +746,117 @@ func TestWritesAmongNotifications(t *testing.T) {
 		t.Fatalf("%s unpaid orders counted, want %d", count, n)
 	}
 }
+
+// TestTwoKeysToOneParent: one statement that changes both foreign keys of
+// a row to the same parent table (an employee who works for one
+// department and is on loan to another, with a count along each) adjusts
+// both counts, and the parent's formula over them and the grandparent's
+// sums see both, on the table whose writes take one round trip (a_) and on
+// its twin that takes the usual steps (b_).
+func TestTwoKeysToOneParent(t *testing.T) {
+	const schema = `
+CREATE TABLE %[1]s_region (id int PRIMARY KEY, works int NOT NULL DEFAULT 0, staff int NOT NULL DEFAULT 0);
+CREATE TABLE %[1]s_department (id int PRIMARY KEY, region_id int REFERENCES %[1]s_region,
+  works_n int NOT NULL DEFAULT 0, loan_n int NOT NULL DEFAULT 0, staff int);
+CREATE TABLE %[1]s_employee (id int PRIMARY KEY,
+  works_for_id int CONSTRAINT %[1]s_works_for REFERENCES %[1]s_department,
+  on_loan_id int CONSTRAINT %[1]s_on_loan REFERENCES %[1]s_department);
+INSERT INTO %[1]s_region (id) VALUES (1);
+INSERT INTO %[1]s_department (id, region_id, staff) VALUES (1, 1, 0), (2, 1, 0);`
+	rules := []string{
+		`SELECT pgrules.count('%[1]s_department.works_n', '%[1]s_employee', via => '%[1]s_works_for')`,
+		`SELECT pgrules.count('%[1]s_department.loan_n', '%[1]s_employee', via => '%[1]s_on_loan')`,
+		`SELECT pgrules.formula('%[1]s_department.staff', 'row.works_n + row.loan_n')`,
+		`SELECT pgrules.sum('%[1]s_region.works', '%[1]s_department.works_n')`,
+		`SELECT pgrules.sum('%[1]s_region.staff', '%[1]s_department.staff')`,
+	}
+	var all []string
+	for _, tw := range []string{"a", "b"} {
+		for _, r := range rules {
+			all = append(all, fmt.Sprintf(r, tw))
+		}
+	}
+	all = append(all, `SELECT pgrules.event('b_employee', 'early', 'nil', name => 'b_usual_way')`)
+	c, admin, _, _ := rulesDB(t, fmt.Sprintf(schema, "a")+fmt.Sprintf(schema, "b"), all)
+	state := func(tw string) string {
+		return scalar(t, admin, fmt.Sprintf(`SELECT (SELECT string_agg(concat_ws(':', id, works_n, loan_n, staff), ' ' ORDER BY id) FROM %[1]s_department)
+			|| ' | ' || (SELECT string_agg(concat_ws(':', works, staff), ' ') FROM %[1]s_region)`, tw))
+	}
+	ctx := context.Background()
+	for _, step := range []struct {
+		sql, arg string
+		want     string // department id:works_n:loan_n:staff | region works:staff
+	}{
+		{"INSERT INTO %[1]s_employee VALUES ($1, 2, 1)", "3", "1:0:1:1 2:1:0:1 | 1:2"},
+		{"UPDATE %[1]s_employee SET works_for_id = 1, on_loan_id = NULL WHERE id = $1", "3", "1:1:0:1 2:0:0:0 | 1:1"},
+		{"INSERT INTO %[1]s_employee VALUES ($1, 1, 1)", "4", "1:2:1:3 2:0:0:0 | 2:3"},
+		{"UPDATE %[1]s_employee SET works_for_id = on_loan_id, on_loan_id = works_for_id WHERE id = $1", "3", "1:1:2:3 2:0:0:0 | 1:3"},
+		{"UPDATE %[1]s_employee SET works_for_id = 2, on_loan_id = 2 WHERE id >= $1", "3", "1:0:0:0 2:2:2:4 | 2:4"},
+		{"DELETE FROM %[1]s_employee WHERE id = $1", "4", "1:0:0:0 2:1:1:2 | 1:2"},
+	} {
+		for _, tw := range []string{"a", "b"} {
+			sql := fmt.Sprintf(step.sql, tw)
+			// With a parameter, so that a_ takes one round trip.
+			if _, err := c.ExecParams(ctx, sql, [][]byte{[]byte(step.arg)}, nil, nil, nil).Close(); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+			if got := state(tw); got != step.want {
+				t.Fatalf("%s:\n got %s\nwant %s", sql, got, step.want)
+			}
+		}
+		if drift := scalar(t, c, "SELECT coalesce(string_agg(concat_ws(' ', rule, key, stored, computed), '; '), '') FROM pgrules.verify()"); drift != "" {
+			t.Fatalf("%s: verify finds %s", step.sql, drift)
+		}
+	}
+}
+
+// TestTwoKeysToOneGrandparent: a parent whose two foreign keys reach the
+// same grandparent row gets both of its sums adjusted when a child's
+// write changes the parent (the grandparents adjusted in the write's own
+// statement, a_, or in the usual steps, b_).
+func TestTwoKeysToOneGrandparent(t *testing.T) {
+	const schema = `
+CREATE TABLE %[1]s_region (id int PRIMARY KEY, home numeric(12,2) NOT NULL DEFAULT 0, billed numeric(12,2) NOT NULL DEFAULT 0);
+CREATE TABLE %[1]s_dept (id int PRIMARY KEY, total numeric(12,2) NOT NULL DEFAULT 0,
+  home_id int CONSTRAINT %[1]s_home REFERENCES %[1]s_region, bill_id int CONSTRAINT %[1]s_bill REFERENCES %[1]s_region);
+CREATE TABLE %[1]s_emp (id int PRIMARY KEY, dept_id int REFERENCES %[1]s_dept, salary numeric(12,2));
+INSERT INTO %[1]s_region (id) VALUES (1), (2);
+INSERT INTO %[1]s_dept (id, home_id, bill_id) VALUES (1, 1, 1), (2, 1, 2);`
+	rules := []string{
+		`SELECT pgrules.sum('%[1]s_dept.total', '%[1]s_emp.salary')`,
+		`SELECT pgrules.sum('%[1]s_region.home', '%[1]s_dept.total', via => '%[1]s_home')`,
+		`SELECT pgrules.sum('%[1]s_region.billed', '%[1]s_dept.total', via => '%[1]s_bill')`,
+	}
+	var all []string
+	for _, tw := range []string{"a", "b"} {
+		for _, r := range rules {
+			all = append(all, fmt.Sprintf(r, tw))
+		}
+	}
+	all = append(all, `SELECT pgrules.event('b_emp', 'early', 'nil', name => 'b_usual_way')`)
+	c, admin, _, _ := rulesDB(t, fmt.Sprintf(schema, "a")+fmt.Sprintf(schema, "b"), all)
+	ctx := context.Background()
+	for _, step := range []struct {
+		sql, arg string
+		want     string // region id:home:billed
+	}{
+		{"INSERT INTO %[1]s_emp VALUES (1, 1, $1)", "10", "1:10.00:10.00 2:0.00:0.00"},
+		{"INSERT INTO %[1]s_emp VALUES (2, 2, $1)", "5", "1:15.00:10.00 2:0.00:5.00"},
+		{"UPDATE %[1]s_emp SET salary = salary + $1", "1", "1:17.00:11.00 2:0.00:6.00"},
+		{"UPDATE %[1]s_emp SET dept_id = 1 WHERE id = $1", "2", "1:17.00:17.00 2:0.00:0.00"},
+		{"DELETE FROM %[1]s_emp WHERE id = $1", "1", "1:6.00:6.00 2:0.00:0.00"},
+	} {
+		for _, tw := range []string{"a", "b"} {
+			sql := fmt.Sprintf(step.sql, tw)
+			if _, err := c.ExecParams(ctx, sql, [][]byte{[]byte(step.arg)}, nil, nil, nil).Close(); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+			if got := scalar(t, admin, fmt.Sprintf("SELECT string_agg(concat_ws(':', id, home, billed), ' ' ORDER BY id) FROM %s_region", tw)); got != step.want {
+				t.Fatalf("%s:\n got %s\nwant %s", sql, got, step.want)
+			}
+		}
+		if drift := scalar(t, c, "SELECT coalesce(string_agg(concat_ws(' ', rule, key, stored, computed), '; '), '') FROM pgrules.verify()"); drift != "" {
+			t.Fatalf("%s: verify finds %s", step.sql, drift)
+		}
+	}
+}
