@@ -50,6 +50,9 @@ const (
 		        'enum', t.typtype = 'e', 'notnull', a.attnotnull,
 		        'default', a.atthasdef OR a.attidentity <> '', 'generated', a.attgenerated <> '',
 		        'identity', a.attidentity,
+		        'scale', CASE WHEN (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END) = 1700
+		                       AND (CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END) >= 4
+		                      THEN ((((CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END) - 4) & 2047) # 1024) - 1024 END,
 		        'defexpr', CASE WHEN a.attidentity <> '' THEN format('nextval(%L::regclass)', pg_get_serial_sequence(c.oid::regclass::text, a.attname))
 		                        WHEN a.attgenerated = '' THEN (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
 		                                                       WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END)
@@ -126,6 +129,7 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 			Default, Generated bool
 			Identity           string
 			DefExpr            string
+			Scale              *int32
 		}
 	}
 	if err := queryJSON(ctx, q, tablesQuery, &tables); err != nil {
@@ -140,6 +144,9 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 			}
 			cols[i] = &Column{Name: c.Name, Num: c.Num, TypeOID: c.OID, Type: c.Type, Kind: kind,
 				NotNull: c.NotNull, HasDefault: c.Default, Generated: c.Generated, Default: c.DefExpr}
+			if c.Scale != nil {
+				cols[i].Scale, cols[i].HasScale = *c.Scale, true
+			}
 			if c.Identity != "" {
 				cols[i].Identity = c.Identity[0]
 			}

@@ -175,7 +175,12 @@ func (s *Set) derivationSQL(tr *tableRules, d *Compiled, alias string) (string, 
 		if src == nil || src.Kind != target.Kind || !copyable[target.Kind] {
 			return "", false
 		}
-		return fmt.Sprintf("(SELECT p.%s FROM %s p WHERE %s)", quoteIdent(src.Name), qualified(parent), keyMatch(d.FK, alias, "p")), true
+		e := fmt.Sprintf("(SELECT p.%s FROM %s p WHERE %s)", quoteIdent(src.Name), qualified(parent), keyMatch(d.FK, alias, "p"))
+		if target.Kind == catalog.KindDecimal {
+			// Rounded to the column's scale, as coerce does.
+			e = "CAST(" + e + " AS " + target.Type + ")"
+		}
+		return e, true
 	case catalog.Formula:
 		if target.Kind != catalog.KindInt && target.Kind != catalog.KindDecimal {
 			return "", false
@@ -189,11 +194,9 @@ func (s *Set) derivationSQL(tr *tableRules, d *Compiled, alias string) (string, 
 		if !ok {
 			return "", false
 		}
-		if target.Kind == catalog.KindInt {
-			// As coerce does, before a later formula reads it.
-			e = "CAST(" + e + " AS " + target.Type + ")"
-		}
-		return e, true
+		// Rounded to the column's type, as coerce does, before a later
+		// formula reads it.
+		return "CAST(" + e + " AS " + target.Type + ")", true
 	}
 	return "", false
 }

@@ -860,3 +860,62 @@ INSERT INTO %[1]s_dept (id, home_id, bill_id) VALUES (1, 1, 1), (2, 1, 2);`
 		}
 	}
 }
+
+// TestChainedFormulasRound: a formula's result is rounded to its column's
+// type before the next formula reads it (rules-api.md §8), so chained
+// formulas give what PL/pgSQL triggers give: in one trip (a_), in the
+// usual steps (b_), and with a division (c_).
+func TestChainedFormulasRound(t *testing.T) {
+	const schema = `
+CREATE TABLE %[1]s_item (id int PRIMARY KEY, x numeric(14,2), h numeric(14,2), b numeric(14,2), n int, m int);`
+	rules := []string{
+		`SELECT pgrules.formula('%[1]s_item.h', 'row.x * 0.5')`,
+		`SELECT pgrules.formula('%[1]s_item.b', 'row.h * 3')`,
+		`SELECT pgrules.formula('%[1]s_item.n', 'row.x * 0.5')`,
+		`SELECT pgrules.formula('%[1]s_item.m', 'row.n * 3')`,
+	}
+	var all []string
+	for _, tw := range []string{"a", "b"} {
+		for _, r := range rules {
+			all = append(all, fmt.Sprintf(r, tw))
+		}
+	}
+	all = append(all, `SELECT pgrules.event('b_item', 'early', 'nil', name => 'b_usual_way')`,
+		`SELECT pgrules.formula('c_item.h', 'row.x / 3')`, `SELECT pgrules.formula('c_item.b', 'row.h * 3')`,
+		`SELECT pgrules.formula('c_item.n', 'row.x / 3')`, `SELECT pgrules.formula('c_item.m', 'row.n * 3')`)
+	c, admin, _, _ := rulesDB(t, fmt.Sprintf(schema, "a")+fmt.Sprintf(schema, "b")+fmt.Sprintf(schema, "c")+
+		fmt.Sprintf(schema, "ta")+fmt.Sprintf(schema, "tc")+`
+CREATE FUNCTION half() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.h := NEW.x * 0.5; NEW.b := NEW.h * 3; NEW.n := NEW.x * 0.5; NEW.m := NEW.n * 3; RETURN NEW; END $$;
+CREATE FUNCTION third() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.h := NEW.x / 3; NEW.b := NEW.h * 3; NEW.n := NEW.x / 3; NEW.m := NEW.n * 3; RETURN NEW; END $$;
+CREATE TRIGGER half BEFORE INSERT OR UPDATE ON ta_item FOR EACH ROW EXECUTE FUNCTION half();
+CREATE TRIGGER third BEFORE INSERT OR UPDATE ON tc_item FOR EACH ROW EXECUTE FUNCTION third();`, all)
+	ctx := context.Background()
+	state := func(table string) string {
+		return scalar(t, admin, "SELECT string_agg(concat_ws(':', id, x, h, b, n, m), ' ' ORDER BY id) FROM "+table)
+	}
+	for _, step := range []struct{ sql, arg string }{
+		{"INSERT INTO %s (id, x) VALUES (1, $1)", "10"},
+		{"INSERT INTO %s (id, x) VALUES (2, $1)", "0.05"},
+		{"UPDATE %s SET x = $1 WHERE id = 2", "0.06"},
+		{"UPDATE %s SET x = $1 WHERE id = 1", "0.07"},
+		{"UPDATE %s SET x = -x WHERE id <= $1", "2"},
+		{"INSERT INTO %s (id, x) SELECT 3, $1", "1.01"},
+	} {
+		for _, tw := range []string{"a", "b", "c", "ta", "tc"} {
+			sql := fmt.Sprintf(step.sql, tw+"_item")
+			if _, err := c.ExecParams(ctx, sql, [][]byte{[]byte(step.arg)}, nil, nil, nil).Close(); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		for tw, oracle := range map[string]string{"a": "ta", "b": "ta", "c": "tc"} {
+			if got, want := state(tw+"_item"), state(oracle+"_item"); got != want {
+				t.Fatalf("%s: %s_item\n     got %s\ntriggers %s", step.sql, tw, got, want)
+			}
+		}
+	}
+	if drift := scalar(t, c, "SELECT coalesce(string_agg(concat_ws(' ', rule, key, stored, computed), '; '), '') FROM pgrules.verify()"); drift != "" {
+		t.Fatalf("verify finds %s", drift)
+	}
+}
