@@ -68,6 +68,10 @@ type Column struct {
 	// one), when HasScale: the decimals the column keeps of a value.
 	Scale    int32
 	HasScale bool
+	// Generation is a stored generated column's expression, as SQL over
+	// the row's columns; GenerationReads are the columns it reads.
+	Generation      string
+	GenerationReads []string
 }
 
 // Kind is how a column's values appear in rule expressions.

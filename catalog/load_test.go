@@ -78,7 +78,7 @@ func TestLoad(t *testing.T) {
 	if c := lead.Column("id"); !c.HasDefault || !c.NotNull {
 		t.Errorf("identity column: %+v", c)
 	}
-	if c := lead.Column("twice"); !c.Generated {
+	if c := lead.Column("twice"); !c.Generated || c.Generation != "(id * 2)" || !slices.Equal(c.GenerationReads, []string{"id"}) {
 		t.Errorf("generated column: %+v", c)
 	}
 	if c := lead.Column("worth"); c.Type != "money2" || !c.HasScale || c.Scale != 2 {

@@ -334,6 +334,7 @@ func (s *Set) orderDerivations() {
 			ders = append(ders, c)
 		}
 	}
+	s.checkGenerated(writer)
 	const (
 		unvisited = iota
 		visiting

@@ -839,6 +839,9 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 	if err := r.loadParents(tr.derivePaths.paths, live); err != nil {
 		return err
 	}
+	if err := r.generate(tr, changes); err != nil {
+		return err
+	}
 	for _, ch := range changes {
 		if ch.new == nil {
 			continue

@@ -40,6 +40,9 @@ type tableRules struct {
 	eventPaths pathSet
 	// oneTrip is set when an insert can run in one round trip.
 	oneTrip *oneTrip
+	// generated are the stored generated columns the derivations read
+	// (generated.go).
+	generated []*catalog.Column
 }
 
 // pathSet are the paths of foreign keys to load for a new row, and those
@@ -184,6 +187,7 @@ func (s *Set) buildTables() {
 		}
 		for _, tr := range s.tables {
 			tr.oneTrip = s.oneTripFor(tr)
+			tr.generated = generatedRead(tr)
 		}
 	}()
 	for _, tr := range s.tables {

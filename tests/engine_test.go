@@ -919,3 +919,50 @@ CREATE TRIGGER third BEFORE INSERT OR UPDATE ON tc_item FOR EACH ROW EXECUTE FUN
 		t.Fatalf("verify finds %s", drift)
 	}
 }
+
+// TestFormulaReadsGeneratedColumn: a stored generated column reads, in a
+// formula, as the value PostgreSQL stores (rules-api.md §8), on insert and
+// when what it is computed from changes; one computed from a derived
+// column cannot be, and a formula reading it is refused.
+func TestFormulaReadsGeneratedColumn(t *testing.T) {
+	c, admin, _, _ := rulesDB(t, `
+CREATE TABLE item (id int PRIMARY KEY, qty int, price numeric(10,2),
+  gross numeric(12,2) GENERATED ALWAYS AS (qty * price) STORED, fee numeric(12,2), twice int,
+  again int GENERATED ALWAYS AS (twice + 1) STORED, n int);`,
+		[]string{`SELECT pgrules.formula('item.fee', 'row.gross * 0.1')`, `SELECT pgrules.formula('item.twice', 'row.qty * 2')`})
+	ctx := context.Background()
+	for _, step := range []struct{ sql, arg, want string }{
+		{"INSERT INTO item (id, qty, price) VALUES (1, 2, $1)", "5", "1:2:5.00:10.00:1.00"},
+		{"INSERT INTO item (id, qty, price) SELECT 2, 3, $1::numeric", "0.05", "1:2:5.00:10.00:1.00 2:3:0.05:0.15:0.02"},
+		{"UPDATE item SET price = $1 WHERE id = 1", "7", "1:2:7.00:14.00:1.40 2:3:0.05:0.15:0.02"},
+		{"UPDATE item SET qty = qty + $1", "1", "1:3:7.00:21.00:2.10 2:4:0.05:0.20:0.02"},
+		{"UPDATE item SET n = $1", "1", "1:3:7.00:21.00:2.10 2:4:0.05:0.20:0.02"},
+	} {
+		for _, extended := range []bool{false, true} {
+			scalar(t, c, "BEGIN")
+			var err error
+			if extended {
+				_, err = c.ExecParams(ctx, step.sql, [][]byte{[]byte(step.arg)}, nil, nil, nil).Close()
+			} else {
+				_, err = c.Exec(ctx, strings.ReplaceAll(step.sql, "$1", "'"+step.arg+"'")).ReadAll()
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", step.sql, err)
+			}
+			if got := scalar(t, c, "SELECT string_agg(concat_ws(':', id, qty, price, gross, fee), ' ' ORDER BY id) FROM item"); got != step.want {
+				t.Fatalf("%s (extended %v):\n got %s\nwant %s", step.sql, extended, got, step.want)
+			}
+			scalar(t, c, map[bool]string{false: "ROLLBACK", true: "COMMIT"}[extended])
+		}
+		if drift := scalar(t, c, "SELECT coalesce(string_agg(concat_ws(' ', rule, key, stored, computed), '; '), '') FROM pgrules.verify()"); drift != "" {
+			t.Fatalf("%s: verify finds %s", step.sql, drift)
+		}
+	}
+	e := pgError(t, c, `SELECT pgrules.formula('item.n', 'row.again * 2')`)
+	if e == nil || e.Code != "0A000" || !strings.Contains(e.Message, "again") || !strings.Contains(e.Message, "item.twice") {
+		t.Fatalf("a formula reading a generated column computed from a derived one: %v, want 0A000", e)
+	}
+	if n := scalar(t, admin, "SELECT count(*) FROM pgrules.rule WHERE name = 'item.n'"); n != "0" {
+		t.Fatal("the refused formula is stored")
+	}
+}
