@@ -966,3 +966,16 @@ CREATE TABLE item (id int PRIMARY KEY, qty int, price numeric(10,2),
 		t.Fatal("the refused formula is stored")
 	}
 }
+
+// TestInsertFewerValues: INSERT ... VALUES without a column list and with
+// fewer values than the table has columns gives the others their
+// defaults, as PostgreSQL does.
+func TestInsertFewerValues(t *testing.T) {
+	c, admin := orgDB(t)
+	if e := pgError(t, c, "INSERT INTO emp VALUES (1, 10, NULL, 100), (2, 10)"); e != nil {
+		t.Fatal(e)
+	}
+	if got := scalar(t, admin, "SELECT total || ':' || headcount FROM dept WHERE id = 10"); got != "100.00:2" {
+		t.Fatalf("dept 10: %s", got)
+	}
+}
