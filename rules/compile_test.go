@@ -404,3 +404,55 @@ func BenchmarkEvalConstraint(b *testing.B) {
 		c.Holds(env)
 	}
 }
+
+// TestNumericSpecials: numeric's NaN and infinities compute and compare as
+// PostgreSQL's numeric does (SELECT 'NaN'::numeric * 0 is NaN,
+// 'Infinity'::numeric - 'Infinity' is NaN, 1 / 'Infinity'::numeric is 0,
+// 'NaN'::numeric = 'NaN' is true and NaN sorts after Infinity).
+func TestNumericSpecials(t *testing.T) {
+	for _, tc := range []struct {
+		op   func(a, b any) (any, error)
+		a, b any
+		want string // FormatValue of the result, or the error's SQLSTATE
+	}{
+		{opAdd, nan, 1, "NaN"},
+		{opMul, nan, 0, "NaN"},
+		{opSub, dec("2.5"), nan, "NaN"},
+		{opAdd, posInf, dec("-1e100"), "Infinity"},
+		{opSub, posInf, posInf, "NaN"},
+		{opAdd, negInf, negInf, "-Infinity"},
+		{opMul, posInf, -2, "-Infinity"},
+		{opMul, negInf, dec("0"), "NaN"},
+		{opDiv, 1, posInf, "0"},
+		{opDiv, posInf, -3, "-Infinity"},
+		{opDiv, posInf, negInf, "NaN"},
+		{opDiv, nan, 0, "NaN"},
+		{opDiv, posInf, 0, pgerr.DivisionByZero},
+		{opMod, 7, posInf, "7"},
+		{opMod, posInf, 7, "NaN"},
+		{opEq, nan, nan, "t"},
+		{opEq, nan, posInf, "f"},
+		{opGt, nan, posInf, "t"},
+		{opLt, negInf, dec("-1e100"), "t"},
+		{opGt, posInf, 1, "t"},
+		{opLt, 1, nan, "t"},
+		{opGe, dec("1"), nan, "f"},
+	} {
+		got, err := tc.op(tc.a, tc.b)
+		out := string(FormatValue(got))
+		if err != nil {
+			out = asPgError(err).Code
+		}
+		if out != tc.want {
+			t.Errorf("%v, %v: %s, want %s", tc.a, tc.b, out, tc.want)
+		}
+	}
+	if got, err := opNeg(negInf); err != nil || got != posInf {
+		t.Errorf("-(-Infinity): %v %v", got, err)
+	}
+	for text, want := range map[string]any{"NaN": nan, "Infinity": posInf, "-Infinity": negInf} {
+		if v, err := ParseValue(catalog.KindDecimal, []byte(text)); err != nil || v != want || string(FormatValue(v)) != text {
+			t.Errorf("%s reads as %v (%v)", text, v, err)
+		}
+	}
+}

@@ -643,11 +643,11 @@ func (r *runner) followStatement(tr *tableRules, a *adjustment, changes []*chang
 			if err != nil {
 				return stmt.Statement{}, false // the usual way reports it
 			}
-			v := decimal.Zero
+			var v any = decimal.Zero
 			if in {
 				v = addend(c, ch.old.vals[c.Rule.SourceColumn])
 			}
-			olds[len(fkIdx)+i] = append(olds[len(fkIdx)+i], []byte(v.String()))
+			olds[len(fkIdx)+i] = append(olds[len(fkIdx)+i], FormatValue(v))
 		}
 	}
 	if len(skip) > 0 && len(pks) > 0 && len(pks[0]) > 0 {
@@ -1155,9 +1155,10 @@ func (r *runner) afterWrite(tr *tableRules, changes []*change) error {
 // delta is what one statement changes in one parent's aggregates.
 type delta struct {
 	key [][]byte
-	// per aggregate: the sum or count to add; for min and max the extreme
-	// of the values arriving and of those leaving.
-	add    []decimal.Decimal
+	// per aggregate: the sum or count to add (a decimal, or a special
+	// when a NaN or an infinity arrives or leaves); for min and max the
+	// extreme of the values arriving and of those leaving.
+	add    []any
 	arrive []any
 	leave  []any
 	moved  bool
@@ -1389,7 +1390,7 @@ func (r *runner) lightChanges(ad adjusting, rows [][][]byte) []*change {
 func additiveParams(a *adjustment, d *delta) [][]byte {
 	params := append([][]byte(nil), d.key...)
 	for i := range a.aggs {
-		params = append(params, []byte(d.add[i].String()))
+		params = append(params, FormatValue(d.add[i]))
 	}
 	return params
 }
@@ -1411,7 +1412,7 @@ func adjustParams(a *adjustment, deltas []*delta) [][]byte {
 		case catalog.Sum, catalog.Count:
 			col := make([][]byte, len(deltas))
 			for j, d := range deltas {
-				col[j] = []byte(d.add[i].String())
+				col[j] = FormatValue(d.add[i])
 			}
 			params = append(params, textArray(col))
 		default:
@@ -1441,12 +1442,12 @@ func (r *runner) traceDelta(a *adjustment, d *delta) {
 	for i, c := range a.aggs {
 		switch c.Rule.Kind {
 		case catalog.Sum, catalog.Count:
-			if !d.add[i].IsZero() {
+			if !isZero(d.add[i]) {
 				sign := "+"
-				if d.add[i].IsNegative() {
+				if c, _ := compare(d.add[i], 0); c < 0 {
 					sign = ""
 				}
-				parts = append(parts, fmt.Sprintf("%s %s%s", c.Target, sign, d.add[i]))
+				parts = append(parts, fmt.Sprintf("%s %s%s", c.Target, sign, FormatValue(d.add[i])))
 			}
 		default:
 			if d.arrive[i] != nil || d.leave[i] != nil {
@@ -1486,7 +1487,10 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 			for i, j := range kidx {
 				key[i] = rw.text[j]
 			}
-			d = &delta{key: key, add: make([]decimal.Decimal, len(a.aggs)), arrive: make([]any, len(a.aggs)), leave: make([]any, len(a.aggs))}
+			d = &delta{key: key, add: make([]any, len(a.aggs)), arrive: make([]any, len(a.aggs)), leave: make([]any, len(a.aggs))}
+			for i := range d.add {
+				d.add[i] = decimal.Zero
+			}
 			byKey[k] = d
 			order = append(order, d)
 		}
@@ -1523,10 +1527,10 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 			switch c.Rule.Kind {
 			case catalog.Sum, catalog.Count:
 				if oldIn {
-					od.add[i] = od.add[i].Sub(addend(c, ov))
+					od.add[i], _ = opSub(od.add[i], addend(c, ov))
 				}
 				if newIn {
-					nd.add[i] = nd.add[i].Add(addend(c, nv))
+					nd.add[i], _ = opAdd(nd.add[i], addend(c, nv))
 				}
 			case catalog.Min, catalog.Max:
 				same := oldIn && newIn && od == nd && sameValue(ov, nv)
@@ -1548,7 +1552,7 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 	for _, d := range order {
 		keep := d.moved
 		for _, v := range d.add {
-			keep = keep || !v.IsZero()
+			keep = keep || !isZero(v)
 		}
 		if keep {
 			out = append(out, d)
@@ -1559,14 +1563,23 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 
 // addend is what a qualifying child row adds to a sum (its value, NULL
 // counting as 0) or a count (1).
-func addend(c *Compiled, v any) decimal.Decimal {
+func addend(c *Compiled, v any) any {
 	switch {
 	case c.Rule.Kind == catalog.Count:
 		return decimal.NewFromInt(1)
 	case v == nil:
 		return decimal.Zero
 	}
+	if s, ok := v.(special); ok {
+		return s // a sum that adds NaN stays NaN, as PostgreSQL adds it
+	}
 	return toDecimal(v)
+}
+
+// isZero reports whether a sum's delta adds nothing.
+func isZero(v any) bool {
+	d, ok := v.(decimal.Decimal)
+	return ok && d.IsZero()
 }
 
 // extreme is the smaller (min) or larger (max) of two values, nil being

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/pgerr"
 )
 
 // Drift is a row whose derived value differs from its definition
@@ -52,6 +53,9 @@ func Verify(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set 
 	var out []Drift
 	for _, c := range set.verifiable(table) {
 		t, value, err := definitionSQL(snap, set, c.Rule)
+		if untranslatable(err) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -70,6 +74,13 @@ func Verify(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set 
 		}
 	}
 	return out, nil
+}
+
+// untranslatable reports whether err says a definition cannot be written
+// in SQL (string(), events' functions): verify and rebuild leave such a
+// derivation out, as the engine alone computes it.
+func untranslatable(err error) bool {
+	return err != nil && asPgError(err).Code == pgerr.FeatureNotSupported
 }
 
 func nullText(b []byte) string {
@@ -99,6 +110,9 @@ func Rebuild(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set
 			continue
 		}
 		t, value, err := definitionSQL(snap, set, r)
+		if untranslatable(err) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

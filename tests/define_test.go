@@ -480,3 +480,41 @@ func TestDefineTargetTypes(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestDefineUntranslatableOnEmptyTable: a derivation whose expression SQL
+// cannot compute (string()) is accepted on a table without rows, since
+// there are no existing rows to compute, and refused with 0A000 on one
+// with rows; verify() and rebuild() leave it out.
+func TestDefineUntranslatableOnEmptyTable(t *testing.T) {
+	c, admin, _, _ := rulesDB(t, `
+		CREATE TABLE p (id int PRIMARY KEY, total numeric(12,2) NOT NULL DEFAULT 0);
+		CREATE TABLE ch (id int PRIMARY KEY, p_id int REFERENCES p, n int, label text, amt numeric(12,2));
+		CREATE TABLE full_t (id int PRIMARY KEY, n int, label text);
+		INSERT INTO p VALUES (1, 7), (2, 0);
+		INSERT INTO full_t VALUES (1, 5, NULL)`, nil)
+	for _, sql := range []string{
+		`SELECT pgrules.formula('ch.label', '"n=" + string(row.n)')`,
+		`SELECT pgrules.sum('p.total', 'ch.amt', 'string(row.n) != "0"')`,
+	} {
+		if e := pgError(t, c, sql); e != nil {
+			t.Fatalf("%s on an empty table: %v", sql, e)
+		}
+	}
+	if got := scalar(t, admin, "SELECT string_agg(id || ':' || total, ' ' ORDER BY id) FROM p"); got != "1:0.00 2:0.00" {
+		t.Fatalf("the sum over no children: %s", got)
+	}
+	scalar(t, c, "INSERT INTO ch (id, p_id, n, amt) VALUES (1, 1, 3, 2.50), (2, 1, 0, 1.00)")
+	if got := scalar(t, admin, "SELECT string_agg(label, ' ' ORDER BY id) || ' ' || (SELECT total FROM p WHERE id = 1) FROM ch"); got != "n=3 n=0 2.50" {
+		t.Fatalf("after the insert: %s", got)
+	}
+	if got := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); got != "0" {
+		t.Fatalf("verify: %s rows", got)
+	}
+	if got := scalar(t, c, "SELECT coalesce(string_agg(rule, ' '), '') FROM pgrules.rebuild()"); got != "" {
+		t.Fatalf("rebuild computed %s", got)
+	}
+	e := pgError(t, c, `SELECT pgrules.formula('full_t.label', '"n=" + string(row.n)')`)
+	if e == nil || e.Code != "0A000" {
+		t.Fatalf("on a table with rows: %v, want 0A000", e)
+	}
+}

@@ -967,6 +967,60 @@ CREATE TABLE item (id int PRIMARY KEY, qty int, price numeric(10,2),
 	}
 }
 
+// TestNumericNaN: a numeric NaN or infinity read by a rule computes as
+// PostgreSQL computes it (NaN * 2 + 1 is NaN, NaN sorts after every
+// number), in formulas, constraints and sums kept by adjustment, where
+// PL/pgSQL triggers that add differences end in the same state.
+func TestNumericNaN(t *testing.T) {
+	const schema = `
+CREATE TABLE %[1]s_p (id int PRIMARY KEY, total numeric NOT NULL DEFAULT 0, top numeric);
+CREATE TABLE %[1]s_c (id int PRIMARY KEY, p_id int REFERENCES %[1]s_p, x numeric, y numeric);
+INSERT INTO %[1]s_p (id) VALUES (1);`
+	c, admin, _, _ := rulesDB(t, fmt.Sprintf(schema, "e")+fmt.Sprintf(schema, "t")+`
+CREATE FUNCTION t_y() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.y := NEW.x * 2 + 1;
+  IF NOT coalesce(NEW.x >= -1, true) THEN RAISE EXCEPTION 'negative' USING ERRCODE = '23514'; END IF;
+  RETURN NEW;
+END $$;
+CREATE FUNCTION t_total() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE t_p SET total = total + coalesce(NEW.y, 0) - coalesce(OLD.y, 0),
+    top = (SELECT max(y) FROM t_c WHERE p_id = 1) WHERE id = 1;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER y BEFORE INSERT OR UPDATE ON t_c FOR EACH ROW EXECUTE FUNCTION t_y();
+CREATE TRIGGER total AFTER INSERT OR UPDATE ON t_c FOR EACH ROW EXECUTE FUNCTION t_total();`,
+		[]string{
+			`SELECT pgrules.formula('e_c.y', 'row.x * 2 + 1')`,
+			`SELECT pgrules.sum('e_p.total', 'e_c.y')`,
+			`SELECT pgrules.max('e_p.top', 'e_c.y')`,
+			`SELECT pgrules.constraint('e_c', 'row.x >= -1', 'negative')`,
+		})
+	for _, sql := range []string{
+		"INSERT INTO %[1]s_c VALUES (1, 1, 'NaN')",
+		"INSERT INTO %[1]s_c VALUES (2, 1, 4)",
+		"UPDATE %[1]s_c SET x = 5 WHERE id = 1",
+		"INSERT INTO %[1]s_c VALUES (3, 1, 'Infinity')",
+		"UPDATE %[1]s_c SET x = 'NaN' WHERE id = 2",
+		"INSERT INTO %[1]s_c VALUES (4, 1, '-Infinity')",
+	} {
+		var errs [2]string
+		for i, tw := range []string{"e", "t"} {
+			if e := pgError(t, c, fmt.Sprintf(sql, tw)); e != nil {
+				errs[i] = e.Code
+			}
+		}
+		if errs[0] != errs[1] {
+			t.Fatalf("%s: SQLSTATE %q, triggers %q", sql, errs[0], errs[1])
+		}
+		state := "SELECT (SELECT string_agg(concat_ws(':', id, x, y), ' ' ORDER BY id) FROM %[1]s_c) || ' | ' || (SELECT concat_ws(':', total, top) FROM %[1]s_p)"
+		if got, want := scalar(t, admin, fmt.Sprintf(state, "e")), scalar(t, admin, fmt.Sprintf(state, "t")); got != want {
+			t.Fatalf("%s:\n     got %s\ntriggers %s", sql, got, want)
+		}
+	}
+}
+
 // TestInsertFewerValues: INSERT ... VALUES without a column list and with
 // fewer values than the table has columns gives the others their
 // defaults, as PostgreSQL does.
