@@ -25,6 +25,11 @@ func (s *session) computeExisting(ctx context.Context, conn stmt.Conn, snap *cat
 		return nil
 	}
 	for _, r := range set.Downstream(changed) {
+		if set.Rule(r.Name).Accumulates {
+			// Its values so far are history, as a copy's are: left as they
+			// are, and accumulated from the next change of each row.
+			continue
+		}
 		sql, err := backfillSQL(snap, set, r)
 		if untranslatable(err) {
 			sql, err = s.emptyBackfill(ctx, conn, snap, set, r, err)

@@ -47,6 +47,10 @@ type Compiled struct {
 	// ParentReads are the parent columns read through a path, for the
 	// engine to recompute the rule when such a column changes.
 	ParentReads []ParentRead
+	// Accumulates is set for a formula that reads its own target
+	// (rules-api.md §8): row.<target> is the column's value before the
+	// change, so the column is history that no query can recompute.
+	Accumulates bool
 
 	program *vm.Program // formula, condition or action
 	filter  *vm.Program
@@ -366,7 +370,7 @@ func (s *Set) orderDerivations() {
 		for _, r := range c.Reads {
 			w := writer[r]
 			if w == c && c.Rule.Kind == catalog.Formula {
-				s.errs[c.Rule.Name] = ruleError(c.Rule, pgerr.InvalidObjectDefinition, "the formula reads its own target %s: the derivations form a cycle: %s → %s", c.Target, c.Rule.Name, c.Rule.Name)
+				c.Accumulates = true
 			} else if w != nil && w != c {
 				visit(w)
 			}

@@ -114,10 +114,17 @@ func TestFormulaOrderAndCycles(t *testing.T) {
 		!slices.Equal(got[1].DependsOn, []string{"price"}) || !slices.Equal(got[0].UsedBy, []string{"amount"}) {
 		t.Fatalf("explain: %+v", got)
 	}
+	// A formula reading its own target accumulates (rules-api.md §8): it
+	// reads the value before the change, and is no cycle; one reading it
+	// through another formula is.
+	set = Compile(creditSnapshot(f("a", "amount", "row.amount + row.quantity"), f("b", "unit_price", "row.amount * 2")))
+	if errs := set.Errors(); len(errs) > 0 || !set.Rule("a").Accumulates || set.Rule("b").Accumulates {
+		t.Fatalf("an accumulating formula: %v, accumulates %v %v", errs, set.Rule("a").Accumulates, set.Rule("b").Accumulates)
+	}
 	for name, rules := range map[string][]*catalog.Rule{
-		"self":    {f("a", "amount", "row.amount + 1")},
-		"2-cycle": {f("a", "amount", "row.unit_price"), f("b", "unit_price", "row.amount")},
-		"3-cycle": {f("a", "amount", "row.unit_price"), f("b", "unit_price", "row.quantity"), f("c", "quantity", "row.amount")},
+		"self through another": {f("a", "amount", "row.amount + row.unit_price"), f("b", "unit_price", "row.amount")},
+		"2-cycle":              {f("a", "amount", "row.unit_price"), f("b", "unit_price", "row.amount")},
+		"3-cycle":              {f("a", "amount", "row.unit_price"), f("b", "unit_price", "row.quantity"), f("c", "quantity", "row.amount")},
 	} {
 		t.Run(name, func(t *testing.T) {
 			set := Compile(creditSnapshot(rules...))

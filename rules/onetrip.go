@@ -182,7 +182,7 @@ func (s *Set) derivationSQL(tr *tableRules, d *Compiled, alias string) (string, 
 		}
 		return e, true
 	case catalog.Formula:
-		if target.Kind != catalog.KindInt && target.Kind != catalog.KindDecimal {
+		if target.Kind != catalog.KindInt && target.Kind != catalog.KindDecimal || d.Accumulates {
 			return "", false
 		}
 		tree, err := parser.Parse(d.Rule.Expression)

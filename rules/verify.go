@@ -22,13 +22,14 @@ type Drift struct {
 // maxDrift bounds the rows reported per rule.
 const maxDrift = 1000
 
-// verifiable are the derivations verify and rebuild recompute: copies are
-// left out, their values are history by definition (a price frozen on an
-// order line may differ from today's).
+// verifiable are the derivations verify and rebuild recompute: copies and
+// accumulating formulas are left out, their values are history by
+// definition (a price frozen on an order line may differ from today's; a
+// stock kept by what ships started from a value no query knows).
 func (s *Set) verifiable(table string) []*Compiled {
 	var out []*Compiled
 	for _, c := range s.order {
-		if c.Rule.Kind != catalog.Copy && (table == "" || c.Rule.Table == table) {
+		if c.Rule.Kind != catalog.Copy && !c.Accumulates && (table == "" || c.Rule.Table == table) {
 			out = append(out, c)
 		}
 	}
@@ -106,7 +107,7 @@ func Rebuild(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set
 	}
 	var out []Rebuilt
 	for _, r := range set.Downstream(names) {
-		if r.Kind == catalog.Copy {
+		if r.Kind == catalog.Copy || set.Rule(r.Name).Accumulates {
 			continue
 		}
 		t, value, err := definitionSQL(snap, set, r)

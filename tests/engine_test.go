@@ -1033,3 +1033,83 @@ func TestInsertFewerValues(t *testing.T) {
 		t.Fatalf("dept 10: %s", got)
 	}
 }
+
+// TestAccumulatingFormula: a formula that reads its own target keeps a
+// stock by what ships (rules-api.md §8): row.units_in_stock is the value
+// before the change, given by the client or its default on insert; an
+// UPDATE setting it is refused with 428C9; verify() does not report it and
+// rebuild() leaves it alone. PL/pgSQL triggers that subtract what ships
+// from the stock end in the same state.
+func TestAccumulatingFormula(t *testing.T) {
+	const schema = `
+CREATE TABLE %[1]s_product (id int PRIMARY KEY, units_in_stock int NOT NULL DEFAULT 100, units_shipped int NOT NULL DEFAULT 0);
+CREATE TABLE %[1]s_shipment (id int PRIMARY KEY, product_id int REFERENCES %[1]s_product, qty int NOT NULL);
+INSERT INTO %[1]s_product VALUES (9, 7, 0);`
+	c, admin, _, _ := rulesDB(t, fmt.Sprintf(schema, "e")+fmt.Sprintf(schema, "t")+`
+CREATE FUNCTION t_ship() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP <> 'INSERT' THEN
+    UPDATE t_product SET units_shipped = units_shipped - OLD.qty, units_in_stock = units_in_stock + OLD.qty WHERE id = OLD.product_id;
+  END IF;
+  IF TG_OP <> 'DELETE' THEN
+    UPDATE t_product SET units_shipped = units_shipped + NEW.qty, units_in_stock = units_in_stock - NEW.qty WHERE id = NEW.product_id;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER ship AFTER INSERT OR UPDATE OR DELETE ON t_shipment FOR EACH ROW EXECUTE FUNCTION t_ship();`,
+		[]string{
+			`SELECT pgrules.sum('e_product.units_shipped', 'e_shipment.qty')`,
+			`SELECT pgrules.formula('e_product.units_in_stock', 'old == nil ? row.units_in_stock : row.units_in_stock - (row.units_shipped - old.units_shipped)')`,
+		})
+	state := "SELECT string_agg(concat_ws(':', id, units_in_stock, units_shipped), ' ' ORDER BY id) FROM %s_product"
+	if got := scalar(t, admin, fmt.Sprintf(state, "e")); got != "9:7:0" {
+		t.Fatalf("the stock before the rule is history: %s", got)
+	}
+	ctx := context.Background()
+	for _, step := range []struct {
+		sql  string
+		args []string // nil: the simple protocol
+	}{
+		{"INSERT INTO %[1]s_product (id) VALUES (1)", nil},
+		{"INSERT INTO %[1]s_product (id, units_in_stock) VALUES ($1, $2)", []string{"2", "50"}},
+		{"INSERT INTO %[1]s_shipment VALUES ($1, 1, $2)", []string{"1", "10"}},
+		{"INSERT INTO %[1]s_shipment VALUES (2, 1, 5), (3, 2, 7), (4, 9, 2)", nil},
+		{"UPDATE %[1]s_shipment SET qty = $2 WHERE id = $1", []string{"2", "8"}},
+		{"UPDATE %[1]s_shipment SET product_id = 2 WHERE id = 1", nil},
+		{"UPDATE %[1]s_shipment SET qty = qty + $1", []string{"1"}},
+		{"DELETE FROM %[1]s_shipment WHERE id = $1", []string{"3"}},
+	} {
+		for _, tw := range []string{"e", "t"} {
+			sql := fmt.Sprintf(step.sql, tw)
+			var err error
+			if step.args == nil {
+				_, err = c.Exec(ctx, sql).ReadAll()
+			} else {
+				params := make([][]byte, len(step.args))
+				for i, a := range step.args {
+					params[i] = []byte(a)
+				}
+				_, err = c.ExecParams(ctx, sql, params, nil, nil, nil).Close()
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		if got, want := scalar(t, admin, fmt.Sprintf(state, "e")), scalar(t, admin, fmt.Sprintf(state, "t")); got != want {
+			t.Fatalf("%s:\n     got %s\ntriggers %s", step.sql, got, want)
+		}
+	}
+	if e := pgError(t, c, "UPDATE e_product SET units_in_stock = 5 WHERE id = 1"); e == nil || e.Code != "428C9" {
+		t.Fatalf("an UPDATE setting the accumulated column: %v, want 428C9", e)
+	}
+	before := scalar(t, admin, fmt.Sprintf(state, "e"))
+	if got := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); got != "0" {
+		t.Fatalf("verify: %s rows", got)
+	}
+	if got := scalar(t, c, "SELECT coalesce(string_agg(rule || ':' || rows_corrected, ' '), '') FROM pgrules.rebuild()"); got != "e_product.units_shipped:0" {
+		t.Fatalf("rebuild: %s", got)
+	}
+	if got := scalar(t, admin, fmt.Sprintf(state, "e")); got != before {
+		t.Fatalf("after rebuild: %s, was %s", got, before)
+	}
+}
