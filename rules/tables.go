@@ -172,24 +172,7 @@ func (s *Set) buildTables() {
 			tr.eventPaths.add(c.Paths, c.OldPaths)
 		}
 	}
-	defer func() {
-		for _, tr := range s.tables {
-			for _, a := range tr.up {
-				// A parent that another foreign key of the table also
-				// adjusts is not chained: its changes along both keys are
-				// merged before its logic runs (mergeChanges), and a
-				// chained level stands only for the changes of its own
-				// follow.
-				if a.follow != "" && !tr.sharesParent(a) {
-					a.chain, a.chained = s.chainSQL(a)
-				}
-			}
-		}
-		for _, tr := range s.tables {
-			tr.oneTrip = s.oneTripFor(tr)
-			tr.generated = generatedRead(tr)
-		}
-	}()
+	defer s.finishTables()
 	for _, tr := range s.tables {
 		for _, a := range tr.up {
 			a.sql, a.err = adjustSQL(s.snap, tr.t, a, true)
@@ -210,6 +193,26 @@ func (s *Set) buildTables() {
 				}
 			}
 		}
+	}
+}
+
+// finishTables works out what needs every table's adjustments: the chained
+// follows and the writes in one trip.
+func (s *Set) finishTables() {
+	for _, tr := range s.tables {
+		for _, a := range tr.up {
+			// A parent that another foreign key of the table also adjusts
+			// is not chained: its changes along both keys are merged
+			// before its logic runs (mergeChanges), and a chained level
+			// stands only for the changes of its own follow.
+			if a.follow != "" && !tr.sharesParent(a) {
+				a.chain, a.chained = s.chainSQL(a)
+			}
+		}
+	}
+	for _, tr := range s.tables {
+		tr.oneTrip = s.oneTripFor(tr)
+		tr.generated = generatedRead(tr)
 	}
 }
 
