@@ -83,6 +83,14 @@ type Column struct {
 	// Identity is pg_attribute's attidentity: 'a' always, 'd' by default,
 	// 0 for an ordinary column.
 	Identity byte
+	// Scale is the scale of a numeric(p,s) column (or of a domain over
+	// one), when HasScale: the decimals the column keeps of a value.
+	Scale    int32
+	HasScale bool
+	// Generation is a stored generated column's expression, as SQL over
+	// the row's columns; GenerationReads are the columns it reads.
+	Generation      string
+	GenerationReads []string
 }
 
 // Kind is how a column's values appear in rule expressions.

@@ -51,6 +51,18 @@ const (
 		        'enum', t.typtype = 'e', 'notnull', a.attnotnull,
 		        'default', a.atthasdef OR a.attidentity <> '', 'generated', a.attgenerated <> '',
 		        'identity', a.attidentity,
+		        'genexpr', CASE WHEN a.attgenerated <> '' THEN (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+		                                                        WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END,
+		        'genreads', CASE WHEN a.attgenerated <> '' THEN (SELECT array_agg(DISTINCT r.attname) FROM pg_attrdef d
+		                                                         JOIN pg_depend dp ON dp.classid = 'pg_attrdef'::regclass AND dp.objid = d.oid
+		                                                                           OR dp.classid = 'pg_class'::regclass AND dp.objid = c.oid AND dp.objsubid = a.attnum
+		                                                         JOIN pg_attribute r ON r.attrelid = c.oid AND r.attnum = dp.refobjsubid
+		                                                         WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum
+		                                                           AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = c.oid
+		                                                           AND dp.refobjsubid > 0 AND dp.refobjsubid <> a.attnum) END,
+		        'scale', CASE WHEN (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END) = 1700
+		                       AND (CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END) >= 4
+		                      THEN ((((CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END) - 4) & 2047) # 1024) - 1024 END,
 		        'defexpr', CASE WHEN a.attidentity <> '' THEN format('nextval(%L::regclass)', pg_get_serial_sequence(c.oid::regclass::text, a.attname))
 		                        WHEN a.attgenerated = '' THEN (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
 		                                                       WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END)
@@ -145,6 +157,9 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 			Default, Generated bool
 			Identity           string
 			DefExpr            string
+			Scale              *int32
+			GenExpr            string
+			GenReads           []string
 		}
 	}
 	if err := queryJSON(ctx, q, tablesQuery, &tables); err != nil {
@@ -159,6 +174,10 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 			}
 			cols[i] = &Column{Name: c.Name, Num: c.Num, TypeOID: c.OID, Type: c.Type, Kind: kind,
 				NotNull: c.NotNull, HasDefault: c.Default, Generated: c.Generated, Default: c.DefExpr}
+			cols[i].Generation, cols[i].GenerationReads = c.GenExpr, c.GenReads
+			if c.Scale != nil {
+				cols[i].Scale, cols[i].HasScale = *c.Scale, true
+			}
 			if c.Identity != "" {
 				cols[i].Identity = c.Identity[0]
 			}

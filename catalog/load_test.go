@@ -78,11 +78,17 @@ func TestLoad(t *testing.T) {
 	if c := lead.Column("id"); !c.HasDefault || !c.NotNull {
 		t.Errorf("identity column: %+v", c)
 	}
-	if c := lead.Column("twice"); !c.Generated {
+	if c := lead.Column("twice"); !c.Generated || c.Generation != "(id * 2)" || !slices.Equal(c.GenerationReads, []string{"id"}) {
 		t.Errorf("generated column: %+v", c)
 	}
-	if c := lead.Column("worth"); c.Type != "money2" {
-		t.Errorf("domain type %q", c.Type)
+	if c := lead.Column("worth"); c.Type != "money2" || !c.HasScale || c.Scale != 2 {
+		t.Errorf("domain over numeric(12,2): type %q, scale %d (%v)", c.Type, c.Scale, c.HasScale)
+	}
+	if c := snap.Tables["public.lineitem"].Column("amount"); !c.HasScale || c.Scale != 2 {
+		t.Errorf("numeric(14,2): scale %d (%v)", c.Scale, c.HasScale)
+	}
+	if c := lead.Column("id"); c.HasScale {
+		t.Errorf("bigint with a scale %d", c.Scale)
 	}
 	if p := snap.Tables["public.part"]; p == nil || !slices.Equal(p.PrimaryKey, []string{"v", "k"}) {
 		t.Errorf("partitioned table: %+v", p)

@@ -25,9 +25,20 @@ func (s *session) computeExisting(ctx context.Context, conn stmt.Conn, snap *cat
 		return nil
 	}
 	for _, r := range set.Downstream(changed) {
+		if set.Rule(r.Name).Accumulates {
+			// Its values so far are history, as a copy's are: left as they
+			// are, and accumulated from the next change of each row.
+			continue
+		}
 		sql, err := backfillSQL(snap, set, r)
+		if untranslatable(err) {
+			sql, err = s.emptyBackfill(ctx, conn, snap, set, r, err)
+		}
 		if err != nil {
 			return err
+		}
+		if sql == "" {
+			continue
 		}
 		if _, err := conn.Simple(ctx, s.hdr+sql); err != nil {
 			return err
@@ -104,4 +115,34 @@ func definitionSQL(snap *catalog.Snapshot, set *Set, r *catalog.Rule) (*catalog.
 		return nil, "", pgerr.New(pgerr.InternalError, "rule %q: %s is not a derivation", r.Name, r.Kind)
 	}
 	return t, fmt.Sprintf("(SELECT %s FROM %s c WHERE %s)", agg, qualified(other), where), nil
+}
+
+// emptyBackfill is the statement that computes r when its expression
+// cannot be written in SQL (untranslatable, the error given): none for a
+// formula on a table without rows, and for an aggregate whose children
+// are none, the aggregate without its filter, which gives the same value
+// (0, or NULL for min and max). Otherwise the definition fails with
+// untranslatable: existing rows would be left uncomputed.
+func (s *session) emptyBackfill(ctx context.Context, conn stmt.Conn, snap *catalog.Snapshot, set *Set, r *catalog.Rule, untranslatable error) (string, error) {
+	over := r.Table
+	if r.Kind != catalog.Formula {
+		over = r.SourceTable
+	}
+	t := snap.Tables[over]
+	if t == nil {
+		return "", untranslatable
+	}
+	rows, err := conn.Query(ctx, "SELECT 1 FROM "+qualified(t)+" LIMIT 1")
+	if err != nil {
+		return "", err
+	}
+	if len(rows) > 0 {
+		return "", untranslatable
+	}
+	if r.Kind == catalog.Formula {
+		return "", nil
+	}
+	unfiltered := *r
+	unfiltered.Filter = ""
+	return backfillSQL(snap, set, &unfiltered)
 }

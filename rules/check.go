@@ -67,6 +67,25 @@ func assignable(k kind, col catalog.Kind) bool {
 	return false
 }
 
+// holds reports whether column dst holds every value of column src
+// without loss, for a sum, min, max or copy (rules-api.md §8): the same
+// kind of value, or integers into a decimal or float column. A decimal
+// summed into an integer column would be rounded row by row, and a number
+// in a text column is no longer a number the next adjustment can add to;
+// floats and decimals convert with rounding either way. Values of types
+// the rules pass around as text (KindOther) must be of the same type. The
+// definition functions make the same check (pgrules._holds in
+// sql/functions.sql), so that a direct connection is refused too.
+func holds(dst, src *catalog.Column) bool {
+	switch {
+	case src.Kind == catalog.KindOther || dst.Kind == catalog.KindOther:
+		return src.TypeOID == dst.TypeOID
+	case src.Kind == dst.Kind:
+		return true
+	}
+	return src.Kind == catalog.KindInt && (dst.Kind == catalog.KindDecimal || dst.Kind == catalog.KindFloat)
+}
+
 // checker checks one expression: every name and column exists, operators
 // get operands they can combine, and it records the columns read.
 type checker struct {

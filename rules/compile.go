@@ -47,6 +47,10 @@ type Compiled struct {
 	// ParentReads are the parent columns read through a path, for the
 	// engine to recompute the rule when such a column changes.
 	ParentReads []ParentRead
+	// Accumulates is set for a formula that reads its own target
+	// (rules-api.md §8): row.<target> is the column's value before the
+	// change, so the column is history that no query can recompute.
+	Accumulates bool
 
 	program *vm.Program // formula, condition or action
 	filter  *vm.Program
@@ -231,8 +235,8 @@ func (s *Set) compile(c *Compiled) *pgerr.Error {
 		for _, col := range fk.Columns {
 			c.Reads = append(c.Reads, ColumnRef{t.QualifiedName(), col})
 		}
-		if !assignable(kindOf(src.Kind), target.Kind) {
-			return ruleError(r, pgerr.DatatypeMismatch, "column %s.%s (%s) cannot be copied into %s (%s)", shortName(r.SourceTable), r.SourceColumn, src.Type, r.Column, target.Type)
+		if !holds(target, src) {
+			return ruleError(r, pgerr.DatatypeMismatch, "column %s.%s (%s) cannot be copied into %s (%s) without loss", shortName(r.SourceTable), r.SourceColumn, src.Type, r.Column, target.Type)
 		}
 	case catalog.Sum, catalog.Count, catalog.Min, catalog.Max:
 		child := s.snap.Tables[r.SourceTable]
@@ -258,8 +262,8 @@ func (s *Set) compile(c *Compiled) *pgerr.Error {
 			if r.Kind == catalog.Sum && !numeric || !ordered {
 				return ruleError(r, pgerr.DatatypeMismatch, "%s of column %s.%s (%s) is not possible", r.Kind, shortName(r.SourceTable), r.SourceColumn, src.Type)
 			}
-			if !assignable(kindOf(src.Kind), target.Kind) {
-				return ruleError(r, pgerr.DatatypeMismatch, "the %s of %s.%s (%s) cannot be stored in %s (%s)", r.Kind, shortName(r.SourceTable), r.SourceColumn, src.Type, r.Column, target.Type)
+			if !holds(target, src) {
+				return ruleError(r, pgerr.DatatypeMismatch, "the %s of %s.%s (%s) cannot be stored in %s (%s) without loss", r.Kind, shortName(r.SourceTable), r.SourceColumn, src.Type, r.Column, target.Type)
 			}
 		} else if target.Kind != catalog.KindInt && target.Kind != catalog.KindDecimal && target.Kind != catalog.KindFloat {
 			return ruleError(r, pgerr.DatatypeMismatch, "a count cannot be stored in %s (%s)", r.Column, target.Type)
@@ -343,6 +347,7 @@ func (s *Set) orderDerivations() {
 			ders = append(ders, c)
 		}
 	}
+	s.checkGenerated(writer)
 	const (
 		unvisited = iota
 		visiting
@@ -374,7 +379,7 @@ func (s *Set) orderDerivations() {
 		for _, r := range c.Reads {
 			w := writer[r]
 			if w == c && c.Rule.Kind == catalog.Formula {
-				s.errs[c.Rule.Name] = ruleError(c.Rule, pgerr.InvalidObjectDefinition, "the formula reads its own target %s: the derivations form a cycle: %s → %s", c.Target, c.Rule.Name, c.Rule.Name)
+				c.Accumulates = true
 			} else if w != nil && w != c {
 				visit(w)
 			}

@@ -114,10 +114,17 @@ func TestFormulaOrderAndCycles(t *testing.T) {
 		!slices.Equal(got[1].DependsOn, []string{"price"}) || !slices.Equal(got[0].UsedBy, []string{"amount"}) {
 		t.Fatalf("explain: %+v", got)
 	}
+	// A formula reading its own target accumulates (rules-api.md §8): it
+	// reads the value before the change, and is no cycle; one reading it
+	// through another formula is.
+	set = Compile(creditSnapshot(f("a", "amount", "row.amount + row.quantity"), f("b", "unit_price", "row.amount * 2")))
+	if errs := set.Errors(); len(errs) > 0 || !set.Rule("a").Accumulates || set.Rule("b").Accumulates {
+		t.Fatalf("an accumulating formula: %v, accumulates %v %v", errs, set.Rule("a").Accumulates, set.Rule("b").Accumulates)
+	}
 	for name, rules := range map[string][]*catalog.Rule{
-		"self":    {f("a", "amount", "row.amount + 1")},
-		"2-cycle": {f("a", "amount", "row.unit_price"), f("b", "unit_price", "row.amount")},
-		"3-cycle": {f("a", "amount", "row.unit_price"), f("b", "unit_price", "row.quantity"), f("c", "quantity", "row.amount")},
+		"self through another": {f("a", "amount", "row.amount + row.unit_price"), f("b", "unit_price", "row.amount")},
+		"2-cycle":              {f("a", "amount", "row.unit_price"), f("b", "unit_price", "row.amount")},
+		"3-cycle":              {f("a", "amount", "row.unit_price"), f("b", "unit_price", "row.quantity"), f("c", "quantity", "row.amount")},
 	} {
 		t.Run(name, func(t *testing.T) {
 			set := Compile(creditSnapshot(rules...))
@@ -200,6 +207,56 @@ func TestCompileErrors(t *testing.T) {
 			t.Fatalf("broken: %v", got)
 		}
 	})
+}
+
+// TestDerivationTargetTypes: a sum, min, max or copy is refused when its
+// target cannot hold the value without loss (rules-api.md §8).
+func TestDerivationTargetTypes(t *testing.T) {
+	agg := func(k catalog.RuleKind, target, col string) *catalog.Rule {
+		return &catalog.Rule{Table: "public.customer", Kind: k, Column: target, SourceTable: "public.orders", SourceColumn: col}
+	}
+	cp := func(target, col string) *catalog.Rule {
+		return &catalog.Rule{Table: "public.lineitem", Kind: catalog.Copy, Column: target, SourceTable: "public.product", SourceColumn: col}
+	}
+	for _, tc := range []struct {
+		name string
+		rule *catalog.Rule
+		says []string // nil: compiles
+	}{
+		{"sum of numeric into text", agg(catalog.Sum, "name", "amount_total"), []string{"numeric(14,2)", "(text)"}},
+		{"min of numeric into text", agg(catalog.Min, "name", "amount_total"), []string{"min", "numeric(14,2)", "(text)"}},
+		{"max of an integer into text", agg(catalog.Max, "name", "customer_id"), []string{"max", "integer", "(text)"}},
+		{"sum of numeric into an integer", agg(catalog.Sum, "unpaid_order_count", "amount_total"), []string{"numeric(14,2)", "integer"}},
+		{"max of numeric into an integer", agg(catalog.Max, "unpaid_order_count", "amount_total"), []string{"numeric(14,2)", "integer"}},
+		{"copy of numeric into an integer", cp("quantity", "price"), []string{"numeric(14,2)", "integer"}},
+		{"copy of numeric into text", cp("note", "price"), []string{"numeric(14,2)", "text"}},
+		{"copy of text into numeric", cp("unit_price", "name"), []string{"text", "numeric(14,2)"}},
+		{"sum of integers into numeric", agg(catalog.Sum, "balance", "customer_id"), nil},
+		{"max of integers into an integer", agg(catalog.Max, "unpaid_order_count", "customer_id"), nil},
+		{"min of text into text", agg(catalog.Min, "name", "notes"), nil},
+		{"copy of numeric into numeric", cp("unit_price", "price"), nil},
+		{"copy of an integer into numeric", cp("unit_price", "id"), nil},
+		{"copy of text into text", cp("note", "name"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.rule.Name = "r"
+			e := Compile(creditSnapshot(tc.rule)).RuleError("r")
+			if tc.says == nil {
+				if e != nil {
+					t.Fatal(e)
+				}
+				return
+			}
+			if e == nil || e.Code != pgerr.DatatypeMismatch || !strings.Contains(e.Message, `"r"`) {
+				t.Fatalf("%v, want 42804 naming the rule", e)
+			}
+			for _, s := range tc.says {
+				if !strings.Contains(e.Message, s) {
+					t.Errorf("%q does not say %q", e.Message, s)
+				}
+			}
+		})
+	}
 }
 
 func dec(s string) decimal.Decimal { return decimal.RequireFromString(s) }
@@ -356,5 +413,57 @@ func BenchmarkEvalConstraint(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.Holds(env)
+	}
+}
+
+// TestNumericSpecials: numeric's NaN and infinities compute and compare as
+// PostgreSQL's numeric does (SELECT 'NaN'::numeric * 0 is NaN,
+// 'Infinity'::numeric - 'Infinity' is NaN, 1 / 'Infinity'::numeric is 0,
+// 'NaN'::numeric = 'NaN' is true and NaN sorts after Infinity).
+func TestNumericSpecials(t *testing.T) {
+	for _, tc := range []struct {
+		op   func(a, b any) (any, error)
+		a, b any
+		want string // FormatValue of the result, or the error's SQLSTATE
+	}{
+		{opAdd, nan, 1, "NaN"},
+		{opMul, nan, 0, "NaN"},
+		{opSub, dec("2.5"), nan, "NaN"},
+		{opAdd, posInf, dec("-1e100"), "Infinity"},
+		{opSub, posInf, posInf, "NaN"},
+		{opAdd, negInf, negInf, "-Infinity"},
+		{opMul, posInf, -2, "-Infinity"},
+		{opMul, negInf, dec("0"), "NaN"},
+		{opDiv, 1, posInf, "0"},
+		{opDiv, posInf, -3, "-Infinity"},
+		{opDiv, posInf, negInf, "NaN"},
+		{opDiv, nan, 0, "NaN"},
+		{opDiv, posInf, 0, pgerr.DivisionByZero},
+		{opMod, 7, posInf, "7"},
+		{opMod, posInf, 7, "NaN"},
+		{opEq, nan, nan, "t"},
+		{opEq, nan, posInf, "f"},
+		{opGt, nan, posInf, "t"},
+		{opLt, negInf, dec("-1e100"), "t"},
+		{opGt, posInf, 1, "t"},
+		{opLt, 1, nan, "t"},
+		{opGe, dec("1"), nan, "f"},
+	} {
+		got, err := tc.op(tc.a, tc.b)
+		out := string(FormatValue(got))
+		if err != nil {
+			out = asPgError(err).Code
+		}
+		if out != tc.want {
+			t.Errorf("%v, %v: %s, want %s", tc.a, tc.b, out, tc.want)
+		}
+	}
+	if got, err := opNeg(negInf); err != nil || got != posInf {
+		t.Errorf("-(-Infinity): %v %v", got, err)
+	}
+	for text, want := range map[string]any{"NaN": nan, "Infinity": posInf, "-Infinity": negInf} {
+		if v, err := ParseValue(catalog.KindDecimal, []byte(text)); err != nil || v != want || string(FormatValue(v)) != text {
+			t.Errorf("%s reads as %v (%v)", text, v, err)
+		}
 	}
 }

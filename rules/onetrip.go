@@ -124,17 +124,35 @@ func (s *Set) cascadesTo(t *catalog.Table) bool {
 
 // tripFollows builds the follow statements of tr's adjustments over the
 // rows as written, src, and before, oldSrc; false when one cannot be.
+//
+// Each table may be written once: PostgreSQL applies only one of two
+// updates of a row in one statement, so a parent adjusted along two
+// foreign keys (or reached twice up the chains, or the written table
+// itself) would lose an adjustment. Such a write takes the usual steps.
 func (s *Set) tripFollows(tr *tableRules, src, oldSrc string) (tripFollows, bool) {
 	var f tripFollows
 	var rows []string
+	written := map[*catalog.Table]bool{tr.t: true}
+	writes := func(t *catalog.Table) bool {
+		if written[t] {
+			return false
+		}
+		written[t] = true
+		return true
+	}
 	for i, a := range tr.up {
-		if a.err != nil || a.follow == "" {
+		if a.err != nil || a.follow == "" || !writes(a.parent) {
 			return f, false
 		}
 		prefix := fmt.Sprintf("pgrules_a%d_", i+1)
 		chain, with, selects := s.chainParts(a, followSQL(s.snap, tr.t, a, src, oldSrc), prefix)
 		if len(chain) != len(a.chain) {
 			return f, false
+		}
+		for _, b := range chain {
+			if !writes(b.parent) {
+				return f, false
+			}
 		}
 		if len(chain) == 0 {
 			with = with[:1] // the follow, without the old rows' CTE
@@ -157,9 +175,14 @@ func (s *Set) derivationSQL(tr *tableRules, d *Compiled, alias string) (string, 
 		if src == nil || src.Kind != target.Kind || !copyable[target.Kind] {
 			return "", false
 		}
-		return fmt.Sprintf("(SELECT p.%s FROM %s p WHERE %s)", quoteIdent(src.Name), qualified(parent), keyMatch(d.FK, alias, "p")), true
+		e := fmt.Sprintf("(SELECT p.%s FROM %s p WHERE %s)", quoteIdent(src.Name), qualified(parent), keyMatch(d.FK, alias, "p"))
+		if target.Kind == catalog.KindDecimal {
+			// Rounded to the column's scale, as coerce does.
+			e = "CAST(" + e + " AS " + target.Type + ")"
+		}
+		return e, true
 	case catalog.Formula:
-		if target.Kind != catalog.KindInt && target.Kind != catalog.KindDecimal {
+		if target.Kind != catalog.KindInt && target.Kind != catalog.KindDecimal || d.Accumulates {
 			return "", false
 		}
 		tree, err := parser.Parse(d.Rule.Expression)
@@ -171,11 +194,9 @@ func (s *Set) derivationSQL(tr *tableRules, d *Compiled, alias string) (string, 
 		if !ok {
 			return "", false
 		}
-		if target.Kind == catalog.KindInt {
-			// As coerce does, before a later formula reads it.
-			e = "CAST(" + e + " AS " + target.Type + ")"
-		}
-		return e, true
+		// Rounded to the column's type, as coerce does, before a later
+		// formula reads it.
+		return "CAST(" + e + " AS " + target.Type + ")", true
 	}
 	return "", false
 }

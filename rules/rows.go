@@ -53,9 +53,12 @@ func (r *row) set(t *catalog.Table, i int, v any) {
 	r.text[i] = FormatValue(v)
 }
 
-// coerce converts a rule's value to the column's kind as an assignment in
-// PostgreSQL would: a decimal stored in an integer column is rounded half
-// away from zero, a float half to even.
+// coerce converts a rule's value to what the column stores, as an
+// assignment in PostgreSQL would: a decimal stored in an integer column is
+// rounded half away from zero, a float half to even, and a numeric(p,s)
+// column keeps s decimals, rounded half away from zero. Every rule that
+// reads the column afterwards reads that value, as it would read it from
+// the table (rules-api.md §8).
 func coerce(c *catalog.Column, v any) any {
 	switch c.Kind {
 	case catalog.KindInt:
@@ -68,7 +71,10 @@ func coerce(c *catalog.Column, v any) any {
 	case catalog.KindDecimal:
 		switch v.(type) {
 		case int, float64:
-			return toDecimal(v)
+			v = toDecimal(v)
+		}
+		if d, ok := v.(decimal.Decimal); ok && c.HasScale {
+			return d.Round(c.Scale)
 		}
 	}
 	return v

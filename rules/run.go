@@ -680,11 +680,11 @@ func (r *runner) followStatement(tr *tableRules, a *adjustment, changes []*chang
 			if err != nil {
 				return stmt.Statement{}, false // the usual way reports it
 			}
-			v := decimal.Zero
+			var v any = decimal.Zero
 			if in {
 				v = addend(c, ch.old.vals[c.Rule.SourceColumn])
 			}
-			olds[len(fkIdx)+i] = append(olds[len(fkIdx)+i], []byte(v.String()))
+			olds[len(fkIdx)+i] = append(olds[len(fkIdx)+i], FormatValue(v))
 		}
 	}
 	if len(skip) > 0 && len(pks) > 0 && len(pks[0]) > 0 {
@@ -874,6 +874,9 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 		}
 	}
 	if err := r.loadParents(tr.derivePaths.paths, live); err != nil {
+		return err
+	}
+	if err := r.generate(tr, changes); err != nil {
 		return err
 	}
 	for _, ch := range changes {
@@ -1194,9 +1197,10 @@ func (r *runner) afterWrite(tr *tableRules, changes []*change) error {
 // delta is what one statement changes in one parent's aggregates.
 type delta struct {
 	key [][]byte
-	// per aggregate: the sum or count to add; for min and max the extreme
-	// of the values arriving and of those leaving.
-	add    []decimal.Decimal
+	// per aggregate: the sum or count to add (a decimal, or a special
+	// when a NaN or an infinity arrives or leaves); for min and max the
+	// extreme of the values arriving and of those leaving.
+	add    []any
 	arrive []any
 	leave  []any
 	moved  bool
@@ -1280,10 +1284,12 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 			}
 		}
 	}
+	var fromFollows parentChanges
 	for _, f := range followed {
-		if err := r.parentChanged(r.set.table(f.a.parent.QualifiedName()), f.changes); err != nil {
-			return err
-		}
+		fromFollows.add(f.a.parent, f.changes)
+	}
+	if err := r.parentsChanged(fromFollows); err != nil {
+		return err
 	}
 	if len(sts) == 0 {
 		return nil
@@ -1298,6 +1304,7 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 	for _, k := range locking {
 		r.s.tx.locked[k] = true
 	}
+	var fromBatch parentChanges
 	for i := 0; i < len(adjs); i++ {
 		a := adjs[i].adjustment
 		var pchanges []*change
@@ -1316,11 +1323,70 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 				pchanges[j] = &change{verb: verbUpdate, old: newRow(a.parent, vals[0], vals[1:1+n]), new: newRow(a.parent, vals[1+n], vals[2+n:])}
 			}
 		}
-		if err := r.parentChanged(r.set.table(a.parent.QualifiedName()), pchanges); err != nil {
+		fromBatch.add(a.parent, pchanges)
+	}
+	return r.parentsChanged(fromBatch)
+}
+
+// parentChanges are the changes of parent rows that statements run
+// together returned, by parent table in the order they came.
+type parentChanges struct {
+	tables  []*catalog.Table
+	changes [][]*change
+}
+
+func (pc *parentChanges) add(t *catalog.Table, changes []*change) {
+	for i, seen := range pc.tables {
+		if seen == t {
+			pc.changes[i] = mergeChanges(t, pc.changes[i], changes)
+			return
+		}
+	}
+	pc.tables = append(pc.tables, t)
+	pc.changes = append(pc.changes, changes)
+}
+
+// parentsChanged runs the logic of each parent table's changes.
+func (r *runner) parentsChanged(pc parentChanges) error {
+	for i, t := range pc.tables {
+		if err := r.parentChanged(r.set.table(t.QualifiedName()), pc.changes[i]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// mergeChanges joins the changes that two adjustments of one write made
+// in the same parent table (two foreign keys to one parent, each with
+// its aggregates). The statements ran one after the other before any of
+// the parents' own logic, so a row adjusted by both came back from the
+// later one with both adjustments: its logic must run once, from the row
+// before the first to the row after the last. Run once per adjustment,
+// the second would start from a row that predates what the first one's
+// logic wrote (a formula over both aggregates), and leave it stale. Rows
+// are matched by primary key; without one, nothing is merged.
+func mergeChanges(t *catalog.Table, first, later []*change) []*change {
+	if len(t.PrimaryKey) == 0 {
+		return append(slices.Clip(first), later...)
+	}
+	idx := make([]int, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		idx[i] = indexOf(t)[k]
+	}
+	out := slices.Clone(first)
+	at := make(map[string]int, len(out))
+	for i, ch := range out {
+		at[keyOf(ch.new, idx)] = i
+	}
+	for _, ch := range later {
+		if i, ok := at[keyOf(ch.new, idx)]; ok {
+			out[i] = &change{verb: verbUpdate, old: out[i].old, new: ch.new}
+			continue
+		}
+		at[keyOf(ch.new, idx)] = len(out)
+		out = append(out, ch)
+	}
+	return out
 }
 
 // adjusting is one adjustment statement of a batch; light holds the deltas
@@ -1366,7 +1432,7 @@ func (r *runner) lightChanges(ad adjusting, rows [][][]byte) []*change {
 func additiveParams(a *adjustment, d *delta) [][]byte {
 	params := append([][]byte(nil), d.key...)
 	for i := range a.aggs {
-		params = append(params, []byte(d.add[i].String()))
+		params = append(params, FormatValue(d.add[i]))
 	}
 	return params
 }
@@ -1388,7 +1454,7 @@ func adjustParams(a *adjustment, deltas []*delta) [][]byte {
 		case catalog.Sum, catalog.Count:
 			col := make([][]byte, len(deltas))
 			for j, d := range deltas {
-				col[j] = []byte(d.add[i].String())
+				col[j] = FormatValue(d.add[i])
 			}
 			params = append(params, textArray(col))
 		default:
@@ -1418,12 +1484,12 @@ func (r *runner) traceDelta(a *adjustment, d *delta) {
 	for i, c := range a.aggs {
 		switch c.Rule.Kind {
 		case catalog.Sum, catalog.Count:
-			if !d.add[i].IsZero() {
+			if !isZero(d.add[i]) {
 				sign := "+"
-				if d.add[i].IsNegative() {
+				if c, _ := compare(d.add[i], 0); c < 0 {
 					sign = ""
 				}
-				parts = append(parts, fmt.Sprintf("%s %s%s", c.Target, sign, d.add[i]))
+				parts = append(parts, fmt.Sprintf("%s %s%s", c.Target, sign, FormatValue(d.add[i])))
 			}
 		default:
 			if d.arrive[i] != nil || d.leave[i] != nil {
@@ -1464,7 +1530,10 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 			for i, j := range kidx {
 				key[i] = rw.text[j]
 			}
-			d = &delta{key: key, add: make([]decimal.Decimal, len(a.aggs)), arrive: make([]any, len(a.aggs)), leave: make([]any, len(a.aggs))}
+			d = &delta{key: key, add: make([]any, len(a.aggs)), arrive: make([]any, len(a.aggs)), leave: make([]any, len(a.aggs))}
+			for i := range d.add {
+				d.add[i] = decimal.Zero
+			}
 			byKey[k] = d
 			order = append(order, d)
 		}
@@ -1501,10 +1570,10 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 			switch c.Rule.Kind {
 			case catalog.Sum, catalog.Count:
 				if oldIn {
-					od.add[i] = od.add[i].Sub(addend(c, ov))
+					od.add[i], _ = opSub(od.add[i], addend(c, ov))
 				}
 				if newIn {
-					nd.add[i] = nd.add[i].Add(addend(c, nv))
+					nd.add[i], _ = opAdd(nd.add[i], addend(c, nv))
 				}
 			case catalog.Min, catalog.Max:
 				same := oldIn && newIn && od == nd && sameValue(ov, nv)
@@ -1526,7 +1595,7 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 	for _, d := range order {
 		keep := d.moved
 		for _, v := range d.add {
-			keep = keep || !v.IsZero()
+			keep = keep || !isZero(v)
 		}
 		if keep {
 			out = append(out, d)
@@ -1537,14 +1606,23 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 
 // addend is what a qualifying child row adds to a sum (its value, NULL
 // counting as 0) or a count (1).
-func addend(c *Compiled, v any) decimal.Decimal {
+func addend(c *Compiled, v any) any {
 	switch {
 	case c.Rule.Kind == catalog.Count:
 		return decimal.NewFromInt(1)
 	case v == nil:
 		return decimal.Zero
 	}
+	if s, ok := v.(special); ok {
+		return s // a sum that adds NaN stays NaN, as PostgreSQL adds it
+	}
 	return toDecimal(v)
+}
+
+// isZero reports whether a sum's delta adds nothing.
+func isZero(v any) bool {
+	d, ok := v.(decimal.Decimal)
+	return ok && d.IsZero()
 }
 
 // extreme is the smaller (min) or larger (max) of two values, nil being

@@ -40,6 +40,9 @@ type tableRules struct {
 	eventPaths pathSet
 	// oneTrip is set when an insert can run in one round trip.
 	oneTrip *oneTrip
+	// generated are the stored generated columns the derivations read
+	// (generated.go).
+	generated []*catalog.Column
 }
 
 // pathSet are the paths of foreign keys to load for a new row, and those
@@ -169,18 +172,7 @@ func (s *Set) buildTables() {
 			tr.eventPaths.add(c.Paths, c.OldPaths)
 		}
 	}
-	defer func() {
-		for _, tr := range s.tables {
-			for _, a := range tr.up {
-				if a.follow != "" {
-					a.chain, a.chained = s.chainSQL(a)
-				}
-			}
-		}
-		for _, tr := range s.tables {
-			tr.oneTrip = s.oneTripFor(tr)
-		}
-	}()
+	defer s.finishTables()
 	for _, tr := range s.tables {
 		for _, a := range tr.up {
 			a.sql, a.err = adjustSQL(s.snap, tr.t, a, true)
@@ -202,6 +194,37 @@ func (s *Set) buildTables() {
 			}
 		}
 	}
+}
+
+// finishTables works out what needs every table's adjustments: the chained
+// follows and the writes in one trip.
+func (s *Set) finishTables() {
+	for _, tr := range s.tables {
+		for _, a := range tr.up {
+			// A parent that another foreign key of the table also adjusts
+			// is not chained: its changes along both keys are merged
+			// before its logic runs (mergeChanges), and a chained level
+			// stands only for the changes of its own follow.
+			if a.follow != "" && !tr.sharesParent(a) {
+				a.chain, a.chained = s.chainSQL(a)
+			}
+		}
+	}
+	for _, tr := range s.tables {
+		tr.oneTrip = s.oneTripFor(tr)
+		tr.generated = generatedRead(tr)
+	}
+}
+
+// sharesParent reports whether another adjustment of tr adjusts a's
+// parent table.
+func (tr *tableRules) sharesParent(a *adjustment) bool {
+	for _, b := range tr.up {
+		if b != a && b.parent == a.parent {
+			return true
+		}
+	}
+	return false
 }
 
 func (ps *pathSet) add(paths, old [][]*catalog.ForeignKey) {
@@ -431,7 +454,10 @@ func (s *Set) chainParts(a *adjustment, follow, prefix string) (chain []*adjustm
 	}
 	for _, b := range ptr.up {
 		gp := b.parent
-		if !b.additive || b.err != nil || gp == p || gp.QualifiedName() == a.fk.Child {
+		// A grandparent table a second foreign key of the parent also
+		// reaches is left to the usual adjustment: one statement applies
+		// only one of two updates of a row.
+		if !b.additive || b.err != nil || gp == p || gp.QualifiedName() == a.fk.Child || slices.ContainsFunc(chain, func(c *adjustment) bool { return c.parent == gp }) {
 			continue
 		}
 		j := len(chain) + 1

@@ -42,12 +42,122 @@ func numeric(v any) numKind {
 	switch v.(type) {
 	case int:
 		return isInt
-	case decimal.Decimal:
+	case decimal.Decimal, special:
 		return isDecimal
 	case float64:
 		return isFloat
 	}
 	return notNumber
+}
+
+// special is a numeric value that is not a decimal: NaN, Infinity or
+// -Infinity, which PostgreSQL's numeric holds (never a float64). It
+// computes and compares as PostgreSQL's numeric does: NaN with anything is
+// NaN, Infinity - Infinity and Infinity * 0 are NaN, a finite number over
+// Infinity is 0; NaN equals NaN and sorts after every other value,
+// -Infinity before every other.
+type special int8
+
+const (
+	negInf special = -1
+	posInf special = 1
+	nan    special = 2
+)
+
+func (s special) String() string {
+	switch s {
+	case negInf:
+		return "-Infinity"
+	case posInf:
+		return "Infinity"
+	}
+	return "NaN"
+}
+
+// parseSpecial reads numeric's NaN and infinities as PostgreSQL writes
+// them.
+func parseSpecial(s string) (special, bool) {
+	switch s {
+	case "NaN":
+		return nan, true
+	case "Infinity":
+		return posInf, true
+	case "-Infinity":
+		return negInf, true
+	}
+	return 0, false
+}
+
+// sign is -1, 0 or 1 for a number that is not NaN.
+func sign(v any) int {
+	if s, ok := v.(special); ok {
+		return int(s)
+	}
+	return toDecimal(v).Sign()
+}
+
+// specialArith is op on two numbers of which one at least is special.
+func specialArith(op string, a, b any) (any, error) {
+	sa, aok := a.(special)
+	sb, bok := b.(special)
+	if aok && sa == nan || bok && sb == nan {
+		return nan, nil
+	}
+	switch op {
+	case "-":
+		nb, _ := opNeg(b)
+		return specialArith("+", a, nb)
+	case "+":
+		if aok && bok && sa != sb {
+			return nan, nil
+		}
+		if aok {
+			return sa, nil
+		}
+		return sb, nil
+	case "*":
+		if sign(a)*sign(b) == 0 {
+			return nan, nil
+		}
+		return special(sign(a) * sign(b)), nil
+	case "/":
+		if sign(b) == 0 {
+			return nil, pgerr.New(pgerr.DivisionByZero, "division by zero")
+		}
+		if aok && bok {
+			return nan, nil
+		}
+		if bok {
+			return decimal.Zero, nil
+		}
+		return special(sign(a) * sign(b)), nil
+	case "%":
+		if sign(b) == 0 {
+			return nil, pgerr.New(pgerr.DivisionByZero, "division by zero")
+		}
+		if aok {
+			return nan, nil
+		}
+		return a, nil
+	}
+	return nil, typeError(op, a, b)
+}
+
+// compareSpecial orders two numbers of which one at least is special.
+func compareSpecial(a, b any) int {
+	rank := func(v any) int {
+		if s, ok := v.(special); ok {
+			return int(s) * 2 // -Infinity, then numbers, Infinity, NaN
+		}
+		return 0
+	}
+	return cmpOrdered(rank(a), rank(b))
+}
+
+func hasSpecial(a, b any) bool {
+	_, aok := a.(special)
+	_, bok := b.(special)
+	return (aok || bok) && numeric(a) != notNumber && numeric(b) != notNumber
 }
 
 func toDecimal(v any) decimal.Decimal {
@@ -92,7 +202,7 @@ func typeName(v any) string {
 		return "nil"
 	case int:
 		return "integer"
-	case decimal.Decimal:
+	case decimal.Decimal, special:
 		return "decimal"
 	case float64:
 		return "float"
@@ -109,6 +219,9 @@ func typeName(v any) string {
 func opAdd(a, b any) (any, error) {
 	if a == nil || b == nil {
 		return nil, nil
+	}
+	if hasSpecial(a, b) {
+		return specialArith("+", a, b)
 	}
 	switch widest(a, b) {
 	case isInt:
@@ -130,6 +243,9 @@ func opSub(a, b any) (any, error) {
 	if a == nil || b == nil {
 		return nil, nil
 	}
+	if hasSpecial(a, b) {
+		return specialArith("-", a, b)
+	}
 	switch widest(a, b) {
 	case isInt:
 		return a.(int) - b.(int), nil
@@ -144,6 +260,9 @@ func opSub(a, b any) (any, error) {
 func opMul(a, b any) (any, error) {
 	if a == nil || b == nil {
 		return nil, nil
+	}
+	if hasSpecial(a, b) {
+		return specialArith("*", a, b)
 	}
 	switch widest(a, b) {
 	case isInt:
@@ -161,6 +280,9 @@ func opMul(a, b any) (any, error) {
 func opDiv(a, b any) (any, error) {
 	if a == nil || b == nil {
 		return nil, nil
+	}
+	if hasSpecial(a, b) {
+		return specialArith("/", a, b)
 	}
 	k := widest(a, b)
 	if k == notNumber {
@@ -191,6 +313,9 @@ func opMod(a, b any) (any, error) {
 	if a == nil || b == nil {
 		return nil, nil
 	}
+	if hasSpecial(a, b) {
+		return specialArith("%", a, b)
+	}
 	switch widest(a, b) {
 	case isInt:
 		if b.(int) == 0 {
@@ -216,6 +341,11 @@ func opNeg(a any) (any, error) {
 		return v.Neg(), nil
 	case float64:
 		return -v, nil
+	case special:
+		if v == nan {
+			return nan, nil
+		}
+		return -v, nil
 	}
 	return nil, pgerr.New(pgerr.DataException, "operator - cannot apply to %s", typeName(a))
 }
@@ -235,6 +365,9 @@ func opNot(a any) (any, error) {
 // compare orders two non-nil values; ok is false when they are of kinds
 // that do not compare.
 func compare(a, b any) (c int, ok bool) {
+	if hasSpecial(a, b) {
+		return compareSpecial(a, b), true
+	}
 	switch widest(a, b) {
 	case isInt:
 		x, y := a.(int), b.(int)
@@ -324,6 +457,9 @@ func ParseValue(kind catalog.Kind, text []byte) (any, error) {
 		n, err := strconv.Atoi(s)
 		return n, err
 	case catalog.KindDecimal:
+		if sp, ok := parseSpecial(s); ok {
+			return sp, nil
+		}
 		return decimal.NewFromString(s)
 	case catalog.KindFloat:
 		return strconv.ParseFloat(s, 64)
@@ -360,6 +496,8 @@ func FormatValue(v any) []byte {
 		return []byte(v.String())
 	case float64:
 		return strconv.AppendFloat(nil, v, 'g', -1, 64)
+	case special:
+		return []byte(v.String())
 	case bool:
 		if v {
 			return []byte("t")
@@ -386,6 +524,8 @@ func jsonable(v any) any {
 	switch v := v.(type) {
 	case decimal.Decimal:
 		return json.Number(FormatValue(v))
+	case special:
+		return v.String() // JSON has no such number
 	case time.Time:
 		return v.Format(time.RFC3339Nano)
 	case map[string]any:

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/pgerr"
 )
 
 // Drift is a row whose derived value differs from its definition
@@ -32,13 +33,14 @@ func (d Drift) String() string {
 // maxDrift bounds the rows reported per rule.
 const maxDrift = 1000
 
-// verifiable are the derivations verify and rebuild recompute: copies are
-// left out, their values are history by definition (a price frozen on an
-// order line may differ from today's).
+// verifiable are the derivations verify and rebuild recompute: copies and
+// accumulating formulas are left out, their values are history by
+// definition (a price frozen on an order line may differ from today's; a
+// stock kept by what ships started from a value no query knows).
 func (s *Set) verifiable(table string) []*Compiled {
 	var out []*Compiled
 	for _, c := range s.order {
-		if c.Rule.Kind != catalog.Copy && (table == "" || c.Rule.Table == table) {
+		if c.Rule.Kind != catalog.Copy && !c.Accumulates && (table == "" || c.Rule.Table == table) {
 			out = append(out, c)
 		}
 	}
@@ -77,6 +79,9 @@ func Verify(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set 
 	}
 	for _, c := range set.verifiable(table) {
 		t, value, err := definitionSQL(snap, set, c.Rule)
+		if untranslatable(err) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -95,6 +100,13 @@ func Verify(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set 
 		}
 	}
 	return out, nil
+}
+
+// untranslatable reports whether err says a definition cannot be written
+// in SQL (string(), events' functions): verify and rebuild leave such a
+// derivation out, as the engine alone computes it.
+func untranslatable(err error) bool {
+	return err != nil && asPgError(err).Code == pgerr.FeatureNotSupported
 }
 
 func nullText(b []byte) string {
@@ -123,10 +135,13 @@ func Rebuild(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set
 	}
 	var out []Rebuilt
 	for _, r := range set.Downstream(names) {
-		if r.Kind == catalog.Copy {
+		if r.Kind == catalog.Copy || set.Rule(r.Name).Accumulates {
 			continue
 		}
 		t, value, err := definitionSQL(snap, set, r)
+		if untranslatable(err) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -584,7 +584,7 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 			if len(items) > len(given) {
 				return nil, pgerr.New("42601", "INSERT has more expressions than target columns")
 			}
-			vals := make([]string, len(items))
+			vals := make([]string, len(given))
 			for i, item := range items {
 				c := given[i]
 				if item.GetSetToDefault() != nil {

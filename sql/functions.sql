@@ -269,6 +269,60 @@ BEGIN
   RETURN r.name;
 END $$;
 
+-- _kind is how the rules see the values of a table's column, as package
+-- catalog decides (KindOf): a domain as its base type, an enum as text,
+-- a type the rules pass around as text as 'other:' and its oid.
+CREATE OR REPLACE FUNCTION pgrules._kind(sch text, rel text, col text, OUT kind text, OUT shown text)
+LANGUAGE sql STABLE AS $$
+  SELECT CASE WHEN t.typtype = 'e' THEN 'text'
+              ELSE CASE b.oid WHEN 20 THEN 'int' WHEN 21 THEN 'int' WHEN 23 THEN 'int' WHEN 26 THEN 'int'
+                              WHEN 1700 THEN 'decimal' WHEN 700 THEN 'float' WHEN 701 THEN 'float'
+                              WHEN 25 THEN 'text' WHEN 1043 THEN 'text' WHEN 1042 THEN 'text' WHEN 19 THEN 'text' WHEN 2950 THEN 'text'
+                              WHEN 16 THEN 'bool' WHEN 1082 THEN 'time' WHEN 1114 THEN 'time' WHEN 1184 THEN 'time'
+                              WHEN 114 THEN 'json' WHEN 3802 THEN 'json' ELSE 'other:' || b.oid END END,
+         format_type(a.atttypid, a.atttypmod)
+  FROM pg_attribute a
+  JOIN pg_type t ON t.oid = a.atttypid
+  JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+  WHERE a.attrelid = format('%I.%I', sch, rel)::regclass AND a.attname = col
+$$;
+
+-- _check_types refuses a sum, count, min, max or copy whose target cannot
+-- hold its value without loss (rules-api.md §8), before anything is
+-- stored, so that a direct connection is refused as the proxy's compiler
+-- refuses (holds in rules/check.go): the same kind of value, or integers
+-- into a numeric or float column.
+CREATE OR REPLACE FUNCTION pgrules._check_types(r pgrules.rule) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  dst record;
+  src record;
+  what text;
+BEGIN
+  SELECT * INTO dst FROM pgrules._kind(r.table_schema, r.table_name, r.target_column);
+  IF r.kind = 'count' THEN
+    IF dst.kind NOT IN ('int', 'decimal', 'float') THEN
+      RAISE EXCEPTION USING ERRCODE = '42804', SCHEMA = r.table_schema, TABLE = r.table_name, COLUMN = r.target_column,
+        MESSAGE = format('rule "%s": a count cannot be stored in %s (%s)', r.name, r.target_column, dst.shown);
+    END IF;
+    RETURN;
+  END IF;
+  SELECT * INTO src FROM pgrules._kind(r.source_schema, r.source_table, r.source_column);
+  IF r.kind = 'sum' AND src.kind NOT IN ('int', 'decimal', 'float')
+     OR r.kind IN ('min', 'max') AND src.kind NOT IN ('int', 'decimal', 'float', 'text', 'time') THEN
+    RAISE EXCEPTION USING ERRCODE = '42804', SCHEMA = r.table_schema, TABLE = r.table_name, COLUMN = r.target_column,
+      MESSAGE = format('rule "%s": %s of column %s.%s (%s) is not possible', r.name, r.kind, r.source_table, r.source_column, src.shown);
+  END IF;
+  IF src.kind = dst.kind OR src.kind = 'int' AND dst.kind IN ('decimal', 'float') THEN
+    RETURN;
+  END IF;
+  what := CASE r.kind WHEN 'copy' THEN format('column %s.%s (%s) cannot be copied into', r.source_table, r.source_column, src.shown)
+                      ELSE format('the %s of %s.%s (%s) cannot be stored in', r.kind, r.source_table, r.source_column, src.shown) END;
+  RAISE EXCEPTION USING ERRCODE = '42804', SCHEMA = r.table_schema, TABLE = r.table_name, COLUMN = r.target_column,
+    MESSAGE = format('rule "%s": %s %s (%s) without loss', r.name, what, r.target_column, dst.shown),
+    HINT = 'The target must hold the value as it is: of the same type, or a numeric column for integers.';
+END $$;
+
 -- _aggregate defines sum, count, min and max.
 CREATE OR REPLACE FUNCTION pgrules._aggregate(kind text, target text, "of" text, filter text, via text, name text) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -286,6 +340,7 @@ BEGIN
   END IF;
   r.filter := nullif(btrim(filter), '');
   r.via := nullif(btrim(via), '');
+  PERFORM pgrules._check_types(r);
   RETURN pgrules._save(r, name IS NOT NULL);
 END $$;
 
@@ -337,6 +392,7 @@ BEGIN
   SELECT c.sch, c.rel, c.col INTO r.table_schema, r.table_name, r.target_column FROM pgrules._column(target, 'target', r.name) c;
   SELECT c.sch, c.rel, c.col INTO r.source_schema, r.source_table, r.source_column FROM pgrules._column(source, 'source', r.name) c;
   r.via := nullif(btrim(via), '');
+  PERFORM pgrules._check_types(r);
   RETURN pgrules._save(r, name IS NOT NULL);
 END $$;
 COMMENT ON FUNCTION pgrules.copy IS

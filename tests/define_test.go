@@ -428,3 +428,114 @@ func TestVerifyRebuildThroughProxy(t *testing.T) {
 		t.Fatalf("rebuild of an unknown table: %v", e)
 	}
 }
+
+// TestDefineTargetTypes: a sum, min, max or copy whose target cannot hold
+// its value without loss is refused at definition with 42804, through the
+// proxy and on a direct connection, and nothing is stored or computed; one
+// stored behind the proxy's back refuses writes with 55000 (rules-api.md
+// §8).
+func TestDefineTargetTypes(t *testing.T) {
+	c, admin, _, _ := rulesDB(t, `
+		CREATE TABLE p (id int PRIMARY KEY, label text, n int NOT NULL DEFAULT 0, total numeric(12,2) NOT NULL DEFAULT 0);
+		CREATE TABLE ch (id int PRIMARY KEY, p_id int REFERENCES p, amt numeric(12,2), qty int, tag text);
+		INSERT INTO p (id, label) VALUES (1, 'first'), (2, 'second');
+		INSERT INTO ch VALUES (1, 1, 2.50, 3, 'x'), (2, 1, 2.50, 4, 'y')`, nil)
+	const state = "SELECT string_agg(concat_ws(':', id, label, n, total), ' ' ORDER BY id) FROM p"
+	before := scalar(t, admin, state)
+	for _, tc := range []struct {
+		sql  string
+		says []string
+	}{
+		{`SELECT pgrules.sum('p.label', 'ch.amt')`, []string{`"p.label"`, "(text)", "numeric(12,2)"}},
+		{`SELECT pgrules.min('p.label', 'ch.amt')`, []string{`"p.label"`, "(text)", "numeric(12,2)"}},
+		{`SELECT pgrules.max('p.label', 'ch.qty', name => 'lab')`, []string{`"lab"`, "(text)", "integer"}},
+		{`SELECT pgrules.sum('p.n', 'ch.amt')`, []string{`"p.n"`, "integer", "numeric(12,2)"}},
+		{`SELECT pgrules.copy('ch.qty', 'p.total')`, []string{`"ch.qty"`, "integer", "numeric(12,2)"}},
+		{`SELECT pgrules.copy('ch.tag', 'p.total')`, []string{`"ch.tag"`, "(text)", "numeric(12,2)"}},
+	} {
+		for _, conn := range []struct {
+			name string
+			c    *pgconn.PgConn
+		}{{"proxy", c}, {"direct", admin}} {
+			e := pgError(t, conn.c, tc.sql)
+			if e == nil || e.Code != "42804" {
+				t.Fatalf("%s (%s): %v, want 42804", tc.sql, conn.name, e)
+			}
+			for _, s := range tc.says {
+				if !strings.Contains(e.Message, s) {
+					t.Errorf("%s (%s): %q does not say %s", tc.sql, conn.name, e.Message, s)
+				}
+			}
+		}
+	}
+	if n := scalar(t, admin, "SELECT count(*) FROM pgrules.rule"); n != "0" {
+		t.Fatalf("%s rules stored after refused definitions", n)
+	}
+	if got := scalar(t, admin, state); got != before {
+		t.Fatalf("refused definitions changed the rows: %s, was %s", got, before)
+	}
+	for _, sql := range []string{
+		`SELECT pgrules.sum('p.total', 'ch.qty')`,
+		`SELECT pgrules.max('p.label', 'ch.tag')`,
+		`SELECT pgrules.sum('p.n', 'ch.qty', name => 'n')`,
+	} {
+		if e := pgError(t, c, sql); e != nil {
+			t.Fatalf("%s: %v", sql, e)
+		}
+	}
+	if got := scalar(t, admin, state); got != "1:y:7:7.00 2:0:0.00" {
+		t.Fatalf("after the accepted definitions: %s", got)
+	}
+	// The integer column's type changed behind the proxy's back: its sum
+	// of integers now holds decimals, and writes that would run it fail.
+	scalar(t, admin, "ALTER TABLE ch ALTER qty TYPE numeric(12,2)")
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		e := pgError(t, c, "INSERT INTO ch (id, p_id, qty) VALUES (3, 1, 1.5)")
+		if e != nil && e.Code == "55000" && strings.Contains(e.Message, `"n"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("write with a rule whose target no longer holds its value: %v, want 55000 naming rule \"n\"", e)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDefineUntranslatableOnEmptyTable: a derivation whose expression SQL
+// cannot compute (string()) is accepted on a table without rows, since
+// there are no existing rows to compute, and refused with 0A000 on one
+// with rows; verify() and rebuild() leave it out.
+func TestDefineUntranslatableOnEmptyTable(t *testing.T) {
+	c, admin, _, _ := rulesDB(t, `
+		CREATE TABLE p (id int PRIMARY KEY, total numeric(12,2) NOT NULL DEFAULT 0);
+		CREATE TABLE ch (id int PRIMARY KEY, p_id int REFERENCES p, n int, label text, amt numeric(12,2));
+		CREATE TABLE full_t (id int PRIMARY KEY, n int, label text);
+		INSERT INTO p VALUES (1, 7), (2, 0);
+		INSERT INTO full_t VALUES (1, 5, NULL)`, nil)
+	for _, sql := range []string{
+		`SELECT pgrules.formula('ch.label', '"n=" + string(row.n)')`,
+		`SELECT pgrules.sum('p.total', 'ch.amt', 'string(row.n) != "0"')`,
+	} {
+		if e := pgError(t, c, sql); e != nil {
+			t.Fatalf("%s on an empty table: %v", sql, e)
+		}
+	}
+	if got := scalar(t, admin, "SELECT string_agg(id || ':' || total, ' ' ORDER BY id) FROM p"); got != "1:0.00 2:0.00" {
+		t.Fatalf("the sum over no children: %s", got)
+	}
+	scalar(t, c, "INSERT INTO ch (id, p_id, n, amt) VALUES (1, 1, 3, 2.50), (2, 1, 0, 1.00)")
+	if got := scalar(t, admin, "SELECT string_agg(label, ' ' ORDER BY id) || ' ' || (SELECT total FROM p WHERE id = 1) FROM ch"); got != "n=3 n=0 2.50" {
+		t.Fatalf("after the insert: %s", got)
+	}
+	if got := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); got != "0" {
+		t.Fatalf("verify: %s rows", got)
+	}
+	if got := scalar(t, c, "SELECT coalesce(string_agg(rule, ' '), '') FROM pgrules.rebuild()"); got != "" {
+		t.Fatalf("rebuild computed %s", got)
+	}
+	e := pgError(t, c, `SELECT pgrules.formula('full_t.label', '"n=" + string(row.n)')`)
+	if e == nil || e.Code != "0A000" {
+		t.Fatalf("on a table with rows: %v, want 0A000", e)
+	}
+}

@@ -762,3 +762,370 @@ func TestWritesAmongNotifications(t *testing.T) {
 		t.Fatalf("%s unpaid orders counted, want %d", count, n)
 	}
 }
+
+// TestTwoKeysToOneParent: one statement that changes both foreign keys of
+// a row to the same parent table (an employee who works for one
+// department and is on loan to another, with a count along each) adjusts
+// both counts, and the parent's formula over them and the grandparent's
+// sums see both, on the table whose writes take one round trip (a_) and on
+// its twin that takes the usual steps (b_).
+func TestTwoKeysToOneParent(t *testing.T) {
+	const schema = `
+CREATE TABLE %[1]s_region (id int PRIMARY KEY, works int NOT NULL DEFAULT 0, staff int NOT NULL DEFAULT 0);
+CREATE TABLE %[1]s_department (id int PRIMARY KEY, region_id int REFERENCES %[1]s_region,
+  works_n int NOT NULL DEFAULT 0, loan_n int NOT NULL DEFAULT 0, staff int);
+CREATE TABLE %[1]s_employee (id int PRIMARY KEY,
+  works_for_id int CONSTRAINT %[1]s_works_for REFERENCES %[1]s_department,
+  on_loan_id int CONSTRAINT %[1]s_on_loan REFERENCES %[1]s_department);
+INSERT INTO %[1]s_region (id) VALUES (1);
+INSERT INTO %[1]s_department (id, region_id, staff) VALUES (1, 1, 0), (2, 1, 0);`
+	rules := []string{
+		`SELECT pgrules.count('%[1]s_department.works_n', '%[1]s_employee', via => '%[1]s_works_for')`,
+		`SELECT pgrules.count('%[1]s_department.loan_n', '%[1]s_employee', via => '%[1]s_on_loan')`,
+		`SELECT pgrules.formula('%[1]s_department.staff', 'row.works_n + row.loan_n')`,
+		`SELECT pgrules.sum('%[1]s_region.works', '%[1]s_department.works_n')`,
+		`SELECT pgrules.sum('%[1]s_region.staff', '%[1]s_department.staff')`,
+	}
+	var all []string
+	for _, tw := range []string{"a", "b"} {
+		for _, r := range rules {
+			all = append(all, fmt.Sprintf(r, tw))
+		}
+	}
+	all = append(all, `SELECT pgrules.event('b_employee', 'early', 'nil', name => 'b_usual_way')`)
+	c, admin, _, _ := rulesDB(t, fmt.Sprintf(schema, "a")+fmt.Sprintf(schema, "b"), all)
+	state := func(tw string) string {
+		return scalar(t, admin, fmt.Sprintf(`SELECT (SELECT string_agg(concat_ws(':', id, works_n, loan_n, staff), ' ' ORDER BY id) FROM %[1]s_department)
+			|| ' | ' || (SELECT string_agg(concat_ws(':', works, staff), ' ') FROM %[1]s_region)`, tw))
+	}
+	ctx := context.Background()
+	for _, step := range []struct {
+		sql, arg string
+		want     string // department id:works_n:loan_n:staff | region works:staff
+	}{
+		{"INSERT INTO %[1]s_employee VALUES ($1, 2, 1)", "3", "1:0:1:1 2:1:0:1 | 1:2"},
+		{"UPDATE %[1]s_employee SET works_for_id = 1, on_loan_id = NULL WHERE id = $1", "3", "1:1:0:1 2:0:0:0 | 1:1"},
+		{"INSERT INTO %[1]s_employee VALUES ($1, 1, 1)", "4", "1:2:1:3 2:0:0:0 | 2:3"},
+		{"UPDATE %[1]s_employee SET works_for_id = on_loan_id, on_loan_id = works_for_id WHERE id = $1", "3", "1:1:2:3 2:0:0:0 | 1:3"},
+		{"UPDATE %[1]s_employee SET works_for_id = 2, on_loan_id = 2 WHERE id >= $1", "3", "1:0:0:0 2:2:2:4 | 2:4"},
+		{"DELETE FROM %[1]s_employee WHERE id = $1", "4", "1:0:0:0 2:1:1:2 | 1:2"},
+	} {
+		for _, tw := range []string{"a", "b"} {
+			sql := fmt.Sprintf(step.sql, tw)
+			// With a parameter, so that a_ takes one round trip.
+			if _, err := c.ExecParams(ctx, sql, [][]byte{[]byte(step.arg)}, nil, nil, nil).Close(); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+			if got := state(tw); got != step.want {
+				t.Fatalf("%s:\n got %s\nwant %s", sql, got, step.want)
+			}
+		}
+		if drift := scalar(t, c, "SELECT coalesce(string_agg(concat_ws(' ', rule, key, stored, computed), '; '), '') FROM pgrules.verify()"); drift != "" {
+			t.Fatalf("%s: verify finds %s", step.sql, drift)
+		}
+	}
+}
+
+// TestTwoKeysToOneGrandparent: a parent whose two foreign keys reach the
+// same grandparent row gets both of its sums adjusted when a child's
+// write changes the parent (the grandparents adjusted in the write's own
+// statement, a_, or in the usual steps, b_).
+func TestTwoKeysToOneGrandparent(t *testing.T) {
+	const schema = `
+CREATE TABLE %[1]s_region (id int PRIMARY KEY, home numeric(12,2) NOT NULL DEFAULT 0, billed numeric(12,2) NOT NULL DEFAULT 0);
+CREATE TABLE %[1]s_dept (id int PRIMARY KEY, total numeric(12,2) NOT NULL DEFAULT 0,
+  home_id int CONSTRAINT %[1]s_home REFERENCES %[1]s_region, bill_id int CONSTRAINT %[1]s_bill REFERENCES %[1]s_region);
+CREATE TABLE %[1]s_emp (id int PRIMARY KEY, dept_id int REFERENCES %[1]s_dept, salary numeric(12,2));
+INSERT INTO %[1]s_region (id) VALUES (1), (2);
+INSERT INTO %[1]s_dept (id, home_id, bill_id) VALUES (1, 1, 1), (2, 1, 2);`
+	rules := []string{
+		`SELECT pgrules.sum('%[1]s_dept.total', '%[1]s_emp.salary')`,
+		`SELECT pgrules.sum('%[1]s_region.home', '%[1]s_dept.total', via => '%[1]s_home')`,
+		`SELECT pgrules.sum('%[1]s_region.billed', '%[1]s_dept.total', via => '%[1]s_bill')`,
+	}
+	var all []string
+	for _, tw := range []string{"a", "b"} {
+		for _, r := range rules {
+			all = append(all, fmt.Sprintf(r, tw))
+		}
+	}
+	all = append(all, `SELECT pgrules.event('b_emp', 'early', 'nil', name => 'b_usual_way')`)
+	c, admin, _, _ := rulesDB(t, fmt.Sprintf(schema, "a")+fmt.Sprintf(schema, "b"), all)
+	ctx := context.Background()
+	for _, step := range []struct {
+		sql, arg string
+		want     string // region id:home:billed
+	}{
+		{"INSERT INTO %[1]s_emp VALUES (1, 1, $1)", "10", "1:10.00:10.00 2:0.00:0.00"},
+		{"INSERT INTO %[1]s_emp VALUES (2, 2, $1)", "5", "1:15.00:10.00 2:0.00:5.00"},
+		{"UPDATE %[1]s_emp SET salary = salary + $1", "1", "1:17.00:11.00 2:0.00:6.00"},
+		{"UPDATE %[1]s_emp SET dept_id = 1 WHERE id = $1", "2", "1:17.00:17.00 2:0.00:0.00"},
+		{"DELETE FROM %[1]s_emp WHERE id = $1", "1", "1:6.00:6.00 2:0.00:0.00"},
+	} {
+		for _, tw := range []string{"a", "b"} {
+			sql := fmt.Sprintf(step.sql, tw)
+			if _, err := c.ExecParams(ctx, sql, [][]byte{[]byte(step.arg)}, nil, nil, nil).Close(); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+			if got := scalar(t, admin, fmt.Sprintf("SELECT string_agg(concat_ws(':', id, home, billed), ' ' ORDER BY id) FROM %s_region", tw)); got != step.want {
+				t.Fatalf("%s:\n got %s\nwant %s", sql, got, step.want)
+			}
+		}
+		if drift := scalar(t, c, "SELECT coalesce(string_agg(concat_ws(' ', rule, key, stored, computed), '; '), '') FROM pgrules.verify()"); drift != "" {
+			t.Fatalf("%s: verify finds %s", step.sql, drift)
+		}
+	}
+}
+
+// TestChainedFormulasRound: a formula's result is rounded to its column's
+// type before the next formula reads it (rules-api.md §8), so chained
+// formulas give what PL/pgSQL triggers give: in one trip (a_), in the
+// usual steps (b_), and with a division (c_).
+func TestChainedFormulasRound(t *testing.T) {
+	const schema = `
+CREATE TABLE %[1]s_item (id int PRIMARY KEY, x numeric(14,2), h numeric(14,2), b numeric(14,2), n int, m int);`
+	rules := []string{
+		`SELECT pgrules.formula('%[1]s_item.h', 'row.x * 0.5')`,
+		`SELECT pgrules.formula('%[1]s_item.b', 'row.h * 3')`,
+		`SELECT pgrules.formula('%[1]s_item.n', 'row.x * 0.5')`,
+		`SELECT pgrules.formula('%[1]s_item.m', 'row.n * 3')`,
+	}
+	var all []string
+	for _, tw := range []string{"a", "b"} {
+		for _, r := range rules {
+			all = append(all, fmt.Sprintf(r, tw))
+		}
+	}
+	all = append(all, `SELECT pgrules.event('b_item', 'early', 'nil', name => 'b_usual_way')`,
+		`SELECT pgrules.formula('c_item.h', 'row.x / 3')`, `SELECT pgrules.formula('c_item.b', 'row.h * 3')`,
+		`SELECT pgrules.formula('c_item.n', 'row.x / 3')`, `SELECT pgrules.formula('c_item.m', 'row.n * 3')`)
+	c, admin, _, _ := rulesDB(t, fmt.Sprintf(schema, "a")+fmt.Sprintf(schema, "b")+fmt.Sprintf(schema, "c")+
+		fmt.Sprintf(schema, "ta")+fmt.Sprintf(schema, "tc")+`
+CREATE FUNCTION half() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.h := NEW.x * 0.5; NEW.b := NEW.h * 3; NEW.n := NEW.x * 0.5; NEW.m := NEW.n * 3; RETURN NEW; END $$;
+CREATE FUNCTION third() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.h := NEW.x / 3; NEW.b := NEW.h * 3; NEW.n := NEW.x / 3; NEW.m := NEW.n * 3; RETURN NEW; END $$;
+CREATE TRIGGER half BEFORE INSERT OR UPDATE ON ta_item FOR EACH ROW EXECUTE FUNCTION half();
+CREATE TRIGGER third BEFORE INSERT OR UPDATE ON tc_item FOR EACH ROW EXECUTE FUNCTION third();`, all)
+	ctx := context.Background()
+	state := func(table string) string {
+		return scalar(t, admin, "SELECT string_agg(concat_ws(':', id, x, h, b, n, m), ' ' ORDER BY id) FROM "+table)
+	}
+	for _, step := range []struct{ sql, arg string }{
+		{"INSERT INTO %s (id, x) VALUES (1, $1)", "10"},
+		{"INSERT INTO %s (id, x) VALUES (2, $1)", "0.05"},
+		{"UPDATE %s SET x = $1 WHERE id = 2", "0.06"},
+		{"UPDATE %s SET x = $1 WHERE id = 1", "0.07"},
+		{"UPDATE %s SET x = -x WHERE id <= $1", "2"},
+		{"INSERT INTO %s (id, x) SELECT 3, $1", "1.01"},
+	} {
+		for _, tw := range []string{"a", "b", "c", "ta", "tc"} {
+			sql := fmt.Sprintf(step.sql, tw+"_item")
+			if _, err := c.ExecParams(ctx, sql, [][]byte{[]byte(step.arg)}, nil, nil, nil).Close(); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		for tw, oracle := range map[string]string{"a": "ta", "b": "ta", "c": "tc"} {
+			if got, want := state(tw+"_item"), state(oracle+"_item"); got != want {
+				t.Fatalf("%s: %s_item\n     got %s\ntriggers %s", step.sql, tw, got, want)
+			}
+		}
+	}
+	if drift := scalar(t, c, "SELECT coalesce(string_agg(concat_ws(' ', rule, key, stored, computed), '; '), '') FROM pgrules.verify()"); drift != "" {
+		t.Fatalf("verify finds %s", drift)
+	}
+}
+
+// TestFormulaReadsGeneratedColumn: a stored generated column reads, in a
+// formula, as the value PostgreSQL stores (rules-api.md §8), on insert and
+// when what it is computed from changes; one computed from a derived
+// column cannot be, and a formula reading it is refused.
+func TestFormulaReadsGeneratedColumn(t *testing.T) {
+	c, admin, _, _ := rulesDB(t, `
+CREATE TABLE item (id int PRIMARY KEY, qty int, price numeric(10,2),
+  gross numeric(12,2) GENERATED ALWAYS AS (qty * price) STORED, fee numeric(12,2), twice int,
+  again int GENERATED ALWAYS AS (twice + 1) STORED, n int);`,
+		[]string{`SELECT pgrules.formula('item.fee', 'row.gross * 0.1')`, `SELECT pgrules.formula('item.twice', 'row.qty * 2')`})
+	ctx := context.Background()
+	for _, step := range []struct{ sql, arg, want string }{
+		{"INSERT INTO item (id, qty, price) VALUES (1, 2, $1)", "5", "1:2:5.00:10.00:1.00"},
+		{"INSERT INTO item (id, qty, price) SELECT 2, 3, $1::numeric", "0.05", "1:2:5.00:10.00:1.00 2:3:0.05:0.15:0.02"},
+		{"UPDATE item SET price = $1 WHERE id = 1", "7", "1:2:7.00:14.00:1.40 2:3:0.05:0.15:0.02"},
+		{"UPDATE item SET qty = qty + $1", "1", "1:3:7.00:21.00:2.10 2:4:0.05:0.20:0.02"},
+		{"UPDATE item SET n = $1", "1", "1:3:7.00:21.00:2.10 2:4:0.05:0.20:0.02"},
+	} {
+		for _, extended := range []bool{false, true} {
+			scalar(t, c, "BEGIN")
+			var err error
+			if extended {
+				_, err = c.ExecParams(ctx, step.sql, [][]byte{[]byte(step.arg)}, nil, nil, nil).Close()
+			} else {
+				_, err = c.Exec(ctx, strings.ReplaceAll(step.sql, "$1", "'"+step.arg+"'")).ReadAll()
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", step.sql, err)
+			}
+			if got := scalar(t, c, "SELECT string_agg(concat_ws(':', id, qty, price, gross, fee), ' ' ORDER BY id) FROM item"); got != step.want {
+				t.Fatalf("%s (extended %v):\n got %s\nwant %s", step.sql, extended, got, step.want)
+			}
+			scalar(t, c, map[bool]string{false: "ROLLBACK", true: "COMMIT"}[extended])
+		}
+		if drift := scalar(t, c, "SELECT coalesce(string_agg(concat_ws(' ', rule, key, stored, computed), '; '), '') FROM pgrules.verify()"); drift != "" {
+			t.Fatalf("%s: verify finds %s", step.sql, drift)
+		}
+	}
+	e := pgError(t, c, `SELECT pgrules.formula('item.n', 'row.again * 2')`)
+	if e == nil || e.Code != "0A000" || !strings.Contains(e.Message, "again") || !strings.Contains(e.Message, "item.twice") {
+		t.Fatalf("a formula reading a generated column computed from a derived one: %v, want 0A000", e)
+	}
+	if n := scalar(t, admin, "SELECT count(*) FROM pgrules.rule WHERE name = 'item.n'"); n != "0" {
+		t.Fatal("the refused formula is stored")
+	}
+}
+
+// TestNumericNaN: a numeric NaN or infinity read by a rule computes as
+// PostgreSQL computes it (NaN * 2 + 1 is NaN, NaN sorts after every
+// number), in formulas, constraints and sums kept by adjustment, where
+// PL/pgSQL triggers that add differences end in the same state.
+func TestNumericNaN(t *testing.T) {
+	const schema = `
+CREATE TABLE %[1]s_p (id int PRIMARY KEY, total numeric NOT NULL DEFAULT 0, top numeric);
+CREATE TABLE %[1]s_c (id int PRIMARY KEY, p_id int REFERENCES %[1]s_p, x numeric, y numeric);
+INSERT INTO %[1]s_p (id) VALUES (1);`
+	c, admin, _, _ := rulesDB(t, fmt.Sprintf(schema, "e")+fmt.Sprintf(schema, "t")+`
+CREATE FUNCTION t_y() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.y := NEW.x * 2 + 1;
+  IF NOT coalesce(NEW.x >= -1, true) THEN RAISE EXCEPTION 'negative' USING ERRCODE = '23514'; END IF;
+  RETURN NEW;
+END $$;
+CREATE FUNCTION t_total() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE t_p SET total = total + coalesce(NEW.y, 0) - coalesce(OLD.y, 0),
+    top = (SELECT max(y) FROM t_c WHERE p_id = 1) WHERE id = 1;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER y BEFORE INSERT OR UPDATE ON t_c FOR EACH ROW EXECUTE FUNCTION t_y();
+CREATE TRIGGER total AFTER INSERT OR UPDATE ON t_c FOR EACH ROW EXECUTE FUNCTION t_total();`,
+		[]string{
+			`SELECT pgrules.formula('e_c.y', 'row.x * 2 + 1')`,
+			`SELECT pgrules.sum('e_p.total', 'e_c.y')`,
+			`SELECT pgrules.max('e_p.top', 'e_c.y')`,
+			`SELECT pgrules.constraint('e_c', 'row.x >= -1', 'negative')`,
+		})
+	for _, sql := range []string{
+		"INSERT INTO %[1]s_c VALUES (1, 1, 'NaN')",
+		"INSERT INTO %[1]s_c VALUES (2, 1, 4)",
+		"UPDATE %[1]s_c SET x = 5 WHERE id = 1",
+		"INSERT INTO %[1]s_c VALUES (3, 1, 'Infinity')",
+		"UPDATE %[1]s_c SET x = 'NaN' WHERE id = 2",
+		"INSERT INTO %[1]s_c VALUES (4, 1, '-Infinity')",
+	} {
+		var errs [2]string
+		for i, tw := range []string{"e", "t"} {
+			if e := pgError(t, c, fmt.Sprintf(sql, tw)); e != nil {
+				errs[i] = e.Code
+			}
+		}
+		if errs[0] != errs[1] {
+			t.Fatalf("%s: SQLSTATE %q, triggers %q", sql, errs[0], errs[1])
+		}
+		state := "SELECT (SELECT string_agg(concat_ws(':', id, x, y), ' ' ORDER BY id) FROM %[1]s_c) || ' | ' || (SELECT concat_ws(':', total, top) FROM %[1]s_p)"
+		if got, want := scalar(t, admin, fmt.Sprintf(state, "e")), scalar(t, admin, fmt.Sprintf(state, "t")); got != want {
+			t.Fatalf("%s:\n     got %s\ntriggers %s", sql, got, want)
+		}
+	}
+}
+
+// TestInsertFewerValues: INSERT ... VALUES without a column list and with
+// fewer values than the table has columns gives the others their
+// defaults, as PostgreSQL does.
+func TestInsertFewerValues(t *testing.T) {
+	c, admin := orgDB(t)
+	if e := pgError(t, c, "INSERT INTO emp VALUES (1, 10, NULL, 100), (2, 10)"); e != nil {
+		t.Fatal(e)
+	}
+	if got := scalar(t, admin, "SELECT total || ':' || headcount FROM dept WHERE id = 10"); got != "100.00:2" {
+		t.Fatalf("dept 10: %s", got)
+	}
+}
+
+// TestAccumulatingFormula: a formula that reads its own target keeps a
+// stock by what ships (rules-api.md §8): row.units_in_stock is the value
+// before the change, given by the client or its default on insert; an
+// UPDATE setting it is refused with 428C9; verify() does not report it and
+// rebuild() leaves it alone. PL/pgSQL triggers that subtract what ships
+// from the stock end in the same state.
+func TestAccumulatingFormula(t *testing.T) {
+	const schema = `
+CREATE TABLE %[1]s_product (id int PRIMARY KEY, units_in_stock int NOT NULL DEFAULT 100, units_shipped int NOT NULL DEFAULT 0);
+CREATE TABLE %[1]s_shipment (id int PRIMARY KEY, product_id int REFERENCES %[1]s_product, qty int NOT NULL);
+INSERT INTO %[1]s_product VALUES (9, 7, 0);`
+	c, admin, _, _ := rulesDB(t, fmt.Sprintf(schema, "e")+fmt.Sprintf(schema, "t")+`
+CREATE FUNCTION t_ship() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP <> 'INSERT' THEN
+    UPDATE t_product SET units_shipped = units_shipped - OLD.qty, units_in_stock = units_in_stock + OLD.qty WHERE id = OLD.product_id;
+  END IF;
+  IF TG_OP <> 'DELETE' THEN
+    UPDATE t_product SET units_shipped = units_shipped + NEW.qty, units_in_stock = units_in_stock - NEW.qty WHERE id = NEW.product_id;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER ship AFTER INSERT OR UPDATE OR DELETE ON t_shipment FOR EACH ROW EXECUTE FUNCTION t_ship();`,
+		[]string{
+			`SELECT pgrules.sum('e_product.units_shipped', 'e_shipment.qty')`,
+			`SELECT pgrules.formula('e_product.units_in_stock', 'old == nil ? row.units_in_stock : row.units_in_stock - (row.units_shipped - old.units_shipped)')`,
+		})
+	state := "SELECT string_agg(concat_ws(':', id, units_in_stock, units_shipped), ' ' ORDER BY id) FROM %s_product"
+	if got := scalar(t, admin, fmt.Sprintf(state, "e")); got != "9:7:0" {
+		t.Fatalf("the stock before the rule is history: %s", got)
+	}
+	ctx := context.Background()
+	for _, step := range []struct {
+		sql  string
+		args []string // nil: the simple protocol
+	}{
+		{"INSERT INTO %[1]s_product (id) VALUES (1)", nil},
+		{"INSERT INTO %[1]s_product (id, units_in_stock) VALUES ($1, $2)", []string{"2", "50"}},
+		{"INSERT INTO %[1]s_shipment VALUES ($1, 1, $2)", []string{"1", "10"}},
+		{"INSERT INTO %[1]s_shipment VALUES (2, 1, 5), (3, 2, 7), (4, 9, 2)", nil},
+		{"UPDATE %[1]s_shipment SET qty = $2 WHERE id = $1", []string{"2", "8"}},
+		{"UPDATE %[1]s_shipment SET product_id = 2 WHERE id = 1", nil},
+		{"UPDATE %[1]s_shipment SET qty = qty + $1", []string{"1"}},
+		{"DELETE FROM %[1]s_shipment WHERE id = $1", []string{"3"}},
+	} {
+		for _, tw := range []string{"e", "t"} {
+			sql := fmt.Sprintf(step.sql, tw)
+			var err error
+			if step.args == nil {
+				_, err = c.Exec(ctx, sql).ReadAll()
+			} else {
+				params := make([][]byte, len(step.args))
+				for i, a := range step.args {
+					params[i] = []byte(a)
+				}
+				_, err = c.ExecParams(ctx, sql, params, nil, nil, nil).Close()
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		if got, want := scalar(t, admin, fmt.Sprintf(state, "e")), scalar(t, admin, fmt.Sprintf(state, "t")); got != want {
+			t.Fatalf("%s:\n     got %s\ntriggers %s", step.sql, got, want)
+		}
+	}
+	if e := pgError(t, c, "UPDATE e_product SET units_in_stock = 5 WHERE id = 1"); e == nil || e.Code != "428C9" {
+		t.Fatalf("an UPDATE setting the accumulated column: %v, want 428C9", e)
+	}
+	before := scalar(t, admin, fmt.Sprintf(state, "e"))
+	if got := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); got != "0" {
+		t.Fatalf("verify: %s rows", got)
+	}
+	if got := scalar(t, c, "SELECT coalesce(string_agg(rule || ':' || rows_corrected, ' '), '') FROM pgrules.rebuild()"); got != "e_product.units_shipped:0" {
+		t.Fatalf("rebuild: %s", got)
+	}
+	if got := scalar(t, admin, fmt.Sprintf(state, "e")); got != before {
+		t.Fatalf("after rebuild: %s, was %s", got, before)
+	}
+}

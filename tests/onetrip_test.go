@@ -43,7 +43,8 @@ INSERT INTO %[1]s_parent (id, price) VALUES (1, 1.2345), (2, 10), (3, NULL);`
 
 var twinRules = []string{
 	`SELECT pgrules.copy('%[1]s_line.price', '%[1]s_parent.price')`,
-	// Rounded when stored, not before the next formula reads it.
+	// Reads the price as the line stores it: the parent's rounded to two
+	// decimals.
 	`SELECT pgrules.formula('%[1]s_line.amount', 'row.qty * row.price')`,
 	// An integer target is rounded (half away from zero) at once.
 	`SELECT pgrules.formula('%[1]s_line.units', 'row.qty * 2.5')`,
@@ -184,9 +185,9 @@ func TestOneTrip(t *testing.T) {
 			t.Fatalf("after %s:\none trip: %s\nusual:    %s", step.sql, a, b)
 		}
 		if step.sql == "INSERT INTO %[1]s_line (id, parent_id, qty) VALUES (1, 1, 3)" {
-			// 3 × 1.2345 stored as 3.70; 7.5 units stored as 8; more follows
-			// the parent's count of lines.
-			if got := twinState(t, admin, "a"); !strings.Contains(got, "1:1:3:1.23:3.70:8:"+scalar(t, admin, "SELECT 16 + n FROM a_parent WHERE id = 1")+":19327352823:none") {
+			// 1.2345 copied as 1.23, 3 × 1.23; 7.5 units stored as 8; more
+			// follows the parent's count of lines.
+			if got := twinState(t, admin, "a"); !strings.Contains(got, "1:1:3:1.23:3.69:8:"+scalar(t, admin, "SELECT 16 + n FROM a_parent WHERE id = 1")+":19327352823:none") {
 				t.Fatalf("the first line is not as the engine computes it: %s", got)
 			}
 		}
