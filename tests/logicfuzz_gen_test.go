@@ -30,6 +30,9 @@ type fzCase struct {
 	checks  []fzCheck
 	// twoKeys is set when the child has a second foreign key to the parent.
 	twoKeys bool
+	// accumulates: c.acc is an accumulating formula; commitCheck: c has a
+	// commit constraint.
+	accumulates, commitCheck bool
 	// onDelete is the action of the child's foreign key to the parent.
 	onDelete string
 	// cols are the columns a statement may write, by table.
@@ -55,6 +58,9 @@ type fzCheck struct {
 type fzColumn struct {
 	name  string
 	value func(r *rand.Rand) string
+	// insertOnly: an accumulating formula's column, which a client may
+	// give on insert only.
+	insertOnly bool
 }
 
 // Value makers. Each may give NULL where the column allows it.
@@ -119,16 +125,16 @@ func fzGenerate(seed uint64) *fzCase {
 `)
 	fmt.Fprintf(&b, `CREATE TABLE c (id int PRIMARY KEY, p_id int REFERENCES p ON DELETE %s, %s
   q int, price numeric(10,2), x numeric(12,3), flag boolean, w int,
-  cp numeric(12,2), f1 numeric(14,2), f2 numeric(16,4), f3 int, s numeric(14,2), k int%s);
+  cp numeric(12,2), f1 numeric(14,2), f2 numeric(16,4), f3 int, s numeric(14,2), k int, acc int DEFAULT 100%s);
 `, fc.onDelete, map[bool]string{true: "p2_id int REFERENCES p ON DELETE SET NULL,", false: ""}[fc.twoKeys],
 		map[bool]string{true: ", gen int GENERATED ALWAYS AS (coalesce(q, 0) * 2) STORED", false: ""}[generated])
 	b.WriteString("CREATE TABLE g (id int PRIMARY KEY, c_id int REFERENCES c ON DELETE CASCADE, v numeric(10,2), w int);\n")
 	fc.schema = b.String()
 	fc.cols = map[string][]fzColumn{
-		"p": {{"a", fzInt(-3, 9, true)}, {"n", fzDecimal(50, 2, true)}, {"lim", fzDecimal(900, 2, false)}},
-		"c": {{"q", fzInt(-2, 12, true)}, {"price", fzDecimal(40, 2, true)}, {"x", fzDecimal(9, 3, true)},
-			{"flag", fzBool}, {"w", fzInt(0, 5, true)}},
-		"g": {{"v", fzDecimal(30, 2, true)}, {"w", fzInt(0, 5, true)}},
+		"p": {{"a", fzInt(-3, 9, true), false}, {"n", fzDecimal(50, 2, true), false}, {"lim", fzDecimal(900, 2, false), false}},
+		"c": {{"q", fzInt(-2, 12, true), false}, {"price", fzDecimal(40, 2, true), false}, {"x", fzDecimal(9, 3, true), false},
+			{"flag", fzBool, false}, {"w", fzInt(0, 5, true), false}},
+		"g": {{"v", fzDecimal(30, 2, true), false}, {"w", fzInt(0, 5, true), false}},
 	}
 	parentOf := func(col string) string {
 		return fmt.Sprintf("(SELECT pp.%s FROM p pp WHERE pp.id = t.p_id)", col)
@@ -238,6 +244,19 @@ func fzGenerate(seed uint64) *fzCase {
 			"coalesce(t.d_sum, 0) + coalesce(t.n, 0) * 2"})
 	}
 	if r.IntN(3) == 0 {
+		// Stock kept by what ships (rules-api.md §8): the client gives it
+		// on insert, every change of q takes from it.
+		fc.accumulates = true
+		fc.cols["c"] = append(fc.cols["c"], fzColumn{"acc", fzInt(0, 50, false), true})
+		fc.rules = append(fc.rules, "SELECT pgrules.formula('c.acc', 'old == nil ? row.acc : row.acc - ((row.q ?? 0) - (old.q ?? 0))')")
+	}
+	if r.IntN(4) == 0 {
+		// Checked at commit, of the rows the transaction touched; q is
+		// only ever set by the client, so every row holds it.
+		fc.commitCheck = true
+		fc.rules = append(fc.rules, "SELECT pgrules.commit_constraint('c', 'row.q != 7', 'q is 7', name => 'c_not_seven')")
+	}
+	if r.IntN(3) == 0 {
 		fc.checks = append(fc.checks, fzCheck{"c", "c_small", "coalesce(t.q < 11, false)"})
 		fc.rules = append(fc.rules, "SELECT pgrules.constraint('c', 'row.q < 11', 'q {row.q} too big', name => 'c_small')")
 	}
@@ -256,6 +275,27 @@ func fzGenerate(seed uint64) *fzCase {
 // checked (23514, named as the rule).
 func (fc *fzCase) oracleSQL(hasCopy bool) string {
 	var b strings.Builder
+	if fc.accumulates {
+		b.WriteString(`CREATE FUNCTION fz_acc() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.acc := OLD.acc - (coalesce(NEW.q, 0) - coalesce(OLD.q, 0));
+  RETURN NEW;
+END $$;
+CREATE TRIGGER fz_acc BEFORE UPDATE ON c FOR EACH ROW EXECUTE FUNCTION fz_acc();
+`)
+	}
+	if fc.commitCheck {
+		b.WriteString(`CREATE FUNCTION fz_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM c WHERE id = NEW.id AND q IS NOT DISTINCT FROM 7) THEN
+    RAISE EXCEPTION USING ERRCODE = '23514', CONSTRAINT = 'c_not_seven', MESSAGE = 'q is 7';
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER fz_commit AFTER INSERT OR UPDATE ON c DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW EXECUTE FUNCTION fz_commit();
+`)
+	}
 	if hasCopy {
 		b.WriteString(`CREATE FUNCTION fz_copy() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -398,8 +438,9 @@ func (fc *fzCase) statement(r *rand.Rand) fzStatement {
 		case table == "g" && r.IntN(4) == 0:
 			b.sql("c_id = ").val(ref())
 		default:
-			for i, j := range r.Perm(len(cols))[:1+r.IntN(2)] {
-				c := cols[j]
+			settable := slices.DeleteFunc(slices.Clone(cols), func(c fzColumn) bool { return c.insertOnly })
+			for i, j := range r.Perm(len(settable))[:1+r.IntN(2)] {
+				c := settable[j]
 				if i > 0 {
 					b.sql(", ")
 				}

@@ -395,10 +395,15 @@ func (s fzSide) statement(ctx context.Context, st fzStatement, extended bool) (f
 		res = s.conn.ExecParams(ctx, st.params, fzArgs(st.args), nil, nil, nil).Read()
 	} else {
 		all, err := s.conn.Exec(ctx, st.text).ReadAll()
-		if len(all) > 0 {
-			res = all[0]
-		} else {
+		switch {
+		case len(all) == 0:
 			res = &pgconn.Result{Err: err}
+		case all[0].Err == nil && err != nil:
+			// The statement completed and its implicit commit failed
+			// (a commit constraint, a deferred trigger).
+			res = &pgconn.Result{Err: err}
+		default:
+			res = all[0]
 		}
 	}
 	if o, ok := fzFailed(res.Err); ok {
