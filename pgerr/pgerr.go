@@ -26,6 +26,7 @@ const (
 	CheckViolation          = "23514"
 	DataException           = "22000"
 	DivisionByZero          = "22012"
+	SyntaxError             = "42601"
 	RaiseException          = "P0001"
 	SerializationFailure    = "40001"
 	InternalError           = "XX000"
