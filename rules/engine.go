@@ -531,7 +531,7 @@ func (s *session) Split(sql string) ([]stmt.Part, error) {
 	parts := make([]stmt.Part, len(stmts))
 	for i, st := range stmts {
 		engine := s.wants(c, s.plan(c, st.SQL)) || st.TxControl && s.watchesTxEnd()
-		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Engine: engine}
+		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Tx: st.Tx, Engine: engine}
 	}
 	return parts, nil
 }

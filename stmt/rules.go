@@ -56,7 +56,25 @@ type Part struct {
 	// Engine is true when the statement goes to Exec; otherwise it is
 	// relayed as a Query of its own.
 	Engine bool
-	// TxControl marks BEGIN, COMMIT, ROLLBACK, SAVEPOINT and the like: a
-	// Query holding one is not wrapped in a transaction by the proxy.
+	// TxControl marks BEGIN, COMMIT, ROLLBACK, SAVEPOINT and the like; Tx
+	// says which.
 	TxControl bool
+	Tx        TxKind
 }
+
+// TxKind is what a transaction-control statement does.
+type TxKind uint8
+
+const (
+	TxNone          TxKind = iota
+	TxBegin                // BEGIN, START TRANSACTION
+	TxCommit               // COMMIT, END
+	TxCommitChain          // COMMIT AND CHAIN
+	TxRollback             // ROLLBACK, ABORT
+	TxRollbackChain        // ROLLBACK AND CHAIN
+	TxPrepare              // PREPARE TRANSACTION
+	TxSavepoint            // SAVEPOINT
+	TxRelease              // RELEASE SAVEPOINT
+	TxRollbackTo           // ROLLBACK TO SAVEPOINT
+	TxOther                // COMMIT PREPARED, ROLLBACK PREPARED
+)

@@ -1,0 +1,271 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgrules/pgrules/internal/demo"
+)
+
+// Queries and batches that hold transaction control, run through pgrules
+// with the check-credit rules and, on a database of their own, directly
+// against PostgreSQL with the same logic as PL/pgSQL triggers (a commit
+// constraint as a deferred constraint trigger). PostgreSQL runs the
+// statements of a Query, and those of a batch up to its Sync, as one
+// implicit transaction that a COMMIT or ROLLBACK among them ends and the
+// next statement begins again; an error rolls back the one it is in. Each
+// script must give the same results, command tags, errors, warnings and
+// rows on both.
+
+// The commit constraint: an order must be paid or hold something.
+const (
+	txbCommitRule = `SELECT pgrules.commit_constraint('orders', 'row.paid || row.amount_total > 0', 'order {row.id} is empty', name => 'not_empty')`
+	txbEventRule  = `SELECT pgrules.event('orders', 'after_commit', 'notify("orders", string(row.id))', name => 'announce')`
+	txbTrigger    = `
+CREATE FUNCTION orders_not_empty() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT FROM orders WHERE id = NEW.id AND NOT paid AND amount_total <= 0) THEN
+    RAISE EXCEPTION 'order % is empty', NEW.id USING ERRCODE = '23514';
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER not_empty AFTER INSERT OR UPDATE ON orders DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW EXECUTE FUNCTION orders_not_empty();`
+	txbState = `SELECT
+	  (SELECT coalesce(string_agg(concat_ws(':', id, customer_id, amount_total, paid), ' ' ORDER BY id), '') FROM orders) || ' | ' ||
+	  (SELECT coalesce(string_agg(concat_ws(':', id, order_id, quantity, unit_price, amount), ' ' ORDER BY id), '') FROM lineitem) || ' | ' ||
+	  (SELECT string_agg(concat_ws(':', id, balance, unpaid_order_count), ' ' ORDER BY id) FROM customer)`
+)
+
+// txbSeed is the state every pair of databases starts from: Bob (credit
+// 500) has order 1, Alice order 2, each with a line of one widget.
+var txbSeed = []string{
+	"BEGIN",
+	"INSERT INTO orders (customer_id) VALUES (2), (1)",
+	"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, 1), (2, 1, 1)",
+	"COMMIT",
+}
+
+// txbSide is one of the two databases, with a connection that records the
+// notices it gets.
+type txbSide struct {
+	name    string
+	c       *pgconn.PgConn
+	notices []string
+}
+
+func (s *txbSide) connect(t *testing.T, url string) {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		s.notices = append(s.notices, n.Severity+" "+n.Code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if s.c, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.c.Close(context.Background()) })
+}
+
+// txbSides are the check-credit databases: through pgrules with the rules,
+// and directly with the triggers. admin reaches the pgrules one directly.
+func txbSides(t *testing.T) (rules, triggers *txbSide, admin *pgconn.PgConn) {
+	t.Helper()
+	db, p, admin := creditDB(t)
+	defineCreditRules(t, connect(t, p.url("", "", db)))
+	rules = &txbSide{name: "pgrules"}
+	rules.connect(t, p.url("", "", db))
+	for _, r := range []string{txbCommitRule, txbEventRule} {
+		if e := pgError(t, rules.c, r); e != nil {
+			t.Fatalf("%s: %v", r, e)
+		}
+	}
+	tdb := shared.newDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := demo.Exec(ctx, shared.url("", "", tdb), demo.Schema, demo.Data, demo.Triggers, txbTrigger); err != nil {
+		t.Fatal(err)
+	}
+	triggers = &txbSide{name: "triggers"}
+	triggers.connect(t, shared.url("", "", tdb))
+	for _, side := range []*txbSide{rules, triggers} {
+		for _, sql := range txbSeed {
+			if e := pgError(t, side.c, sql); e != nil {
+				t.Fatalf("%s: seed %s: %v", side.name, sql, e)
+			}
+		}
+	}
+	return rules, triggers, admin
+}
+
+// txbScript is a Query, or the statements of a batch sent with one Sync.
+type txbScript struct {
+	sql   string
+	batch []string
+}
+
+// run runs a script and returns what the client saw and the rows after it.
+func (s *txbSide) run(t *testing.T, sc txbScript) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s.notices = nil
+	var results []*pgconn.Result
+	var err error
+	if sc.batch == nil {
+		results, err = s.c.Exec(ctx, sc.sql).ReadAll()
+	} else {
+		b := &pgconn.Batch{}
+		for _, sql := range sc.batch {
+			b.ExecParams(sql, nil, nil, nil, nil)
+		}
+		results, err = s.c.ExecBatch(ctx, b).ReadAll()
+	}
+	var out strings.Builder
+	for _, r := range results {
+		fmt.Fprintf(&out, "%s", r.CommandTag)
+		for _, row := range r.Rows {
+			for _, v := range row {
+				fmt.Fprintf(&out, " %s", v)
+			}
+		}
+		if r.Err != nil {
+			fmt.Fprintf(&out, " error %s", sqlStateOf(r.Err))
+		}
+		out.WriteString("; ")
+	}
+	if err != nil {
+		fmt.Fprintf(&out, "error %s; ", sqlStateOf(err))
+	}
+	fmt.Fprintf(&out, "notices %v; status %c\n", s.notices, s.c.TxStatus())
+	if s.c.TxStatus() == 'E' {
+		return out.String()
+	}
+	out.WriteString(scalar(t, s.c, txbState))
+	if s.c.TxStatus() == 'T' {
+		// The state is read in the open transaction; other scripts
+		// end it.
+		out.WriteString(" (in transaction)")
+	}
+	return out.String()
+}
+
+// txbCompare runs the scripts on both sides, in order, and fails on the
+// first difference.
+func txbCompare(t *testing.T, rules, triggers *txbSide, scripts []txbScript, after func(i int)) {
+	t.Helper()
+	for i, sc := range scripts {
+		got, want := rules.run(t, sc), triggers.run(t, sc)
+		name := sc.sql
+		if sc.batch != nil {
+			name = fmt.Sprintf("batch %q", sc.batch)
+		}
+		if got != want {
+			t.Fatalf("%s\npgrules:  %s\ntriggers: %s", name, got, want)
+		}
+		t.Logf("%s\n  %s", name, got)
+		if after != nil {
+			after(i)
+		}
+	}
+}
+
+// TestTxControlInQuery: simple Queries holding BEGIN, COMMIT, ROLLBACK and
+// SAVEPOINT among writes with rules.
+func TestTxControlInQuery(t *testing.T) {
+	rules, triggers, admin := txbSides(t)
+	scripts := []txbScript{
+		// The INSERT after COMMIT is an implicit transaction of its own:
+		// Bob's credit refuses it, and nothing of it stays.
+		{sql: "COMMIT; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100)"},
+		// The COMMIT of an implicit transaction checks the commit
+		// constraint (with PostgreSQL's warning first).
+		{sql: "INSERT INTO orders (customer_id) VALUES (1); COMMIT"},
+		{sql: "INSERT INTO orders (customer_id) VALUES (1); COMMIT;"},
+		// A COMMIT ends the explicit transaction; the INSERT after it
+		// goes with the failing SELECT.
+		{sql: "BEGIN; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 1); COMMIT; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 2); SELECT 1/0"},
+		// The commit of an implicit transaction records its after_commit
+		// events.
+		{sql: "UPDATE orders SET paid = true WHERE id = 2; COMMIT"},
+		{sql: "UPDATE orders SET paid = false WHERE id = 2; COMMIT; SELECT 1"},
+		// A BEGIN takes the statements before it into its transaction.
+		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 5); BEGIN; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 6)"},
+		{sql: "ROLLBACK"},
+		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 5); BEGIN; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 6); COMMIT"},
+		// ROLLBACK of an implicit transaction, then a new one.
+		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 7); ROLLBACK; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 8)"},
+		// Savepoints need a transaction block.
+		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 9); SAVEPOINT a; SELECT 1"},
+		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 9); RELEASE a"},
+		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 9); ROLLBACK TO a"},
+		{sql: "BEGIN; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 10); SAVEPOINT a; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100); ROLLBACK TO a; COMMIT"},
+		{sql: "ROLLBACK"},
+		{sql: "BEGIN; SAVEPOINT a; INSERT INTO orders (customer_id) VALUES (2); ROLLBACK TO a; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, 2); RELEASE a; COMMIT"},
+		// A COMMIT after an order with its line passes the constraint.
+		{sql: "INSERT INTO orders (customer_id) VALUES (1); INSERT INTO lineitem (order_id, product_id, quantity) VALUES (currval('orders_id_seq'), 2, 2); COMMIT; SELECT 2"},
+		{sql: "INSERT INTO orders (customer_id) VALUES (2); COMMIT AND CHAIN; SELECT 3"},
+		{sql: "INSERT INTO orders (customer_id, paid) VALUES (2, true); ROLLBACK AND CHAIN"},
+		{sql: "SELECT 4; COMMIT; INSERT INTO orders (customer_id) VALUES (2); ROLLBACK; COMMIT"},
+	}
+	outbox := "SELECT count(*) FROM pgrules.outbox WHERE kind = 'notify'"
+	before := scalar(t, admin, outbox)
+	txbCompare(t, rules, triggers, scripts, func(i int) {
+		if strings.HasPrefix(scripts[i].sql, "UPDATE orders SET paid = true") {
+			if got := scalar(t, admin, outbox); got == before {
+				t.Fatalf("%s recorded no after_commit entry", scripts[i].sql)
+			}
+		}
+	})
+}
+
+// TestTxControlInBatch: extended-protocol batches holding transaction
+// control among writes with rules.
+func TestTxControlInBatch(t *testing.T) {
+	rules, triggers, _ := txbSides(t)
+	const line = "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, %d)"
+	l := func(q int) string { return fmt.Sprintf(line, q) }
+	scripts := []txbScript{
+		{batch: []string{"SELECT 1", "COMMIT", "INSERT INTO orders (customer_id) VALUES (1)"}},
+		{batch: []string{"INSERT INTO orders (customer_id) VALUES (1)", "COMMIT"}},
+		{batch: []string{"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100)"}},
+		{batch: []string{l(1), "COMMIT", "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100)"}},
+		{batch: []string{l(2), "BEGIN", l(3)}},
+		{batch: []string{"ROLLBACK"}},
+		{batch: []string{l(4), "BEGIN", l(5), "COMMIT", l(6), "SELECT 1/0"}},
+		{batch: []string{l(7), "ROLLBACK", l(8)}},
+		{batch: []string{l(9), "SAVEPOINT a", l(10)}},
+		{batch: []string{"UPDATE orders SET paid = true WHERE id = 2", "COMMIT", "UPDATE orders SET paid = false WHERE id = 2"}},
+		{batch: []string{"BEGIN", l(11), "SAVEPOINT a", "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100)", "ROLLBACK TO a", "COMMIT"}},
+		{batch: []string{"ROLLBACK"}},
+		{batch: []string{"INSERT INTO orders (customer_id) VALUES (2)", "COMMIT AND CHAIN", "SELECT 3"}},
+	}
+	txbCompare(t, rules, triggers, scripts, nil)
+}
+
+// TestPositionalInsert: an INSERT naming no columns fills the table's first
+// columns, as many as its VALUES or SELECT give; a column list must match
+// them.
+func TestPositionalInsert(t *testing.T) {
+	rules, triggers, _ := txbSides(t)
+	txbCompare(t, rules, triggers, []txbScript{
+		{sql: "INSERT INTO orders VALUES (50, 1)"},
+		{sql: "BEGIN; INSERT INTO orders VALUES (50, 1); INSERT INTO lineitem SELECT 200, 50, 1, 3; COMMIT"},
+		{sql: "INSERT INTO lineitem VALUES (201, 50, 2)"},
+		{sql: "INSERT INTO lineitem VALUES (201, 50, 2, 1), (202, 50, 2)"},
+		{sql: "INSERT INTO lineitem (id, order_id) VALUES (203)"},
+		{sql: "INSERT INTO lineitem (id, order_id) SELECT 203"},
+		{sql: "INSERT INTO orders VALUES (51, 1, 0, true, 'x', 9)"},
+		{sql: "INSERT INTO orders VALUES (51, 2, 0, true) RETURNING *"},
+		{sql: "INSERT INTO lineitem SELECT 204, 51, 2, 1 UNION ALL SELECT 205, 51, 1, 2 RETURNING id, amount"},
+		{batch: []string{"INSERT INTO lineitem VALUES (206, 51, 3, 4)", "INSERT INTO lineitem SELECT 207, 51, 3, 1"}},
+	}, nil)
+}
