@@ -77,6 +77,12 @@ func (s *session) intercept(typ byte, n int) (bool, error) {
 		if !ok {
 			return true, pgerr.Fatal(pgerr.ProtocolViolation, "invalid Query message")
 		}
+		if s.x.discard {
+			return true, nil // the server ignores everything up to the Sync after an error
+		}
+		if s.x.engine {
+			return true, s.runBatchThenQuery(string(text))
+		}
 		if len(s.x.msgs) > 0 {
 			s.forwardBatch()
 		}
@@ -295,8 +301,43 @@ func (s *session) runQuery(text string) error {
 		return err
 	}
 	defer s.giveBack()
+	return s.runQueryIn(context.Background(), &implicitTx{s: s, c: &upstreamConn{s: s}}, text)
+}
+
+// runBatchThenQuery runs a batch that executes a statement the engine wants
+// and a Query the client sent before its Sync. The server would run the
+// Query in the batch's transaction and end it there; after an error in the
+// batch it would ignore the Query, as everything else up to the Sync.
+func (s *session) runBatchThenQuery(text string) error {
+	if err := s.borrow(); err != nil {
+		return err
+	}
+	defer s.giveBack()
+	defer s.x.reset()
 	ctx := context.Background()
 	t := &implicitTx{s: s, c: &upstreamConn{s: s}}
+	failed, skipping, err := s.runHeld(ctx, t, s.x.msgs)
+	if err != nil {
+		return err
+	}
+	if !failed {
+		return s.runQueryIn(ctx, t, text)
+	}
+	if skipping {
+		if err := s.syncUpstream(); err != nil {
+			return err
+		}
+	}
+	if _, err := s.finish(ctx, t, true); err != nil {
+		return err
+	}
+	// The client's Sync gets the server's ReadyForQuery.
+	s.x.discard = true
+	return s.flushClient()
+}
+
+// runQueryIn runs the statements of a Query with t.
+func (s *session) runQueryIn(ctx context.Context, t *implicitTx, text string) error {
 	parts, err := s.rules.Split(text)
 	if err != nil {
 		// The server will say what is wrong with it.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgrules/pgrules/internal/demo"
 )
 
@@ -79,6 +80,14 @@ func (s *txbSide) connect(t *testing.T, url string) {
 // and directly with the triggers. admin reaches the pgrules one directly.
 func txbSides(t *testing.T) (rules, triggers *txbSide, admin *pgconn.PgConn) {
 	t.Helper()
+	rules, triggers, admin, _ = txbSidesAt(t)
+	return rules, triggers, admin
+}
+
+// txbSidesAt is txbSides with where a raw client reaches each side: the
+// address and the database.
+func txbSidesAt(t *testing.T) (rules, triggers *txbSide, admin *pgconn.PgConn, at [2][2]string) {
+	t.Helper()
 	db, p, admin := creditDB(t)
 	defineCreditRules(t, connect(t, p.url("", "", db)))
 	rules = &txbSide{name: "pgrules"}
@@ -103,7 +112,8 @@ func txbSides(t *testing.T) (rules, triggers *txbSide, admin *pgconn.PgConn) {
 			}
 		}
 	}
-	return rules, triggers, admin
+	at = [2][2]string{{p.Addr, db}, {ftDirectAddr(t), tdb}}
+	return rules, triggers, admin, at
 }
 
 // txbScript is a Query, or the statements of a batch sent with one Sync.
@@ -268,4 +278,77 @@ func TestPositionalInsert(t *testing.T) {
 		{sql: "INSERT INTO lineitem SELECT 204, 51, 2, 1 UNION ALL SELECT 205, 51, 1, 2 RETURNING id, amount"},
 		{batch: []string{"INSERT INTO lineitem VALUES (206, 51, 3, 4)", "INSERT INTO lineitem SELECT 207, 51, 3, 1"}},
 	}, nil)
+}
+
+// txbRaw sends msgs on a raw connection and renders what comes back (up to
+// the answer to a Query sent after them), and the rows afterwards.
+func txbRaw(t *testing.T, addr, db string, msgs []pgproto3.FrontendMessage) string {
+	t.Helper()
+	c := ftDial(t, addr)
+	c.login(db)
+	const end = "txb end"
+	c.send(append(msgs, &pgproto3.Query{String: "SELECT '" + end + "'"})...)
+	var out strings.Builder
+	for ending := false; ; {
+		switch m := c.recv().(type) {
+		case *pgproto3.ReadyForQuery:
+			fmt.Fprintf(&out, "Z%c; ", m.TxStatus)
+			if ending {
+				c.send(&pgproto3.Query{String: txbState})
+				r := c.readResult()
+				return strings.ReplaceAll(out.String(), "*pgproto3.", "") + "\n" + strings.Join(r.rows, "")
+			}
+		case *pgproto3.DataRow:
+			ending = ending || string(m.Values[0]) == end
+			fmt.Fprintf(&out, "D %q; ", m.Values)
+		case *pgproto3.CommandComplete:
+			fmt.Fprintf(&out, "C %s; ", m.CommandTag)
+		case *pgproto3.ErrorResponse:
+			fmt.Fprintf(&out, "E %s; ", m.Code)
+		case *pgproto3.NoticeResponse:
+			fmt.Fprintf(&out, "N %s; ", m.Code)
+		case *pgproto3.ParameterStatus:
+		default:
+			fmt.Fprintf(&out, "%T; ", m)
+		}
+	}
+}
+
+// txbCompareRaw runs each script of raw messages on both sides.
+func txbCompareRaw(t *testing.T, at [2][2]string, scripts [][]pgproto3.FrontendMessage) {
+	t.Helper()
+	for i, msgs := range scripts {
+		got, want := txbRaw(t, at[0][0], at[0][1], msgs), txbRaw(t, at[1][0], at[1][1], msgs)
+		if got != want {
+			t.Fatalf("script %d\npgrules:  %s\ntriggers: %s", i, got, want)
+		}
+		t.Logf("script %d: %s", i, got)
+	}
+}
+
+// txbExec is a Parse, Bind and Execute of sql on the unnamed statement and
+// portal.
+func txbExec(sql string) []pgproto3.FrontendMessage {
+	return []pgproto3.FrontendMessage{&pgproto3.Parse{Query: sql}, &pgproto3.Bind{}, &pgproto3.Execute{}}
+}
+
+// TestQueryBeforeSync: a Query that comes after Parse/Bind/Execute of a
+// write, before the Sync, runs in the batch's transaction, which it ends;
+// after an error in the batch it is ignored, as everything up to the Sync.
+func TestQueryBeforeSync(t *testing.T) {
+	_, _, _, at := txbSidesAt(t)
+	then := func(first []pgproto3.FrontendMessage, rest ...pgproto3.FrontendMessage) []pgproto3.FrontendMessage {
+		return append(append([]pgproto3.FrontendMessage(nil), first...), rest...)
+	}
+	line := txbExec("INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 3) RETURNING amount")
+	tooMuch := txbExec("INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100)")
+	empty := txbExec("INSERT INTO orders (customer_id) VALUES (1)")
+	txbCompareRaw(t, at, [][]pgproto3.FrontendMessage{
+		then(line, &pgproto3.Query{String: "SELECT 1"}, &pgproto3.Sync{}),
+		then(tooMuch, &pgproto3.Query{String: "SELECT 1"}, &pgproto3.Sync{}),
+		then(empty, &pgproto3.Query{String: "SELECT 1"}, &pgproto3.Sync{}),
+		then(empty, &pgproto3.Query{String: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (currval('orders_id_seq'), 1, 1)"}, &pgproto3.Sync{}),
+		then(line, &pgproto3.Query{String: "COMMIT; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100)"}, &pgproto3.Sync{}),
+		then([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, then(line, &pgproto3.Query{String: "SELECT 2"}, &pgproto3.Sync{}, &pgproto3.Query{String: "ROLLBACK"})...),
+	})
 }
