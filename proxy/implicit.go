@@ -30,11 +30,19 @@ type implicitTx struct {
 
 // enter opens the proxy's transaction before a statement that is not
 // transaction control, when none is open.
-func (t *implicitTx) enter() {
+func (t *implicitTx) enter() error {
+	if t.s.due == dueSync {
+		// Answers to earlier requests are on their way: the state is
+		// known once they have been relayed.
+		if err := t.s.acquire(); err != nil {
+			return err
+		}
+	}
 	if !t.open && t.s.TxStatus() == stmt.TxIdle {
 		t.c.deferBegin()
 		t.open = true
 	}
+	return nil
 }
 
 // meets reports whether a transaction-control statement of kind ends or

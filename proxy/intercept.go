@@ -29,7 +29,7 @@ type extState struct {
 	// discard drops messages until Sync after the proxy refused a batch.
 	discard bool
 	stmts   map[string]*stmt.Statement // prepared statements the engine wants
-	portals map[string]*stmt.Statement // portals bound to them
+	portals map[string]*enginePortal   // portals bound to them
 	// copyStmts and copyPortals are the relayed COPY statements and their
 	// portals: a client executing one waits for CopyInResponse without a
 	// Sync or Flush, so the batch must go upstream at its Execute.
@@ -51,8 +51,12 @@ type txStmt struct {
 type batchMsg struct {
 	typ        byte
 	start, end int
-	// exec is the statement an Execute runs, when the engine wants it.
-	exec *stmt.Statement
+	// exec is the portal an Execute runs, when the engine wants it;
+	// maxRows is the Execute's row limit.
+	exec    *enginePortal
+	maxRows uint32
+	// bound is the portal a Bind of a statement the engine wants binds.
+	bound *enginePortal
 	// describeStmt marks a Describe of a statement (answered with
 	// ParameterDescription first).
 	describeStmt bool
@@ -194,7 +198,7 @@ func (s *session) addToBatch(typ byte, body []byte) error {
 				return bad()
 			}
 			if x.portals == nil {
-				x.portals = make(map[string]*stmt.Statement)
+				x.portals = make(map[string]*enginePortal)
 			}
 			// Decode left the slices pointing into the reader's buffer.
 			params := make([][]byte, len(b.Parameters))
@@ -203,10 +207,11 @@ func (s *session) addToBatch(typ byte, body []byte) error {
 					params[i] = bytes.Clone(v)
 				}
 			}
-			x.portals[b.DestinationPortal] = &stmt.Statement{
+			m.bound = &enginePortal{name: b.DestinationPortal, st: stmt.Statement{
 				SQL: ps.SQL, ParamOIDs: ps.ParamOIDs, Params: params,
 				ParamFormats: append([]int16(nil), b.ParameterFormatCodes...), ResultFormats: append([]int16(nil), b.ResultFormatCodes...),
-			}
+			}}
+			x.portals[b.DestinationPortal] = m.bound
 		}
 		if x.copyStmts[string(name)] {
 			if x.copyPortals == nil {
@@ -215,13 +220,13 @@ func (s *session) addToBatch(typ byte, body []byte) error {
 			x.copyPortals[string(portal)] = true
 		}
 	case 'E':
-		portal, _, ok := bytes.Cut(body, []byte{0})
-		if !ok {
+		portal, rest, ok := bytes.Cut(body, []byte{0})
+		if !ok || len(rest) < 4 {
 			return bad()
 		}
 		m.tx = x.txPortals[string(portal)]
-		if st := x.portals[string(portal)]; st != nil {
-			m.exec = st
+		if p := x.portals[string(portal)]; p != nil {
+			m.exec, m.maxRows = p, binary.BigEndian.Uint32(rest)
 			x.engine = true
 		} else if x.copyPortals[string(portal)] && !x.engine {
 			x.msgs = append(x.msgs, m)
@@ -269,6 +274,9 @@ func (s *session) addToBatch(typ byte, body []byte) error {
 
 // forwardBatch sends the held messages upstream as they are.
 func (s *session) forwardBatch() {
+	if n := len(s.x.msgs); n > 0 {
+		s.noteBound(s.x.msgs, s.x.msgs[n-1].typ != 'S')
+	}
 	s.uw.Write(s.x.batch)
 	forwarded := s.x.forwarded
 	s.x.reset()
@@ -387,7 +395,9 @@ func (s *session) runPart(ctx context.Context, t *implicitTx, p stmt.Part) (bool
 		return t.end(ctx, p.Tx, p.SQL)
 	}
 	if p.Tx == stmt.TxNone {
-		t.enter()
+		if err := t.enter(); err != nil {
+			return true, err
+		}
 	}
 	if p.Engine && p.Tx != stmt.TxBegin {
 		res, err := s.rules.Exec(ctx, t.c, stmt.Statement{SQL: p.SQL})
@@ -583,18 +593,16 @@ func (s *session) runHeld(ctx context.Context, t *implicitTx, msgs []batchMsg) (
 			i++
 			continue
 		case m.exec != nil && (m.tx == nil || m.tx.kind != stmt.TxBegin):
-			if m.tx == nil {
-				t.enter()
-			}
-			res, err := s.rules.Exec(ctx, t.c, *m.exec)
-			if err := s.reply(res, err, false); err != nil {
+			if failed, err = s.execPortal(ctx, t, m); err != nil {
 				return true, false, err
 			}
-			failed = err != nil
 			i++
 			continue
 		}
-		j := s.heldRun(t, msgs, i)
+		j, err := s.heldRun(t, msgs, i)
+		if err != nil {
+			return true, false, err
+		}
 		if failed, err = s.relayRun(ctx, t, msgs[i:j]); err != nil {
 			return true, false, err
 		}
@@ -609,7 +617,7 @@ func (s *session) runHeld(ctx context.Context, t *implicitTx, msgs []batchMsg) (
 // further than one of transaction control, after which the transaction
 // state must be known again. The proxy's transaction opens first when the
 // run executes anything else.
-func (s *session) heldRun(t *implicitTx, msgs []batchMsg, i int) int {
+func (s *session) heldRun(t *implicitTx, msgs []batchMsg, i int) (int, error) {
 	j := i
 	for j < len(msgs) && (msgs[j].exec == nil || j == i) && (msgs[j].tx == nil || !t.meets(msgs[j].tx.kind)) {
 		j++
@@ -619,10 +627,10 @@ func (s *session) heldRun(t *implicitTx, msgs []batchMsg, i int) int {
 	}
 	for _, m := range msgs[i:j] {
 		if m.typ == 'E' && m.tx == nil {
-			t.enter()
+			return j, t.enter()
 		}
 	}
-	return j
+	return j, nil
 }
 
 // relayRun sends a run of batch messages upstream and relays their
@@ -634,6 +642,7 @@ func (s *session) relayRun(ctx context.Context, t *implicitTx, run []batchMsg) (
 	if err := s.send(s.x.batch[run[0].start:run[len(run)-1].end], flushMsg); err != nil {
 		return true, err
 	}
+	s.noteBound(run, false)
 	for _, m := range run {
 		quiet := ""
 		if m.tx != nil {

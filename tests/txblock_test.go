@@ -350,5 +350,47 @@ func TestQueryBeforeSync(t *testing.T) {
 		then(empty, &pgproto3.Query{String: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (currval('orders_id_seq'), 1, 1)"}, &pgproto3.Sync{}),
 		then(line, &pgproto3.Query{String: "COMMIT; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100)"}, &pgproto3.Sync{}),
 		then([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, then(line, &pgproto3.Query{String: "SELECT 2"}, &pgproto3.Sync{}, &pgproto3.Query{String: "ROLLBACK"})...),
+		// Pipelined behind a BEGIN not yet answered: the batch runs in
+		// the client's transaction, which its ROLLBACK undoes.
+		then([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, then(txbExec("SELECT 1"), then(line, &pgproto3.Sync{}, &pgproto3.Query{String: "ROLLBACK"})...)...),
+	})
+}
+
+// TestPortalExecutedInParts: a portal of a write with rules executed with
+// a row limit, or again, answers as the server's portal does: the write
+// runs once, its RETURNING rows come by the limit with PortalSuspended,
+// and a portal without rows left to give cannot be run again. A portal the
+// end of its transaction dropped does not exist.
+func TestPortalExecutedInParts(t *testing.T) {
+	_, _, _, at := txbSidesAt(t)
+	const three = "INSERT INTO lineitem (order_id, product_id, quantity) SELECT 2, 1, g FROM generate_series(1, 3) g RETURNING quantity, amount"
+	const one = "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 7)"
+	type msgs = []pgproto3.FrontendMessage
+	exec := func(portal string, n uint32) *pgproto3.Execute { return &pgproto3.Execute{Portal: portal, MaxRows: n} }
+	bind := func(portal, sql string) msgs {
+		return msgs{&pgproto3.Parse{Query: sql}, &pgproto3.Bind{DestinationPortal: portal}}
+	}
+	join := func(parts ...msgs) msgs {
+		var out msgs
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	sync := msgs{&pgproto3.Sync{}}
+	txbCompareRaw(t, at, []msgs{
+		join(bind("", three), msgs{exec("", 1), exec("", 1), exec("", 1)}, sync),
+		join(bind("", three), msgs{exec("", 2), exec("", 2), exec("", 2)}, sync),
+		join(bind("", three), msgs{exec("", 0), exec("", 0)}, sync),
+		join(bind("", one), msgs{exec("", 0), exec("", 0)}, sync),
+		join(bind("", one), msgs{exec("", 1), exec("", 1)}, sync),
+		// A cursor-like fetch in a transaction, a Sync after each.
+		join(msgs{&pgproto3.Query{String: "BEGIN"}}, bind("c1", three), msgs{exec("c1", 1)}, sync, msgs{exec("c1", 1)}, sync,
+			msgs{exec("c1", 5)}, sync, msgs{exec("c1", 5)}, sync, msgs{&pgproto3.Query{String: "COMMIT"}}),
+		// Dropped at the end of the transaction it was bound in.
+		join(bind("", one), sync, msgs{exec("", 0)}, sync),
+		join(bind("p1", one), sync, msgs{exec("p1", 0)}, sync),
+		join(msgs{&pgproto3.Query{String: "BEGIN"}}, bind("p1", one), sync, msgs{&pgproto3.Query{String: "COMMIT"}, exec("p1", 0)}, sync),
+		join(msgs{&pgproto3.Query{String: "BEGIN"}}, bind("p1", one), sync, msgs{exec("p1", 0)}, sync, msgs{&pgproto3.Query{String: "ROLLBACK"}}),
 	})
 }
