@@ -38,27 +38,11 @@ const (
 	sessionQuery = `SELECT current_database(), array_to_json(current_schemas(false))::text,
 		to_regclass('pgrules.rule') IS NOT NULL`
 
-	tablesQuery = `SELECT coalesce(json_agg(json_build_object(
-		'schema', n.nspname, 'name', c.relname, 'oid', c.oid::int8,
-		'pk', (SELECT array_agg(a.attname ORDER BY k.i) FROM pg_index x
-		        CROSS JOIN unnest(x.indkey) WITH ORDINALITY k(n, i)
-		        JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
-		       WHERE x.indrelid = c.oid AND x.indisprimary),
-		'columns', (SELECT json_agg(json_build_object(
-		        'name', a.attname, 'num', a.attnum, 'type', format_type(a.atttypid, a.atttypmod),
-		        'oid', (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8,
-		        'enum', t.typtype = 'e', 'notnull', a.attnotnull,
-		        'default', a.atthasdef OR a.attidentity <> '', 'generated', a.attgenerated <> '',
-		        'identity', a.attidentity,
-		        'defexpr', CASE WHEN a.attidentity <> '' THEN format('nextval(%L::regclass)', pg_get_serial_sequence(c.oid::regclass::text, a.attname))
-		                        WHEN a.attgenerated = '' THEN (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
-		                                                       WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END)
-		        ORDER BY a.attnum)
-		      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-		      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))), '[]')::text
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgrules')
-		  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'`
+	// pgrules._tables reads the tables with an empty search_path of its
+	// own: the types and default expressions it gives name every object
+	// outside pg_catalog with its schema, so they mean in any session what
+	// they meant when the table was made.
+	tablesQuery = `SELECT pgrules._tables()`
 
 	relationshipsQuery = `SELECT coalesce(json_agg(r), '[]')::text FROM pgrules.relationships r`
 

@@ -81,7 +81,8 @@ func TestLoad(t *testing.T) {
 	if c := lead.Column("twice"); !c.Generated {
 		t.Errorf("generated column: %+v", c)
 	}
-	if c := lead.Column("worth"); c.Type != "money2" {
+	// Qualified, to mean the same in a session with another search_path.
+	if c := lead.Column("worth"); c.Type != "public.money2" {
 		t.Errorf("domain type %q", c.Type)
 	}
 	if p := snap.Tables["public.part"]; p == nil || !slices.Equal(p.PrimaryKey, []string{"v", "k"}) {

@@ -78,17 +78,20 @@ func (s *txbSide) connect(t *testing.T, url string) {
 
 // txbSides are the check-credit databases: through pgrules with the rules,
 // and directly with the triggers. admin reaches the pgrules one directly.
-func txbSides(t *testing.T) (rules, triggers *txbSide, admin *pgconn.PgConn) {
+func txbSides(t *testing.T, setup ...string) (rules, triggers *txbSide, admin *pgconn.PgConn) {
 	t.Helper()
-	rules, triggers, admin, _ = txbSidesAt(t)
+	rules, triggers, admin, _ = txbSidesAt(t, setup...)
 	return rules, triggers, admin
 }
 
 // txbSidesAt is txbSides with where a raw client reaches each side: the
-// address and the database.
-func txbSidesAt(t *testing.T) (rules, triggers *txbSide, admin *pgconn.PgConn, at [2][2]string) {
+// address and the database. setup runs on both databases first.
+func txbSidesAt(t *testing.T, setup ...string) (rules, triggers *txbSide, admin *pgconn.PgConn, at [2][2]string) {
 	t.Helper()
 	db, p, admin := creditDB(t)
+	for _, sql := range setup {
+		scalar(t, admin, sql)
+	}
 	defineCreditRules(t, connect(t, p.url("", "", db)))
 	rules = &txbSide{name: "pgrules"}
 	rules.connect(t, p.url("", "", db))
@@ -100,7 +103,7 @@ func txbSidesAt(t *testing.T) (rules, triggers *txbSide, admin *pgconn.PgConn, a
 	tdb := shared.newDB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := demo.Exec(ctx, shared.url("", "", tdb), demo.Schema, demo.Data, demo.Triggers, txbTrigger); err != nil {
+	if err := demo.Exec(ctx, shared.url("", "", tdb), append([]string{demo.Schema, demo.Data, demo.Triggers, txbTrigger}, setup...)...); err != nil {
 		t.Fatal(err)
 	}
 	triggers = &txbSide{name: "triggers"}
@@ -393,4 +396,31 @@ func TestPortalExecutedInParts(t *testing.T) {
 		join(msgs{&pgproto3.Query{String: "BEGIN"}}, bind("p1", one), sync, msgs{&pgproto3.Query{String: "COMMIT"}, exec("p1", 0)}, sync),
 		join(msgs{&pgproto3.Query{String: "BEGIN"}}, bind("p1", one), sync, msgs{exec("p1", 0)}, sync, msgs{&pgproto3.Query{String: "ROLLBACK"}}),
 	})
+}
+
+// TestDefaultsInSearchPath: a column's default and type mean what they
+// meant when the table was made, whatever the writing session's
+// search_path: a sequence, a function and a type of the same names in
+// another schema are not the table's.
+func TestDefaultsInSearchPath(t *testing.T) {
+	rules, triggers, _ := txbSides(t,
+		`CREATE SCHEMA s2; CREATE SCHEMA s3; CREATE SEQUENCE s3.lineitem_id_seq START 1000;
+		 CREATE FUNCTION public.note() RETURNS text LANGUAGE sql AS 'SELECT ''public''';
+		 CREATE FUNCTION s3.note() RETURNS text LANGUAGE sql AS 'SELECT ''s3''';
+		 ALTER TABLE orders ALTER notes SET DEFAULT note();
+		 CREATE TYPE public.size AS ENUM ('small', 'large'); CREATE TYPE s3.size AS ENUM ('large', 'small');
+		 ALTER TABLE orders ADD size size DEFAULT 'large'`)
+	// The triggers name their tables as the rules do, in public.
+	for _, f := range []string{"lineitem_before", "lineitem_after", "orders_after", "customer_check", "orders_not_empty"} {
+		scalar(t, triggers.c, "ALTER FUNCTION "+f+"() SET search_path = public")
+	}
+	const line = "INSERT INTO public.lineitem (order_id, product_id, quantity) VALUES (2, 1, 1) RETURNING id, amount"
+	const order = "INSERT INTO public.orders (customer_id, paid) VALUES (1, true) RETURNING id, notes, size, size < 'small'"
+	txbCompare(t, rules, triggers, []txbScript{
+		{sql: "SET search_path = s3, public; " + line + "; " + order + "; RESET search_path"},
+		{sql: "SET search_path = s2; " + line + "; " + order + "; RESET search_path"},
+		{sql: "SET search_path = s3, public"},
+		{batch: []string{line, order}},
+		{sql: "RESET search_path"},
+	}, nil)
 }
