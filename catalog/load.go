@@ -111,6 +111,10 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 			Identity           string
 			DefExpr            string
 		}
+		Before []struct {
+			Name string
+			Type int
+		}
 	}
 	if err := queryJSON(ctx, q, tablesQuery, &tables); err != nil {
 		return err
@@ -130,6 +134,19 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 		}
 		tbl := NewTable(t.Schema, t.Name, cols, t.PK)
 		tbl.OID = t.OID
+		for _, g := range t.Before {
+			// tgtype's event bits: INSERT 4, DELETE 8, UPDATE 16.
+			for bit, verb := range map[int]string{4: "INSERT", 8: "DELETE", 16: "UPDATE"} {
+				if g.Type&bit != 0 {
+					if tbl.BeforeRow == nil {
+						tbl.BeforeRow = make(map[string]string)
+					}
+					if _, ok := tbl.BeforeRow[verb]; !ok {
+						tbl.BeforeRow[verb] = g.Name
+					}
+				}
+			}
+		}
 		snap.Tables[tbl.QualifiedName()] = tbl
 	}
 	return nil

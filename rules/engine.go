@@ -656,6 +656,9 @@ func (s *session) refuseBroken(ctx context.Context, conn stmt.Conn, c *compiled,
 				w.Verb != sqlparse.Insert && w.Verb != sqlparse.Update && w.Verb != sqlparse.Delete && c.set.Involves(t.QualifiedName()) {
 				return failTx(ctx, conn, refusedVerb(t, w.Verb))
 			}
+			if e := c.set.beforeTriggerError(t, string(w.Verb)); e != nil {
+				return failTx(ctx, conn, e)
+			}
 		}
 	}
 	return nil

@@ -40,7 +40,8 @@ END $$;
 -- read with an empty search_path: format_type and pg_get_expr then qualify
 -- every type, sequence and function outside pg_catalog, so that a column's
 -- type and default mean the same in every session, whatever its
--- search_path.
+-- search_path. before lists the enabled BEFORE ROW triggers of a table
+-- (tgtype: ROW 1, BEFORE 2, INSTEAD 64).
 CREATE OR REPLACE FUNCTION pgrules._tables() RETURNS text
 LANGUAGE sql STABLE SET search_path = '' AS $$
 SELECT coalesce(json_agg(json_build_object(
@@ -60,7 +61,10 @@ SELECT coalesce(json_agg(json_build_object(
                                                          WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END)
           ORDER BY a.attnum)
         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))), '[]')::text
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+  'before', (SELECT json_agg(json_build_object('name', g.tgname, 'type', g.tgtype) ORDER BY g.tgname)
+        FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal AND g.tgenabled IN ('O', 'A')
+          AND g.tgtype & 67 = 3))), '[]')::text
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgrules')
     AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%';

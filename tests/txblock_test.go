@@ -424,3 +424,43 @@ func TestDefaultsInSearchPath(t *testing.T) {
 		{sql: "RESET search_path"},
 	}, nil)
 }
+
+// TestBeforeRowTriggers: a BEFORE ROW trigger may change a row after the
+// rules computed it, or skip it; a write that one would fire on — on its
+// table for its verb, or on a table the engine updates for it — is refused
+// with 0A000 and writes nothing, never run with rules that saw another
+// row. Other triggers change nothing.
+func TestBeforeRowTriggers(t *testing.T) {
+	const triggers = `
+CREATE FUNCTION twice() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.quantity := NEW.quantity * 2; RETURN NEW; END$$;
+CREATE FUNCTION skip() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+CREATE TRIGGER twice BEFORE INSERT ON lineitem FOR EACH ROW EXECUTE FUNCTION twice();
+CREATE TRIGGER skip BEFORE UPDATE OR DELETE ON orders FOR EACH ROW EXECUTE FUNCTION skip();
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON product FOR EACH ROW EXECUTE FUNCTION noop();
+CREATE TRIGGER off BEFORE UPDATE ON product FOR EACH ROW EXECUTE FUNCTION skip();
+ALTER TABLE product DISABLE TRIGGER off;
+CREATE TRIGGER stmt BEFORE UPDATE ON customer FOR EACH STATEMENT EXECUTE FUNCTION noop();`
+	c, admin, _, _ := rulesDB(t, demo.Schema+demo.Data+triggers, strings.Split(strings.TrimSpace(demo.Rules), ";\n"))
+	if e := pgError(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)"); e != nil {
+		t.Fatalf("an order (no trigger fires): %v", e)
+	}
+	for _, sql := range []string{
+		"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, 1)",
+		// The order's total and the customer's balance follow a line.
+		"UPDATE orders SET paid = true",
+		"DELETE FROM orders",
+	} {
+		for _, proto := range protocols {
+			if e := evExec(t, proto.exec, c, sql); e == nil || e.Code != "0A000" {
+				t.Fatalf("%s (%s): %v, want 0A000", sql, proto.name, e)
+			}
+		}
+	}
+	if e := pgError(t, c, "UPDATE product SET price = 11 WHERE id = 1"); e != nil {
+		t.Fatalf("a product (a disabled BEFORE and an AFTER trigger): %v", e)
+	}
+	if got := scalar(t, admin, txbState); got != "1:1:0.00:f |  | 1:0.00:1 2:0.00:0" {
+		t.Fatalf("rows: %s", got)
+	}
+}
