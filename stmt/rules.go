@@ -39,7 +39,8 @@ type Session interface {
 	// any Postgres error) unless the error is the server's own.
 	Exec(ctx context.Context, c Conn, st Statement) (*Result, error)
 	// Commit runs just before the proxy commits a transaction it opened
-	// around an autocommit statement; an error rolls it back instead. The
+	// (PostgreSQL's implicit transaction of the statements of a Query or
+	// batch outside BEGIN ... COMMIT); an error rolls it back instead. The
 	// statements it returns run in the COMMIT's own round trip, before
 	// it; when one fails, the transaction is rolled back too.
 	Commit(ctx context.Context, c Conn) ([]Statement, error)
