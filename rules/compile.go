@@ -687,7 +687,7 @@ func (s *Set) beforeTriggers() {
 			continue
 		}
 		for _, verb := range []string{"INSERT", "UPDATE", "DELETE"} {
-			if e := s.findBeforeTrigger(t, verb); e != nil {
+			if e := s.findBeforeTrigger(t, t, verb, map[string]bool{}); e != nil {
 				s.before[name+" "+verb] = e
 			}
 		}
@@ -708,12 +708,30 @@ func (s *Set) beforeTriggerError(t *catalog.Table, verb string) *pgerr.Error {
 }
 
 // findBeforeTrigger looks for the trigger beforeTriggerError refuses a
-// write for: on t for the write's verb, or an UPDATE trigger on a table
-// whose sums, counts, minimums, maximums or formulas read t (directly or
-// further on), which the engine updates.
-func (s *Set) findBeforeTrigger(t *catalog.Table, verb string) *pgerr.Error {
+// write on w for, when the engine writes t with verb: on t for the verb; on
+// the rows with rules a delete cascades to, which the engine deletes or
+// updates first; or an UPDATE trigger on a table whose sums, counts,
+// minimums, maximums or formulas read t (directly or further on), which
+// the engine updates. done holds the tables and verbs already looked at.
+func (s *Set) findBeforeTrigger(w, t *catalog.Table, verb string, done map[string]bool) *pgerr.Error {
+	if done[t.QualifiedName()+" "+verb] {
+		return nil
+	}
+	done[t.QualifiedName()+" "+verb] = true
 	if name, ok := t.BeforeRow[verb]; ok {
-		return beforeTriggerRefusal(t, t, name)
+		return beforeTriggerRefusal(w, t, name)
+	}
+	if verb == "DELETE" {
+		for _, fk := range t.Children {
+			child := s.snap.Tables[fk.Child]
+			cascade := map[byte]string{'c': "DELETE", 'n': "UPDATE", 'd': "UPDATE"}[fk.OnDelete]
+			if child == nil || cascade == "" || !s.involved[fk.Child] {
+				continue
+			}
+			if e := s.findBeforeTrigger(w, child, cascade, done); e != nil {
+				return e
+			}
+		}
 	}
 	seen := map[string]bool{t.QualifiedName(): true}
 	for queue := []string{t.QualifiedName()}; len(queue) > 0; queue = queue[1:] {
@@ -726,7 +744,7 @@ func (s *Set) findBeforeTrigger(t *catalog.Table, verb string) *pgerr.Error {
 			seen[c.Rule.Table] = true
 			queue = append(queue, c.Rule.Table)
 			if u := s.snap.Tables[c.Rule.Table]; u != nil && u.BeforeRow["UPDATE"] != "" {
-				return beforeTriggerRefusal(t, u, u.BeforeRow["UPDATE"])
+				return beforeTriggerRefusal(w, u, u.BeforeRow["UPDATE"])
 			}
 		}
 	}

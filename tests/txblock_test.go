@@ -440,8 +440,11 @@ CREATE TRIGGER skip BEFORE UPDATE OR DELETE ON orders FOR EACH ROW EXECUTE FUNCT
 CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON product FOR EACH ROW EXECUTE FUNCTION noop();
 CREATE TRIGGER off BEFORE UPDATE ON product FOR EACH ROW EXECUTE FUNCTION skip();
 ALTER TABLE product DISABLE TRIGGER off;
-CREATE TRIGGER stmt BEFORE UPDATE ON customer FOR EACH STATEMENT EXECUTE FUNCTION noop();`
-	c, admin, _, _ := rulesDB(t, demo.Schema+demo.Data+triggers, strings.Split(strings.TrimSpace(demo.Rules), ";\n"))
+CREATE TRIGGER stmt BEFORE UPDATE ON customer FOR EACH STATEMENT EXECUTE FUNCTION noop();
+CREATE TABLE note (id int PRIMARY KEY, customer_id int REFERENCES customer ON DELETE CASCADE, n int);
+CREATE TRIGGER keep BEFORE DELETE ON note FOR EACH ROW EXECUTE FUNCTION skip();`
+	rules := append(strings.Split(strings.TrimSpace(demo.Rules), ";\n"), "SELECT pgrules.constraint('note', 'row.n > 0', 'n must be positive')")
+	c, admin, _, _ := rulesDB(t, demo.Schema+demo.Data+triggers, rules)
 	if e := pgError(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)"); e != nil {
 		t.Fatalf("an order (no trigger fires): %v", e)
 	}
@@ -450,10 +453,14 @@ CREATE TRIGGER stmt BEFORE UPDATE ON customer FOR EACH STATEMENT EXECUTE FUNCTIO
 		// The order's total and the customer's balance follow a line.
 		"UPDATE orders SET paid = true",
 		"DELETE FROM orders",
+		// The engine deletes the notes of a customer first.
+		"DELETE FROM customer WHERE id = 2",
 	} {
 		for _, proto := range protocols {
 			if e := evExec(t, proto.exec, c, sql); e == nil || e.Code != "0A000" {
 				t.Fatalf("%s (%s): %v, want 0A000", sql, proto.name, e)
+			} else if strings.HasPrefix(sql, "DELETE FROM customer") && !strings.Contains(e.Message, `"keep" on note`) {
+				t.Fatalf("%s: %s", sql, e.Message)
 			}
 		}
 	}
