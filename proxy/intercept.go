@@ -137,87 +137,12 @@ func (s *session) addToBatch(typ byte, body []byte) error {
 	}
 	switch typ {
 	case 'P':
-		name, rest, ok := bytes.Cut(body, []byte{0})
-		query, _, ok2 := bytes.Cut(rest, []byte{0})
-		if !ok || !ok2 {
+		if !x.noteParse(s.rules, body) {
 			return bad()
-		}
-		// The text is looked at in place; Intercepts keeps no reference.
-		if s.rules.Intercepts(unsafe.String(unsafe.SliceData(query), len(query))) {
-			var p pgproto3.Parse
-			if p.Decode(body) != nil {
-				return bad()
-			}
-			if x.stmts == nil {
-				x.stmts = make(map[string]*stmt.Statement)
-			}
-			x.stmts[p.Name] = &stmt.Statement{SQL: p.Query, ParamOIDs: p.ParameterOIDs}
-		} else if len(x.stmts) > 0 {
-			delete(x.stmts, string(name))
-		}
-		if kind := sqlparse.Tx(unsafe.String(unsafe.SliceData(query), len(query))); kind != stmt.TxNone {
-			if x.txStmts == nil {
-				x.txStmts = make(map[string]*txStmt)
-			}
-			x.txStmts[string(name)] = &txStmt{kind: kind, sql: string(query)}
-		} else if len(x.txStmts) > 0 {
-			delete(x.txStmts, string(name))
-		}
-		if isCopy(unsafe.String(unsafe.SliceData(query), len(query))) {
-			if x.copyStmts == nil {
-				x.copyStmts = make(map[string]bool)
-			}
-			x.copyStmts[string(name)] = true
-		} else if len(x.copyStmts) > 0 {
-			delete(x.copyStmts, string(name))
 		}
 	case 'B':
-		portal, rest, ok := bytes.Cut(body, []byte{0})
-		name, _, ok2 := bytes.Cut(rest, []byte{0})
-		if !ok || !ok2 {
+		if !x.noteBind(body, &m) {
 			return bad()
-		}
-		if len(x.portals) > 0 {
-			delete(x.portals, string(portal))
-		}
-		if len(x.copyPortals) > 0 {
-			delete(x.copyPortals, string(portal))
-		}
-		if len(x.txPortals) > 0 {
-			delete(x.txPortals, string(portal))
-		}
-		if ts := x.txStmts[string(name)]; ts != nil {
-			if x.txPortals == nil {
-				x.txPortals = make(map[string]*txStmt)
-			}
-			x.txPortals[string(portal)] = ts
-		}
-		if ps := x.stmts[string(name)]; ps != nil {
-			var b pgproto3.Bind
-			if b.Decode(body) != nil {
-				return bad()
-			}
-			if x.portals == nil {
-				x.portals = make(map[string]*enginePortal)
-			}
-			// Decode left the slices pointing into the reader's buffer.
-			params := make([][]byte, len(b.Parameters))
-			for i, v := range b.Parameters {
-				if v != nil {
-					params[i] = bytes.Clone(v)
-				}
-			}
-			m.bound = &enginePortal{name: b.DestinationPortal, st: stmt.Statement{
-				SQL: ps.SQL, ParamOIDs: ps.ParamOIDs, Params: params,
-				ParamFormats: append([]int16(nil), b.ParameterFormatCodes...), ResultFormats: append([]int16(nil), b.ResultFormatCodes...),
-			}}
-			x.portals[b.DestinationPortal] = m.bound
-		}
-		if x.copyStmts[string(name)] {
-			if x.copyPortals == nil {
-				x.copyPortals = make(map[string]bool)
-			}
-			x.copyPortals[string(portal)] = true
 		}
 	case 'E':
 		portal, rest, ok := bytes.Cut(body, []byte{0})
@@ -270,6 +195,99 @@ func (s *session) addToBatch(typ byte, body []byte) error {
 		x.forwarded = true
 	}
 	return nil
+}
+
+// noteParse notes what a Parse prepares: a statement the engine wants, one
+// of transaction control, a COPY. It reports false for a malformed one.
+func (x *extState) noteParse(rules stmt.Session, body []byte) bool {
+	name, rest, ok := bytes.Cut(body, []byte{0})
+	query, _, ok2 := bytes.Cut(rest, []byte{0})
+	if !ok || !ok2 {
+		return false
+	}
+	// The text is looked at in place; Intercepts keeps no reference.
+	if rules.Intercepts(unsafe.String(unsafe.SliceData(query), len(query))) {
+		var p pgproto3.Parse
+		if p.Decode(body) != nil {
+			return false
+		}
+		if x.stmts == nil {
+			x.stmts = make(map[string]*stmt.Statement)
+		}
+		x.stmts[p.Name] = &stmt.Statement{SQL: p.Query, ParamOIDs: p.ParameterOIDs}
+	} else if len(x.stmts) > 0 {
+		delete(x.stmts, string(name))
+	}
+	if kind := sqlparse.Tx(unsafe.String(unsafe.SliceData(query), len(query))); kind != stmt.TxNone {
+		if x.txStmts == nil {
+			x.txStmts = make(map[string]*txStmt)
+		}
+		x.txStmts[string(name)] = &txStmt{kind: kind, sql: string(query)}
+	} else if len(x.txStmts) > 0 {
+		delete(x.txStmts, string(name))
+	}
+	if isCopy(unsafe.String(unsafe.SliceData(query), len(query))) {
+		if x.copyStmts == nil {
+			x.copyStmts = make(map[string]bool)
+		}
+		x.copyStmts[string(name)] = true
+	} else if len(x.copyStmts) > 0 {
+		delete(x.copyStmts, string(name))
+	}
+	return true
+}
+
+// noteBind notes what a Bind binds its portal to, in m. It reports false
+// for a malformed one.
+func (x *extState) noteBind(body []byte, m *batchMsg) bool {
+	portal, rest, ok := bytes.Cut(body, []byte{0})
+	name, _, ok2 := bytes.Cut(rest, []byte{0})
+	if !ok || !ok2 {
+		return false
+	}
+	if len(x.portals) > 0 {
+		delete(x.portals, string(portal))
+	}
+	if len(x.copyPortals) > 0 {
+		delete(x.copyPortals, string(portal))
+	}
+	if len(x.txPortals) > 0 {
+		delete(x.txPortals, string(portal))
+	}
+	if ts := x.txStmts[string(name)]; ts != nil {
+		if x.txPortals == nil {
+			x.txPortals = make(map[string]*txStmt)
+		}
+		x.txPortals[string(portal)] = ts
+	}
+	if ps := x.stmts[string(name)]; ps != nil {
+		var b pgproto3.Bind
+		if b.Decode(body) != nil {
+			return false
+		}
+		if x.portals == nil {
+			x.portals = make(map[string]*enginePortal)
+		}
+		// Decode left the slices pointing into the reader's buffer.
+		params := make([][]byte, len(b.Parameters))
+		for i, v := range b.Parameters {
+			if v != nil {
+				params[i] = bytes.Clone(v)
+			}
+		}
+		m.bound = &enginePortal{name: b.DestinationPortal, st: stmt.Statement{
+			SQL: ps.SQL, ParamOIDs: ps.ParamOIDs, Params: params,
+			ParamFormats: append([]int16(nil), b.ParameterFormatCodes...), ResultFormats: append([]int16(nil), b.ResultFormatCodes...),
+		}}
+		x.portals[b.DestinationPortal] = m.bound
+	}
+	if x.copyStmts[string(name)] {
+		if x.copyPortals == nil {
+			x.copyPortals = make(map[string]bool)
+		}
+		x.copyPortals[string(portal)] = true
+	}
+	return true
 }
 
 // forwardBatch sends the held messages upstream as they are.
