@@ -36,7 +36,7 @@ func (q pgxQuerier) Query(ctx context.Context, sql string, args ...string) ([][]
 // whatever the size of the schema.
 const (
 	sessionQuery = `SELECT current_database(), array_to_json(current_schemas(false))::text,
-		to_regclass('pgrules.rule') IS NOT NULL`
+		to_regclass('pgrules.rule') IS NOT NULL, to_regprocedure('pgrules._tables()') IS NOT NULL`
 
 	// pgrules._tables reads the tables with an empty search_path of its
 	// own: the types and default expressions it gives name every object
@@ -72,6 +72,9 @@ func Load(ctx context.Context, q Querier) (*Snapshot, error) {
 	}
 	if string(rows[0][2]) != "t" {
 		return nil, pgerr.New(pgerr.ObjectNotInPrereqState, "database %s: %w (pgrules install installs it)", snap.Database, ErrNoSchema)
+	}
+	if string(rows[0][3]) != "t" {
+		return nil, pgerr.New(pgerr.ObjectNotInPrereqState, "database %s: the pgrules schema is older than this pgrules (pgrules install upgrades it)", snap.Database)
 	}
 	if err := loadTables(ctx, q, snap); err != nil {
 		return nil, err
