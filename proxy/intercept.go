@@ -84,7 +84,8 @@ func (s *session) intercept(typ byte, n int) (bool, error) {
 		if s.x.discard {
 			return true, nil // the server ignores everything up to the Sync after an error
 		}
-		if s.x.engine {
+		// The text is looked at in place; Intercepts keeps no reference.
+		if s.x.engine || len(s.x.msgs) > 0 && s.rules.Intercepts(unsafe.String(unsafe.SliceData(text), len(text))) {
 			return true, s.runBatchThenQuery(string(text))
 		}
 		if len(s.x.msgs) > 0 {
@@ -330,8 +331,9 @@ func (s *session) runQuery(text string) error {
 	return s.runQueryIn(context.Background(), &implicitTx{s: s, c: &upstreamConn{s: s}}, text)
 }
 
-// runBatchThenQuery runs a batch that executes a statement the engine wants
-// and a Query the client sent before its Sync. The server would run the
+// runBatchThenQuery runs the held messages of a batch and a Query the
+// client sent before its Sync, when either executes a statement the engine
+// wants. The server would run the
 // Query in the batch's transaction and end it there; after an error in the
 // batch it would ignore the Query, as everything else up to the Sync.
 func (s *session) runBatchThenQuery(text string) error {

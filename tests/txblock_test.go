@@ -339,7 +339,7 @@ func txbExec(sql string) []pgproto3.FrontendMessage {
 // write, before the Sync, runs in the batch's transaction, which it ends;
 // after an error in the batch it is ignored, as everything up to the Sync.
 func TestQueryBeforeSync(t *testing.T) {
-	_, _, _, at := txbSidesAt(t)
+	_, _, _, at := txbSidesAt(t, "CREATE TABLE memo (id int PRIMARY KEY)")
 	then := func(first []pgproto3.FrontendMessage, rest ...pgproto3.FrontendMessage) []pgproto3.FrontendMessage {
 		return append(append([]pgproto3.FrontendMessage(nil), first...), rest...)
 	}
@@ -353,6 +353,11 @@ func TestQueryBeforeSync(t *testing.T) {
 		then(empty, &pgproto3.Query{String: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (currval('orders_id_seq'), 1, 1)"}, &pgproto3.Sync{}),
 		then(line, &pgproto3.Query{String: "COMMIT; INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100)"}, &pgproto3.Sync{}),
 		then([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, then(line, &pgproto3.Query{String: "SELECT 2"}, &pgproto3.Sync{}, &pgproto3.Query{String: "ROLLBACK"})...),
+		// A statement without rules before the Query goes with it.
+		then(txbExec("INSERT INTO memo VALUES (1)"), &pgproto3.Query{String: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100)"},
+			&pgproto3.Sync{}, &pgproto3.Query{String: "SELECT count(*) FROM memo"}),
+		then(txbExec("INSERT INTO memo VALUES (2)"), &pgproto3.Query{String: "INSERT INTO orders (customer_id) VALUES (1)"},
+			&pgproto3.Sync{}, &pgproto3.Query{String: "SELECT count(*) FROM memo"}),
 		// Pipelined behind a BEGIN not yet answered: the batch runs in
 		// the client's transaction, which its ROLLBACK undoes.
 		then([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, then(txbExec("SELECT 1"), then(line, &pgproto3.Sync{}, &pgproto3.Query{String: "ROLLBACK"})...)...),
