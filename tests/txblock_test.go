@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgrules/pgrules/internal/demo"
@@ -55,12 +56,14 @@ var txbSeed = []string{
 // notices it gets.
 type txbSide struct {
 	name    string
+	url     string
 	c       *pgconn.PgConn
 	notices []string
 }
 
 func (s *txbSide) connect(t *testing.T, url string) {
 	t.Helper()
+	s.url = url
 	cfg, err := pgconn.ParseConfig(url)
 	if err != nil {
 		t.Fatal(err)
@@ -474,5 +477,41 @@ CREATE TRIGGER keep BEFORE DELETE ON note FOR EACH ROW EXECUTE FUNCTION skip();`
 	}
 	if got := scalar(t, admin, txbState); got != "1:1:0.00:f |  | 1:0.00:1 2:0.00:0" {
 		t.Fatalf("rows: %s", got)
+	}
+}
+
+// TestTxControlInPgxBatch: a pgx batch with its statements prepared (pgx's
+// default mode) holding a COMMIT among writes with rules.
+func TestTxControlInPgxBatch(t *testing.T) {
+	rules, triggers, _ := txbSides(t)
+	run := func(side *txbSide, sqls ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, side.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		b := &pgx.Batch{}
+		for _, sql := range sqls {
+			b.Queue(sql)
+		}
+		var out strings.Builder
+		br := conn.SendBatch(ctx, b)
+		for range sqls {
+			tag, err := br.Exec()
+			fmt.Fprintf(&out, "%s %s; ", tag, sqlStateOf(err))
+		}
+		fmt.Fprintf(&out, "close %s; ", sqlStateOf(br.Close()))
+		return out.String() + scalar(t, side.c, txbState)
+	}
+	for _, sqls := range [][]string{
+		{"SELECT 1", "COMMIT", "INSERT INTO orders (customer_id) VALUES (1)"},
+		{"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 1)", "COMMIT", "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100)"},
+		{"INSERT INTO orders (customer_id) VALUES (1)", "ROLLBACK", "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 2)"},
+	} {
+		if got, want := run(rules, sqls...), run(triggers, sqls...); got != want {
+			t.Fatalf("%q\npgrules:  %s\ntriggers: %s", sqls, got, want)
+		}
 	}
 }
