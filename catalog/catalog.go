@@ -48,6 +48,9 @@ type Table struct {
 	Parents []*ForeignKey
 	// Children are the foreign keys that reference this table.
 	Children []*ForeignKey
+	// BeforeRow names, by verb (INSERT, UPDATE, DELETE), an enabled
+	// BEFORE ROW trigger of the table (the first by name).
+	BeforeRow map[string]string
 
 	columns map[string]*Column
 }

@@ -37,41 +37,13 @@ func (q pgxQuerier) Query(ctx context.Context, sql string, args ...string) ([][]
 // whatever the size of the schema.
 const (
 	sessionQuery = `SELECT current_database(), array_to_json(current_schemas(false))::text,
-		to_regclass('pgrules.rule') IS NOT NULL`
+		to_regclass('pgrules.rule') IS NOT NULL, to_regprocedure('pgrules._tables()') IS NOT NULL`
 
-	tablesQuery = `SELECT coalesce(json_agg(json_build_object(
-		'schema', n.nspname, 'name', c.relname, 'oid', c.oid::int8,
-		'pk', (SELECT array_agg(a.attname ORDER BY k.i) FROM pg_index x
-		        CROSS JOIN unnest(x.indkey) WITH ORDINALITY k(n, i)
-		        JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
-		       WHERE x.indrelid = c.oid AND x.indisprimary),
-		'columns', (SELECT json_agg(json_build_object(
-		        'name', a.attname, 'num', a.attnum, 'type', format_type(a.atttypid, a.atttypmod),
-		        'oid', (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8,
-		        'enum', t.typtype = 'e', 'notnull', a.attnotnull,
-		        'default', a.atthasdef OR a.attidentity <> '', 'generated', a.attgenerated <> '',
-		        'identity', a.attidentity,
-		        'genexpr', CASE WHEN a.attgenerated <> '' THEN (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
-		                                                        WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END,
-		        'genreads', CASE WHEN a.attgenerated <> '' THEN (SELECT array_agg(DISTINCT r.attname) FROM pg_attrdef d
-		                                                         JOIN pg_depend dp ON dp.classid = 'pg_attrdef'::regclass AND dp.objid = d.oid
-		                                                                           OR dp.classid = 'pg_class'::regclass AND dp.objid = c.oid AND dp.objsubid = a.attnum
-		                                                         JOIN pg_attribute r ON r.attrelid = c.oid AND r.attnum = dp.refobjsubid
-		                                                         WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum
-		                                                           AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = c.oid
-		                                                           AND dp.refobjsubid > 0 AND dp.refobjsubid <> a.attnum) END,
-		        'scale', CASE WHEN (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END) = 1700
-		                       AND (CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END) >= 4
-		                      THEN ((((CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END) - 4) & 2047) # 1024) - 1024 END,
-		        'defexpr', CASE WHEN a.attidentity <> '' THEN format('nextval(%L::regclass)', pg_get_serial_sequence(c.oid::regclass::text, a.attname))
-		                        WHEN a.attgenerated = '' THEN (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
-		                                                       WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END)
-		        ORDER BY a.attnum)
-		      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-		      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))), '[]')::text
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgrules')
-		  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'`
+	// pgrules._tables reads the tables with an empty search_path of its
+	// own: the types and default expressions it gives name every object
+	// outside pg_catalog with its schema, so they mean in any session what
+	// they meant when the table was made.
+	tablesQuery = `SELECT pgrules._tables()`
 
 	relationshipsQuery = `SELECT coalesce(json_agg(r), '[]')::text FROM pgrules.relationships r`
 
@@ -112,6 +84,9 @@ func Load(ctx context.Context, q Querier) (*Snapshot, error) {
 	}
 	if string(rows[0][2]) != "t" {
 		return nil, pgerr.New(pgerr.ObjectNotInPrereqState, "database %s: %w (pgrules install installs it)", snap.Database, ErrNoSchema)
+	}
+	if string(rows[0][3]) != "t" {
+		return nil, pgerr.New(pgerr.ObjectNotInPrereqState, "database %s: the pgrules schema is older than this pgrules (pgrules install upgrades it)", snap.Database)
 	}
 	if err := loadTables(ctx, q, snap); err != nil {
 		return nil, err
@@ -161,6 +136,10 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 			GenExpr            string
 			GenReads           []string
 		}
+		Before []struct {
+			Name string
+			Type int
+		}
 	}
 	if err := queryJSON(ctx, q, tablesQuery, &tables); err != nil {
 		return err
@@ -184,6 +163,19 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 		}
 		tbl := NewTable(t.Schema, t.Name, cols, t.PK)
 		tbl.OID = t.OID
+		for _, g := range t.Before {
+			// tgtype's event bits: INSERT 4, DELETE 8, UPDATE 16.
+			for bit, verb := range map[int]string{4: "INSERT", 8: "DELETE", 16: "UPDATE"} {
+				if g.Type&bit != 0 {
+					if tbl.BeforeRow == nil {
+						tbl.BeforeRow = make(map[string]string)
+					}
+					if _, ok := tbl.BeforeRow[verb]; !ok {
+						tbl.BeforeRow[verb] = g.Name
+					}
+				}
+			}
+		}
 		snap.Tables[tbl.QualifiedName()] = tbl
 	}
 	return nil

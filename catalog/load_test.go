@@ -81,7 +81,8 @@ func TestLoad(t *testing.T) {
 	if c := lead.Column("twice"); !c.Generated || c.Generation != "(id * 2)" || !slices.Equal(c.GenerationReads, []string{"id"}) {
 		t.Errorf("generated column: %+v", c)
 	}
-	if c := lead.Column("worth"); c.Type != "money2" || !c.HasScale || c.Scale != 2 {
+	// Qualified, to mean the same in a session with another search_path.
+	if c := lead.Column("worth"); c.Type != "public.money2" || !c.HasScale || c.Scale != 2 {
 		t.Errorf("domain over numeric(12,2): type %q, scale %d (%v)", c.Type, c.Scale, c.HasScale)
 	}
 	if c := snap.Tables["public.lineitem"].Column("amount"); !c.HasScale || c.Scale != 2 {

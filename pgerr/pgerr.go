@@ -24,6 +24,7 @@ const (
 	DatatypeMismatch        = "42804"
 	InvalidObjectDefinition = "42P17"
 	InsufficientPrivilege   = "42501"
+	GeneratedAlways         = "428C9"
 	ObjectNotInPrereqState  = "55000"
 	CheckViolation          = "23514"
 	DataException           = "22000"

@@ -29,22 +29,39 @@ type extState struct {
 	// discard drops messages until Sync after the proxy refused a batch.
 	discard bool
 	stmts   map[string]*stmt.Statement // prepared statements the engine wants
-	portals map[string]*stmt.Statement // portals bound to them
+	portals map[string]*enginePortal   // portals bound to them
 	// copyStmts and copyPortals are the relayed COPY statements and their
 	// portals: a client executing one waits for CopyInResponse without a
 	// Sync or Flush, so the batch must go upstream at its Execute.
 	copyStmts   map[string]bool
 	copyPortals map[string]bool
+	// txStmts and txPortals are the transaction-control statements and
+	// their portals, which end or change the transaction the proxy opens
+	// around a batch.
+	txStmts   map[string]*txStmt
+	txPortals map[string]*txStmt
+}
+
+// txStmt is a prepared transaction-control statement.
+type txStmt struct {
+	kind stmt.TxKind
+	sql  string
 }
 
 type batchMsg struct {
 	typ        byte
 	start, end int
-	// exec is the statement an Execute runs, when the engine wants it.
-	exec *stmt.Statement
+	// exec is the portal an Execute runs, when the engine wants it;
+	// maxRows is the Execute's row limit.
+	exec    *enginePortal
+	maxRows uint32
+	// bound is the portal a Bind of a statement the engine wants binds.
+	bound *enginePortal
 	// describeStmt marks a Describe of a statement (answered with
 	// ParameterDescription first).
 	describeStmt bool
+	// tx is the transaction-control statement an Execute runs.
+	tx *txStmt
 }
 
 func (x *extState) reset() {
@@ -63,6 +80,13 @@ func (s *session) intercept(typ byte, n int) (bool, error) {
 		text, _, ok := bytes.Cut(body, []byte{0})
 		if !ok {
 			return true, pgerr.Fatal(pgerr.ProtocolViolation, "invalid Query message")
+		}
+		if s.x.discard {
+			return true, nil // the server ignores everything up to the Sync after an error
+		}
+		// The text is looked at in place; Intercepts keeps no reference.
+		if s.x.engine || len(s.x.msgs) > 0 && s.rules.Intercepts(unsafe.String(unsafe.SliceData(text), len(text))) {
+			return true, s.runBatchThenQuery(string(text))
 		}
 		if len(s.x.msgs) > 0 {
 			s.forwardBatch()
@@ -114,77 +138,21 @@ func (s *session) addToBatch(typ byte, body []byte) error {
 	}
 	switch typ {
 	case 'P':
-		name, rest, ok := bytes.Cut(body, []byte{0})
-		query, _, ok2 := bytes.Cut(rest, []byte{0})
-		if !ok || !ok2 {
+		if !x.noteParse(s.rules, body) {
 			return bad()
-		}
-		// The text is looked at in place; Intercepts keeps no reference.
-		if s.rules.Intercepts(unsafe.String(unsafe.SliceData(query), len(query))) {
-			var p pgproto3.Parse
-			if p.Decode(body) != nil {
-				return bad()
-			}
-			if x.stmts == nil {
-				x.stmts = make(map[string]*stmt.Statement)
-			}
-			x.stmts[p.Name] = &stmt.Statement{SQL: p.Query, ParamOIDs: p.ParameterOIDs}
-		} else if len(x.stmts) > 0 {
-			delete(x.stmts, string(name))
-		}
-		if isCopy(unsafe.String(unsafe.SliceData(query), len(query))) {
-			if x.copyStmts == nil {
-				x.copyStmts = make(map[string]bool)
-			}
-			x.copyStmts[string(name)] = true
-		} else if len(x.copyStmts) > 0 {
-			delete(x.copyStmts, string(name))
 		}
 	case 'B':
-		portal, rest, ok := bytes.Cut(body, []byte{0})
-		name, _, ok2 := bytes.Cut(rest, []byte{0})
-		if !ok || !ok2 {
+		if !x.noteBind(body, &m) {
 			return bad()
-		}
-		if len(x.portals) > 0 {
-			delete(x.portals, string(portal))
-		}
-		if len(x.copyPortals) > 0 {
-			delete(x.copyPortals, string(portal))
-		}
-		if ps := x.stmts[string(name)]; ps != nil {
-			var b pgproto3.Bind
-			if b.Decode(body) != nil {
-				return bad()
-			}
-			if x.portals == nil {
-				x.portals = make(map[string]*stmt.Statement)
-			}
-			// Decode left the slices pointing into the reader's buffer.
-			params := make([][]byte, len(b.Parameters))
-			for i, v := range b.Parameters {
-				if v != nil {
-					params[i] = bytes.Clone(v)
-				}
-			}
-			x.portals[b.DestinationPortal] = &stmt.Statement{
-				SQL: ps.SQL, ParamOIDs: ps.ParamOIDs, Params: params,
-				ParamFormats: append([]int16(nil), b.ParameterFormatCodes...), ResultFormats: append([]int16(nil), b.ResultFormatCodes...),
-			}
-		}
-		if x.copyStmts[string(name)] {
-			if x.copyPortals == nil {
-				x.copyPortals = make(map[string]bool)
-			}
-			x.copyPortals[string(portal)] = true
 		}
 	case 'E':
-		portal, _, ok := bytes.Cut(body, []byte{0})
-		if !ok {
+		portal, rest, ok := bytes.Cut(body, []byte{0})
+		if !ok || len(rest) < 4 {
 			return bad()
 		}
-		if st := x.portals[string(portal)]; st != nil {
-			m.exec = st
+		m.tx = x.txPortals[string(portal)]
+		if p := x.portals[string(portal)]; p != nil {
+			m.exec, m.maxRows = p, binary.BigEndian.Uint32(rest)
 			x.engine = true
 		} else if x.copyPortals[string(portal)] && !x.engine {
 			x.msgs = append(x.msgs, m)
@@ -202,9 +170,11 @@ func (s *session) addToBatch(typ byte, body []byte) error {
 		if body[0] == 'S' {
 			delete(x.stmts, name)
 			delete(x.copyStmts, name)
+			delete(x.txStmts, name)
 		} else {
 			delete(x.portals, name)
 			delete(x.copyPortals, name)
+			delete(x.txPortals, name)
 		}
 	}
 	x.msgs = append(x.msgs, m)
@@ -228,8 +198,104 @@ func (s *session) addToBatch(typ byte, body []byte) error {
 	return nil
 }
 
+// noteParse notes what a Parse prepares: a statement the engine wants, one
+// of transaction control, a COPY. It reports false for a malformed one.
+func (x *extState) noteParse(rules stmt.Session, body []byte) bool {
+	name, rest, ok := bytes.Cut(body, []byte{0})
+	query, _, ok2 := bytes.Cut(rest, []byte{0})
+	if !ok || !ok2 {
+		return false
+	}
+	// The text is looked at in place; Intercepts keeps no reference.
+	if rules.Intercepts(unsafe.String(unsafe.SliceData(query), len(query))) {
+		var p pgproto3.Parse
+		if p.Decode(body) != nil {
+			return false
+		}
+		if x.stmts == nil {
+			x.stmts = make(map[string]*stmt.Statement)
+		}
+		x.stmts[p.Name] = &stmt.Statement{SQL: p.Query, ParamOIDs: p.ParameterOIDs}
+	} else if len(x.stmts) > 0 {
+		delete(x.stmts, string(name))
+	}
+	if kind := sqlparse.Tx(unsafe.String(unsafe.SliceData(query), len(query))); kind != stmt.TxNone {
+		if x.txStmts == nil {
+			x.txStmts = make(map[string]*txStmt)
+		}
+		x.txStmts[string(name)] = &txStmt{kind: kind, sql: string(query)}
+	} else if len(x.txStmts) > 0 {
+		delete(x.txStmts, string(name))
+	}
+	if isCopy(unsafe.String(unsafe.SliceData(query), len(query))) {
+		if x.copyStmts == nil {
+			x.copyStmts = make(map[string]bool)
+		}
+		x.copyStmts[string(name)] = true
+	} else if len(x.copyStmts) > 0 {
+		delete(x.copyStmts, string(name))
+	}
+	return true
+}
+
+// noteBind notes what a Bind binds its portal to, in m. It reports false
+// for a malformed one.
+func (x *extState) noteBind(body []byte, m *batchMsg) bool {
+	portal, rest, ok := bytes.Cut(body, []byte{0})
+	name, _, ok2 := bytes.Cut(rest, []byte{0})
+	if !ok || !ok2 {
+		return false
+	}
+	if len(x.portals) > 0 {
+		delete(x.portals, string(portal))
+	}
+	if len(x.copyPortals) > 0 {
+		delete(x.copyPortals, string(portal))
+	}
+	if len(x.txPortals) > 0 {
+		delete(x.txPortals, string(portal))
+	}
+	if ts := x.txStmts[string(name)]; ts != nil {
+		if x.txPortals == nil {
+			x.txPortals = make(map[string]*txStmt)
+		}
+		x.txPortals[string(portal)] = ts
+	}
+	if ps := x.stmts[string(name)]; ps != nil {
+		var b pgproto3.Bind
+		if b.Decode(body) != nil {
+			return false
+		}
+		if x.portals == nil {
+			x.portals = make(map[string]*enginePortal)
+		}
+		// Decode left the slices pointing into the reader's buffer.
+		params := make([][]byte, len(b.Parameters))
+		for i, v := range b.Parameters {
+			if v != nil {
+				params[i] = bytes.Clone(v)
+			}
+		}
+		m.bound = &enginePortal{name: b.DestinationPortal, st: stmt.Statement{
+			SQL: ps.SQL, ParamOIDs: ps.ParamOIDs, Params: params,
+			ParamFormats: append([]int16(nil), b.ParameterFormatCodes...), ResultFormats: append([]int16(nil), b.ResultFormatCodes...),
+		}}
+		x.portals[b.DestinationPortal] = m.bound
+	}
+	if x.copyStmts[string(name)] {
+		if x.copyPortals == nil {
+			x.copyPortals = make(map[string]bool)
+		}
+		x.copyPortals[string(portal)] = true
+	}
+	return true
+}
+
 // forwardBatch sends the held messages upstream as they are.
 func (s *session) forwardBatch() {
+	if n := len(s.x.msgs); n > 0 {
+		s.noteBound(s.x.msgs, s.x.msgs[n-1].typ != 'S')
+	}
 	s.uw.Write(s.x.batch)
 	forwarded := s.x.forwarded
 	s.x.reset()
@@ -255,41 +321,63 @@ func (s *session) refuseFlush() error {
 	return s.flushClient()
 }
 
-// runQuery runs a simple Query the engine wants part of.
+// runQuery runs a simple Query the engine wants part of, a statement at a
+// time, in the transactions PostgreSQL would run them in (implicit.go).
 func (s *session) runQuery(text string) error {
 	if err := s.borrow(); err != nil {
 		return err
 	}
 	defer s.giveBack()
+	return s.runQueryIn(context.Background(), &implicitTx{s: s, c: &upstreamConn{s: s}}, text)
+}
+
+// runBatchThenQuery runs the held messages of a batch and a Query the
+// client sent before its Sync, when either executes a statement the engine
+// wants. The server would run the
+// Query in the batch's transaction and end it there; after an error in the
+// batch it would ignore the Query, as everything else up to the Sync.
+func (s *session) runBatchThenQuery(text string) error {
+	if err := s.borrow(); err != nil {
+		return err
+	}
+	defer s.giveBack()
+	defer s.x.reset()
 	ctx := context.Background()
-	c := &upstreamConn{s: s}
+	t := &implicitTx{s: s, c: &upstreamConn{s: s}}
+	failed, skipping, err := s.runHeld(ctx, t, s.x.msgs)
+	if err != nil {
+		return err
+	}
+	if !failed {
+		return s.runQueryIn(ctx, t, text)
+	}
+	if skipping {
+		if err := s.syncUpstream(); err != nil {
+			return err
+		}
+	}
+	if _, err := s.finish(ctx, t, true); err != nil {
+		return err
+	}
+	// The client's Sync gets the server's ReadyForQuery.
+	s.x.discard = true
+	return s.flushClient()
+}
+
+// runQueryIn runs the statements of a Query with t.
+func (s *session) runQueryIn(ctx context.Context, t *implicitTx, text string) error {
 	parts, err := s.rules.Split(text)
 	if err != nil {
 		// The server will say what is wrong with it.
 		parts = []stmt.Part{{SQL: text}}
 	}
-	wrap := s.TxStatus() == stmt.TxIdle && len(parts) > 0
-	for _, p := range parts {
-		wrap = wrap && !p.TxControl
-	}
-	if wrap {
-		c.deferBegin()
-	}
 	failed := false
-	for _, p := range parts {
-		if !p.Engine {
-			if err := c.flushBegin(ctx); err != nil {
-				return err
-			}
-			if failed, err = s.relayStatement(p.SQL); err != nil {
-				return err
-			}
-		} else {
-			res, err := s.rules.Exec(ctx, c, stmt.Statement{SQL: p.SQL})
-			if err := s.reply(res, err, true); err != nil {
-				return err
-			}
-			failed = err != nil
+	for i, p := range parts {
+		s.holdTag = i == len(parts)-1
+		failed, err = s.runPart(ctx, t, p)
+		s.holdTag = false
+		if err != nil {
+			return err
 		}
 		if failed {
 			break
@@ -301,10 +389,51 @@ func (s *session) runQuery(text string) error {
 		}
 		writeMessage(s.cw, 'I', nil)
 	}
-	if err := s.finish(ctx, c, wrap, failed); err != nil {
+	failed, err = s.finish(ctx, t, failed)
+	if err != nil {
 		return err
 	}
+	if s.heldTag != nil && !failed {
+		writeMessage(s.cw, 'C', s.heldTag)
+	}
+	s.heldTag = nil
 	return s.readyForQuery()
+}
+
+// writeTag sends a CommandComplete, or holds it (holdTag).
+func (s *session) writeTag(body []byte) {
+	if s.holdTag {
+		s.heldTag = append(s.heldTag[:0], body...)
+		return
+	}
+	writeMessage(s.cw, 'C', body)
+}
+
+// runPart runs one statement of a Query and reports whether it failed.
+func (s *session) runPart(ctx context.Context, t *implicitTx, p stmt.Part) (bool, error) {
+	if t.meets(p.Tx) {
+		return t.end(ctx, p.Tx, p.SQL)
+	}
+	if p.Tx == stmt.TxNone {
+		if err := t.enter(); err != nil {
+			return true, err
+		}
+	}
+	if p.Engine && p.Tx != stmt.TxBegin {
+		res, err := s.rules.Exec(ctx, t.c, stmt.Statement{SQL: p.SQL})
+		if err := s.reply(res, err, true); err != nil {
+			return true, err
+		}
+		return err != nil, nil
+	}
+	if err := t.c.flushBegin(ctx); err != nil {
+		return true, err
+	}
+	quiet := t.quiet(p.Tx)
+	if p.Tx == stmt.TxBegin {
+		t.begun()
+	}
+	return s.relayStatement(p.SQL, quiet)
 }
 
 // reply writes an engine result (or error) to the client; describe adds
@@ -334,7 +463,7 @@ func (s *session) reply(res *stmt.Result, err error, describe bool) error {
 	for _, row := range res.Rows {
 		writeDataRow(s.cw, row)
 	}
-	writeMessage(s.cw, 'C', append([]byte(res.Tag), 0))
+	s.writeTag(append([]byte(res.Tag), 0))
 	return nil
 }
 
@@ -344,8 +473,9 @@ func isFatal(err error) bool {
 }
 
 // relayStatement runs one statement of an intercepted Query as a Query of
-// its own and relays its responses, but not its ReadyForQuery.
-func (s *session) relayStatement(sql string) (failed bool, err error) {
+// its own and relays its responses, but not its ReadyForQuery, nor a
+// notice with the code quiet.
+func (s *session) relayStatement(sql, quiet string) (failed bool, err error) {
 	if err := s.send(appendMessage(nil, 'Q', append([]byte(sql), 0))); err != nil {
 		return false, err
 	}
@@ -369,9 +499,32 @@ func (s *session) relayStatement(sql string) (failed bool, err error) {
 			}
 			refused = true
 			continue
+		case 'N':
+			if quiet != "" && noticeCode(body) == quiet {
+				continue
+			}
+		case 'C':
+			s.writeTag(body)
+			continue
 		}
 		writeMessage(s.cw, typ, body)
 	}
+}
+
+// noticeCode is the SQLSTATE of a NoticeResponse.
+func noticeCode(body []byte) string {
+	for len(body) > 1 {
+		field := body[0]
+		v, rest, ok := bytes.Cut(body[1:], []byte{0})
+		if !ok {
+			break
+		}
+		if field == 'C' {
+			return string(v)
+		}
+		body = rest
+	}
+	return ""
 }
 
 // refuseCopyIn aborts a COPY FROM STDIN the server has started for a
@@ -388,42 +541,6 @@ func (s *session) refuseCopyIn() error {
 		return err
 	}
 	return encodeError(s.cw, pgerr.New(pgerr.FeatureNotSupported, why))
-}
-
-// finish ends a transaction the proxy opened around the client's
-// statements: the engine's commit work, then COMMIT, or ROLLBACK after a
-// failure. Without one, it only brings the server out of an error's
-// skip-to-Sync state.
-func (s *session) finish(ctx context.Context, c *upstreamConn, wrapped, failed bool) error {
-	if !wrapped {
-		return nil
-	}
-	if !failed {
-		pre, err := s.rules.Commit(ctx, c)
-		if err == nil && len(pre) > 0 {
-			// The engine's last statements ride with the COMMIT.
-			var results []*stmt.Result
-			results, err = c.Batch(ctx, append(pre, stmt.Statement{SQL: "COMMIT"}))
-			if err == nil || len(results) == len(pre) {
-				s.rules.Ended(ctx, err == nil)
-				return s.commitError(err)
-			}
-		}
-		if err != nil {
-			if err := s.reply(nil, err, false); err != nil {
-				return err
-			}
-			failed = true
-		}
-	}
-	if failed {
-		_, err := c.Simple(ctx, "ROLLBACK")
-		s.rules.Ended(ctx, false)
-		return nonFatal(err)
-	}
-	_, err := c.Simple(ctx, "COMMIT")
-	s.rules.Ended(ctx, err == nil)
-	return s.commitError(err)
 }
 
 // commitError sends the client the server's answer to a COMMIT that
@@ -454,9 +571,8 @@ func (s *session) readyForQuery() error {
 }
 
 // runBatch runs an extended-protocol batch that executes a statement the
-// engine wants. Messages before and between such Executes go upstream as
-// they are, in runs, with their responses relayed; the engine runs the
-// Executes. Like the server, it skips the rest of the batch after an error.
+// engine wants, in the transactions PostgreSQL would run it in
+// (implicit.go).
 func (s *session) runBatch() error {
 	if err := s.borrow(); err != nil {
 		return err
@@ -464,55 +580,113 @@ func (s *session) runBatch() error {
 	defer s.giveBack()
 	defer s.x.reset()
 	ctx := context.Background()
-	c := &upstreamConn{s: s}
-	msgs := s.x.msgs[:len(s.x.msgs)-1] // without the Sync
-	wrap := s.TxStatus() == stmt.TxIdle && !s.x.forwarded
-	if wrap {
-		c.deferBegin()
+	t := &implicitTx{s: s, c: &upstreamConn{s: s}}
+	failed, skipping, err := s.runHeld(ctx, t, s.x.msgs[:len(s.x.msgs)-1]) // without the Sync
+	if err != nil {
+		return err
 	}
-	failed, skipping := false, false
-	for i := 0; i < len(msgs) && !failed; {
-		if st := msgs[i].exec; st != nil {
-			res, err := s.rules.Exec(ctx, c, *st)
-			if err := s.reply(res, err, false); err != nil {
-				return err
-			}
-			failed = err != nil
-			i++
-			continue
-		}
-		j := i
-		for j < len(msgs) && msgs[j].exec == nil {
-			j++
-		}
-		if err := c.flushBegin(ctx); err != nil {
-			return err
-		}
-		if err := s.send(s.x.batch[msgs[i].start:msgs[j-1].end], flushMsg); err != nil {
-			return err
-		}
-		for _, m := range msgs[i:j] {
-			ok, err := s.relayResponses(m)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				failed, skipping = true, true
-				break
-			}
-		}
-		i = j
-	}
-	if skipping || !wrap {
+	if skipping || !t.open {
 		if err := s.syncUpstream(); err != nil {
 			return err
 		}
 	}
-	if err := s.finish(ctx, c, wrap, failed); err != nil {
+	if _, err := s.finish(ctx, t, failed); err != nil {
 		return err
 	}
 	s.unsynced.Store(false)
 	return s.readyForQuery()
+}
+
+// runHeld runs the held messages of a batch. Messages before and between
+// the Executes the engine runs, or the proxy answers, go upstream as they
+// are, in runs, with their responses relayed. Like the server, it skips the
+// rest after an error: failed reports one, skipping that the server is
+// skipping to the next Sync.
+func (s *session) runHeld(ctx context.Context, t *implicitTx, msgs []batchMsg) (failed, skipping bool, err error) {
+	for i := 0; i < len(msgs) && !failed; {
+		m := msgs[i]
+		switch {
+		case m.tx != nil && t.meets(m.tx.kind):
+			if failed, err = t.end(ctx, m.tx.kind, m.tx.sql); err != nil {
+				return true, false, err
+			}
+			i++
+			continue
+		case m.exec != nil && (m.tx == nil || m.tx.kind != stmt.TxBegin):
+			if failed, err = s.execPortal(ctx, t, m); err != nil {
+				return true, false, err
+			}
+			i++
+			continue
+		}
+		j, err := s.heldRun(t, msgs, i)
+		if err != nil {
+			return true, false, err
+		}
+		if failed, err = s.relayRun(ctx, t, msgs[i:j]); err != nil {
+			return true, false, err
+		}
+		skipping = failed
+		i = j
+	}
+	return failed, skipping, nil
+}
+
+// heldRun is the end of the run of messages from i that go upstream
+// together: up to an Execute the engine runs or the proxy answers, and no
+// further than one of transaction control, after which the transaction
+// state must be known again. The proxy's transaction opens first when the
+// run executes anything else.
+func (s *session) heldRun(t *implicitTx, msgs []batchMsg, i int) (int, error) {
+	j := i
+	for j < len(msgs) && (msgs[j].exec == nil || j == i) && (msgs[j].tx == nil || !t.meets(msgs[j].tx.kind)) {
+		j++
+		if m := msgs[j-1]; m.typ == 'E' && m.tx != nil {
+			break
+		}
+	}
+	for _, m := range msgs[i:j] {
+		if m.typ == 'E' && m.tx == nil {
+			return j, t.enter()
+		}
+	}
+	return j, nil
+}
+
+// relayRun sends a run of batch messages upstream and relays their
+// responses. It reports whether one failed.
+func (s *session) relayRun(ctx context.Context, t *implicitTx, run []batchMsg) (bool, error) {
+	if err := t.c.flushBegin(ctx); err != nil {
+		return true, err
+	}
+	if err := s.send(s.x.batch[run[0].start:run[len(run)-1].end], flushMsg); err != nil {
+		return true, err
+	}
+	s.noteBound(run, false)
+	for _, m := range run {
+		quiet := ""
+		if m.tx != nil {
+			quiet = t.quiet(m.tx.kind)
+		}
+		ok, err := s.relayResponses(m, quiet)
+		if err != nil {
+			return true, err
+		}
+		if !ok {
+			return true, nil
+		}
+		if m.tx != nil {
+			if m.tx.kind == stmt.TxBegin {
+				t.begun()
+			}
+			// The server has ended its transaction command: a Sync
+			// commits nothing more, and tells the state.
+			if err := s.syncUpstream(); err != nil {
+				return true, err
+			}
+		}
+	}
+	return false, nil
 }
 
 var flushMsg = []byte{'H', 0, 0, 0, 4}
@@ -536,7 +710,7 @@ func (s *session) syncUpstream() error {
 
 // relayResponses relays the server's answer to one forwarded message. It
 // reports false when the answer was an error.
-func (s *session) relayResponses(m batchMsg) (bool, error) {
+func (s *session) relayResponses(m batchMsg, quiet string) (bool, error) {
 	if m.typ == 'H' {
 		return true, nil
 	}
@@ -558,6 +732,10 @@ func (s *session) relayResponses(m batchMsg) (bool, error) {
 				writeMessage(s.cw, typ, body)
 			}
 			return false, nil
+		case 'N':
+			if quiet != "" && noticeCode(body) == quiet {
+				continue
+			}
 		}
 		writeMessage(s.cw, typ, body)
 		switch typ {

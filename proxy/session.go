@@ -109,6 +109,12 @@ type session struct {
 	returned   chan struct{} // frontend loop to backend loop: they are back
 	// x is the frontend loop's state of extended-protocol batches.
 	x extState
+	// holdTag, while a Query's last statement runs, keeps its
+	// CommandComplete in heldTag instead of sending it: PostgreSQL ends the
+	// Query's transaction before it reports the last statement complete, so
+	// that an error at commit comes instead. Owned by the frontend loop.
+	holdTag bool
+	heldTag []byte
 }
 
 func newSession(srv *Server, conn net.Conn) *session {

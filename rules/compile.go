@@ -96,6 +96,9 @@ type Set struct {
 	guarded  map[string]bool
 	// tables are the rules the engine runs per table (tables.go).
 	tables map[string]*tableRules
+	// before are the refusals of writes that BEFORE ROW triggers would
+	// fire on, by table and verb.
+	before map[string]*pgerr.Error
 	// readsTime is set when an enabled rule reads a date or time column,
 	// which the engine reads in the text DateStyle ISO gives.
 	readsTime bool
@@ -143,6 +146,7 @@ func Compile(snap *catalog.Snapshot) *Set {
 		}
 	}
 	s.involveCascades()
+	s.beforeTriggers()
 	return s
 }
 
@@ -689,4 +693,93 @@ func (operatorPatcher) Visit(node *ast.Node) {
 			ast.Patch(node, &ast.ChainNode{Node: n})
 		}
 	}
+}
+
+// beforeTriggers records, for each table with rules and verb, the BEFORE
+// ROW trigger that refuses its writes (beforeTriggerError).
+func (s *Set) beforeTriggers() {
+	s.before = make(map[string]*pgerr.Error)
+	for name := range s.involved {
+		t := s.snap.Tables[name]
+		if t == nil {
+			continue
+		}
+		for _, verb := range []string{"INSERT", "UPDATE", "DELETE"} {
+			if e := s.findBeforeTrigger(t, t, verb, map[string]bool{}); e != nil {
+				s.before[name+" "+verb] = e
+			}
+		}
+	}
+}
+
+// beforeTriggerError refuses a write on t when a BEFORE ROW trigger would
+// fire on a row the engine writes for it: such a trigger may change a row
+// after the rules computed it, or skip it, and the rules would not see the
+// row as stored.
+func (s *Set) beforeTriggerError(t *catalog.Table, verb string) *pgerr.Error {
+	e := s.before[t.QualifiedName()+" "+verb]
+	if e == nil {
+		return nil
+	}
+	c := *e // shared by every session
+	return &c
+}
+
+// findBeforeTrigger looks for the trigger beforeTriggerError refuses a
+// write on w for, when the engine writes t with verb: on t for the verb; on
+// the rows with rules a delete cascades to, which the engine deletes or
+// updates first; or an UPDATE trigger on a table whose sums, counts,
+// minimums, maximums or formulas read t (directly or further on), which
+// the engine updates. done holds the tables and verbs already looked at.
+func (s *Set) findBeforeTrigger(w, t *catalog.Table, verb string, done map[string]bool) *pgerr.Error {
+	if done[t.QualifiedName()+" "+verb] {
+		return nil
+	}
+	done[t.QualifiedName()+" "+verb] = true
+	if name, ok := t.BeforeRow[verb]; ok {
+		return beforeTriggerRefusal(w, t, name)
+	}
+	if verb == "DELETE" {
+		for _, fk := range t.Children {
+			child := s.snap.Tables[fk.Child]
+			cascade := map[byte]string{'c': "DELETE", 'n': "UPDATE", 'd': "UPDATE"}[fk.OnDelete]
+			if child == nil || cascade == "" || !s.involved[fk.Child] {
+				continue
+			}
+			if e := s.findBeforeTrigger(w, child, cascade, done); e != nil {
+				return e
+			}
+		}
+	}
+	seen := map[string]bool{t.QualifiedName(): true}
+	for queue := []string{t.QualifiedName()}; len(queue) > 0; queue = queue[1:] {
+		for _, c := range s.rules {
+			// A copy is taken when its row is written, not when its
+			// parent changes.
+			if !c.Rule.Enabled || !c.Rule.Kind.IsDerivation() || c.Rule.Kind == catalog.Copy || seen[c.Rule.Table] || !readsTable(c, queue[0]) {
+				continue
+			}
+			seen[c.Rule.Table] = true
+			queue = append(queue, c.Rule.Table)
+			if u := s.snap.Tables[c.Rule.Table]; u != nil && u.BeforeRow["UPDATE"] != "" {
+				return beforeTriggerRefusal(w, u, u.BeforeRow["UPDATE"])
+			}
+		}
+	}
+	return nil
+}
+
+func readsTable(c *Compiled, table string) bool {
+	for _, r := range c.Reads {
+		if r.Table == table {
+			return true
+		}
+	}
+	return false
+}
+
+func beforeTriggerRefusal(t, on *catalog.Table, trigger string) *pgerr.Error {
+	e := notSupported(t, "BEFORE ROW trigger %q on %s may change or skip rows after the rules computed them", trigger, shortName(on.QualifiedName()))
+	e.Hint = "Make it an AFTER trigger, or write what it does as rules or events (early and pre_insert events change a row before it is written)."
+	return e
 }

@@ -545,7 +545,7 @@ func (s *session) Split(sql string) ([]stmt.Part, error) {
 		// with the rules the transaction then sees.
 		engine := defined || s.wants(c, p) || st.TxControl && s.watchesTxEnd()
 		defined = defined || p.define
-		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Engine: engine}
+		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Tx: st.Tx, Engine: engine}
 	}
 	return parts, nil
 }
@@ -685,6 +685,9 @@ func (s *session) refuseBroken(ctx context.Context, conn stmt.Conn, c *compiled,
 			if w.Verb == sqlparse.Truncate && c.set.Guards(t.QualifiedName()) ||
 				w.Verb != sqlparse.Insert && w.Verb != sqlparse.Update && w.Verb != sqlparse.Delete && c.set.Involves(t.QualifiedName()) {
 				return failTx(ctx, conn, refusedVerb(t, w.Verb))
+			}
+			if e := c.set.beforeTriggerError(t, string(w.Verb)); e != nil {
+				return failTx(ctx, conn, e)
 			}
 		}
 	}

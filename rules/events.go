@@ -182,7 +182,7 @@ func (a *actions) setColumn(name, value any) error {
 		return pgerr.New(pgerr.UndefinedColumn, "set: column %q of table %s does not exist", col, shortName(t.QualifiedName()))
 	}
 	if d := a.tr.derived[col]; d != nil && d.Rule.Kind != catalog.Copy {
-		return pgerr.New("428C9", "set: column %q is derived by rule %q (%s)", col, d.Rule.Name, d.Rule.Kind)
+		return pgerr.New(pgerr.GeneratedAlways, "set: column %q is derived by rule %q (%s)", col, d.Rule.Name, d.Rule.Kind)
 	}
 	a.rw.set(t, a.tr.index[col], value)
 	// A parent read through a foreign key that changed is read again.

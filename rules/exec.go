@@ -63,7 +63,7 @@ func analyseText(c *compiled, sql string, n *pg_query.Node) (*writeStmt, *pg_que
 	if n == nil {
 		tree, err := pg_query.Parse(sql)
 		if err != nil {
-			return nil, nil, pgerr.New("42601", "%s", err)
+			return nil, nil, pgerr.New(pgerr.SyntaxError, "%s", err)
 		}
 		if len(tree.Stmts) != 1 {
 			return nil, nil, pgerr.New(pgerr.InternalError, "pgrules was given %d statements to run as one", len(tree.Stmts))

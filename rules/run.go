@@ -392,7 +392,7 @@ func indexOf(t *catalog.Table) map[string]int {
 func (r *runner) refuseDerivedSet(tr *tableRules, cols []*catalog.Column) error {
 	for _, c := range cols {
 		if d := tr.derived[c.Name]; d != nil && d.Rule.Kind != catalog.Copy {
-			e := pgerr.New("428C9", "column %q of table %s is derived by rule %q (%s) and cannot be set", c.Name, shortName(tr.t.QualifiedName()), d.Rule.Name, d.Rule.Kind)
+			e := pgerr.New(pgerr.GeneratedAlways, "column %q of table %s is derived by rule %q (%s) and cannot be set", c.Name, shortName(tr.t.QualifiedName()), d.Rule.Name, d.Rule.Kind)
 			e.Schema, e.Table, e.Column = tr.t.Schema, tr.t.Name, c.Name
 			e.Hint = "Change what the rule reads instead; pgrules.rebuild() recomputes derived columns."
 			return e

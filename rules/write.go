@@ -554,6 +554,11 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 			w.insertCols = append(w.insertCols, c)
 		}
 	}
+	var source string
+	sel := ins.GetSelectStmt().GetSelectStmt()
+	if given, err = sourceColumns(given, len(ins.Cols) > 0, sel); err != nil {
+		return nil, err
+	}
 	pos := make(map[string]int) // column → position among given
 	for i, c := range given {
 		pos[c.Name] = i
@@ -568,8 +573,6 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 			outer[j] = defaultSQL(c)
 		}
 	}
-	var source string
-	sel := ins.GetSelectStmt().GetSelectStmt()
 	switch {
 	case sel == nil:
 		// DEFAULT VALUES
@@ -581,10 +584,7 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 		var rows []string
 		for _, l := range sel.ValuesLists {
 			items := l.GetList().Items
-			if len(items) > len(given) {
-				return nil, pgerr.New("42601", "INSERT has more expressions than target columns")
-			}
-			vals := make([]string, len(given))
+			vals := make([]string, len(items))
 			for i, item := range items {
 				c := given[i]
 				if item.GetSetToDefault() != nil {
@@ -592,7 +592,7 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 					continue
 				}
 				if c.Generated {
-					e := pgerr.New("428C9", "cannot insert a non-DEFAULT value into column %q", c.Name)
+					e := pgerr.New(pgerr.GeneratedAlways, "cannot insert a non-DEFAULT value into column %q", c.Name)
 					e.Detail = fmt.Sprintf("Column %q is a generated column.", c.Name)
 					return nil, e
 				}
@@ -613,9 +613,6 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 				}
 				vals[i] = fmt.Sprintf("CAST((%s) AS %s)", s, c.Type)
 			}
-			for i := len(items); i < len(given); i++ {
-				vals[i] = defaultSQL(given[i])
-			}
 			rows = append(rows, "("+strings.Join(vals, ", ")+")")
 		}
 		names := make([]string, len(given))
@@ -632,8 +629,6 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 		for i, c := range given {
 			casts[i] = fmt.Sprintf("CAST(pgrules_q.c%d AS %s) AS c%d", i+1, c.Type, i+1)
 		}
-		// The query may give fewer columns than the list names; the
-		// server reports more as its own error would.
 		names := make([]string, len(given))
 		for i := range given {
 			names[i] = fmt.Sprintf("c%d", i+1)
@@ -643,6 +638,52 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 	w.materialize = fmt.Sprintf("%sSELECT %s FROM %s", with, strings.Join(outer, ", "), source)
 	w.returning, w.nReturning, err = returningOf(t, w.alias, ins.ReturningList, false)
 	return w, err
+}
+
+// sourceColumns is the columns the rows of an INSERT's source fill, in
+// order. Without a column list they are the table's first columns, as many
+// as the source gives (PostgreSQL's rule); a list must match the source's
+// width exactly. The width is read from the tree; a SELECT list with a *
+// is taken to fill every column given, and the server reports a mismatch.
+func sourceColumns(given []*catalog.Column, listed bool, sel *pg_query.SelectStmt) ([]*catalog.Column, error) {
+	if sel == nil {
+		return given, nil
+	}
+	if lists := sel.ValuesLists; len(lists) > 0 {
+		for _, l := range lists[1:] {
+			if len(l.GetList().Items) != len(lists[0].GetList().Items) {
+				return nil, pgerr.New(pgerr.SyntaxError, "VALUES lists must all be the same length")
+			}
+		}
+	}
+	n, ok := selectWidth(sel)
+	switch {
+	case !ok:
+		return given, nil
+	case n > len(given):
+		return nil, pgerr.New(pgerr.SyntaxError, "INSERT has more expressions than target columns")
+	case n < len(given) && listed:
+		return nil, pgerr.New(pgerr.SyntaxError, "INSERT has more target columns than expressions")
+	}
+	return given[:n], nil
+}
+
+// selectWidth is the number of columns a query gives, when its tree tells.
+func selectWidth(sel *pg_query.SelectStmt) (int, bool) {
+	if sel.Op != pg_query.SetOperation_SETOP_NONE {
+		return selectWidth(sel.Larg)
+	}
+	if len(sel.ValuesLists) > 0 {
+		return len(sel.ValuesLists[0].GetList().Items), true
+	}
+	for _, n := range sel.TargetList {
+		if ref := n.GetResTarget().GetVal().GetColumnRef(); ref != nil {
+			if f := ref.Fields; len(f) > 0 && f[len(f)-1].GetAStar() != nil {
+				return 0, false
+			}
+		}
+	}
+	return len(sel.TargetList), true
 }
 
 // defaultSQL is a column's value when the statement gives none.

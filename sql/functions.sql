@@ -36,6 +36,52 @@ BEGIN
   END IF;
 END $$;
 
+-- _tables is the catalog's tables with their columns (catalog/load.go),
+-- read with an empty search_path: format_type and pg_get_expr then qualify
+-- every type, sequence and function outside pg_catalog, so that a column's
+-- type and default mean the same in every session, whatever its
+-- search_path. before lists the enabled BEFORE ROW triggers of a table
+-- (tgtype: ROW 1, BEFORE 2, INSTEAD 64).
+CREATE OR REPLACE FUNCTION pgrules._tables() RETURNS text
+LANGUAGE sql STABLE SET search_path = '' AS $$
+SELECT coalesce(json_agg(json_build_object(
+  'schema', n.nspname, 'name', c.relname, 'oid', c.oid::int8,
+  'pk', (SELECT array_agg(a.attname ORDER BY k.i) FROM pg_index x
+          CROSS JOIN unnest(x.indkey) WITH ORDINALITY k(n, i)
+          JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
+         WHERE x.indrelid = c.oid AND x.indisprimary),
+  'columns', (SELECT json_agg(json_build_object(
+          'name', a.attname, 'num', a.attnum, 'type', format_type(a.atttypid, a.atttypmod),
+          'oid', (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8,
+          'enum', t.typtype = 'e', 'notnull', a.attnotnull,
+          'default', a.atthasdef OR a.attidentity <> '', 'generated', a.attgenerated <> '',
+          'identity', a.attidentity,
+          'genexpr', CASE WHEN a.attgenerated <> '' THEN (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                                                          WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END,
+          'genreads', CASE WHEN a.attgenerated <> '' THEN (SELECT array_agg(DISTINCT r.attname) FROM pg_attrdef d
+                                                           JOIN pg_depend dp ON dp.classid = 'pg_attrdef'::regclass AND dp.objid = d.oid
+                                                                             OR dp.classid = 'pg_class'::regclass AND dp.objid = c.oid AND dp.objsubid = a.attnum
+                                                           JOIN pg_attribute r ON r.attrelid = c.oid AND r.attnum = dp.refobjsubid
+                                                           WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum
+                                                             AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = c.oid
+                                                             AND dp.refobjsubid > 0 AND dp.refobjsubid <> a.attnum) END,
+          'scale', CASE WHEN (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END) = 1700
+                         AND (CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END) >= 4
+                        THEN ((((CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END) - 4) & 2047) # 1024) - 1024 END,
+          'defexpr', CASE WHEN a.attidentity <> '' THEN format('nextval(%L::regclass)', pg_get_serial_sequence(c.oid::regclass::text, a.attname))
+                          WHEN a.attgenerated = '' THEN (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                                                         WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END)
+          ORDER BY a.attnum)
+        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+  'before', (SELECT json_agg(json_build_object('name', g.tgname, 'type', g.tgtype) ORDER BY g.tgname)
+        FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal AND g.tgenabled IN ('O', 'A')
+          AND g.tgtype & 67 = 3))), '[]')::text
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgrules')
+    AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%';
+$$;
+
 -- pgrules.raise fails the statement with exactly the fields it is given.
 -- RAISE fixes its USING options when the function is compiled and refuses
 -- a NULL value, and an empty string would still be sent (psql prints an

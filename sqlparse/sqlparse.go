@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pgrules/pgrules/stmt"
 )
 
 // Statement is one statement of a text.
@@ -13,8 +14,9 @@ type Statement struct {
 	// from, merges into, copies into or truncates.
 	Writes []Write
 	// TxControl marks BEGIN, COMMIT, ROLLBACK, SAVEPOINT, PREPARE
-	// TRANSACTION and the like.
+	// TRANSACTION and the like; Tx says which.
 	TxControl bool
+	Tx        stmt.TxKind
 	// DDL marks statements that change the schema.
 	DDL bool
 	// Tree is the statement's parse tree, for a caller that goes on to
@@ -108,6 +110,7 @@ func describe(st *Statement, n *pg_query.Node) {
 		}
 	case *pg_query.Node_TransactionStmt:
 		st.TxControl = true
+		st.Tx = txKind(n.TransactionStmt)
 	case *pg_query.Node_CreateStmt, *pg_query.Node_AlterTableStmt, *pg_query.Node_DropStmt,
 		*pg_query.Node_RenameStmt, *pg_query.Node_IndexStmt, *pg_query.Node_CreateSchemaStmt,
 		*pg_query.Node_CreateDomainStmt, *pg_query.Node_AlterDomainStmt, *pg_query.Node_CreateEnumStmt,
@@ -230,4 +233,52 @@ func lower(c byte) byte {
 		return c + 'a' - 'A'
 	}
 	return c
+}
+
+func txKind(ts *pg_query.TransactionStmt) stmt.TxKind {
+	switch ts.Kind {
+	case pg_query.TransactionStmtKind_TRANS_STMT_BEGIN, pg_query.TransactionStmtKind_TRANS_STMT_START:
+		return stmt.TxBegin
+	case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT:
+		if ts.Chain {
+			return stmt.TxCommitChain
+		}
+		return stmt.TxCommit
+	case pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK:
+		if ts.Chain {
+			return stmt.TxRollbackChain
+		}
+		return stmt.TxRollback
+	case pg_query.TransactionStmtKind_TRANS_STMT_PREPARE:
+		return stmt.TxPrepare
+	case pg_query.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
+		return stmt.TxSavepoint
+	case pg_query.TransactionStmtKind_TRANS_STMT_RELEASE:
+		return stmt.TxRelease
+	case pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+		return stmt.TxRollbackTo
+	}
+	return stmt.TxOther
+}
+
+// txKeywords begin the transaction-control statements.
+var txKeywords = []string{"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "PREPARE", "SAVEPOINT", "RELEASE"}
+
+// Tx tells what a statement text does to the transaction: TxNone unless it
+// is one transaction-control statement. Only texts whose first word
+// begins one are parsed.
+func Tx(sql string) stmt.TxKind {
+	w := LeadingKeyword(sql)
+	found := false
+	for _, k := range txKeywords {
+		found = found || strings.EqualFold(w, k)
+	}
+	if !found {
+		return stmt.TxNone
+	}
+	sts, err := Parse(sql)
+	if err != nil || len(sts) != 1 {
+		return stmt.TxNone
+	}
+	return sts[0].Tx
 }

@@ -39,7 +39,8 @@ type Session interface {
 	// any Postgres error) unless the error is the server's own.
 	Exec(ctx context.Context, c Conn, st Statement) (*Result, error)
 	// Commit runs just before the proxy commits a transaction it opened
-	// around an autocommit statement; an error rolls it back instead. The
+	// (PostgreSQL's implicit transaction of the statements of a Query or
+	// batch outside BEGIN ... COMMIT); an error rolls it back instead. The
 	// statements it returns run in the COMMIT's own round trip, before
 	// it; when one fails, the transaction is rolled back too.
 	Commit(ctx context.Context, c Conn) ([]Statement, error)
@@ -56,7 +57,25 @@ type Part struct {
 	// Engine is true when the statement goes to Exec; otherwise it is
 	// relayed as a Query of its own.
 	Engine bool
-	// TxControl marks BEGIN, COMMIT, ROLLBACK, SAVEPOINT and the like: a
-	// Query holding one is not wrapped in a transaction by the proxy.
+	// TxControl marks BEGIN, COMMIT, ROLLBACK, SAVEPOINT and the like; Tx
+	// says which.
 	TxControl bool
+	Tx        TxKind
 }
+
+// TxKind is what a transaction-control statement does.
+type TxKind uint8
+
+const (
+	TxNone          TxKind = iota
+	TxBegin                // BEGIN, START TRANSACTION
+	TxCommit               // COMMIT, END
+	TxCommitChain          // COMMIT AND CHAIN
+	TxRollback             // ROLLBACK, ABORT
+	TxRollbackChain        // ROLLBACK AND CHAIN
+	TxPrepare              // PREPARE TRANSACTION
+	TxSavepoint            // SAVEPOINT
+	TxRelease              // RELEASE SAVEPOINT
+	TxRollbackTo           // ROLLBACK TO SAVEPOINT
+	TxOther                // COMMIT PREPARED, ROLLBACK PREPARED
+)

@@ -33,12 +33,8 @@ func (r *auditRules) Split(sql string) ([]stmt.Part, error) {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
-		word := strings.ToUpper(strings.Fields(s)[0])
-		parts = append(parts, stmt.Part{
-			SQL:       s,
-			Engine:    r.Intercepts(s),
-			TxControl: word == "BEGIN" || word == "COMMIT" || word == "ROLLBACK",
-		})
+		kind := map[string]stmt.TxKind{"BEGIN": stmt.TxBegin, "COMMIT": stmt.TxCommit, "ROLLBACK": stmt.TxRollback}[strings.ToUpper(strings.Fields(s)[0])]
+		parts = append(parts, stmt.Part{SQL: s, Engine: r.Intercepts(s), TxControl: kind != stmt.TxNone, Tx: kind})
 	}
 	return parts, nil
 }
