@@ -81,17 +81,23 @@ func TestLogicFuzz(t *testing.T) {
 type fzShape int
 
 const (
-	fzAutocommit fzShape = iota // each statement a Query of its own
-	fzCommit                    // BEGIN, the statements, COMMIT
-	fzRollback                  // BEGIN, the statements, ROLLBACK
-	fzOneQuery                  // one Query holding every statement
-	fzExtended                  // each statement with its values as parameters, in BEGIN ... COMMIT
-	fzBatch                     // one pipelined batch of parameterised statements
-	fzSavepoint                 // BEGIN, SAVEPOINT, ROLLBACK TO or RELEASE half way, COMMIT
+	fzAutocommit   fzShape = iota // each statement a Query of its own
+	fzCommit                      // BEGIN, the statements, COMMIT
+	fzRollback                    // BEGIN, the statements, ROLLBACK
+	fzOneQuery                    // one Query holding every statement
+	fzExtended                    // each statement with its values as parameters, in BEGIN ... COMMIT
+	fzBatch                       // one pipelined batch of parameterised statements
+	fzSavepoint                   // BEGIN, SAVEPOINT, ROLLBACK TO or RELEASE half way, COMMIT
+	fzControlQuery                // one Query with BEGIN, COMMIT or ROLLBACK among the statements
+	fzControlBatch                // the same as one pipelined batch
 	fzShapes
 )
 
-var fzShapeNames = [...]string{"autocommit", "commit", "rollback", "query", "extended", "batch", "savepoint"}
+var fzShapeNames = [...]string{"autocommit", "commit", "rollback", "query", "extended", "batch", "savepoint", "control query", "control batch"}
+
+// fzControls are the transaction control of a fzControlQuery or
+// fzControlBatch: what comes first, and what ends the block (tx.texts).
+var fzControls = [][2]string{{"BEGIN", "COMMIT"}, {"", "COMMIT"}, {"BEGIN", "ROLLBACK"}, {"", "ROLLBACK"}, {"BEGIN", ""}}
 
 // fzTx is one transaction of a case.
 type fzTx struct {
@@ -99,11 +105,39 @@ type fzTx struct {
 	statements []fzStatement
 	// release, for fzSavepoint: RELEASE instead of ROLLBACK TO.
 	release bool
+	// control and at, for fzControlQuery and fzControlBatch: which of
+	// fzControls, and the statement the block ends after.
+	control, at int
+}
+
+// texts are the statements of a fzControlQuery or fzControlBatch with its
+// transaction control: BEGIN first, COMMIT or ROLLBACK after statement at,
+// the rest after it — in PostgreSQL's implicit transactions, that is a
+// block, then an implicit transaction of its own.
+func (tx fzTx) texts() []fzStatement {
+	c := fzControls[tx.control]
+	var out []fzStatement
+	if c[0] != "" {
+		out = append(out, fzStatement{text: c[0], params: c[0]})
+	}
+	for i, st := range tx.statements {
+		out = append(out, st)
+		if i == tx.at && c[1] != "" {
+			out = append(out, fzStatement{text: c[1], params: c[1]})
+		}
+	}
+	return out
 }
 
 func (tx fzTx) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "-- %s\n", fzShapeNames[tx.shape])
+	if tx.shape == fzControlQuery || tx.shape == fzControlBatch {
+		for _, st := range tx.texts() {
+			fmt.Fprintf(&b, "%s;\n", st.text)
+		}
+		return b.String()
+	}
 	for i, st := range tx.statements {
 		if tx.shape == fzSavepoint && i == len(tx.statements)/2 {
 			b.WriteString("SAVEPOINT s;\n")
@@ -127,10 +161,11 @@ func (fc *fzCase) transactions(n int) []fzTx {
 	}
 	out := []fzTx{seedRows}
 	for range n {
-		tx := fzTx{shape: fzShape(r.IntN(int(fzShapes))), release: r.IntN(2) == 0}
+		tx := fzTx{shape: fzShape(r.IntN(int(fzShapes))), release: r.IntN(2) == 0, control: r.IntN(len(fzControls))}
 		for range 1 + r.IntN(4) {
 			tx.statements = append(tx.statements, fc.statement(r))
 		}
+		tx.at = r.IntN(len(tx.statements))
 		out = append(out, tx)
 	}
 	return out
@@ -301,9 +336,13 @@ func (fc *fzCase) databases(sc *fzScope, p *testProxy) (ruled, twin fzSide) {
 func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 	var out []fzOutcome
 	switch tx.shape {
-	case fzOneQuery:
-		texts := make([]string, len(tx.statements))
-		for i, st := range tx.statements {
+	case fzOneQuery, fzControlQuery:
+		sts := tx.statements
+		if tx.shape == fzControlQuery {
+			sts = tx.texts()
+		}
+		texts := make([]string, len(sts))
+		for i, st := range sts {
 			texts[i] = st.text
 		}
 		res, err := s.conn.Exec(ctx, strings.Join(texts, ";\n")).ReadAll()
@@ -315,10 +354,14 @@ func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 		} else if err != nil {
 			return nil, err
 		}
-		return out, nil
-	case fzBatch:
+		return out, s.settle(ctx)
+	case fzBatch, fzControlBatch:
+		sts := tx.statements
+		if tx.shape == fzControlBatch {
+			sts = tx.texts()
+		}
 		b := &pgconn.Batch{}
-		for _, st := range tx.statements {
+		for _, st := range sts {
 			b.ExecParams(st.params, fzArgs(st.args), nil, nil, nil)
 		}
 		res, err := s.conn.ExecBatch(ctx, b).ReadAll()
@@ -330,7 +373,7 @@ func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 		} else if err != nil {
 			return nil, err
 		}
-		return out, nil
+		return out, s.settle(ctx)
 	}
 	explicit := tx.shape != fzAutocommit
 	if explicit {
@@ -385,6 +428,16 @@ func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 		}
 	}
 	return out, nil
+}
+
+// settle rolls back a transaction that a Query or batch left open (one
+// that began with BEGIN and did not end), so that the next starts afresh.
+func (s fzSide) settle(ctx context.Context) error {
+	if s.conn.TxStatus() == 'I' {
+		return nil
+	}
+	_, err := s.conn.Exec(ctx, "ROLLBACK").ReadAll()
+	return err
 }
 
 // statement runs one statement on its own, with the simple protocol or
