@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // TestLogicFuzz is the differential logic fuzzer: random schemas and rule
@@ -90,10 +91,11 @@ const (
 	fzSavepoint                   // BEGIN, SAVEPOINT, ROLLBACK TO or RELEASE half way, COMMIT
 	fzControlQuery                // one Query with BEGIN, COMMIT or ROLLBACK among the statements
 	fzControlBatch                // the same as one pipelined batch
+	fzPortal                      // in BEGIN ... COMMIT, each statement's portal fetched a row at a time, a Sync after each
 	fzShapes
 )
 
-var fzShapeNames = [...]string{"autocommit", "commit", "rollback", "query", "extended", "batch", "savepoint", "control query", "control batch"}
+var fzShapeNames = [...]string{"autocommit", "commit", "rollback", "query", "extended", "batch", "savepoint", "control query", "control batch", "portal"}
 
 // fzControls are the transaction control of a fzControlQuery or
 // fzControlBatch: what comes first, and what ends the block (tx.texts).
@@ -389,7 +391,13 @@ func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 			}
 			saved = true
 		}
-		o, err := s.statement(ctx, st, tx.shape == fzExtended)
+		var o fzOutcome
+		var err error
+		if tx.shape == fzPortal {
+			o, err = s.portal(st)
+		} else {
+			o, err = s.statement(ctx, st, tx.shape == fzExtended)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -474,6 +482,44 @@ func (s fzSide) statement(ctx context.Context, st fzStatement, extended bool) (f
 		rows = settled
 	}
 	return fzOutcomeOf(tag, rows), nil
+}
+
+// portal runs a statement as JDBC does with a fetch size: its portal,
+// bound in the open transaction, executed a row at a time with a Sync
+// after each Execute, until it completes. The statement returns its rows'
+// keys (the triggers' RETURNING lists come before their AFTER STATEMENT
+// triggers settle the rest).
+func (s fzSide) portal(st fzStatement) (fzOutcome, error) {
+	sql, _, _ := strings.Cut(st.params, " RETURNING")
+	fe := s.conn.Frontend()
+	fe.Send(&pgproto3.Parse{Query: sql + " RETURNING id"})
+	fe.Send(&pgproto3.Bind{DestinationPortal: "fz", Parameters: fzArgs(st.args)})
+	var o fzOutcome
+	for done := false; !done; {
+		fe.Send(&pgproto3.Execute{Portal: "fz", MaxRows: 1})
+		fe.Send(&pgproto3.Sync{})
+		if err := fe.Flush(); err != nil {
+			return o, err
+		}
+		for ready := false; !ready; {
+			msg, err := fe.Receive()
+			if err != nil {
+				return o, err
+			}
+			switch m := msg.(type) {
+			case *pgproto3.DataRow:
+				o.rows = append(o.rows, string(m.Values[0]))
+			case *pgproto3.CommandComplete:
+				o.tag, done = string(m.CommandTag), true
+			case *pgproto3.ErrorResponse:
+				o, done = fzOutcome{code: m.Code, msg: m.Message}, true
+			case *pgproto3.ReadyForQuery:
+				ready = true
+			}
+		}
+	}
+	slices.Sort(o.rows)
+	return o, nil
 }
 
 // settled reads again the rows an INSERT or UPDATE returned, by key, as the
