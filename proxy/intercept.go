@@ -640,14 +640,17 @@ func (s *session) runHeld(ctx context.Context, t *implicitTx, msgs []batchMsg) (
 func (s *session) heldRun(t *implicitTx, msgs []batchMsg, i int) (int, error) {
 	j := i
 	for j < len(msgs) && (msgs[j].exec == nil || j == i) && (msgs[j].tx == nil || !t.meets(msgs[j].tx.kind)) {
+		// Opened as the run passes the statement, so that a COMMIT or
+		// ROLLBACK after it in the batch meets the proxy's transaction
+		// (and ends the run) instead of going upstream inside it.
+		if m := msgs[j]; m.typ == 'E' && m.tx == nil {
+			if err := t.enter(); err != nil {
+				return j, err
+			}
+		}
 		j++
 		if m := msgs[j-1]; m.typ == 'E' && m.tx != nil {
 			break
-		}
-	}
-	for _, m := range msgs[i:j] {
-		if m.typ == 'E' && m.tx == nil {
-			return j, t.enter()
 		}
 	}
 	return j, nil

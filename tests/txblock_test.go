@@ -263,6 +263,11 @@ func TestTxControlInBatch(t *testing.T) {
 		{batch: []string{"BEGIN", l(11), "SAVEPOINT a", "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 100)", "ROLLBACK TO a", "COMMIT"}},
 		{batch: []string{"ROLLBACK"}},
 		{batch: []string{"INSERT INTO orders (customer_id) VALUES (2)", "COMMIT AND CHAIN", "SELECT 3"}},
+		// A statement relayed before the COMMIT or ROLLBACK: the write
+		// after it is in a new implicit transaction, which the error
+		// rolls back.
+		{batch: []string{"SELECT 1", "COMMIT", l(12), "SELECT 1/0"}},
+		{batch: []string{"SELECT 1", "ROLLBACK", l(13), "SELECT 1/0"}},
 	}
 	txbCompare(t, rules, triggers, scripts, nil)
 }
