@@ -363,10 +363,10 @@ func (r *runner) fire(tr *tableRules, timing string, changes []*change, outbox *
 			olds = append(olds, ch.old)
 		}
 	}
-	if err := r.loadParents(tr.eventPaths.paths, news); err != nil {
+	if err := r.loadParents(tr.eventPaths.paths, news, ""); err != nil {
 		return err
 	}
-	if err := r.loadParents(tr.eventPaths.old, olds); err != nil {
+	if err := r.loadParents(tr.eventPaths.old, olds, ""); err != nil {
 		return err
 	}
 	var q []effect

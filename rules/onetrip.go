@@ -189,7 +189,7 @@ func (s *Set) derivationSQL(tr *tableRules, d *Compiled, alias string) (string, 
 		if err != nil {
 			return "", false
 		}
-		g := &sqlGen{snap: s.snap, table: tr.t, alias: alias, rule: d.Rule.Name}
+		g := &sqlGen{snap: s.snap, table: tr.t, alias: alias, rule: d.Rule.Name, lock: parentLock(tr)}
 		e, ok := g.exactSQL(tree.Node)
 		if !ok {
 			return "", false

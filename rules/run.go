@@ -238,7 +238,7 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	}
 	materialize, joined := w.materializeSQL(len(p.values)), r.parentsJoined(tr, w)
 	if len(joined) > 0 {
-		materialize = joinParents(w, materialize, joined)
+		materialize = joinParents(w, materialize, joined, parentLock(tr))
 	}
 	res, err := r.clientStatement(materialize, w.params(p), nil, w.literals...)
 	if err != nil {
@@ -349,13 +349,16 @@ func (r *runner) parentsJoined(tr *tableRules, w *writeStmt) []*catalog.ForeignK
 
 // joinParents wraps an insert's materialising query so that each row comes
 // with its parent through each foreign key (its ctid and columns, NULL
-// when there is none).
-func joinParents(w *writeStmt, materialize string, fks []*catalog.ForeignKey) string {
+// when there is none), read with lock ("" for none).
+func joinParents(w *writeStmt, materialize string, fks []*catalog.ForeignKey, lock string) string {
 	pos := make(map[string]int)
 	names := make([]string, len(w.insertCols))
 	for i, c := range w.insertCols {
 		pos[c.Name] = i + 1
 		names[i] = fmt.Sprintf("c%d", i+1)
+	}
+	if lock != "" {
+		lock = " " + lock
 	}
 	var cols, joins []string
 	for i, fk := range fks {
@@ -365,10 +368,22 @@ func joinParents(w *writeStmt, materialize string, fks []*catalog.ForeignKey) st
 			conds[j] = fmt.Sprintf("p.%s = pgrules_m.c%d", quoteIdent(fk.ParentColumns[j]), pos[c])
 		}
 		cols = append(cols, ", "+alias+".*")
-		joins = append(joins, fmt.Sprintf(" LEFT JOIN LATERAL (SELECT p.ctid, p.* FROM %s p WHERE %s) %s ON true",
-			quoteIdentQualified(fk.Parent), strings.Join(conds, " AND "), alias))
+		joins = append(joins, fmt.Sprintf(" LEFT JOIN LATERAL (SELECT p.ctid, p.* FROM %s p WHERE %s%s) %s ON true",
+			quoteIdentQualified(fk.Parent), strings.Join(conds, " AND "), lock, alias))
 	}
 	return "SELECT pgrules_m.*" + strings.Join(cols, "") + " FROM (" + materialize + ") pgrules_m(" + strings.Join(names, ", ") + ")" + strings.Join(joins, "")
+}
+
+// parentLock is how the parents a table's derivations read are locked. A
+// formula reading a parent column is recomputed on the children that a
+// change of that column finds; the parents are share-locked, so that such
+// a change concurrent with the write either waits for it and then finds
+// its rows, or runs first and the write reads its value.
+func parentLock(tr *tableRules) string {
+	if tr.parentFormulas {
+		return "FOR SHARE"
+	}
+	return ""
 }
 
 // quoteIdentQualified quotes a "schema.table" name.
@@ -873,7 +888,7 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 			live = append(live, ch.new)
 		}
 	}
-	if err := r.loadParents(tr.derivePaths.paths, live); err != nil {
+	if err := r.loadParents(tr.derivePaths.paths, live, parentLock(tr)); err != nil {
 		return err
 	}
 	if err := r.generate(tr, changes); err != nil {
@@ -1013,10 +1028,10 @@ func (r *runner) fail(e *pgerr.Error) error {
 	return failTx(r.ctx, r.conn, e)
 }
 
-// loadParents attaches to each row the parent rows along the paths, one
-// query per foreign key and level, the queries of a level in one round
-// trip.
-func (r *runner) loadParents(paths [][]*catalog.ForeignKey, rows []*row) error {
+// loadParents attaches to each row the parent rows along the paths (read
+// with lock, "" for none), one query per foreign key and level, the
+// queries of a level in one round trip.
+func (r *runner) loadParents(paths [][]*catalog.ForeignKey, rows []*row, lock string) error {
 	if len(paths) == 0 || len(rows) == 0 {
 		return nil
 	}
@@ -1075,7 +1090,7 @@ func (r *runner) loadParents(paths [][]*catalog.ForeignKey, rows []*row) error {
 			if len(seen) == 0 {
 				continue
 			}
-			sql, params := selectByKey(parent, fk.ParentColumns, keys, "")
+			sql, params := selectByKey(parent, fk.ParentColumns, keys, lock)
 			sts = append(sts, stmt.Statement{SQL: sql, Params: params})
 			live = append(live, l)
 		}
@@ -1223,10 +1238,10 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 			live = append(live, ch.new)
 		}
 	}
-	if err := r.loadParents(tr.filterPaths.old, old); err != nil {
+	if err := r.loadParents(tr.filterPaths.old, old, ""); err != nil {
 		return err
 	}
-	if err := r.loadParents(tr.filterPaths.paths, live); err != nil {
+	if err := r.loadParents(tr.filterPaths.paths, live, ""); err != nil {
 		return err
 	}
 	var sts []stmt.Statement
@@ -1780,7 +1795,7 @@ func (r *runner) checkConstraints(tr *tableRules, changes []*change) error {
 	if len(live) == 0 {
 		return nil
 	}
-	if err := r.loadParents(tr.checkPaths.paths, live); err != nil {
+	if err := r.loadParents(tr.checkPaths.paths, live, ""); err != nil {
 		return err
 	}
 	for _, c := range tr.constraints {

@@ -25,6 +25,9 @@ type sqlGen struct {
 	rule  string // for messages
 	src   string
 	n     int // counter for subquery aliases
+	// lock, when set, locks the parent rows the expression reads
+	// (parentLock).
+	lock string
 }
 
 func (g *sqlGen) translate(src string) (string, error) {
@@ -151,7 +154,11 @@ func (g *sqlGen) member(n *ast.MemberNode) (string, error) {
 			if len(from) == 0 {
 				return col, nil
 			}
-			return "(SELECT " + col + " FROM " + strings.Join(from, ", ") + " WHERE " + strings.Join(where, " AND ") + ")", nil
+			lock := ""
+			if g.lock != "" {
+				lock = " " + g.lock
+			}
+			return "(SELECT " + col + " FROM " + strings.Join(from, ", ") + " WHERE " + strings.Join(where, " AND ") + lock + ")", nil
 		}
 		fk := parentByAccessor(t, name)
 		if fk == nil {

@@ -369,7 +369,7 @@ func (r *runner) commitConstraints(tr *tableRules, changes []*change) error {
 		return nil
 	}
 	live := newRows(changes)
-	if err := r.loadParents(tr.checkPaths.paths, live); err != nil {
+	if err := r.loadParents(tr.checkPaths.paths, live, ""); err != nil {
 		return err
 	}
 	for _, cc := range tr.commitConstraints {

@@ -173,6 +173,69 @@ func TestParentFormula(t *testing.T) {
 	}
 }
 
+// TestParentFormulaConcurrent: a row written while another transaction
+// changes the parent column its formula reads gets the value that
+// transaction commits — the parent is share-locked before it is read, so
+// the write waits, instead of reading the old value while the other
+// transaction's recompute of the children misses the new row.
+func TestParentFormulaConcurrent(t *testing.T) {
+	c, admin, p, db := orgProxy(t)
+	other := connect(t, p.url("", "", db))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, write := range []string{
+		"INSERT INTO emp (id, dept_id, salary) VALUES (5, 10, 100)",
+		"UPDATE emp SET salary = 200 WHERE id = 5",
+	} {
+		rate := []string{"0.50", "0.75"}[i]
+		scalar(t, other, "BEGIN")
+		scalar(t, other, "UPDATE dept SET bonus_rate = "+rate+" WHERE id = 10")
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.ExecParams(ctx, write, nil, nil, nil, nil).Close()
+			done <- err
+		}()
+		time.Sleep(300 * time.Millisecond) // the write waits on the department's row
+		scalar(t, other, "COMMIT")
+		if err := <-done; err != nil {
+			t.Fatalf("%s: %v", write, err)
+		}
+		want := []string{"50.00", "150.00"}[i]
+		if got := scalar(t, admin, "SELECT bonus FROM emp WHERE id = 5"); got != want {
+			t.Fatalf("%s while the rate became %s: bonus %s, want %s", write, rate, got, want)
+		}
+	}
+	if got := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); got != "0" {
+		t.Fatalf("%s rows drift", got)
+	}
+}
+
+// TestParentFormulaConcurrentOneTrip: the same for a write that runs in
+// one statement (prepared, its formula reading the parent in SQL).
+func TestParentFormulaConcurrentOneTrip(t *testing.T) {
+	c, admin, p, db := rulesDB(t, `CREATE TABLE pa (id int PRIMARY KEY, rate numeric(6,2) NOT NULL DEFAULT 1);
+		CREATE TABLE li (id int PRIMARY KEY, pa_id int REFERENCES pa, qty int, amt numeric(12,2));
+		INSERT INTO pa VALUES (1)`, []string{`SELECT pgrules.formula('li.amt', 'row.qty * row.pa.rate')`})
+	other := connect(t, p.url("", "", db))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	scalar(t, other, "BEGIN")
+	scalar(t, other, "UPDATE pa SET rate = 3 WHERE id = 1")
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.ExecParams(ctx, "INSERT INTO li (id, pa_id, qty) VALUES ($1, $2, $3)", [][]byte{[]byte("1"), []byte("1"), []byte("2")}, nil, nil, nil).Close()
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	scalar(t, other, "COMMIT")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := scalar(t, admin, "SELECT amt FROM li"); got != "6.00" {
+		t.Fatalf("amount %s, want the committed rate's 6.00", got)
+	}
+}
+
 // TestNoPrimaryKey: rows of a table without a primary key are found by
 // their ctid, through insert, update, delete and a parent's cascade.
 func TestNoPrimaryKey(t *testing.T) {
