@@ -2081,44 +2081,14 @@ func (r *runner) upsert(tr *tableRules, w *writeStmt, proposed []*change, p clie
 	t := w.table
 	r.noFollow = true
 	defer func() { r.noFollow = false }()
-	kidx := make([]int, len(u.keys))
-	names := make([]string, len(u.keys))
-	for i, c := range u.keys {
-		kidx[i], names[i] = tr.index[c.Name], c.Name
-	}
-	keys := make([][][]byte, len(u.keys))
-	seen := make(map[string]bool)
-	for _, ch := range proposed {
-		k := keyOf(ch.new, kidx)
-		if k == "" {
-			continue // NULL never conflicts
-		}
-		if seen[k] {
-			e := pgerr.New("21000", "ON CONFLICT DO UPDATE command cannot affect row a second time")
-			e.Hint = "Ensure that no rows proposed for insertion within the same command have duplicate constrained values."
-			return nil, r.fail(e)
-		}
-		seen[k] = true
-		for i, j := range kidx {
-			keys[i] = append(keys[i], ch.new.text[j])
-		}
-	}
-	existing := make(map[string]*row)
-	if len(seen) > 0 {
-		sql, params := selectByKey(t, names, keys, "FOR UPDATE")
-		res, err := r.query(sql, params)
-		if err != nil {
-			return nil, err
-		}
-		for _, vals := range res.Rows {
-			old := newRow(t, vals[0], vals[1:])
-			existing[keyOf(old, kidx)] = old
-		}
+	existing, err := r.conflicts(tr, u, proposed)
+	if err != nil {
+		return nil, err
 	}
 	var inserts, updates []*change
 	var pairs []*change // conflicting: old is the row there, new the proposed one
 	for _, ch := range proposed {
-		if old := existing[keyOf(ch.new, kidx)]; old != nil && keyOf(ch.new, kidx) != "" {
+		if old := existing[ch]; old != nil {
 			pairs = append(pairs, &change{verb: verbUpdate, old: old, new: ch.new})
 		} else {
 			inserts = append(inserts, ch)

@@ -276,11 +276,12 @@ func (w *writeStmt) materializeSQL(n int) string {
 	return b.String()
 }
 
-// upsert is what the engine needs of ON CONFLICT (columns) DO UPDATE SET
-// ... WHERE ...: the engine looks for the conflicting rows itself, locked,
+// upsert is what the engine needs of ON CONFLICT ... DO UPDATE SET ...
+// WHERE ...: the engine looks for the conflicting rows itself, locked,
 // inserts the others and updates these.
 type upsert struct {
-	keys    []*catalog.Column // the conflict target's columns
+	// arbiter is the conflict target resolved to key columns (conflict.go).
+	arbiter
 	setCols []*catalog.Column
 	// values are the SET expressions, where, the WHERE condition ("" for
 	// none), as SQL over the table's alias and excluded.
@@ -289,19 +290,11 @@ type upsert struct {
 }
 
 func analyseUpsert(t *catalog.Table, alias string, oc *pg_query.OnConflictClause) (*upsert, error) {
-	u := &upsert{}
-	if oc.Infer == nil || len(oc.Infer.IndexElems) == 0 || oc.Infer.WhereClause != nil {
-		return nil, notSupported(t, "ON CONFLICT DO UPDATE needs its conflict target as a list of columns, (col, ...), without ON CONSTRAINT or a WHERE")
+	a, err := conflictArbiter(t, oc.Infer)
+	if err != nil {
+		return nil, err
 	}
-	for _, e := range oc.Infer.IndexElems {
-		ie := e.GetIndexElem()
-		c := t.Column(ie.GetName())
-		if c == nil {
-			return nil, notSupported(t, "ON CONFLICT DO UPDATE on an expression index is not supported; name the columns")
-		}
-		u.keys = append(u.keys, c)
-	}
-	var err error
+	u := &upsert{arbiter: *a}
 	if u.setCols, u.values, err = assignments(t, oc.TargetList); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,179 @@
+package tests
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// The forms of write beyond the plain ones, each run twice: through
+// pgrules on a table with rules, and directly on a twin database where
+// PL/pgSQL triggers keep the same sum, count and formula. Both must give
+// the same rows, command tag, RETURNING rows and SQLSTATE.
+
+const formsSchema = `
+CREATE TABLE account (id int PRIMARY KEY, name text, total numeric(12,2) NOT NULL DEFAULT 0, n int NOT NULL DEFAULT 0);
+CREATE TABLE entry (
+  id int PRIMARY KEY,
+  account_id int REFERENCES account(id),
+  code text,
+  ref text,
+  tag text,
+  slot int,
+  amount numeric(12,2) NOT NULL DEFAULT 0,
+  doubled numeric(12,2),
+  deleted boolean NOT NULL DEFAULT false,
+  CONSTRAINT entry_code_key UNIQUE (account_id, code),
+  CONSTRAINT entry_slot_key UNIQUE (slot) DEFERRABLE
+);
+CREATE UNIQUE INDEX entry_live_ref ON entry (ref) WHERE NOT deleted;
+CREATE UNIQUE INDEX entry_lower_tag ON entry (lower(tag));
+INSERT INTO account (id, name) VALUES (1, 'one'), (2, 'two');`
+
+var formsRules = []string{
+	`SELECT pgrules.sum('account.total', 'entry.amount', 'not row.deleted')`,
+	`SELECT pgrules.count('account.n', 'entry')`,
+	`SELECT pgrules.formula('entry.doubled', 'row.amount * 2')`,
+}
+
+// formsTriggers are formsRules as a PostgreSQL developer would write them.
+const formsTriggers = `
+CREATE FUNCTION entry_derive() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.doubled := NEW.amount * 2;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER entry_derive BEFORE INSERT OR UPDATE ON entry FOR EACH ROW EXECUTE FUNCTION entry_derive();
+CREATE FUNCTION entry_adjust() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    UPDATE account SET total = total - CASE WHEN OLD.deleted THEN 0 ELSE OLD.amount END, n = n - 1 WHERE id = OLD.account_id;
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    UPDATE account SET total = total + CASE WHEN NEW.deleted THEN 0 ELSE NEW.amount END, n = n + 1 WHERE id = NEW.account_id;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER entry_adjust AFTER INSERT OR UPDATE OR DELETE ON entry FOR EACH ROW EXECUTE FUNCTION entry_adjust();`
+
+// formsPair is a database with formsSchema and formsRules behind a proxy
+// (c through it, admin directly) and its twin with formsTriggers (oracle).
+func formsPair(t *testing.T) (c, admin, oracle *pgconn.PgConn) {
+	t.Helper()
+	c, admin, _, _ = rulesDB(t, formsSchema, formsRules)
+	oracle = connect(t, shared.url("", "", shared.newDB(t)))
+	scalar(t, oracle, formsSchema+";"+formsTriggers)
+	return c, admin, oracle
+}
+
+// outcome is what a client sees of a statement: its SQLSTATE, or its tag
+// and its rows sorted (pgrules returns an upsert's inserted rows before
+// the updated ones, PostgreSQL in the order proposed).
+func outcome(t *testing.T, c *pgconn.PgConn, sql string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		if e, ok := err.(*pgconn.PgError); ok {
+			return "ERROR " + e.Code
+		}
+		t.Fatalf("%s: %v", sql, err)
+	}
+	last := res[len(res)-1]
+	var rows []string
+	for _, r := range last.Rows {
+		vals := make([]string, len(r))
+		for i, v := range r {
+			vals[i] = string(v)
+			if v == nil {
+				vals[i] = "NULL"
+			}
+		}
+		rows = append(rows, "("+strings.Join(vals, ",")+")")
+	}
+	slices.Sort(rows)
+	return last.CommandTag.String() + " " + strings.Join(rows, " ")
+}
+
+const formsState = `SELECT (SELECT string_agg(concat_ws(':', id, account_id, code, ref, tag, slot, amount, doubled, deleted), ' ' ORDER BY id) FROM entry)
+	|| ' | ' || (SELECT string_agg(concat_ws(':', id, name, total, n), ' ' ORDER BY id) FROM account)`
+
+// same runs sql through pgrules and on the oracle and fails unless both
+// give want (when set) and the same, and leave the same rows.
+func same(t *testing.T, c, admin, oracle *pgconn.PgConn, sql, want string) {
+	t.Helper()
+	got, exp := outcome(t, c, sql), outcome(t, oracle, sql)
+	if got != exp {
+		t.Fatalf("%s:\npgrules    %s\npostgresql %s", sql, got, exp)
+	}
+	if want != "" && got != want {
+		t.Fatalf("%s: %s, want %s", sql, got, want)
+	}
+	if g, e := scalar(t, admin, formsState), scalar(t, oracle, formsState); g != e {
+		t.Fatalf("%s: rows\npgrules    %s\npostgresql %s", sql, g, e)
+	}
+}
+
+// refusedForm checks that sql is refused through pgrules with code, and that
+// nothing changed.
+func refusedForm(t *testing.T, c, admin *pgconn.PgConn, sql, code string) {
+	t.Helper()
+	before := scalar(t, admin, formsState)
+	if e := pgError(t, c, sql); e == nil || e.Code != code {
+		t.Fatalf("%s: %+v, want %s", sql, e, code)
+	}
+	if after := scalar(t, admin, formsState); after != before {
+		t.Fatalf("%s changed the rows:\n%s\n%s", sql, before, after)
+	}
+}
+
+// TestConflictTargets: ON CONFLICT DO UPDATE with its arbiter named (ON
+// CONSTRAINT), inferred from columns in any order, or a partial unique
+// index inferred with its predicate; PostgreSQL's errors where it gives
+// one; an expression index or a WHERE pgrules cannot match refused.
+func TestConflictTargets(t *testing.T) {
+	c, admin, oracle := formsPair(t)
+	same(t, c, admin, oracle, `INSERT INTO entry (id, account_id, code, ref, tag, slot, amount) VALUES
+		(1, 1, 'a', 'r1', 't1', NULL, 10), (2, 1, 'b', 'r2', 't2', NULL, 20), (3, 2, 'a', 'r3', 't3', NULL, 30), (4, 2, 'b', 'r4', 't4', NULL, 1)`, "INSERT 0 4 ")
+	same(t, c, admin, oracle, "UPDATE entry SET deleted = true WHERE id = 4", "UPDATE 1 ")
+	for _, sql := range []string{
+		`INSERT INTO entry (id, account_id, code, amount) VALUES (1, 1, 'x', 5), (5, 1, 'c', 7)
+			ON CONFLICT ON CONSTRAINT entry_pkey DO UPDATE SET amount = entry.amount + excluded.amount RETURNING id, amount, doubled`,
+		`INSERT INTO entry AS e (id, account_id, code, amount) VALUES (10, 1, 'b', 2), (11, 2, 'a', 3), (12, 2, 'z', 4)
+			ON CONFLICT ON CONSTRAINT entry_code_key DO UPDATE SET amount = e.amount * 10 WHERE e.amount < 25 RETURNING *`,
+		`INSERT INTO entry (id, account_id, code, amount) VALUES (13, 2, 'z', 6)
+			ON CONFLICT (code, account_id) DO UPDATE SET amount = excluded.amount, code = 'y' RETURNING id, code, amount`,
+		// ref r4 is deleted: not in the index, so its namesake is new; a
+		// new row that is deleted itself conflicts with nothing.
+		`INSERT INTO entry (id, account_id, ref, amount, deleted) VALUES (20, 1, 'r1', 1, false), (21, 2, 'r4', 2, false), (22, 2, 'r3', 3, true)
+			ON CONFLICT (ref) WHERE NOT deleted DO UPDATE SET amount = entry.amount + excluded.amount RETURNING id, ref, amount, deleted`,
+		// A whole index on the columns is the arbiter, whatever the WHERE.
+		`INSERT INTO entry (id, account_id, amount) VALUES (2, 1, 99) ON CONFLICT (id) WHERE amount > 1000 DO UPDATE SET amount = 98 RETURNING amount`,
+	} {
+		same(t, c, admin, oracle, sql, "")
+	}
+	for _, sql := range []string{
+		"INSERT INTO entry (id, account_id, amount) VALUES (1, 1, 1) ON CONFLICT ON CONSTRAINT nope DO UPDATE SET amount = 1",
+		"INSERT INTO entry (id, account_id, amount) VALUES (1, 1, 1) ON CONFLICT ON CONSTRAINT entry_slot_key DO UPDATE SET amount = 1",
+		"INSERT INTO entry (id, account_id, slot, amount) VALUES (30, 1, 1, 1) ON CONFLICT (slot) DO UPDATE SET amount = 1",
+		"INSERT INTO entry (id, account_id, amount) VALUES (1, 1, 1) ON CONFLICT (amount) DO UPDATE SET amount = 1",
+		"INSERT INTO entry (id, account_id, ref, amount) VALUES (31, 1, 'r1', 1) ON CONFLICT (ref) DO UPDATE SET amount = 1",
+		"INSERT INTO entry (id, account_id, amount) VALUES (1, 1, 1), (1, 1, 2) ON CONFLICT ON CONSTRAINT entry_pkey DO UPDATE SET amount = 1",
+		"INSERT INTO entry (id, account_id, ref, amount) VALUES (40, 1, 'q', 1), (41, 1, 'q', 2) ON CONFLICT (ref) WHERE NOT deleted DO UPDATE SET amount = 1",
+	} {
+		if got := outcome(t, oracle, sql); !strings.HasPrefix(got, "ERROR") {
+			t.Fatalf("%s: the oracle gives %s", sql, got)
+		}
+		same(t, c, admin, oracle, sql, "")
+	}
+	refusedForm(t, c, admin, "INSERT INTO entry (id, account_id, ref, amount) VALUES (50, 1, 'r1', 1) ON CONFLICT (ref) WHERE deleted = false DO UPDATE SET amount = 1", "0A000")
+	refusedForm(t, c, admin, "INSERT INTO entry (id, account_id, tag, amount) VALUES (51, 1, 'T1', 1) ON CONFLICT (lower(tag)) DO UPDATE SET amount = 1", "0A000")
+	if drift := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); drift != "0" {
+		t.Fatalf("pgrules.verify() finds %s rows", drift)
+	}
+}
