@@ -2,7 +2,6 @@ package rules
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -295,9 +294,14 @@ func analyseUpsert(t *catalog.Table, alias string, oc *pg_query.OnConflictClause
 		return nil, err
 	}
 	u := &upsert{arbiter: *a}
-	if u.setCols, u.values, err = assignments(t, oc.TargetList); err != nil {
+	set, err := assignments(t, oc.TargetList)
+	if err != nil {
 		return nil, err
 	}
+	if len(set.subselects) > 0 {
+		return nil, notSupported(t, "ON CONFLICT DO UPDATE SET (...) = (SELECT ...) is not supported; assign each column")
+	}
+	u.setCols, u.values = set.cols, set.values
 	if oc.WhereClause != nil {
 		e, err := exprSQL(oc.WhereClause)
 		if err != nil {
@@ -656,10 +660,11 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
 	}
 	w.literals, w.literalAt, w.literalsOnly = literalParams(up.TargetList, up.WhereClause, up.WithClause == nil && len(up.FromClause) == 0)
-	var values []string
-	if w.setCols, values, err = assignments(t, up.TargetList); err != nil {
+	var set setList
+	if set, err = assignments(t, up.TargetList); err != nil {
 		return nil, err
 	}
+	w.setCols = set.cols
 	from, err := fromSQL(append([]*pg_query.Node{{Node: &pg_query.Node_RangeVar{RangeVar: up.Relation}}}, up.FromClause...), up.WhereClause)
 	if err != nil {
 		return nil, err
@@ -671,7 +676,7 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 		}
 	}
 	w.joined = len(up.FromClause) > 0
-	w.materialize = markLiterals(fmt.Sprintf("%sSELECT %s.ctid, %s.*, %s FROM %s ORDER BY %s %s OF %s", with, w.alias, w.alias, strings.Join(values, ", "), from, keyOrder(t, w.alias), lock, w.alias), len(w.literals))
+	w.materialize = markLiterals(with+set.materialize(t, w.alias, from, lock), len(w.literals))
 	w.returning, w.nReturning, err = returningOf(t, w.alias, up.ReturningList, len(up.FromClause) > 0)
 	return w, err
 }
@@ -709,48 +714,6 @@ func keyOrder(t *catalog.Table, alias string) string {
 		cols[i] = alias + "." + quoteIdent(k)
 	}
 	return strings.Join(cols, ", ")
-}
-
-// assignments reads the SET list of an UPDATE or of ON CONFLICT DO UPDATE:
-// the columns, and each one's new value as SQL cast to its type.
-func assignments(t *catalog.Table, targets []*pg_query.Node) (cols []*catalog.Column, values []string, err error) {
-	for _, item := range targets {
-		rt := item.GetResTarget()
-		if len(rt.Indirection) > 0 {
-			return nil, nil, notSupported(t, "assigning to a part of column %q is not supported", rt.Name)
-		}
-		c := t.Column(rt.Name)
-		if c == nil {
-			e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rt.Name, t.Name)
-			e.Schema, e.Table, e.Column = t.Schema, t.Name, rt.Name
-			return nil, nil, e
-		}
-		if slices.Contains(cols, c) {
-			// PostgreSQL's own error, which it gives whatever the rows.
-			return nil, nil, pgerr.New(pgerr.SyntaxError, "multiple assignments to same column %q", rt.Name)
-		}
-		val := rt.Val
-		if m := val.GetMultiAssignRef(); m != nil {
-			row := m.Source.GetRowExpr()
-			if row == nil || int(m.Colno) > len(row.Args) {
-				return nil, nil, notSupported(t, "SET (...) = (SELECT ...) is not supported; assign each column")
-			}
-			val = row.Args[m.Colno-1]
-		}
-		var s string
-		if val.GetSetToDefault() != nil {
-			s = defaultSQL(c)
-		} else {
-			e, err := exprSQL(val)
-			if err != nil {
-				return nil, nil, err
-			}
-			s = fmt.Sprintf("CAST((%s) AS %s)", e, c.Type)
-		}
-		cols = append(cols, c)
-		values = append(values, s)
-	}
-	return cols, values, nil
 }
 
 // isKeyColumn reports whether a column is part of the primary key or of a

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -70,21 +71,31 @@ func formsPair(t *testing.T) (c, admin, oracle *pgconn.PgConn) {
 	return c, admin, oracle
 }
 
-// outcome is what a client sees of a statement: its SQLSTATE, or its tag
-// and its rows sorted (pgrules returns an upsert's inserted rows before
-// the updated ones, PostgreSQL in the order proposed).
-func outcome(t *testing.T, c *pgconn.PgConn, sql string) string {
+// outcome is what a client sees of a statement sent in the simple
+// protocol, or in the extended one when extended is set: its SQLSTATE, or
+// its tag and its rows sorted (pgrules returns an upsert's inserted rows
+// before the updated ones, PostgreSQL in the order proposed).
+func outcome(t *testing.T, c *pgconn.PgConn, sql string, extended bool) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := c.Exec(ctx, sql).ReadAll()
-	if err != nil {
+	var last *pgconn.Result
+	if extended {
+		last = c.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
+	} else {
+		res, err := c.Exec(ctx, sql).ReadAll()
+		if err == nil {
+			last = res[len(res)-1]
+		} else {
+			last = &pgconn.Result{Err: err}
+		}
+	}
+	if err := last.Err; err != nil {
 		if e, ok := err.(*pgconn.PgError); ok {
 			return "ERROR " + e.Code
 		}
 		t.Fatalf("%s: %v", sql, err)
 	}
-	last := res[len(res)-1]
 	var rows []string
 	for _, r := range last.Rows {
 		vals := make([]string, len(r))
@@ -103,11 +114,19 @@ func outcome(t *testing.T, c *pgconn.PgConn, sql string) string {
 const formsState = `SELECT (SELECT string_agg(concat_ws(':', id, account_id, code, ref, tag, slot, amount, doubled, deleted), ' ' ORDER BY id) FROM entry)
 	|| ' | ' || (SELECT string_agg(concat_ws(':', id, name, total, n), ' ' ORDER BY id) FROM account)`
 
-// same runs sql through pgrules and on the oracle and fails unless both
-// give want (when set) and the same, and leave the same rows.
+// same runs sql through pgrules and on the oracle, in the simple
+// protocol, and fails unless both give want (when set) and the same, and
+// leave the same rows.
 func same(t *testing.T, c, admin, oracle *pgconn.PgConn, sql, want string) {
 	t.Helper()
-	got, exp := outcome(t, c, sql), outcome(t, oracle, sql)
+	sameIn(t, false, c, admin, oracle, sql, want)
+}
+
+// sameIn is same in the extended protocol when extended is set, where a
+// write whose derivations the server can compute runs in one statement.
+func sameIn(t *testing.T, extended bool, c, admin, oracle *pgconn.PgConn, sql, want string) {
+	t.Helper()
+	got, exp := outcome(t, c, sql, extended), outcome(t, oracle, sql, extended)
 	if got != exp {
 		t.Fatalf("%s:\npgrules    %s\npostgresql %s", sql, got, exp)
 	}
@@ -166,7 +185,7 @@ func TestConflictTargets(t *testing.T) {
 		"INSERT INTO entry (id, account_id, amount) VALUES (1, 1, 1), (1, 1, 2) ON CONFLICT ON CONSTRAINT entry_pkey DO UPDATE SET amount = 1",
 		"INSERT INTO entry (id, account_id, ref, amount) VALUES (40, 1, 'q', 1), (41, 1, 'q', 2) ON CONFLICT (ref) WHERE NOT deleted DO UPDATE SET amount = 1",
 	} {
-		if got := outcome(t, oracle, sql); !strings.HasPrefix(got, "ERROR") {
+		if got := outcome(t, oracle, sql, false); !strings.HasPrefix(got, "ERROR") {
 			t.Fatalf("%s: the oracle gives %s", sql, got)
 		}
 		same(t, c, admin, oracle, sql, "")
@@ -175,5 +194,47 @@ func TestConflictTargets(t *testing.T) {
 	refusedForm(t, c, admin, "INSERT INTO entry (id, account_id, tag, amount) VALUES (51, 1, 'T1', 1) ON CONFLICT (lower(tag)) DO UPDATE SET amount = 1", "0A000")
 	if drift := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); drift != "0" {
 		t.Fatalf("pgrules.verify() finds %s rows", drift)
+	}
+}
+
+// TestSetFromSubselect: UPDATE ... SET (a, b) = (SELECT ...), correlated
+// with the row and a FROM list, among other assignments, in both
+// protocols: the same rows, RETURNING and errors as PostgreSQL, and the
+// sub-select run once per row updated, only for those.
+func TestSetFromSubselect(t *testing.T) {
+	for _, extended := range []bool{false, true} {
+		t.Run(fmt.Sprint("extended=", extended), func(t *testing.T) {
+			c, admin, oracle := formsPair(t)
+			sameIn(t, extended, c, admin, oracle, `INSERT INTO entry (id, account_id, code, amount) VALUES (1, 1, 'a', 10), (2, 1, 'b', 20), (3, 2, 'c', 30)`, "INSERT 0 3 ")
+			for _, sql := range []string{
+				`UPDATE entry e SET (amount, code) = (SELECT a.id * 100 + e.id, a.name FROM account a WHERE a.id = e.account_id) WHERE e.id IN (1, 3) RETURNING id, code, amount, doubled`,
+				`UPDATE entry e SET (amount, tag) = (SELECT max(x.amount) + a.id, 'm' FROM entry x WHERE x.account_id = a.id) FROM account a WHERE a.id = e.account_id AND a.id = 1 RETURNING e.id, e.amount, e.doubled, e.tag`,
+				`UPDATE entry SET deleted = true, (amount, slot) = (SELECT 5.005, 7), code = 'q' WHERE id = 2 RETURNING *`,
+				`UPDATE entry SET (amount) = (SELECT 1.5 UNION ALL SELECT 2.5 ORDER BY 1 DESC LIMIT 1), (code, ref) = (SELECT 'x', 'y' WHERE false) WHERE id = 3 RETURNING code, ref, amount`,
+				`UPDATE entry SET (deleted, amount) = (VALUES (false, 3)) WHERE id = 2`,
+			} {
+				sameIn(t, extended, c, admin, oracle, sql, "")
+			}
+			for _, sql := range []string{
+				`UPDATE entry SET (amount, code) = (SELECT generate_series(1, 2), 'z') WHERE id = 1`,
+				`UPDATE entry SET (amount, code) = (SELECT 1) WHERE id = 1`,
+				`UPDATE entry SET (amount, code) = (SELECT 1, 'a', 2) WHERE id = 1`,
+			} {
+				if got := outcome(t, oracle, sql, extended); !strings.HasPrefix(got, "ERROR") {
+					t.Fatalf("%s: the oracle gives %s", sql, got)
+				}
+				sameIn(t, extended, c, admin, oracle, sql, "")
+			}
+			// Once per row updated: one row of three.
+			sameIn(t, extended, c, admin, oracle, "CREATE SEQUENCE calls", "")
+			sameIn(t, extended, c, admin, oracle, "UPDATE entry SET (slot, amount) = (SELECT nextval('calls'), 4) WHERE account_id = 2 RETURNING slot", "UPDATE 1 (1)")
+			if got := scalar(t, admin, "SELECT last_value FROM calls"); got != "1" {
+				t.Fatalf("the sub-select ran %s times for one row", got)
+			}
+			refusedForm(t, c, admin, "UPDATE entry SET (amount, code) = (SELECT * FROM (SELECT 1, 'a') s) WHERE id = 1", "0A000")
+			if drift := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); drift != "0" {
+				t.Fatalf("pgrules.verify() finds %s rows", drift)
+			}
+		})
 	}
 }
