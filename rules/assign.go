@@ -136,11 +136,12 @@ func selectWidth(sel *pg_query.SelectStmt) (int, bool) {
 }
 
 // materialize is an UPDATE's materialising query for its FROM list (with
-// its WHERE) and lock: the row's ctid, the row as it is, the new values.
-func (s setList) materialize(t *catalog.Table, alias, from, lock string) string {
+// its WHERE) and lock: the row's ctid, the row as it is, the new values,
+// then extra (a select list's tail, ", ..."; never with a sub-select).
+func (s setList) materialize(t *catalog.Table, alias, from, lock, extra string) string {
 	if len(s.subselects) == 0 {
-		return fmt.Sprintf("SELECT %s.ctid, %s.*, %s FROM %s ORDER BY %s %s OF %s",
-			alias, alias, strings.Join(s.values, ", "), from, keyOrder(t, alias), lock, alias)
+		return fmt.Sprintf("SELECT %s.ctid, %s.*, %s%s FROM %s ORDER BY %s %s OF %s",
+			alias, alias, strings.Join(s.values, ", "), extra, from, keyOrder(t, alias), lock, alias)
 	}
 	inner := []string{alias + ".ctid AS pgrules_ctid", alias + ".*"}
 	outer := []string{"pgrules_x.pgrules_ctid"}

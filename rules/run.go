@@ -39,6 +39,9 @@ import (
 type change struct {
 	verb     verb
 	old, new *row
+	// from are the materialising query's columns for a RETURNING that
+	// names the FROM or USING list (returning.go).
+	from [][]byte
 }
 
 // runner runs one client statement's logic on the client's connection.
@@ -67,6 +70,9 @@ type runner struct {
 	// failing are the rows of the client's statement, for its table's
 	// failure events.
 	failing *failing
+	// returned is what the materialising query of the client's write gave
+	// for a RETURNING that names its FROM or USING list.
+	returned *returnedRun
 }
 
 // failing is the write a failure event sees: its table, verb and rows.
@@ -240,9 +246,22 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	if len(joined) > 0 {
 		materialize = joinParents(w, materialize, joined)
 	}
-	res, err := r.clientStatement(materialize, w.params(p), nil, w.literals...)
+	base := 1 + len(w.table.Columns) + len(w.setCols)
+	var writeFormats, formats []int16
+	if w.from != nil {
+		var err error
+		if writeFormats, formats, err = w.from.formats(w, resultFormats, base); err != nil {
+			return nil, r.fail(asPgError(err))
+		}
+	}
+	res, err := r.clientStatement(materialize, w.params(p), formats, w.literals...)
 	if err != nil {
 		return nil, err
+	}
+	if w.from != nil {
+		fields := res.Fields[base:]
+		r.returned = &returnedRun{w: w, fields: fields, formats: writeFormats,
+			plan: w.from.plan(w.from.starCols(fields, len(w.table.Columns)), len(w.table.Columns))}
 	}
 	var changes []*change
 	switch w.verb {
@@ -278,6 +297,10 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 			seen[string(vals[0])] = true
 			old := newRow(w.table, vals[0], vals[1:1+n])
 			nw := old.clone(w.table)
+			var from [][]byte
+			if w.from != nil {
+				from = vals[base:]
+			}
 			for i, c := range w.setCols {
 				j := tr.index[c.Name]
 				nw.text[j] = vals[1+n+i]
@@ -287,7 +310,7 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 				}
 				nw.vals[c.Name] = v
 			}
-			changes = append(changes, &change{verb: verbUpdate, old: old, new: nw})
+			changes = append(changes, &change{verb: verbUpdate, old: old, new: nw, from: from})
 		}
 	case verbDelete:
 		seen := make(map[string]bool, len(res.Rows))
@@ -296,7 +319,11 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 				continue
 			}
 			seen[string(vals[0])] = true
-			changes = append(changes, &change{verb: verbDelete, old: newRow(w.table, vals[0], vals[1:])})
+			ch := &change{verb: verbDelete, old: newRow(w.table, vals[0], vals[1:1+len(w.table.Columns)])}
+			if w.from != nil {
+				ch.from = vals[base:]
+			}
+			changes = append(changes, ch)
 		}
 	}
 	r.tracef("%d row(s)", len(changes))
@@ -406,8 +433,15 @@ func (r *runner) refuseDerivedSet(tr *tableRules, cols []*catalog.Column) error 
 // engine's copy (the server may round, or a trigger change, a value).
 func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p clientParams, resultFormats []int16) (*stmt.Result, []*change, error) {
 	t := w.table
-	if len(changes) == 0 && w.returning == "" {
+	if len(changes) == 0 && w.returning == "" && w.from == nil {
 		return &stmt.Result{Tag: tagOf(w.verb, 0)}, nil, nil
+	}
+	clientFormats := resultFormats
+	ret := r.returned
+	if w.from != nil && ret != nil && ret.w == w {
+		clientFormats = ret.formats
+	} else {
+		ret = nil
 	}
 	n := len(p.values)
 	var sql string
@@ -522,7 +556,7 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	if w.verb == verbUpdate {
 		k++ // the old ctid is read like a RETURNING column, then dropped
 	}
-	formats := resultFormatsFor(resultFormats, w.nReturning, 1+len(t.Columns)+k-w.nReturning)
+	formats := resultFormatsFor(clientFormats, w.nReturning, 1+len(t.Columns)+k-w.nReturning)
 	values, pformats, oids := p.with(arrays...)
 	sts, err := r.lockParents(tr, changes)
 	if err != nil {
@@ -586,6 +620,9 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 				written = append(written, ch)
 			}
 		}
+	}
+	if ret != nil {
+		out.Fields, out.Rows = ret.rows(res, byCtid, k, w.verb)
 	}
 	if w.doNothing && len(written) < len(changes) {
 		r.tracef("%d row(s) skipped by ON CONFLICT DO NOTHING", len(changes)-len(written))

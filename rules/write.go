@@ -46,9 +46,11 @@ type writeStmt struct {
 	setCols     []*catalog.Column
 	// returning is the client's RETURNING list as SQL, with * spelled as
 	// the table's alias; empty without RETURNING. nReturning is the
-	// number of columns it gives.
+	// number of columns it gives. With from, they are the part of the
+	// list the write returns (returning.go).
 	returning  string
 	nReturning int
+	from       *returnedFrom
 	// doNothing is set for INSERT ... ON CONFLICT ... DO NOTHING; conflict
 	// is the clause as SQL.
 	doNothing  bool
@@ -398,54 +400,6 @@ func relationAlias(rv *pg_query.RangeVar) string {
 	return quoteIdent(rv.Relname)
 }
 
-// returningOf analyses a RETURNING list: its SQL (a bare * becomes the
-// table's alias.*, so that the engine's own FROM items stay out of it) and
-// the number of columns it gives.
-func returningOf(t *catalog.Table, alias string, list []*pg_query.Node, others bool) (string, int, error) {
-	if len(list) == 0 {
-		return "", 0, nil
-	}
-	n := 0
-	parts := make([]string, 0, len(list))
-	for _, item := range list {
-		rt := item.GetResTarget()
-		if ref := rt.GetVal().GetColumnRef(); ref != nil && ref.Fields[len(ref.Fields)-1].GetAStar() != nil {
-			if len(ref.Fields) == 1 && others {
-				return "", 0, notSupported(t, "RETURNING * with a FROM or USING list is not supported (name the table's columns, or write %s.*)", alias)
-			}
-			parts = append(parts, alias+".*")
-			n += len(t.Columns)
-			continue
-		}
-		if others && refersOutside(rt.GetVal(), alias) {
-			return "", 0, notSupported(t, "RETURNING may name only the columns of the table written, not those of the FROM or USING list")
-		}
-		s, err := targetsSQL([]*pg_query.Node{item})
-		if err != nil {
-			return "", 0, err
-		}
-		parts = append(parts, s)
-		n++
-	}
-	return strings.Join(parts, ", "), n, nil
-}
-
-// refersOutside reports whether an expression names a column through a
-// qualifier other than the table's alias.
-func refersOutside(n *pg_query.Node, alias string) bool {
-	found := false
-	walkNodes(n, func(x *pg_query.Node) bool {
-		if ref := x.GetColumnRef(); ref != nil {
-			if len(ref.Fields) > 1 && quoteIdent(ref.Fields[0].GetString_().GetSval()) != alias {
-				found = true
-			}
-			return false
-		}
-		return !found
-	})
-	return found
-}
-
 // walkNodes calls fn on n and on every node below it, depth first; fn
 // returns false to skip what is below a node.
 func walkNodes(n *pg_query.Node, fn func(*pg_query.Node) bool) {
@@ -638,8 +592,7 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 		source = fmt.Sprintf("(SELECT %s FROM (%s) pgrules_q(%s)) pgrules_s", strings.Join(casts, ", "), s, strings.Join(names, ", "))
 	}
 	w.materialize = fmt.Sprintf("%sSELECT %s FROM %s", with, strings.Join(outer, ", "), source)
-	w.returning, w.nReturning, err = returningOf(t, w.alias, ins.ReturningList, false)
-	return w, err
+	return w, w.returningOf(ins.ReturningList)
 }
 
 // defaultSQL is a column's value when the statement gives none.
@@ -676,9 +629,14 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 		}
 	}
 	w.joined = len(up.FromClause) > 0
-	w.materialize = markLiterals(with+set.materialize(t, w.alias, from, lock), len(w.literals))
-	w.returning, w.nReturning, err = returningOf(t, w.alias, up.ReturningList, len(up.FromClause) > 0)
-	return w, err
+	if err := w.returningOf(up.ReturningList); err != nil {
+		return nil, err
+	}
+	if w.from != nil && len(set.subselects) > 0 {
+		return nil, notSupported(t, "RETURNING the FROM list's columns from an UPDATE with SET (...) = (SELECT ...) is not supported; return the table's columns")
+	}
+	w.materialize = markLiterals(with+set.materialize(t, w.alias, from, lock, w.from.selectList()), len(w.literals))
+	return w, nil
 }
 
 func analyseDelete(t *catalog.Table, del *pg_query.DeleteStmt) (*writeStmt, error) {
@@ -695,9 +653,12 @@ func analyseDelete(t *catalog.Table, del *pg_query.DeleteStmt) (*writeStmt, erro
 	if err != nil {
 		return nil, err
 	}
-	w.materialize = markLiterals(fmt.Sprintf("%sSELECT %s.ctid, %s.* FROM %s ORDER BY %s FOR UPDATE OF %s", with, w.alias, w.alias, from, keyOrder(t, w.alias), w.alias), len(w.literals))
-	w.returning, w.nReturning, err = returningOf(t, w.alias, del.ReturningList, len(del.UsingClause) > 0)
-	return w, err
+	if err := w.returningOf(del.ReturningList); err != nil {
+		return nil, err
+	}
+	w.materialize = markLiterals(fmt.Sprintf("%sSELECT %s.ctid, %s.*%s FROM %s ORDER BY %s FOR UPDATE OF %s",
+		with, w.alias, w.alias, w.from.selectList(), from, keyOrder(t, w.alias), w.alias), len(w.literals))
+	return w, nil
 }
 
 // keyOrder orders a table's rows by primary key (by ctid without one). The
