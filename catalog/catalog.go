@@ -154,6 +154,10 @@ type Unique struct {
 	// constraint that may be deferred. ON CONFLICT takes neither as its
 	// arbiter.
 	Exclusion, Deferrable bool
+	// NullsNotDistinct is an index whose NULLs conflict with one another
+	// (PostgreSQL 15's NULLS NOT DISTINCT; pg_index has no such column
+	// before, and the catalog query reads it only where it is).
+	NullsNotDistinct bool
 }
 
 // RuleKind is what a rule does.

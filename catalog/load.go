@@ -50,7 +50,8 @@ const (
 		                    JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
 		                    WHERE k.i <= x.indnkeyatts),
 		        'expressions', x.indexprs IS NOT NULL, 'predicate', pg_get_expr(x.indpred, x.indrelid),
-		        'exclusion', con.contype = 'x', 'deferrable', coalesce(con.condeferrable, false)) ORDER BY ic.relname)
+		        'exclusion', con.contype = 'x', 'deferrable', coalesce(con.condeferrable, false),
+		        'nullsnotdistinct', coalesce((to_jsonb(x) ->> 'indnullsnotdistinct')::boolean, false)) ORDER BY ic.relname)
 		      FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid
 		      LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.conrelid = x.indrelid AND con.contype IN ('p', 'u', 'x')
 		      WHERE x.indrelid = c.oid AND x.indisvalid AND (x.indisunique OR con.contype = 'x')),

@@ -72,6 +72,8 @@ func constraintArbiter(t *catalog.Table, name string) (*arbiter, error) {
 			return nil, pgerr.New(pgerr.WrongObjectType, "ON CONFLICT DO UPDATE not supported with exclusion constraints")
 		case u.Deferrable:
 			return nil, deferrableArbiter(t, u)
+		case u.NullsNotDistinct:
+			return nil, nullsNotDistinct(t, u)
 		case u.Expressions || u.Predicate != "":
 			return nil, notSupported(t, "ON CONFLICT ON CONSTRAINT %s, whose index has expressions or a predicate, is not supported", quoteIdent(name))
 		}
@@ -111,6 +113,9 @@ func inferArbiter(t *catalog.Table, names []string, where string) (*arbiter, err
 		if u.Deferrable {
 			return nil, deferrableArbiter(t, u)
 		}
+		if u.NullsNotDistinct {
+			return nil, nullsNotDistinct(t, u)
+		}
 	}
 	switch {
 	case len(whole) > 0:
@@ -129,6 +134,12 @@ func deferrableArbiter(t *catalog.Table, u *catalog.Unique) *pgerr.Error {
 	e := pgerr.New(pgerr.ObjectNotInPrereqState, "ON CONFLICT does not support deferrable unique constraints/exclusion constraints as arbiters")
 	e.Schema, e.Table, e.Constraint = t.Schema, t.Name, u.Constraint
 	return e
+}
+
+// nullsNotDistinct refuses an arbiter whose NULLs conflict: the engine
+// finds conflicts by equality, where NULL conflicts with nothing.
+func nullsNotDistinct(t *catalog.Table, u *catalog.Unique) *pgerr.Error {
+	return notSupported(t, "ON CONFLICT DO UPDATE on %s, a NULLS NOT DISTINCT index, is not supported; use a unique index whose NULLs are distinct, or write the rows with INSERT and UPDATE", quoteIdent(u.Index))
 }
 
 // normalPredicate is an index predicate as the deparser prints it, to
@@ -208,9 +219,12 @@ func (r *runner) conflicts(tr *tableRules, u *upsert, proposed []*change) (map[*
 	if len(seen) == 0 {
 		return found, nil
 	}
-	sql, params := selectByKey(t, names, keys, "FOR UPDATE")
+	lock := "FOR UPDATE"
 	if u.predicate != "" {
-		sql, params = selectByKey(t, names, keys, "")
+		lock = ""
+	}
+	sql, params := selectByKey(t, names, keys, lock)
+	if u.predicate != "" {
 		sql += fmt.Sprintf(" AND (%s) ORDER BY %s FOR UPDATE OF p", u.predicate, keyOrder(t, "p"))
 	}
 	res, err := r.query(sql, params)

@@ -28,11 +28,13 @@ CREATE TABLE entry (
   amount numeric(12,2) NOT NULL DEFAULT 0,
   doubled numeric(12,2),
   deleted boolean NOT NULL DEFAULT false,
+  nnd int,
   CONSTRAINT entry_code_key UNIQUE (account_id, code),
   CONSTRAINT entry_slot_key UNIQUE (slot) DEFERRABLE
 );
 CREATE UNIQUE INDEX entry_live_ref ON entry (ref) WHERE NOT deleted;
 CREATE UNIQUE INDEX entry_lower_tag ON entry (lower(tag));
+CREATE UNIQUE INDEX entry_nnd ON entry (nnd, id) NULLS NOT DISTINCT;
 INSERT INTO account (id, name) VALUES (1, 'one'), (2, 'two');`
 
 var formsRules = []string{
@@ -201,6 +203,7 @@ func TestConflictTargets(t *testing.T) {
 	}
 	refusedForm(t, c, admin, "INSERT INTO entry (id, account_id, ref, amount) VALUES (50, 1, 'r1', 1) ON CONFLICT (ref) WHERE deleted = false DO UPDATE SET amount = 1", "0A000")
 	refusedForm(t, c, admin, "INSERT INTO entry (id, account_id, tag, amount) VALUES (51, 1, 'T1', 1) ON CONFLICT (lower(tag)) DO UPDATE SET amount = 1", "0A000")
+	refusedForm(t, c, admin, "INSERT INTO entry (id, account_id, amount) VALUES (52, 1, 1) ON CONFLICT (id, nnd) DO UPDATE SET amount = 1", "0A000")
 	if drift := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); drift != "0" {
 		t.Fatalf("pgrules.verify() finds %s rows", drift)
 	}
