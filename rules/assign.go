@@ -35,7 +35,7 @@ func assignments(t *catalog.Table, targets []*pg_query.Node) (setList, error) {
 	for i, item := range targets {
 		rt := item.GetResTarget()
 		if len(rt.Indirection) > 0 {
-			return s, notSupported(t, "assigning to a part of column %q is not supported", rt.Name)
+			return s, notSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", rt.Name)
 		}
 		c := t.Column(rt.Name)
 		if c == nil {

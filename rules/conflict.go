@@ -75,7 +75,7 @@ func constraintArbiter(t *catalog.Table, name string) (*arbiter, error) {
 		case u.NullsNotDistinct:
 			return nil, nullsNotDistinct(t, u)
 		case u.Expressions || u.Predicate != "":
-			return nil, notSupported(t, "ON CONFLICT ON CONSTRAINT %s, whose index has expressions or a predicate, is not supported", quoteIdent(name))
+			return nil, notSupported(t, "ON CONFLICT ON CONSTRAINT %s, whose index has expressions or a predicate, is not supported; name the columns of a unique index", quoteIdent(name))
 		}
 		return &arbiter{keys: columnsOf(t, u.Columns)}, nil
 	}

@@ -320,7 +320,7 @@ func notSupported(t *catalog.Table, format string, args ...any) *pgerr.Error {
 	e := pgerr.New(pgerr.FeatureNotSupported, "%s on table %s, which has rules: "+format,
 		append([]any{"this write", shortName(t.QualifiedName())}, args...)...)
 	e.Schema, e.Table = t.Schema, t.Name
-	e.Hint = "pgrules runs the rules of INSERT (VALUES, SELECT, ON CONFLICT DO NOTHING), UPDATE and DELETE, with RETURNING; see the README."
+	e.Hint = "pgrules runs the rules of INSERT (VALUES, SELECT, ON CONFLICT), UPDATE (with FROM) and DELETE (with USING), with RETURNING; the README lists the forms it refuses and what to write instead."
 	return e
 }
 
@@ -490,7 +490,7 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 	for _, item := range ins.Cols {
 		rt := item.GetResTarget()
 		if len(rt.Indirection) > 0 {
-			return nil, notSupported(t, "assigning to a part of column %q is not supported", rt.Name)
+			return nil, notSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", rt.Name)
 		}
 		c := t.Column(rt.Name)
 		if c == nil {
@@ -610,7 +610,7 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 		return nil, err
 	}
 	if up.WhereClause.GetCurrentOfExpr() != nil {
-		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
+		return nil, notSupported(t, "WHERE CURRENT OF is not supported; name the row by its key in the WHERE clause")
 	}
 	w.literals, w.literalAt, w.literalsOnly = literalParams(up.TargetList, up.WhereClause, up.WithClause == nil && len(up.FromClause) == 0)
 	var set setList
@@ -646,7 +646,7 @@ func analyseDelete(t *catalog.Table, del *pg_query.DeleteStmt) (*writeStmt, erro
 		return nil, err
 	}
 	if del.WhereClause.GetCurrentOfExpr() != nil {
-		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
+		return nil, notSupported(t, "WHERE CURRENT OF is not supported; name the row by its key in the WHERE clause")
 	}
 	w.literals, w.literalAt, w.literalsOnly = literalParams(nil, del.WhereClause, del.WithClause == nil && len(del.UsingClause) == 0)
 	from, err := fromSQL(append([]*pg_query.Node{{Node: &pg_query.Node_RangeVar{RangeVar: del.Relation}}}, del.UsingClause...), del.WhereClause)

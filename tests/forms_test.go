@@ -308,3 +308,23 @@ func TestReturningJoined(t *testing.T) {
 		t.Fatalf("RETURNING * in binary with one format code: %s", e)
 	}
 }
+
+// TestStillRefused: the forms of write pgrules does not run are refused
+// with 0A000, and change nothing.
+func TestStillRefused(t *testing.T) {
+	c, admin, _ := formsPair(t)
+	scalar(t, c, "INSERT INTO entry (id, account_id, code, amount) VALUES (1, 1, 'a', 10)")
+	for _, sql := range []string{
+		"BEGIN; DECLARE cur CURSOR FOR SELECT * FROM entry FOR UPDATE; FETCH cur; UPDATE entry SET amount = 1 WHERE CURRENT OF cur",
+		"INSERT INTO entry (id, account_id, code, amount) VALUES (1, 1, 'a', 1) ON CONFLICT (id) DO UPDATE SET (amount, code) = (SELECT 2, 'b')",
+		"UPDATE entry SET (amount, code) = (SELECT * FROM (VALUES (2, 'b')) v) WHERE id = 1",
+		"UPDATE entry e SET (amount, code) = (SELECT 2, a.name) FROM account a WHERE a.id = e.account_id RETURNING a.name",
+		"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3), d AS (DELETE FROM entry WHERE id IN (SELECT i FROM n) RETURNING id) SELECT * FROM d",
+		"EXPLAIN ANALYZE DELETE FROM entry",
+		"MERGE INTO entry e USING account a ON e.account_id = a.id WHEN MATCHED THEN UPDATE SET amount = 0",
+		"TRUNCATE entry",
+	} {
+		refusedForm(t, c, admin, sql, "0A000")
+		scalar(t, c, "ROLLBACK")
+	}
+}
