@@ -187,6 +187,10 @@ func TestConflictTargets(t *testing.T) {
 	} {
 		same(t, c, admin, oracle, sql, "")
 	}
+	sameIn(t, true, c, admin, oracle, `INSERT INTO entry AS e (id, account_id, code, ref, amount) VALUES (60, 1, 'a', 'r60', 1), (61, 2, 'n', 'r2', 2)
+		ON CONFLICT ON CONSTRAINT entry_code_key DO UPDATE SET amount = e.amount + 100 RETURNING id, code, amount`, "")
+	sameIn(t, true, c, admin, oracle, `WITH up AS (INSERT INTO entry (id, account_id, ref, amount) VALUES (62, 2, 'r2', 5) ON CONFLICT (ref) WHERE NOT deleted DO UPDATE SET amount = excluded.amount RETURNING id, amount)
+		SELECT * FROM up`, "")
 	for _, sql := range []string{
 		"INSERT INTO entry (id, account_id, amount) VALUES (1, 1, 1) ON CONFLICT ON CONSTRAINT nope DO UPDATE SET amount = 1",
 		"INSERT INTO entry (id, account_id, amount) VALUES (1, 1, 1) ON CONFLICT ON CONSTRAINT entry_slot_key DO UPDATE SET amount = 1",
