@@ -7,6 +7,11 @@ func NewTable(schema, name string, cols []*Column, pk []string) *Table {
 	for _, c := range cols {
 		t.columns[c.Name] = c
 	}
+	if len(pk) > 0 {
+		// Its index, under the name PostgreSQL gives it by default; Load
+		// replaces the list with the table's indexes.
+		t.Uniques = []*Unique{{Index: name + "_pkey", Constraint: name + "_pkey", Columns: pk}}
+	}
 	return t
 }
 

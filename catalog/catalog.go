@@ -51,6 +51,9 @@ type Table struct {
 	// BeforeRow names, by verb (INSERT, UPDATE, DELETE), an enabled
 	// BEFORE ROW trigger of the table (the first by name).
 	BeforeRow map[string]string
+	// Uniques are the table's unique indexes, with its exclusion
+	// constraints: what an INSERT's ON CONFLICT can name or infer.
+	Uniques []*Unique
 
 	columns map[string]*Column
 }
@@ -135,6 +138,29 @@ type ForeignKey struct {
 	// OnDelete and OnUpdate are pg_constraint's confdeltype/confupdtype:
 	// 'a' no action, 'r' restrict, 'c' cascade, 'n' set null, 'd' set default.
 	OnDelete, OnUpdate byte
+}
+
+// Unique is a unique index of a table, or the index of an exclusion
+// constraint.
+type Unique struct {
+	// Index is the index's name; Constraint the name of the constraint it
+	// belongs to (primary key, unique or exclusion), "" for a bare index.
+	Index, Constraint string
+	// Columns are the indexed columns in index order; Expressions is set
+	// when the index has expression columns too (left out of Columns).
+	Columns     []string
+	Expressions bool
+	// Predicate is a partial index's WHERE, as pg_get_expr prints it; ""
+	// for a whole index.
+	Predicate string
+	// Exclusion marks an exclusion constraint's index; Deferrable a
+	// constraint that may be deferred. ON CONFLICT takes neither as its
+	// arbiter.
+	Exclusion, Deferrable bool
+	// NullsNotDistinct is an index whose NULLs conflict with one another
+	// (PostgreSQL 15's NULLS NOT DISTINCT; pg_index has no such column
+	// before, and the catalog query reads it only where it is).
+	NullsNotDistinct bool
 }
 
 // RuleKind is what a rule does.

@@ -123,6 +123,7 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 		Schema, Name string
 		OID          uint32
 		PK           []string
+		Uniques      []*Unique
 		Columns      []struct {
 			Name               string
 			Num                int16
@@ -162,7 +163,7 @@ func loadTables(ctx context.Context, q Querier, snap *Snapshot) error {
 			}
 		}
 		tbl := NewTable(t.Schema, t.Name, cols, t.PK)
-		tbl.OID = t.OID
+		tbl.OID, tbl.Uniques = t.OID, t.Uniques
 		for _, g := range t.Before {
 			// tgtype's event bits: INSERT 4, DELETE 8, UPDATE 16.
 			for bit, verb := range map[int]string{4: "INSERT", 8: "DELETE", 16: "UPDATE"} {

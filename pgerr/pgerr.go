@@ -20,6 +20,8 @@ const (
 	UndefinedObject         = "42704"
 	UndefinedTable          = "42P01"
 	UndefinedColumn         = "42703"
+	InvalidColumnReference  = "42P10"
+	WrongObjectType         = "42809"
 	UndefinedFunction       = "42883"
 	DatatypeMismatch        = "42804"
 	InvalidObjectDefinition = "42P17"

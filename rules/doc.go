@@ -10,7 +10,9 @@
 //
 // The engine (engine.go) is the proxy's stmt.Rules: it decides which
 // statements it wants from their text, analyses a write once per text
-// (write.go), and runs it on the client's own connection, inside the
+// (write.go; its SET list in assign.go, an ON CONFLICT's arbiter in
+// conflict.go, a RETURNING that names a FROM list in returning.go), and
+// runs it on the client's own connection, inside the
 // client's transaction (run.go): materialise the row changes, derive,
 // write, adjust parents, check, cascade — a round trip per level of the
 // rules, not per row; an insert whose derivations translate exactly to

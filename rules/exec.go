@@ -76,7 +76,7 @@ func analyseText(c *compiled, sql string, n *pg_query.Node) (*writeStmt, *pg_que
 	t := targetOf(c, n)
 	if t == nil {
 		if e := n.GetExplainStmt(); e != nil {
-			return nil, nil, pgerr.New(pgerr.FeatureNotSupported, "EXPLAIN ANALYZE of a write on a table with rules is not supported: it would run the statement without its rules")
+			return nil, nil, pgerr.New(pgerr.FeatureNotSupported, "EXPLAIN ANALYZE of a write on a table with rules is not supported: it would run the statement without its rules; EXPLAIN without ANALYZE shows its plan")
 		}
 		return nil, nil, pgerr.New(pgerr.FeatureNotSupported, "pgrules cannot run this statement with its rules")
 	}
@@ -164,7 +164,7 @@ func (s *session) runCTE(r *runner, c *compiled, n *pg_query.Node, p clientParam
 	n = proto.Clone(n).(*pg_query.Node) // the plan's tree is shared
 	w := withOf(n)
 	if w.Recursive {
-		return nil, r.fail(pgerr.New(pgerr.FeatureNotSupported, "WITH RECURSIVE with a data-modifying statement on a table with rules is not supported"))
+		return nil, r.fail(pgerr.New(pgerr.FeatureNotSupported, "WITH RECURSIVE with a data-modifying statement on a table with rules is not supported; run the recursive query first (into a temporary table) and write from its rows"))
 	}
 	p = p.expanded()
 	var ctes []*pg_query.Node

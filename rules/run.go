@@ -39,6 +39,9 @@ import (
 type change struct {
 	verb     verb
 	old, new *row
+	// from are the materialising query's columns for a RETURNING that
+	// names the FROM or USING list (returning.go).
+	from [][]byte
 }
 
 // runner runs one client statement's logic on the client's connection.
@@ -67,6 +70,9 @@ type runner struct {
 	// failing are the rows of the client's statement, for its table's
 	// failure events.
 	failing *failing
+	// returned is what the materialising query of the client's write gave
+	// for a RETURNING that names its FROM or USING list.
+	returned *returnedRun
 }
 
 // failing is the write a failure event sees: its table, verb and rows.
@@ -236,68 +242,9 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 		}
 		return r.deleteOneTrip(tr, w, p, resultFormats, top)
 	}
-	materialize, joined := w.materializeSQL(len(p.values)), r.parentsJoined(tr, w)
-	if len(joined) > 0 {
-		materialize = joinParents(w, materialize, joined, parentLock(tr))
-	}
-	res, err := r.clientStatement(materialize, w.params(p), nil, w.literals...)
+	changes, err := r.materialize(tr, w, p, resultFormats)
 	if err != nil {
 		return nil, err
-	}
-	var changes []*change
-	switch w.verb {
-	case verbInsert:
-		for _, vals := range res.Rows {
-			text := make([][]byte, len(w.table.Columns))
-			for i, c := range w.insertCols {
-				text[tr.index[c.Name]] = vals[i]
-			}
-			rw := newRow(w.table, nil, text)
-			at := len(w.insertCols)
-			for _, fk := range joined {
-				parent := r.snap.Tables[fk.Parent]
-				if vals[at] == nil {
-					rw.vals[fk.Accessor] = nil
-				} else {
-					rw.vals[fk.Accessor] = newRow(parent, vals[at], vals[at+1:at+1+len(parent.Columns)]).vals
-				}
-				at += 1 + len(parent.Columns)
-			}
-			changes = append(changes, &change{verb: verbInsert, new: rw})
-		}
-	case verbUpdate:
-		if err := r.refuseDerivedSet(tr, w.setCols); err != nil {
-			return nil, err
-		}
-		seen := make(map[string]bool, len(res.Rows))
-		n := len(w.table.Columns)
-		for _, vals := range res.Rows {
-			if seen[string(vals[0])] {
-				continue // UPDATE ... FROM joined the row more than once
-			}
-			seen[string(vals[0])] = true
-			old := newRow(w.table, vals[0], vals[1:1+n])
-			nw := old.clone(w.table)
-			for i, c := range w.setCols {
-				j := tr.index[c.Name]
-				nw.text[j] = vals[1+n+i]
-				v, err := ParseValue(c.Kind, nw.text[j])
-				if err != nil {
-					v = string(nw.text[j])
-				}
-				nw.vals[c.Name] = v
-			}
-			changes = append(changes, &change{verb: verbUpdate, old: old, new: nw})
-		}
-	case verbDelete:
-		seen := make(map[string]bool, len(res.Rows))
-		for _, vals := range res.Rows {
-			if seen[string(vals[0])] {
-				continue
-			}
-			seen[string(vals[0])] = true
-			changes = append(changes, &change{verb: verbDelete, old: newRow(w.table, vals[0], vals[1:])})
-		}
 	}
 	r.tracef("%d row(s)", len(changes))
 	if top {
@@ -416,13 +363,111 @@ func (r *runner) refuseDerivedSet(tr *tableRules, cols []*catalog.Column) error 
 	return nil
 }
 
+// materialize runs w's materialising query and returns the row changes it
+// gives: the rows to insert, or the rows to update or delete, locked, with
+// their new values.
+func (r *runner) materialize(tr *tableRules, w *writeStmt, p clientParams, resultFormats []int16) ([]*change, error) {
+	materialize, joined := w.materializeSQL(len(p.values)), r.parentsJoined(tr, w)
+	if len(joined) > 0 {
+		materialize = joinParents(w, materialize, joined, parentLock(tr))
+	}
+	base := 1 + len(w.table.Columns) + len(w.setCols)
+	var writeFormats, formats []int16
+	if w.from != nil {
+		var err error
+		if writeFormats, formats, err = w.from.formats(w, resultFormats, base); err != nil {
+			return nil, r.fail(asPgError(err))
+		}
+	}
+	res, err := r.clientStatement(materialize, w.params(p), formats, w.literals...)
+	if err != nil {
+		return nil, err
+	}
+	if w.from != nil {
+		fields := res.Fields[base:]
+		r.returned = &returnedRun{w: w, fields: fields, formats: writeFormats,
+			plan: w.from.plan(w.from.starCols(fields, len(w.table.Columns)), len(w.table.Columns))}
+	}
+	var changes []*change
+	switch w.verb {
+	case verbInsert:
+		for _, vals := range res.Rows {
+			text := make([][]byte, len(w.table.Columns))
+			for i, c := range w.insertCols {
+				text[tr.index[c.Name]] = vals[i]
+			}
+			rw := newRow(w.table, nil, text)
+			at := len(w.insertCols)
+			for _, fk := range joined {
+				parent := r.snap.Tables[fk.Parent]
+				if vals[at] == nil {
+					rw.vals[fk.Accessor] = nil
+				} else {
+					rw.vals[fk.Accessor] = newRow(parent, vals[at], vals[at+1:at+1+len(parent.Columns)]).vals
+				}
+				at += 1 + len(parent.Columns)
+			}
+			changes = append(changes, &change{verb: verbInsert, new: rw})
+		}
+	case verbUpdate:
+		if err := r.refuseDerivedSet(tr, w.setCols); err != nil {
+			return nil, err
+		}
+		seen := make(map[string]bool, len(res.Rows))
+		n := len(w.table.Columns)
+		for _, vals := range res.Rows {
+			if seen[string(vals[0])] {
+				continue // UPDATE ... FROM joined the row more than once
+			}
+			seen[string(vals[0])] = true
+			old := newRow(w.table, vals[0], vals[1:1+n])
+			nw := old.clone(w.table)
+			var from [][]byte
+			if w.from != nil {
+				from = vals[base:]
+			}
+			for i, c := range w.setCols {
+				j := tr.index[c.Name]
+				nw.text[j] = vals[1+n+i]
+				v, err := ParseValue(c.Kind, nw.text[j])
+				if err != nil {
+					v = string(nw.text[j])
+				}
+				nw.vals[c.Name] = v
+			}
+			changes = append(changes, &change{verb: verbUpdate, old: old, new: nw, from: from})
+		}
+	case verbDelete:
+		seen := make(map[string]bool, len(res.Rows))
+		for _, vals := range res.Rows {
+			if seen[string(vals[0])] {
+				continue
+			}
+			seen[string(vals[0])] = true
+			ch := &change{verb: verbDelete, old: newRow(w.table, vals[0], vals[1:1+len(w.table.Columns)])}
+			if w.from != nil {
+				ch.from = vals[base:]
+			}
+			changes = append(changes, ch)
+		}
+	}
+	return changes, nil
+}
+
 // clientWrite writes the client's rows in one statement that returns what
 // the client asked for, and each row as stored, which replaces the
 // engine's copy (the server may round, or a trigger change, a value).
 func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p clientParams, resultFormats []int16) (*stmt.Result, []*change, error) {
 	t := w.table
-	if len(changes) == 0 && w.returning == "" {
+	if len(changes) == 0 && w.returning == "" && w.from == nil {
 		return &stmt.Result{Tag: tagOf(w.verb, 0)}, nil, nil
+	}
+	clientFormats := resultFormats
+	ret := r.returned
+	if w.from != nil && ret != nil && ret.w == w {
+		clientFormats = ret.formats
+	} else {
+		ret = nil
 	}
 	n := len(p.values)
 	var sql string
@@ -537,7 +582,7 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	if w.verb == verbUpdate {
 		k++ // the old ctid is read like a RETURNING column, then dropped
 	}
-	formats := resultFormatsFor(resultFormats, w.nReturning, 1+len(t.Columns)+k-w.nReturning)
+	formats := resultFormatsFor(clientFormats, w.nReturning, 1+len(t.Columns)+k-w.nReturning)
 	values, pformats, oids := p.with(arrays...)
 	sts, err := r.lockParents(tr, changes)
 	if err != nil {
@@ -601,6 +646,9 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 				written = append(written, ch)
 			}
 		}
+	}
+	if ret != nil {
+		out.Fields, out.Rows = ret.rows(res, byCtid, k, w.verb)
 	}
 	if w.doNothing && len(written) < len(changes) {
 		r.tracef("%d row(s) skipped by ON CONFLICT DO NOTHING", len(changes)-len(written))
@@ -2091,112 +2139,92 @@ func (r *runner) cascadeChild(ctr *tableRules, fk *catalog.ForeignKey, rows [][]
 // (inserted ones first) and a tag counting both. A row inserted
 // concurrently after the look-up makes the insert fail with the server's
 // unique violation rather than go past the rules.
+// upsertUpdates are the updates of the rows there that the proposed rows
+// conflict with (pairs: old the row there, new the proposed one), where
+// DO UPDATE's WHERE holds: the SET values, computed by the server with the
+// row there as the table's alias and the proposed row as excluded.
+func (r *runner) upsertUpdates(tr *tableRules, w *writeStmt, pairs []*change, p clientParams) ([]*change, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	u, t := w.upsert, w.table
+	var updates []*change
+	if err := r.refuseDerivedSet(tr, u.setCols); err != nil {
+		return nil, r.fail(asPgError(err))
+	}
+	n := len(p.values)
+	var arrays [][]byte
+	ctids := make([][]byte, len(pairs))
+	for i, pc := range pairs {
+		ctids[i] = pc.old.ctid
+	}
+	arrays = append(arrays, textArray(ctids))
+	cols := []string{"CAST(pgrules_u.k AS tid) AS pgrules_ctid"}
+	args := []string{fmt.Sprintf("$%d::text[]", n+1)}
+	unames := []string{"k"}
+	for i, c := range w.insertCols {
+		vals := make([][]byte, len(pairs))
+		for j, pc := range pairs {
+			vals[j] = pc.new.text[tr.index[c.Name]]
+		}
+		arrays = append(arrays, textArray(vals))
+		cols = append(cols, fmt.Sprintf("CAST(pgrules_u.c%d AS %s) AS %s", i+1, c.Type, quoteIdent(c.Name)))
+		args = append(args, fmt.Sprintf("$%d::text[]", n+i+2))
+		unames = append(unames, fmt.Sprintf("c%d", i+1))
+	}
+	where := "true"
+	if u.where != "" {
+		where = "coalesce((" + u.where + "), false)"
+	}
+	// The server's rows come in its own order: they are matched by ctid.
+	sql := fmt.Sprintf("SELECT %s.ctid, %s, %s FROM %s AS %s, (SELECT %s FROM %s AS pgrules_u(%s)) AS excluded WHERE %s.ctid = excluded.pgrules_ctid",
+		w.alias, where, strings.Join(u.values, ", "), qualified(t), w.alias, strings.Join(cols, ", "), unnestFrom(args...), strings.Join(unames, ", "), w.alias)
+	res, err := r.clientStatement(sql, p, nil, arrays...)
+	if err != nil {
+		return nil, err
+	}
+	byCtid := make(map[string]*change, len(pairs))
+	for _, pc := range pairs {
+		byCtid[string(pc.old.ctid)] = pc
+	}
+	for _, vals := range res.Rows {
+		pc := byCtid[string(vals[0])]
+		if pc == nil || string(vals[1]) != "t" {
+			continue // DO UPDATE ... WHERE is false: the row is left
+		}
+		nw := pc.old.clone(t)
+		for i, c := range u.setCols {
+			j := tr.index[c.Name]
+			nw.text[j] = vals[2+i]
+			v, err := ParseValue(c.Kind, nw.text[j])
+			if err != nil {
+				v = string(nw.text[j])
+			}
+			nw.vals[c.Name] = v
+		}
+		updates = append(updates, &change{verb: verbUpdate, old: pc.old, new: nw})
+	}
+	return updates, nil
+}
+
 func (r *runner) upsert(tr *tableRules, w *writeStmt, proposed []*change, p clientParams, resultFormats []int16) (*stmt.Result, error) {
-	u := w.upsert
-	t := w.table
 	r.noFollow = true
 	defer func() { r.noFollow = false }()
-	kidx := make([]int, len(u.keys))
-	names := make([]string, len(u.keys))
-	for i, c := range u.keys {
-		kidx[i], names[i] = tr.index[c.Name], c.Name
+	existing, err := r.conflicts(tr, w.upsert, proposed)
+	if err != nil {
+		return nil, err
 	}
-	keys := make([][][]byte, len(u.keys))
-	seen := make(map[string]bool)
+	var inserts, pairs []*change // pairs conflict: old is the row there, new the proposed one
 	for _, ch := range proposed {
-		k := keyOf(ch.new, kidx)
-		if k == "" {
-			continue // NULL never conflicts
-		}
-		if seen[k] {
-			e := pgerr.New("21000", "ON CONFLICT DO UPDATE command cannot affect row a second time")
-			e.Hint = "Ensure that no rows proposed for insertion within the same command have duplicate constrained values."
-			return nil, r.fail(e)
-		}
-		seen[k] = true
-		for i, j := range kidx {
-			keys[i] = append(keys[i], ch.new.text[j])
-		}
-	}
-	existing := make(map[string]*row)
-	if len(seen) > 0 {
-		sql, params := selectByKey(t, names, keys, "FOR UPDATE")
-		res, err := r.query(sql, params)
-		if err != nil {
-			return nil, err
-		}
-		for _, vals := range res.Rows {
-			old := newRow(t, vals[0], vals[1:])
-			existing[keyOf(old, kidx)] = old
-		}
-	}
-	var inserts, updates []*change
-	var pairs []*change // conflicting: old is the row there, new the proposed one
-	for _, ch := range proposed {
-		if old := existing[keyOf(ch.new, kidx)]; old != nil && keyOf(ch.new, kidx) != "" {
+		if old := existing[ch]; old != nil {
 			pairs = append(pairs, &change{verb: verbUpdate, old: old, new: ch.new})
 		} else {
 			inserts = append(inserts, ch)
 		}
 	}
-	if len(pairs) > 0 {
-		if err := r.refuseDerivedSet(tr, u.setCols); err != nil {
-			return nil, r.fail(asPgError(err))
-		}
-		// The SET values, computed by the server with the row there as
-		// the table's alias and the proposed row as excluded.
-		n := len(p.values)
-		var arrays [][]byte
-		ctids := make([][]byte, len(pairs))
-		for i, pc := range pairs {
-			ctids[i] = pc.old.ctid
-		}
-		arrays = append(arrays, textArray(ctids))
-		cols := []string{"CAST(pgrules_u.k AS tid) AS pgrules_ctid"}
-		args := []string{fmt.Sprintf("$%d::text[]", n+1)}
-		unames := []string{"k"}
-		for i, c := range w.insertCols {
-			vals := make([][]byte, len(pairs))
-			for j, pc := range pairs {
-				vals[j] = pc.new.text[tr.index[c.Name]]
-			}
-			arrays = append(arrays, textArray(vals))
-			cols = append(cols, fmt.Sprintf("CAST(pgrules_u.c%d AS %s) AS %s", i+1, c.Type, quoteIdent(c.Name)))
-			args = append(args, fmt.Sprintf("$%d::text[]", n+i+2))
-			unames = append(unames, fmt.Sprintf("c%d", i+1))
-		}
-		where := "true"
-		if u.where != "" {
-			where = "coalesce((" + u.where + "), false)"
-		}
-		// The server's rows come in its own order: they are matched by ctid.
-		sql := fmt.Sprintf("SELECT %s.ctid, %s, %s FROM %s AS %s, (SELECT %s FROM %s AS pgrules_u(%s)) AS excluded WHERE %s.ctid = excluded.pgrules_ctid",
-			w.alias, where, strings.Join(u.values, ", "), qualified(t), w.alias, strings.Join(cols, ", "), unnestFrom(args...), strings.Join(unames, ", "), w.alias)
-		res, err := r.clientStatement(sql, p, nil, arrays...)
-		if err != nil {
-			return nil, err
-		}
-		byCtid := make(map[string]*change, len(pairs))
-		for _, pc := range pairs {
-			byCtid[string(pc.old.ctid)] = pc
-		}
-		for _, vals := range res.Rows {
-			pc := byCtid[string(vals[0])]
-			if pc == nil || string(vals[1]) != "t" {
-				continue // DO UPDATE ... WHERE is false: the row is left
-			}
-			nw := pc.old.clone(t)
-			for i, c := range u.setCols {
-				j := tr.index[c.Name]
-				nw.text[j] = vals[2+i]
-				v, err := ParseValue(c.Kind, nw.text[j])
-				if err != nil {
-					v = string(nw.text[j])
-				}
-				nw.vals[c.Name] = v
-			}
-			updates = append(updates, &change{verb: verbUpdate, old: pc.old, new: nw})
-		}
+	updates, err := r.upsertUpdates(tr, w, pairs, p)
+	if err != nil {
+		return nil, err
 	}
 	r.tracef("ON CONFLICT: %d row(s) to insert, %d to update", len(inserts), len(updates))
 	for _, changes := range [][]*change{inserts, updates} {
@@ -2218,7 +2246,7 @@ func (r *runner) upsert(tr *tableRules, w *writeStmt, proposed []*change, p clie
 	}
 	if len(updates) > 0 {
 		upd := *w
-		upd.upsert, upd.verb, upd.setCols = nil, verbUpdate, u.setCols
+		upd.upsert, upd.verb, upd.setCols = nil, verbUpdate, w.upsert.setCols
 		res, more, err := r.clientWrite(tr, &upd, updates, p, resultFormats)
 		if err != nil {
 			return nil, err

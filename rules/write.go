@@ -2,7 +2,6 @@ package rules
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -47,9 +46,11 @@ type writeStmt struct {
 	setCols     []*catalog.Column
 	// returning is the client's RETURNING list as SQL, with * spelled as
 	// the table's alias; empty without RETURNING. nReturning is the
-	// number of columns it gives.
+	// number of columns it gives. With from, they are the part of the
+	// list the write returns (returning.go).
 	returning  string
 	nReturning int
+	from       *returnedFrom
 	// doNothing is set for INSERT ... ON CONFLICT ... DO NOTHING; conflict
 	// is the clause as SQL.
 	doNothing  bool
@@ -276,11 +277,12 @@ func (w *writeStmt) materializeSQL(n int) string {
 	return b.String()
 }
 
-// upsert is what the engine needs of ON CONFLICT (columns) DO UPDATE SET
-// ... WHERE ...: the engine looks for the conflicting rows itself, locked,
+// upsert is what the engine needs of ON CONFLICT ... DO UPDATE SET ...
+// WHERE ...: the engine looks for the conflicting rows itself, locked,
 // inserts the others and updates these.
 type upsert struct {
-	keys    []*catalog.Column // the conflict target's columns
+	// arbiter is the conflict target resolved to key columns (conflict.go).
+	arbiter
 	setCols []*catalog.Column
 	// values are the SET expressions, where, the WHERE condition ("" for
 	// none), as SQL over the table's alias and excluded.
@@ -289,22 +291,19 @@ type upsert struct {
 }
 
 func analyseUpsert(t *catalog.Table, alias string, oc *pg_query.OnConflictClause) (*upsert, error) {
-	u := &upsert{}
-	if oc.Infer == nil || len(oc.Infer.IndexElems) == 0 || oc.Infer.WhereClause != nil {
-		return nil, notSupported(t, "ON CONFLICT DO UPDATE needs its conflict target as a list of columns, (col, ...), without ON CONSTRAINT or a WHERE")
-	}
-	for _, e := range oc.Infer.IndexElems {
-		ie := e.GetIndexElem()
-		c := t.Column(ie.GetName())
-		if c == nil {
-			return nil, notSupported(t, "ON CONFLICT DO UPDATE on an expression index is not supported; name the columns")
-		}
-		u.keys = append(u.keys, c)
-	}
-	var err error
-	if u.setCols, u.values, err = assignments(t, oc.TargetList); err != nil {
+	a, err := conflictArbiter(t, oc.Infer)
+	if err != nil {
 		return nil, err
 	}
+	u := &upsert{arbiter: *a}
+	set, err := assignments(t, oc.TargetList)
+	if err != nil {
+		return nil, err
+	}
+	if len(set.subselects) > 0 {
+		return nil, notSupported(t, "ON CONFLICT DO UPDATE SET (...) = (SELECT ...) is not supported; assign each column")
+	}
+	u.setCols, u.values = set.cols, set.values
 	if oc.WhereClause != nil {
 		e, err := exprSQL(oc.WhereClause)
 		if err != nil {
@@ -321,7 +320,7 @@ func notSupported(t *catalog.Table, format string, args ...any) *pgerr.Error {
 	e := pgerr.New(pgerr.FeatureNotSupported, "%s on table %s, which has rules: "+format,
 		append([]any{"this write", shortName(t.QualifiedName())}, args...)...)
 	e.Schema, e.Table = t.Schema, t.Name
-	e.Hint = "pgrules runs the rules of INSERT (VALUES, SELECT, ON CONFLICT DO NOTHING), UPDATE and DELETE, with RETURNING; see the README."
+	e.Hint = "pgrules runs the rules of INSERT (VALUES, SELECT, ON CONFLICT), UPDATE (with FROM) and DELETE (with USING), with RETURNING; the README lists the forms it refuses and what to write instead."
 	return e
 }
 
@@ -399,54 +398,6 @@ func relationAlias(rv *pg_query.RangeVar) string {
 		return quoteIdent(rv.Alias.Aliasname)
 	}
 	return quoteIdent(rv.Relname)
-}
-
-// returningOf analyses a RETURNING list: its SQL (a bare * becomes the
-// table's alias.*, so that the engine's own FROM items stay out of it) and
-// the number of columns it gives.
-func returningOf(t *catalog.Table, alias string, list []*pg_query.Node, others bool) (string, int, error) {
-	if len(list) == 0 {
-		return "", 0, nil
-	}
-	n := 0
-	parts := make([]string, 0, len(list))
-	for _, item := range list {
-		rt := item.GetResTarget()
-		if ref := rt.GetVal().GetColumnRef(); ref != nil && ref.Fields[len(ref.Fields)-1].GetAStar() != nil {
-			if len(ref.Fields) == 1 && others {
-				return "", 0, notSupported(t, "RETURNING * with a FROM or USING list is not supported (name the table's columns, or write %s.*)", alias)
-			}
-			parts = append(parts, alias+".*")
-			n += len(t.Columns)
-			continue
-		}
-		if others && refersOutside(rt.GetVal(), alias) {
-			return "", 0, notSupported(t, "RETURNING may name only the columns of the table written, not those of the FROM or USING list")
-		}
-		s, err := targetsSQL([]*pg_query.Node{item})
-		if err != nil {
-			return "", 0, err
-		}
-		parts = append(parts, s)
-		n++
-	}
-	return strings.Join(parts, ", "), n, nil
-}
-
-// refersOutside reports whether an expression names a column through a
-// qualifier other than the table's alias.
-func refersOutside(n *pg_query.Node, alias string) bool {
-	found := false
-	walkNodes(n, func(x *pg_query.Node) bool {
-		if ref := x.GetColumnRef(); ref != nil {
-			if len(ref.Fields) > 1 && quoteIdent(ref.Fields[0].GetString_().GetSval()) != alias {
-				found = true
-			}
-			return false
-		}
-		return !found
-	})
-	return found
 }
 
 // walkNodes calls fn on n and on every node below it, depth first; fn
@@ -539,7 +490,7 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 	for _, item := range ins.Cols {
 		rt := item.GetResTarget()
 		if len(rt.Indirection) > 0 {
-			return nil, notSupported(t, "assigning to a part of column %q is not supported", rt.Name)
+			return nil, notSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", rt.Name)
 		}
 		c := t.Column(rt.Name)
 		if c == nil {
@@ -636,8 +587,7 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 		source = fmt.Sprintf("(SELECT %s FROM (%s) pgrules_q(%s)) pgrules_s", strings.Join(casts, ", "), s, strings.Join(names, ", "))
 	}
 	w.materialize = fmt.Sprintf("%sSELECT %s FROM %s", with, strings.Join(outer, ", "), source)
-	w.returning, w.nReturning, err = returningOf(t, w.alias, ins.ReturningList, false)
-	return w, err
+	return w, w.returningOf(ins.ReturningList)
 }
 
 // sourceColumns is the columns the rows of an INSERT's source fill, in
@@ -668,24 +618,6 @@ func sourceColumns(given []*catalog.Column, listed bool, sel *pg_query.SelectStm
 	return given[:n], nil
 }
 
-// selectWidth is the number of columns a query gives, when its tree tells.
-func selectWidth(sel *pg_query.SelectStmt) (int, bool) {
-	if sel.Op != pg_query.SetOperation_SETOP_NONE {
-		return selectWidth(sel.Larg)
-	}
-	if len(sel.ValuesLists) > 0 {
-		return len(sel.ValuesLists[0].GetList().Items), true
-	}
-	for _, n := range sel.TargetList {
-		if ref := n.GetResTarget().GetVal().GetColumnRef(); ref != nil {
-			if f := ref.Fields; len(f) > 0 && f[len(f)-1].GetAStar() != nil {
-				return 0, false
-			}
-		}
-	}
-	return len(sel.TargetList), true
-}
-
 // defaultSQL is a column's value when the statement gives none.
 func defaultSQL(c *catalog.Column) string {
 	if c.Default == "" {
@@ -701,13 +633,14 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 		return nil, err
 	}
 	if up.WhereClause.GetCurrentOfExpr() != nil {
-		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
+		return nil, notSupported(t, "WHERE CURRENT OF is not supported; name the row by its key in the WHERE clause")
 	}
 	w.literals, w.literalAt, w.literalsOnly = literalParams(up.TargetList, up.WhereClause, up.WithClause == nil && len(up.FromClause) == 0)
-	var values []string
-	if w.setCols, values, err = assignments(t, up.TargetList); err != nil {
+	var set setList
+	if set, err = assignments(t, up.TargetList); err != nil {
 		return nil, err
 	}
+	w.setCols = set.cols
 	from, err := fromSQL(append([]*pg_query.Node{{Node: &pg_query.Node_RangeVar{RangeVar: up.Relation}}}, up.FromClause...), up.WhereClause)
 	if err != nil {
 		return nil, err
@@ -719,9 +652,14 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 		}
 	}
 	w.joined = len(up.FromClause) > 0
-	w.materialize = markLiterals(fmt.Sprintf("%sSELECT %s.ctid, %s.*, %s FROM %s ORDER BY %s %s OF %s", with, w.alias, w.alias, strings.Join(values, ", "), from, keyOrder(t, w.alias), lock, w.alias), len(w.literals))
-	w.returning, w.nReturning, err = returningOf(t, w.alias, up.ReturningList, len(up.FromClause) > 0)
-	return w, err
+	if err := w.returningOf(up.ReturningList); err != nil {
+		return nil, err
+	}
+	if w.from != nil && len(set.subselects) > 0 {
+		return nil, notSupported(t, "RETURNING the FROM list's columns from an UPDATE with SET (...) = (SELECT ...) is not supported; return the table's columns")
+	}
+	w.materialize = markLiterals(with+set.materialize(t, w.alias, from, lock, w.from.selectList()), len(w.literals))
+	return w, nil
 }
 
 func analyseDelete(t *catalog.Table, del *pg_query.DeleteStmt) (*writeStmt, error) {
@@ -731,16 +669,19 @@ func analyseDelete(t *catalog.Table, del *pg_query.DeleteStmt) (*writeStmt, erro
 		return nil, err
 	}
 	if del.WhereClause.GetCurrentOfExpr() != nil {
-		return nil, notSupported(t, "WHERE CURRENT OF is not supported")
+		return nil, notSupported(t, "WHERE CURRENT OF is not supported; name the row by its key in the WHERE clause")
 	}
 	w.literals, w.literalAt, w.literalsOnly = literalParams(nil, del.WhereClause, del.WithClause == nil && len(del.UsingClause) == 0)
 	from, err := fromSQL(append([]*pg_query.Node{{Node: &pg_query.Node_RangeVar{RangeVar: del.Relation}}}, del.UsingClause...), del.WhereClause)
 	if err != nil {
 		return nil, err
 	}
-	w.materialize = markLiterals(fmt.Sprintf("%sSELECT %s.ctid, %s.* FROM %s ORDER BY %s FOR UPDATE OF %s", with, w.alias, w.alias, from, keyOrder(t, w.alias), w.alias), len(w.literals))
-	w.returning, w.nReturning, err = returningOf(t, w.alias, del.ReturningList, len(del.UsingClause) > 0)
-	return w, err
+	if err := w.returningOf(del.ReturningList); err != nil {
+		return nil, err
+	}
+	w.materialize = markLiterals(fmt.Sprintf("%sSELECT %s.ctid, %s.*%s FROM %s ORDER BY %s FOR UPDATE OF %s",
+		with, w.alias, w.alias, w.from.selectList(), from, keyOrder(t, w.alias), w.alias), len(w.literals))
+	return w, nil
 }
 
 // keyOrder orders a table's rows by primary key (by ctid without one). The
@@ -757,48 +698,6 @@ func keyOrder(t *catalog.Table, alias string) string {
 		cols[i] = alias + "." + quoteIdent(k)
 	}
 	return strings.Join(cols, ", ")
-}
-
-// assignments reads the SET list of an UPDATE or of ON CONFLICT DO UPDATE:
-// the columns, and each one's new value as SQL cast to its type.
-func assignments(t *catalog.Table, targets []*pg_query.Node) (cols []*catalog.Column, values []string, err error) {
-	for _, item := range targets {
-		rt := item.GetResTarget()
-		if len(rt.Indirection) > 0 {
-			return nil, nil, notSupported(t, "assigning to a part of column %q is not supported", rt.Name)
-		}
-		c := t.Column(rt.Name)
-		if c == nil {
-			e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rt.Name, t.Name)
-			e.Schema, e.Table, e.Column = t.Schema, t.Name, rt.Name
-			return nil, nil, e
-		}
-		if slices.Contains(cols, c) {
-			// PostgreSQL's own error, which it gives whatever the rows.
-			return nil, nil, pgerr.New(pgerr.SyntaxError, "multiple assignments to same column %q", rt.Name)
-		}
-		val := rt.Val
-		if m := val.GetMultiAssignRef(); m != nil {
-			row := m.Source.GetRowExpr()
-			if row == nil || int(m.Colno) > len(row.Args) {
-				return nil, nil, notSupported(t, "SET (...) = (SELECT ...) is not supported; assign each column")
-			}
-			val = row.Args[m.Colno-1]
-		}
-		var s string
-		if val.GetSetToDefault() != nil {
-			s = defaultSQL(c)
-		} else {
-			e, err := exprSQL(val)
-			if err != nil {
-				return nil, nil, err
-			}
-			s = fmt.Sprintf("CAST((%s) AS %s)", e, c.Type)
-		}
-		cols = append(cols, c)
-		values = append(values, s)
-	}
-	return cols, values, nil
 }
 
 // isKeyColumn reports whether a column is part of the primary key or of a

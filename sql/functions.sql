@@ -50,6 +50,16 @@ SELECT coalesce(json_agg(json_build_object(
           CROSS JOIN unnest(x.indkey) WITH ORDINALITY k(n, i)
           JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
          WHERE x.indrelid = c.oid AND x.indisprimary),
+  'uniques', (SELECT json_agg(json_build_object('index', ic.relname, 'constraint', con.conname,
+          'columns', (SELECT array_agg(a.attname ORDER BY k.i) FROM unnest(x.indkey) WITH ORDINALITY k(n, i)
+                      JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
+                      WHERE k.i <= x.indnkeyatts),
+          'expressions', x.indexprs IS NOT NULL, 'predicate', pg_get_expr(x.indpred, x.indrelid),
+          'exclusion', con.contype = 'x', 'deferrable', coalesce(con.condeferrable, false),
+          'nullsnotdistinct', coalesce((to_jsonb(x) ->> 'indnullsnotdistinct')::boolean, false)) ORDER BY ic.relname)
+        FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid
+        LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.conrelid = x.indrelid AND con.contype IN ('p', 'u', 'x')
+        WHERE x.indrelid = c.oid AND x.indisvalid AND (x.indisunique OR con.contype = 'x')),
   'columns', (SELECT json_agg(json_build_object(
           'name', a.attname, 'num', a.attnum, 'type', format_type(a.atttypid, a.atttypmod),
           'oid', (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8,

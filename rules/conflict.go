@@ -1,0 +1,294 @@
+package rules
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/pgerr"
+)
+
+// The engine runs ON CONFLICT DO UPDATE by looking for the conflicting
+// rows itself (run.go, upsert), by equality of key columns. The arbiter
+// PostgreSQL would take — the constraint named, or the unique indexes the
+// conflict target infers — is resolved here from the catalog to those
+// columns, with the partial index's predicate when the arbiter is one;
+// what does not resolve so is refused, and what PostgreSQL itself would
+// reject gets its error.
+
+// arbiter is what a conflict with a row already there means: equal values
+// in keys, and, for a partial unique index, its predicate holding for both
+// rows (SQL over the table's columns, "" for a whole index).
+type arbiter struct {
+	keys      []*catalog.Column
+	predicate string
+}
+
+// conflictArbiter resolves the conflict target of ON CONFLICT DO UPDATE.
+func conflictArbiter(t *catalog.Table, infer *pg_query.InferClause) (*arbiter, error) {
+	if infer == nil {
+		// PostgreSQL's own error, which it gives before any row.
+		return nil, pgerr.New(pgerr.SyntaxError, "ON CONFLICT DO UPDATE requires inference specification or constraint name")
+	}
+	if infer.Conname != "" {
+		return constraintArbiter(t, infer.Conname)
+	}
+	var names []string
+	for _, e := range infer.IndexElems {
+		ie := e.GetIndexElem()
+		if ie.GetName() == "" || len(ie.Collation) > 0 || len(ie.Opclass) > 0 {
+			return nil, notSupported(t, "ON CONFLICT DO UPDATE whose conflict target has an expression, a collation or an operator class is not supported; name an index's columns, or its constraint with ON CONFLICT ON CONSTRAINT")
+		}
+		if t.Column(ie.GetName()) == nil {
+			e := pgerr.New(pgerr.UndefinedColumn, "column %q does not exist", ie.GetName())
+			e.Schema, e.Table, e.Column = t.Schema, t.Name, ie.GetName()
+			return nil, e
+		}
+		names = append(names, ie.GetName())
+	}
+	where := ""
+	if infer.WhereClause != nil {
+		s, err := exprSQL(infer.WhereClause)
+		if err != nil {
+			return nil, err
+		}
+		where = s
+	}
+	return inferArbiter(t, names, where)
+}
+
+// constraintArbiter is ON CONFLICT ON CONSTRAINT name: the columns of a
+// primary key or unique constraint.
+func constraintArbiter(t *catalog.Table, name string) (*arbiter, error) {
+	for _, u := range t.Uniques {
+		if u.Constraint != name {
+			continue
+		}
+		switch {
+		case u.Exclusion:
+			return nil, pgerr.New(pgerr.WrongObjectType, "ON CONFLICT DO UPDATE not supported with exclusion constraints")
+		case u.Deferrable:
+			return nil, deferrableArbiter(t, u)
+		case u.NullsNotDistinct:
+			return nil, nullsNotDistinct(t, u)
+		case u.Expressions || u.Predicate != "":
+			return nil, notSupported(t, "ON CONFLICT ON CONSTRAINT %s, whose index has expressions or a predicate, is not supported; name the columns of a unique index", quoteIdent(name))
+		}
+		return &arbiter{keys: columnsOf(t, u.Columns)}, nil
+	}
+	e := pgerr.New(pgerr.UndefinedObject, "constraint %q for table %q does not exist", name, t.Name)
+	e.Schema, e.Table = t.Schema, t.Name
+	return nil, e
+}
+
+// inferArbiter is ON CONFLICT (names) [WHERE where]: as PostgreSQL infers
+// it, every valid unique index on exactly those columns whose predicate,
+// if it has one, the WHERE implies. A whole index among them makes the
+// partial ones moot (a conflict in one is a conflict in it). A partial
+// index is taken when where is its predicate, as both deparse; the
+// implications PostgreSQL proves beyond that are refused, naming the
+// predicate to write.
+func inferArbiter(t *catalog.Table, names []string, where string) (*arbiter, error) {
+	var whole, partial []*catalog.Unique
+	for _, u := range t.Uniques {
+		if u.Exclusion || u.Expressions || !sameColumns(u.Columns, names) {
+			continue
+		}
+		if u.Predicate == "" {
+			whole = append(whole, u)
+		} else {
+			partial = append(partial, u)
+		}
+	}
+	var implied []*catalog.Unique
+	for _, u := range partial {
+		if where != "" && normalPredicate(u.Predicate) == where {
+			implied = append(implied, u)
+		}
+	}
+	for _, u := range slices.Concat(whole, implied) {
+		if u.Deferrable {
+			return nil, deferrableArbiter(t, u)
+		}
+		if u.NullsNotDistinct {
+			return nil, nullsNotDistinct(t, u)
+		}
+	}
+	switch {
+	case len(whole) > 0:
+		return &arbiter{keys: columnsOf(t, names)}, nil
+	case len(implied) > 0:
+		return &arbiter{keys: columnsOf(t, names), predicate: implied[0].Predicate}, nil
+	case where != "" && len(partial) > 0:
+		return nil, notSupported(t, "ON CONFLICT (%s) WHERE %s: pgrules takes a partial unique index as the conflict target when the WHERE is its predicate as written in the index; write WHERE %s",
+			strings.Join(quoteIdents(names), ", "), where, normalPredicate(partial[0].Predicate))
+	}
+	return nil, pgerr.New(pgerr.InvalidColumnReference, "there is no unique or exclusion constraint matching the ON CONFLICT specification")
+}
+
+// deferrableArbiter is PostgreSQL's error for a deferrable arbiter.
+func deferrableArbiter(t *catalog.Table, u *catalog.Unique) *pgerr.Error {
+	e := pgerr.New(pgerr.ObjectNotInPrereqState, "ON CONFLICT does not support deferrable unique constraints/exclusion constraints as arbiters")
+	e.Schema, e.Table, e.Constraint = t.Schema, t.Name, u.Constraint
+	return e
+}
+
+// nullsNotDistinct refuses an arbiter whose NULLs conflict: the engine
+// finds conflicts by equality, where NULL conflicts with nothing.
+func nullsNotDistinct(t *catalog.Table, u *catalog.Unique) *pgerr.Error {
+	return notSupported(t, "ON CONFLICT DO UPDATE on %s, a NULLS NOT DISTINCT index, is not supported; use a unique index whose NULLs are distinct, or write the rows with INSERT and UPDATE", quoteIdent(u.Index))
+}
+
+// normalPredicate is an index predicate as the deparser prints it, to
+// compare with a conflict target's WHERE; the predicate itself when it
+// does not parse.
+func normalPredicate(pred string) string {
+	tree, err := pg_query.Parse("SELECT " + pred)
+	if err != nil || len(tree.Stmts) != 1 {
+		return pred
+	}
+	sel := tree.Stmts[0].Stmt.GetSelectStmt()
+	if sel == nil || len(sel.TargetList) != 1 {
+		return pred
+	}
+	s, err := exprSQL(sel.TargetList[0].GetResTarget().GetVal())
+	if err != nil {
+		return pred
+	}
+	return s
+}
+
+func sameColumns(a, b []string) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(a, func(c string) bool { return !slices.Contains(b, c) }) &&
+		!slices.ContainsFunc(b, func(c string) bool { return !slices.Contains(a, c) })
+}
+
+func columnsOf(t *catalog.Table, names []string) []*catalog.Column {
+	cols := make([]*catalog.Column, len(names))
+	for i, n := range names {
+		cols[i] = t.Column(n)
+	}
+	return cols
+}
+
+func quoteIdents(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = quoteIdent(n)
+	}
+	return out
+}
+
+// conflicts finds, locked in key order, the row already there that each
+// proposed row conflicts with. Two proposed rows that would conflict with
+// each other get PostgreSQL's error, as the second would update the row
+// the first inserted. A row a partial arbiter's predicate does not hold
+// for is not in its index, and conflicts with nothing.
+func (r *runner) conflicts(tr *tableRules, u *upsert, proposed []*change) (map[*change]*row, error) {
+	t := tr.t
+	kidx := make([]int, len(u.keys))
+	names := make([]string, len(u.keys))
+	for i, c := range u.keys {
+		kidx[i], names[i] = tr.index[c.Name], c.Name
+	}
+	in, err := r.inIndex(tr, u.predicate, proposed)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([][][]byte, len(u.keys))
+	seen := make(map[string]bool)
+	for i, ch := range proposed {
+		k := keyOf(ch.new, kidx)
+		if k == "" || !in[i] {
+			continue // NULL never conflicts
+		}
+		if seen[k] {
+			e := pgerr.New("21000", "ON CONFLICT DO UPDATE command cannot affect row a second time")
+			e.Hint = "Ensure that no rows proposed for insertion within the same command have duplicate constrained values."
+			return nil, r.fail(e)
+		}
+		seen[k] = true
+		for i, j := range kidx {
+			keys[i] = append(keys[i], ch.new.text[j])
+		}
+	}
+	found := make(map[*change]*row)
+	if len(seen) == 0 {
+		return found, nil
+	}
+	lock := "FOR UPDATE"
+	if u.predicate != "" {
+		lock = ""
+	}
+	sql, params := selectByKey(t, names, keys, lock)
+	if u.predicate != "" {
+		sql += fmt.Sprintf(" AND (%s) ORDER BY %s FOR UPDATE OF p", u.predicate, keyOrder(t, "p"))
+	}
+	res, err := r.query(sql, params)
+	if err != nil {
+		return nil, err
+	}
+	existing := make(map[string]*row)
+	for _, vals := range res.Rows {
+		old := newRow(t, vals[0], vals[1:])
+		existing[keyOf(old, kidx)] = old
+	}
+	for i, ch := range proposed {
+		if k := keyOf(ch.new, kidx); k != "" && in[i] && existing[k] != nil {
+			found[ch] = existing[k]
+		}
+	}
+	return found, nil
+}
+
+// inIndex reports, for each proposed row, whether it would be in a partial
+// index of predicate: the server evaluates the predicate over the row's
+// values. Every row is in a whole index.
+func (r *runner) inIndex(tr *tableRules, predicate string, proposed []*change) ([]bool, error) {
+	in := make([]bool, len(proposed))
+	if predicate == "" || len(proposed) == 0 {
+		for i := range in {
+			in[i] = true
+		}
+		return in, nil
+	}
+	t := tr.t
+	cols := []string{"CAST(pgrules_v.i AS int) AS pgrules_i"}
+	args := []string{"$1::text[]"}
+	vnames := []string{"i"}
+	ords := make([][]byte, len(proposed))
+	for i := range proposed {
+		ords[i] = []byte(strconv.Itoa(i))
+	}
+	arrays := [][]byte{textArray(ords)}
+	for j, c := range t.Columns {
+		if c.Generated {
+			continue // computed as the row is written: a predicate reading one fails here with the server's error
+		}
+		vals := make([][]byte, len(proposed))
+		for i, ch := range proposed {
+			vals[i] = ch.new.text[tr.index[c.Name]]
+		}
+		arrays = append(arrays, textArray(vals))
+		cols = append(cols, fmt.Sprintf("CAST(pgrules_v.c%d AS %s) AS %s", j, c.Type, quoteIdent(c.Name)))
+		args = append(args, fmt.Sprintf("$%d::text[]", len(args)+1))
+		vnames = append(vnames, fmt.Sprintf("c%d", j))
+	}
+	sql := fmt.Sprintf("SELECT pgrules_i, coalesce((%s), false) FROM (SELECT %s FROM %s AS pgrules_v(%s)) AS pgrules_p",
+		predicate, strings.Join(cols, ", "), unnestFrom(args...), strings.Join(vnames, ", "))
+	res, err := r.query(sql, arrays)
+	if err != nil {
+		return nil, err
+	}
+	for _, vals := range res.Rows {
+		i, err := strconv.Atoi(string(vals[0]))
+		if err != nil || i < 0 || i >= len(in) {
+			return nil, pgerr.New(pgerr.InternalError, "the partial index's predicate: row %q", vals[0])
+		}
+		in[i] = string(vals[1]) == "t"
+	}
+	return in, nil
+}
