@@ -29,19 +29,28 @@ type setList struct {
 	fromSubselect []bool
 }
 
+// targetColumn is the column an INSERT's column list or a SET list names.
+func targetColumn(t *catalog.Table, rt *pg_query.ResTarget) (*catalog.Column, error) {
+	if len(rt.Indirection) > 0 {
+		return nil, notSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", rt.Name)
+	}
+	c := t.Column(rt.Name)
+	if c == nil {
+		e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rt.Name, t.Name)
+		e.Schema, e.Table, e.Column = t.Schema, t.Name, rt.Name
+		return nil, e
+	}
+	return c, nil
+}
+
 // assignments reads a SET list.
 func assignments(t *catalog.Table, targets []*pg_query.Node) (setList, error) {
 	var s setList
 	for i, item := range targets {
 		rt := item.GetResTarget()
-		if len(rt.Indirection) > 0 {
-			return s, notSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", rt.Name)
-		}
-		c := t.Column(rt.Name)
-		if c == nil {
-			e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rt.Name, t.Name)
-			e.Schema, e.Table, e.Column = t.Schema, t.Name, rt.Name
-			return s, e
+		c, err := targetColumn(t, rt)
+		if err != nil {
+			return s, err
 		}
 		if slices.Contains(s.cols, c) {
 			// PostgreSQL's own error, which it gives whatever the rows.

@@ -488,15 +488,9 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 		given = append(given, t.Columns...)
 	}
 	for _, item := range ins.Cols {
-		rt := item.GetResTarget()
-		if len(rt.Indirection) > 0 {
-			return nil, notSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", rt.Name)
-		}
-		c := t.Column(rt.Name)
-		if c == nil {
-			e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rt.Name, t.Name)
-			e.Schema, e.Table, e.Column = t.Schema, t.Name, rt.Name
-			return nil, e
+		c, err := targetColumn(t, item.GetResTarget())
+		if err != nil {
+			return nil, err
 		}
 		given = append(given, c)
 	}

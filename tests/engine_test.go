@@ -1102,11 +1102,17 @@ CREATE TRIGGER total AFTER INSERT OR UPDATE ON t_c FOR EACH ROW EXECUTE FUNCTION
 
 // TestInsertFewerValues: INSERT ... VALUES without a column list and with
 // fewer values than the table has columns gives the others their
-// defaults, as PostgreSQL does.
+// defaults, as PostgreSQL does; VALUES lists of different lengths get
+// PostgreSQL's 42601.
 func TestInsertFewerValues(t *testing.T) {
 	c, admin := orgDB(t)
-	if e := pgError(t, c, "INSERT INTO emp VALUES (1, 10, NULL, 100), (2, 10)"); e != nil {
-		t.Fatal(e)
+	if e := pgError(t, c, "INSERT INTO emp VALUES (1, 10, NULL, 100), (2, 10)"); e == nil || e.Code != "42601" {
+		t.Fatalf("VALUES lists of two lengths: %v, want 42601", e)
+	}
+	for _, sql := range []string{"INSERT INTO emp VALUES (1, 10, NULL, 100)", "INSERT INTO emp VALUES (2, 10)"} {
+		if e := pgError(t, c, sql); e != nil {
+			t.Fatalf("%s: %v", sql, e)
+		}
 	}
 	if got := scalar(t, admin, "SELECT total || ':' || headcount FROM dept WHERE id = 10"); got != "100.00:2" {
 		t.Fatalf("dept 10: %s", got)

@@ -355,15 +355,7 @@ func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 			texts[i] = st.text
 		}
 		res, err := s.conn.Exec(ctx, strings.Join(texts, ";\n")).ReadAll()
-		for _, r := range res {
-			out = append(out, fzOutcome{tag: r.CommandTag.String()})
-		}
-		if o, ok := fzFailed(err); ok {
-			out = append(out, o)
-		} else if err != nil {
-			return nil, err
-		}
-		return out, s.settle(ctx)
+		return s.together(ctx, res, err)
 	case fzBatch, fzControlBatch:
 		sts := tx.statements
 		if tx.shape == fzControlBatch {
@@ -374,15 +366,7 @@ func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 			b.ExecParams(st.params, fzArgs(st.args), nil, nil, nil)
 		}
 		res, err := s.conn.ExecBatch(ctx, b).ReadAll()
-		for _, r := range res {
-			out = append(out, fzOutcome{tag: r.CommandTag.String()})
-		}
-		if o, ok := fzFailed(err); ok {
-			out = append(out, o)
-		} else if err != nil {
-			return nil, err
-		}
-		return out, s.settle(ctx)
+		return s.together(ctx, res, err)
 	}
 	explicit := tx.shape != fzAutocommit
 	if explicit {
@@ -443,6 +427,21 @@ func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 		}
 	}
 	return out, nil
+}
+
+// together is the outcome of statements sent together: their tags, then
+// the error that stopped them.
+func (s fzSide) together(ctx context.Context, res []*pgconn.Result, err error) ([]fzOutcome, error) {
+	var out []fzOutcome
+	for _, r := range res {
+		out = append(out, fzOutcome{tag: r.CommandTag.String()})
+	}
+	if o, ok := fzFailed(err); ok {
+		out = append(out, o)
+	} else if err != nil {
+		return nil, err
+	}
+	return out, s.settle(ctx)
 }
 
 // settle rolls back a transaction that a Query or batch left open (one
