@@ -737,7 +737,12 @@ func (s *Set) findBeforeTrigger(w, t *catalog.Table, verb string, done map[strin
 	}
 	done[t.QualifiedName()+" "+verb] = true
 	if name, ok := t.BeforeRow[verb]; ok {
-		return beforeTriggerRefusal(w, t, name)
+		if t != w {
+			return beforeTriggerRefusal(w, t, name)
+		}
+		if e := s.ownBeforeTriggerError(t, verb, name); e != nil {
+			return e
+		}
 	}
 	if verb == "DELETE" {
 		for _, fk := range t.Children {
@@ -763,6 +768,31 @@ func (s *Set) findBeforeTrigger(w, t *catalog.Table, verb string, done map[strin
 			queue = append(queue, c.Rule.Table)
 			if u := s.snap.Tables[c.Rule.Table]; u != nil && u.BeforeRow["UPDATE"] != "" {
 				return beforeTriggerRefusal(w, u, u.BeforeRow["UPDATE"])
+			}
+		}
+	}
+	return nil
+}
+
+// ownBeforeTriggerError refuses the writes on t that its own BEFORE ROW
+// trigger would make inexact; the others see each row as stored
+// (runner.rederive) and give a skipped row no logic. The engine deletes
+// the children of the rows a delete cascades to before it deletes them, so
+// a skipped row would have lost its children; and it updates the rows of
+// a table that references itself as the parents of its own rows, where a
+// skipped row would leave its parent's sums behind.
+func (s *Set) ownBeforeTriggerError(t *catalog.Table, verb, name string) *pgerr.Error {
+	if verb == "DELETE" && s.cascadesTo(t) {
+		e := notSupported(t, "BEFORE ROW trigger %q on %s may skip a row whose dependent rows pgrules deletes or updates first (ON DELETE CASCADE, SET NULL, SET DEFAULT)", name, shortName(t.QualifiedName()))
+		e.Hint = "Make it an AFTER trigger, or write what it does as rules or events."
+		return e
+	}
+	if verb == "UPDATE" {
+		for _, fk := range t.Parents {
+			if fk.Parent == t.QualifiedName() && s.involved[t.QualifiedName()] {
+				e := notSupported(t, "BEFORE ROW trigger %q on %s may skip an update pgrules makes to the parents of the table's own rows (foreign key %s)", name, shortName(t.QualifiedName()), fk.Name)
+				e.Hint = "Make it an AFTER trigger, or write what it does as rules or events."
+				return e
 			}
 		}
 	}

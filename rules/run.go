@@ -42,6 +42,11 @@ type change struct {
 	// from are the materialising query's columns for a RETURNING that
 	// names the FROM or USING list (returning.go).
 	from [][]byte
+	// computed is, while the derivations are computed again from the row
+	// a BEFORE ROW trigger stored (rederive), the row they were computed
+	// from: what the trigger changed in it is as good as changed by the
+	// update.
+	computed *row
 }
 
 // runner runs one client statement's logic on the client's connection.
@@ -233,6 +238,9 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	}
 	r.depth++
 	defer func() { r.depth-- }()
+	if e := beforeRowWriteError(tr, w); e != nil {
+		return nil, r.fail(e)
+	}
 	if r.inOneTrip(tr, w, p) {
 		switch w.verb {
 		case verbInsert:
@@ -268,8 +276,16 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 			return nil, err
 		}
 	}
+	if beforeRow(tr.t, w.verb) != "" {
+		for _, ch := range changes {
+			ch.computed = ch.new
+		}
+	}
 	out, changes, err := r.clientWrite(tr, w, changes, p, resultFormats)
 	if err != nil {
+		return nil, err
+	}
+	if err := r.rederive(tr, w, changes, out, p, resultFormats); err != nil {
 		return nil, err
 	}
 	if err := r.afterWrite(tr, changes); err != nil {
@@ -595,7 +611,9 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	at := len(sts) - 1
 	flags := make([]runFlags, len(sts))
 	var follows []*adjustment
-	if !r.noFollow && !w.doNothing {
+	// A BEFORE ROW trigger may change or skip the rows the follow
+	// statements would read: adjustParents takes the rows as stored.
+	if !r.noFollow && !w.doNothing && beforeRow(t, w.verb) == "" {
 		for _, a := range tr.up {
 			if st, ok := r.followStatement(tr, a, changes); ok {
 				sts = append(sts, st)
@@ -962,7 +980,7 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 			i := tr.index[d.Rule.Column]
 			switch d.Rule.Kind {
 			case catalog.Copy:
-				if ch.verb != verbInsert && !fkChanged(tr, d.FK, ch) {
+				if ch.verb != verbInsert && !fkChanged(tr, d.FK, ch) && !triggerChanged(d.FK.Columns, ch) {
 					continue
 				}
 				var v any
@@ -990,7 +1008,7 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 
 func copyKeyChanged(tr *tableRules, ch *change) bool {
 	for _, d := range tr.derivations {
-		if d.Rule.Kind == catalog.Copy && ch.old != nil && fkChanged(tr, d.FK, ch) {
+		if d.Rule.Kind == catalog.Copy && ch.old != nil && (fkChanged(tr, d.FK, ch) || triggerChanged(d.FK.Columns, ch)) {
 			return true
 		}
 	}
@@ -1028,7 +1046,7 @@ func fkChanged(tr *tableRules, fk *catalog.ForeignKey, ch *change) bool {
 func (r *runner) readsChanged(tr *tableRules, d *Compiled, ch *change, parentChanged map[ColumnRef]bool) bool {
 	for _, ref := range d.Reads {
 		if ref.Table == tr.t.QualifiedName() {
-			if !sameValue(ch.old.vals[ref.Column], ch.new.vals[ref.Column]) {
+			if !sameValue(ch.old.vals[ref.Column], ch.new.vals[ref.Column]) || triggerChanged([]string{ref.Column}, ch) {
 				return true
 			}
 		} else if parentChanged[ref] {
@@ -1717,7 +1735,7 @@ func (r *runner) parentChanged(tr *tableRules, changes []*change) error {
 	if err := r.derive(tr, changes, nil); err != nil {
 		return err
 	}
-	if err := r.writeDerived(tr, changes, before); err != nil {
+	if err := r.writeDerived(tr, changes, before, nil); err != nil {
 		return err
 	}
 	return r.afterWrite(tr, changes)
@@ -1725,8 +1743,9 @@ func (r *runner) parentChanged(tr *tableRules, changes []*change) error {
 
 // writeDerived writes back the columns the engine's derivations changed
 // in rows already written (compared with before), in one statement, and
-// takes the rows as stored.
-func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) error {
+// takes the rows as stored; with ret, the client's RETURNING list is
+// evaluated again over them.
+func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row, ret *clientReturning) error {
 	var cols []int
 	for i := range tr.t.Columns {
 		for j, ch := range changes {
@@ -1741,6 +1760,10 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 	}
 	t := tr.t
 	keyCols := t.PrimaryKey
+	alias, n, nr := "x", 0, 0
+	if ret != nil {
+		alias, n, nr = ret.w.alias, len(ret.p.values), ret.w.nReturning
+	}
 	var where []string
 	names := []string{}
 	var params [][]byte
@@ -1751,7 +1774,7 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 		}
 		params = append(params, textArray(ctids))
 		names = append(names, "k1")
-		where = append(where, "x.ctid = ANY($1::text[]::tid[]) AND x.ctid = CAST(v.k1 AS tid)")
+		where = append(where, fmt.Sprintf("%s.ctid = ANY($%d::text[]::tid[]) AND %s.ctid = CAST(pgrules_v.k1 AS tid)", alias, n+1, alias))
 	} else {
 		for i, k := range keyCols {
 			vals := make([][]byte, len(changes))
@@ -1760,7 +1783,7 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 			}
 			params = append(params, textArray(vals))
 			names = append(names, fmt.Sprintf("k%d", i+1))
-			where = append(where, fmt.Sprintf("x.%s = CAST(v.k%d AS %s)", quoteIdent(k), i+1, t.Column(k).Type))
+			where = append(where, fmt.Sprintf("%s.%s = CAST(pgrules_v.k%d AS %s)", alias, quoteIdent(k), i+1, t.Column(k).Type))
 		}
 	}
 	sets := make([]string, len(cols))
@@ -1772,21 +1795,28 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 		}
 		params = append(params, textArray(vals))
 		names = append(names, fmt.Sprintf("c%d", i+1))
-		sets[i] = fmt.Sprintf("%s = CAST(v.c%d AS %s)", quoteIdent(c.Name), i+1, c.Type)
+		sets[i] = fmt.Sprintf("%s = CAST(pgrules_v.c%d AS %s)", quoteIdent(c.Name), i+1, c.Type)
 	}
 	args := make([]string, len(params))
 	for i := range params {
-		args[i] = fmt.Sprintf("$%d::text[]", i+1)
+		args[i] = fmt.Sprintf("$%d::text[]", n+i+1)
 	}
 	// Each row comes back with the key it was found by (without a primary
 	// key, its ctid before the update), then as stored.
-	sql := fmt.Sprintf("UPDATE %s AS x SET %s FROM %s AS v(%s) WHERE %s RETURNING v.k1, x.ctid, x.*",
-		qualified(t), strings.Join(sets, ", "), unnestFrom(args...), strings.Join(names, ", "), strings.Join(where, " AND "))
-	res, err := r.query(sql, params)
+	returning := fmt.Sprintf("pgrules_v.k1, %s.ctid, %s.*", alias, alias)
+	if ret != nil {
+		returning = ret.w.returning + ", " + returning
+	}
+	sql := fmt.Sprintf("UPDATE %s AS %s SET %s FROM %s AS pgrules_v(%s) WHERE %s RETURNING %s",
+		qualified(t), alias, strings.Join(sets, ", "), unnestFrom(args...), strings.Join(names, ", "), strings.Join(where, " AND "), returning)
+	res, err := r.writeAgain(sql, params, ret)
 	if err != nil {
 		return err
 	}
 	if len(res.Rows) != len(changes) {
+		if name := t.BeforeRow["UPDATE"]; name != "" {
+			return r.fail(beforeTriggerAgain(t, name, "skipped"))
+		}
 		return r.fail(pgerr.New(pgerr.InternalError, "pgrules wrote %d of %d rows of %s", len(res.Rows), len(changes), shortName(t.QualifiedName())))
 	}
 	key := func(rw *row) string {
@@ -1795,20 +1825,21 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 		}
 		return keyOf(rw, tr.columnIndexes(keyCols))
 	}
-	byKey := make(map[string]*change, len(changes))
-	for _, ch := range changes {
-		byKey[key(ch.new)] = ch
+	byKey := make(map[string]int, len(changes))
+	for i, ch := range changes {
+		byKey[key(ch.new)] = i
 	}
 	for _, vals := range res.Rows {
-		stored := newRow(t, vals[1], vals[2:])
-		k := key(stored)
+		stored := newRow(t, vals[nr+1], vals[nr+2:])
+		found := key(stored)
 		if len(keyCols) == 0 {
-			k = string(vals[0])
+			found = string(vals[nr])
 		}
-		ch := byKey[k]
-		if ch == nil {
+		i, ok := byKey[found]
+		if !ok {
 			return r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it updated", shortName(t.QualifiedName())))
 		}
+		ch := changes[i]
 		// The derived columns changed, not the foreign keys: the parents
 		// loaded for the row still are its parents.
 		for _, fk := range t.Parents {
@@ -1817,6 +1848,9 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 			}
 		}
 		ch.new = stored
+		if ret != nil {
+			ret.out.Rows[i] = vals[:nr]
+		}
 	}
 	return nil
 }
@@ -1950,7 +1984,7 @@ func (r *runner) cascadeChildren(tr *tableRules, changes []*change) error {
 		}
 		err = r.derive(ctr, kids, g.reason)
 		if err == nil {
-			err = r.writeDerived(ctr, kids, before)
+			err = r.writeDerived(ctr, kids, before, nil)
 		}
 		if err == nil {
 			err = r.afterWrite(ctr, kids)

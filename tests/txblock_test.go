@@ -438,11 +438,12 @@ func TestDefaultsInSearchPath(t *testing.T) {
 	}, nil)
 }
 
-// TestBeforeRowTriggers: a BEFORE ROW trigger may change a row after the
-// rules computed it, or skip it; a write that one would fire on — on its
-// table for its verb, or on a table the engine updates for it — is refused
-// with 0A000 and writes nothing, never run with rules that saw another
-// row. Other triggers change nothing.
+// TestBeforeRowTriggers: a BEFORE ROW trigger that would fire on a row
+// the engine writes for a write — on a table the engine updates for it, on
+// the rows its delete cascades to, or on its own table when the engine
+// deletes the rows a delete cascades to first — is refused with 0A000 and
+// the write writes nothing. A table's own trigger that skips every row
+// leaves the rules nothing to do. Other triggers change nothing.
 func TestBeforeRowTriggers(t *testing.T) {
 	const triggers = `
 CREATE FUNCTION twice() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.quantity := NEW.quantity * 2; RETURN NEW; END$$;
@@ -455,26 +456,38 @@ CREATE TRIGGER off BEFORE UPDATE ON product FOR EACH ROW EXECUTE FUNCTION skip()
 ALTER TABLE product DISABLE TRIGGER off;
 CREATE TRIGGER stmt BEFORE UPDATE ON customer FOR EACH STATEMENT EXECUTE FUNCTION noop();
 CREATE TABLE note (id int PRIMARY KEY, customer_id int REFERENCES customer ON DELETE CASCADE, n int);
-CREATE TRIGGER keep BEFORE DELETE ON note FOR EACH ROW EXECUTE FUNCTION skip();`
-	rules := append(strings.Split(strings.TrimSpace(demo.Rules), ";\n"), "SELECT pgrules.constraint('note', 'row.n > 0', 'n must be positive')")
+CREATE TRIGGER keep BEFORE DELETE ON note FOR EACH ROW EXECUTE FUNCTION skip();
+CREATE TABLE folder (id int PRIMARY KEY);
+CREATE TABLE doc (id int PRIMARY KEY, folder_id int REFERENCES folder ON DELETE CASCADE, n int);
+CREATE TRIGGER hold BEFORE DELETE ON folder FOR EACH ROW EXECUTE FUNCTION skip();
+INSERT INTO folder VALUES (1);`
+	rules := append(strings.Split(strings.TrimSpace(demo.Rules), ";\n"),
+		"SELECT pgrules.constraint('note', 'row.n > 0', 'n must be positive')",
+		"SELECT pgrules.constraint('doc', 'row.n > 0', 'n must be positive')")
 	c, admin, _, _ := rulesDB(t, demo.Schema+demo.Data+triggers, rules)
 	if e := pgError(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)"); e != nil {
 		t.Fatalf("an order (no trigger fires): %v", e)
 	}
-	for _, sql := range []string{
-		"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, 1)",
-		// The order's total and the customer's balance follow a line.
-		"UPDATE orders SET paid = true",
-		"DELETE FROM orders",
+	for sql, want := range map[string]string{
+		// The order's total follows a line.
+		"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, 1)": `"skip" on orders`,
 		// The engine deletes the notes of a customer first.
-		"DELETE FROM customer WHERE id = 2",
+		"DELETE FROM customer WHERE id = 2": `"keep" on note`,
+		// ... and the documents of a folder, which the trigger keeps.
+		"DELETE FROM folder": `"hold" on folder may skip a row whose dependent rows`,
 	} {
 		for _, proto := range protocols {
-			if e := evExec(t, proto.exec, c, sql); e == nil || e.Code != "0A000" {
-				t.Fatalf("%s (%s): %v, want 0A000", sql, proto.name, e)
-			} else if strings.HasPrefix(sql, "DELETE FROM customer") && !strings.Contains(e.Message, `"keep" on note`) {
-				t.Fatalf("%s: %s", sql, e.Message)
+			if e := evExec(t, proto.exec, c, sql); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, want) {
+				t.Fatalf("%s (%s): %v, want 0A000 naming %s", sql, proto.name, e, want)
 			}
+		}
+	}
+	for sql, tag := range map[string]string{"UPDATE orders SET paid = true": "UPDATE 0", "DELETE FROM orders": "DELETE 0"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := c.ExecParams(ctx, sql, nil, nil, nil, nil).Close()
+		cancel()
+		if err != nil || got.String() != tag {
+			t.Fatalf("%s (its own trigger skips every row): %s %v, want %s", sql, got, err, tag)
 		}
 	}
 	if e := pgError(t, c, "UPDATE product SET price = 11 WHERE id = 1"); e != nil {
@@ -482,6 +495,60 @@ CREATE TRIGGER keep BEFORE DELETE ON note FOR EACH ROW EXECUTE FUNCTION skip();`
 	}
 	if got := scalar(t, admin, txbState); got != "1:1:0.00:f |  | 1:0.00:1 2:0.00:0" {
 		t.Fatalf("rows: %s", got)
+	}
+}
+
+// TestBeforeRowStored: a table's own BEFORE ROW trigger changes or skips
+// rows, and the rules see each row as stored, like PL/pgSQL triggers whose
+// derivations fire after it (a_user sorts before lineitem_before): the
+// derivations recomputed from a doubled, clamped or re-pointed row, the
+// parents adjusted by what was stored, and a skipped row given no logic,
+// with PostgreSQL's command tags and RETURNING rows. A trigger that
+// changes the row again when pgrules writes its derivations is refused.
+func TestBeforeRowStored(t *testing.T) {
+	const user = `
+CREATE FUNCTION a_user() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    IF OLD.quantity >= 10 THEN RETURN NULL; END IF;
+    RETURN OLD;
+  END IF;
+  IF NEW.quantity = 0 THEN RETURN NULL; END IF;
+  IF TG_OP = 'INSERT' THEN
+    NEW.quantity := NEW.quantity * 2;
+    IF NEW.product_id = 3 THEN NEW.product_id := 2; END IF;
+  ELSIF NEW.quantity BETWEEN 7 AND 9 THEN
+    NEW.quantity := NEW.quantity + 1;
+  END IF;
+  IF NEW.quantity > 40 THEN NEW.quantity := 40; END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER a_user BEFORE INSERT OR UPDATE OR DELETE ON lineitem FOR EACH ROW EXECUTE FUNCTION a_user();`
+	rules, triggers, _ := txbSides(t, user)
+	txbCompare(t, rules, triggers, []txbScript{
+		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 3) RETURNING id, quantity, amount"},
+		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 0), (2, 3, 5), (1, 1, 30) RETURNING id, product_id, quantity, unit_price, amount"},
+		{sql: "UPDATE lineitem SET quantity = 0 WHERE id = 1 RETURNING id"},
+		{sql: "UPDATE lineitem SET quantity = quantity + 100 WHERE id = 2 RETURNING id, quantity, amount"},
+		{sql: "UPDATE lineitem SET quantity = CASE WHEN id = 3 THEN 0 ELSE quantity + 1 END WHERE order_id = 2 RETURNING id, quantity, amount"},
+		{sql: "DELETE FROM lineitem WHERE order_id = 2 RETURNING id"},
+		{batch: []string{
+			"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, 2) RETURNING quantity, amount",
+			"UPDATE lineitem SET quantity = 0 WHERE order_id = 1",
+			"DELETE FROM lineitem WHERE order_id = 1 AND quantity < 10",
+		}},
+	}, nil)
+	want := scalar(t, rules.c, txbState)
+	if e := pgError(t, rules.c, "INSERT INTO lineitem (id, order_id, product_id, quantity) VALUES (2, 2, 1, 1) ON CONFLICT (id) DO UPDATE SET quantity = 1"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, `"a_user"`) {
+		t.Fatalf("an upsert: %v, want 0A000", e)
+	}
+	for _, proto := range protocols {
+		if e := evExec(t, proto.exec, rules.c, "UPDATE lineitem SET quantity = 7 WHERE id = 2"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, `"a_user"`) {
+			t.Fatalf("a trigger that changes the row again (%s): %v, want 0A000", proto.name, e)
+		}
+	}
+	if got := scalar(t, rules.c, txbState); got != want {
+		t.Fatalf("after the refused update: %s, want %s", got, want)
 	}
 }
 
