@@ -1819,6 +1819,13 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row, 
 		}
 		return r.fail(pgerr.New(pgerr.InternalError, "pgrules wrote %d of %d rows of %s", len(res.Rows), len(changes), shortName(t.QualifiedName())))
 	}
+	return r.takeRewritten(tr, changes, res.Rows, nr, ret)
+}
+
+// takeRewritten takes the rows writeDerived wrote as stored, each after
+// nr columns of the client's RETURNING list and the key it was found by.
+func (r *runner) takeRewritten(tr *tableRules, changes []*change, rows [][][]byte, nr int, ret *clientReturning) error {
+	t, keyCols := tr.t, tr.t.PrimaryKey
 	key := func(rw *row) string {
 		if len(keyCols) == 0 {
 			return string(rw.ctid)
@@ -1829,7 +1836,7 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row, 
 	for i, ch := range changes {
 		byKey[key(ch.new)] = i
 	}
-	for _, vals := range res.Rows {
+	for _, vals := range rows {
 		stored := newRow(t, vals[nr+1], vals[nr+2:])
 		found := key(stored)
 		if len(keyCols) == 0 {

@@ -525,6 +525,10 @@ BEGIN
 END $$;
 CREATE TRIGGER a_user BEFORE INSERT OR UPDATE OR DELETE ON lineitem FOR EACH ROW EXECUTE FUNCTION a_user();`
 	rules, triggers, _ := txbSides(t, user)
+	// The rows the trigger skips would break it.
+	if e := pgError(t, rules.c, "SELECT pgrules.constraint('lineitem', 'row.quantity > 0', 'quantity must be positive', name => 'positive')"); e != nil {
+		t.Fatal(e)
+	}
 	txbCompare(t, rules, triggers, []txbScript{
 		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 3) RETURNING id, quantity, amount"},
 		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 0), (2, 3, 5), (1, 1, 30) RETURNING id, product_id, quantity, unit_price, amount"},
@@ -539,6 +543,9 @@ CREATE TRIGGER a_user BEFORE INSERT OR UPDATE OR DELETE ON lineitem FOR EACH ROW
 		}},
 	}, nil)
 	want := scalar(t, rules.c, txbState)
+	if e := pgError(t, rules.c, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, -1)"); e == nil || e.Code != "23514" {
+		t.Fatalf("a row stored with -2: %v, want 23514", e)
+	}
 	if e := pgError(t, rules.c, "INSERT INTO lineitem (id, order_id, product_id, quantity) VALUES (2, 2, 1, 1) ON CONFLICT (id) DO UPDATE SET quantity = 1"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, `"a_user"`) {
 		t.Fatalf("an upsert: %v, want 0A000", e)
 	}
