@@ -594,3 +594,32 @@ func TestTxControlInPgxBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestBeforeRowDerivedColumns: a BEFORE INSERT trigger that writes the
+// derived columns themselves (a sum's target, a formula's) and what a
+// formula reads, on a table without a primary key (its rows written again
+// by ctid): the rules put back what they derive, from the row as stored,
+// and the client's RETURNING expressions give the row as it ends up.
+func TestBeforeRowDerivedColumns(t *testing.T) {
+	const schema = `
+CREATE TABLE parent (id int PRIMARY KEY, name text, total int NOT NULL DEFAULT 0);
+CREATE TABLE item (parent_id int REFERENCES parent, qty int, price int, amount int);
+CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.total := 7; NEW.name := upper(NEW.name); RETURN NEW; END$$;
+CREATE TRIGGER stamp BEFORE INSERT ON parent FOR EACH ROW EXECUTE FUNCTION stamp();
+CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.qty := NEW.qty + 1; NEW.amount := -1; RETURN NEW; END$$;
+CREATE TRIGGER bump BEFORE INSERT ON item FOR EACH ROW EXECUTE FUNCTION bump();`
+	c, _, _, _ := rulesDB(t, schema, []string{
+		"SELECT pgrules.formula('item.amount', 'row.qty * row.price')",
+		"SELECT pgrules.sum('parent.total', 'item.amount')",
+	})
+	if got := scalar(t, c, "INSERT INTO parent (id, name) VALUES (1, 'a') RETURNING name || ':' || total"); got != "A:0" {
+		t.Fatalf("parent returned %q, want A:0", got)
+	}
+	if got := scalar(t, c, "INSERT INTO item VALUES (1, 2, 10), (1, 4, 10) RETURNING qty * 1000 + amount"); got != "3030" {
+		t.Fatalf("item returned %q, want 3030", got)
+	}
+	const state = "SELECT (SELECT string_agg(qty || ':' || amount, ' ' ORDER BY qty) FROM item) || ' | ' || (SELECT name || ':' || total FROM parent)"
+	if got := scalar(t, c, state); got != "3:30 5:50 | A:80" {
+		t.Fatalf("rows: %s, want 3:30 5:50 | A:80", got)
+	}
+}
