@@ -599,7 +599,9 @@ func TestTxControlInPgxBatch(t *testing.T) {
 // derived columns themselves (a sum's target, a formula's) and what a
 // formula reads, on a table without a primary key (its rows written again
 // by ctid): the rules put back what they derive, from the row as stored,
-// and the client's RETURNING expressions give the row as it ends up.
+// and the client's RETURNING expressions give the row as it ends up; a row
+// event sees each row once, as stored. A row a BEFORE DELETE trigger keeps
+// gets no event and leaves its parent's sum as it was.
 func TestBeforeRowDerivedColumns(t *testing.T) {
 	const schema = `
 CREATE TABLE parent (id int PRIMARY KEY, name text, total int NOT NULL DEFAULT 0);
@@ -607,10 +609,14 @@ CREATE TABLE item (parent_id int REFERENCES parent, qty int, price int, amount i
 CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.total := 7; NEW.name := upper(NEW.name); RETURN NEW; END$$;
 CREATE TRIGGER stamp BEFORE INSERT ON parent FOR EACH ROW EXECUTE FUNCTION stamp();
 CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.qty := NEW.qty + 1; NEW.amount := -1; RETURN NEW; END$$;
-CREATE TRIGGER bump BEFORE INSERT ON item FOR EACH ROW EXECUTE FUNCTION bump();`
+CREATE TRIGGER bump BEFORE INSERT ON item FOR EACH ROW EXECUTE FUNCTION bump();
+CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF OLD.qty > 4 THEN RETURN NULL; END IF; RETURN OLD; END$$;
+CREATE TRIGGER keep BEFORE DELETE ON item FOR EACH ROW EXECUTE FUNCTION keep();
+CREATE TABLE audit (verb text, qty int, amount int);`
 	c, _, _, _ := rulesDB(t, schema, []string{
 		"SELECT pgrules.formula('item.amount', 'row.qty * row.price')",
 		"SELECT pgrules.sum('parent.total', 'item.amount')",
+		`SELECT pgrules.event('item', 'row', 'insert("audit", verb == "delete" ? {verb: verb, qty: old.qty, amount: old.amount} : {verb: verb, qty: row.qty, amount: row.amount})')`,
 	})
 	if got := scalar(t, c, "INSERT INTO parent (id, name) VALUES (1, 'a') RETURNING name || ':' || total"); got != "A:0" {
 		t.Fatalf("parent returned %q, want A:0", got)
@@ -621,5 +627,14 @@ CREATE TRIGGER bump BEFORE INSERT ON item FOR EACH ROW EXECUTE FUNCTION bump();`
 	const state = "SELECT (SELECT string_agg(qty || ':' || amount, ' ' ORDER BY qty) FROM item) || ' | ' || (SELECT name || ':' || total FROM parent)"
 	if got := scalar(t, c, state); got != "3:30 5:50 | A:80" {
 		t.Fatalf("rows: %s, want 3:30 5:50 | A:80", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if tag, err := c.Exec(ctx, "DELETE FROM item").ReadAll(); err != nil || tag[0].CommandTag.String() != "DELETE 1" {
+		t.Fatalf("delete: %v %v, want DELETE 1", tag, err)
+	}
+	const audit = "SELECT string_agg(concat_ws(':', verb, qty, amount), ' ' ORDER BY verb, qty) FROM audit"
+	if got, want := scalar(t, c, state)+" | "+scalar(t, c, audit), "5:50 | A:50 | delete:3:30 insert:3:30 insert:5:50"; got != want {
+		t.Fatalf("after the delete: %s, want %s", got, want)
 	}
 }
