@@ -285,6 +285,11 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	if err != nil {
 		return nil, err
 	}
+	if top && beforeRow(tr.t, w.verb) != "" {
+		// The failure events see the rows written, not those a trigger
+		// skipped.
+		r.failing.changes = changes
+	}
 	if err := r.rederive(tr, w, changes, out, p, resultFormats); err != nil {
 		return nil, err
 	}

@@ -460,10 +460,13 @@ CREATE TRIGGER keep BEFORE DELETE ON note FOR EACH ROW EXECUTE FUNCTION skip();
 CREATE TABLE folder (id int PRIMARY KEY);
 CREATE TABLE doc (id int PRIMARY KEY, folder_id int REFERENCES folder ON DELETE CASCADE, n int);
 CREATE TRIGGER hold BEFORE DELETE ON folder FOR EACH ROW EXECUTE FUNCTION skip();
-INSERT INTO folder VALUES (1);`
+INSERT INTO folder VALUES (1);
+CREATE TABLE node (id int PRIMARY KEY, up int REFERENCES node, n int NOT NULL DEFAULT 0, size int NOT NULL DEFAULT 0);
+CREATE TRIGGER tidy BEFORE UPDATE ON node FOR EACH ROW EXECUTE FUNCTION noop();`
 	rules := append(strings.Split(strings.TrimSpace(demo.Rules), ";\n"),
 		"SELECT pgrules.constraint('note', 'row.n > 0', 'n must be positive')",
-		"SELECT pgrules.constraint('doc', 'row.n > 0', 'n must be positive')")
+		"SELECT pgrules.constraint('doc', 'row.n > 0', 'n must be positive')",
+		"SELECT pgrules.sum('node.size', 'node.n')")
 	c, admin, _, _ := rulesDB(t, demo.Schema+demo.Data+triggers, rules)
 	if e := pgError(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)"); e != nil {
 		t.Fatalf("an order (no trigger fires): %v", e)
@@ -475,6 +478,8 @@ INSERT INTO folder VALUES (1);`
 		"DELETE FROM customer WHERE id = 2": `"keep" on note`,
 		// ... and the documents of a folder, which the trigger keeps.
 		"DELETE FROM folder": `"hold" on folder may skip a row whose dependent rows`,
+		// The engine updates a node's parent node.
+		"INSERT INTO node (id, n) VALUES (1, 1)": `"tidy" on node may change or skip an update pgrules makes to the parents`,
 	} {
 		for _, proto := range protocols {
 			if e := evExec(t, proto.exec, c, sql); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, want) {
