@@ -475,28 +475,15 @@ func (r *runner) materialize(tr *tableRules, w *writeStmt, p clientParams, resul
 	return changes, nil
 }
 
-// clientWrite writes the client's rows in one statement that returns what
-// the client asked for, and each row as stored, which replaces the
-// engine's copy (the server may round, or a trigger change, a value).
-func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p clientParams, resultFormats []int16) (*stmt.Result, []*change, error) {
+// writeSQL is the statement that writes the client's rows, its parameters
+// after the client's n, and what an update returns as each row's key (its
+// ctid before the update).
+func writeSQL(tr *tableRules, w *writeStmt, changes []*change, n int) (sql string, arrays [][]byte, okey string) {
 	t := w.table
-	if len(changes) == 0 && w.returning == "" && w.from == nil {
-		return &stmt.Result{Tag: tagOf(w.verb, 0)}, nil, nil
-	}
-	clientFormats := resultFormats
-	ret := r.returned
-	if w.from != nil && ret != nil && ret.w == w {
-		clientFormats = ret.formats
-	} else {
-		ret = nil
-	}
-	n := len(p.values)
-	var sql string
-	var arrays [][]byte
 	// A single row is written with scalar parameters: cheaper for the
 	// server than joining arrays.
 	one := len(changes) == 1
-	okey := "pgrules_v.pgrules_k"
+	okey = "pgrules_v.pgrules_k"
 	switch {
 	case one && w.verb == verbInsert:
 		cols := make([]string, len(w.insertCols))
@@ -588,6 +575,26 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 		arrays = append(arrays, textArray(ctids))
 		sql = fmt.Sprintf("DELETE FROM %s AS %s WHERE %s.ctid = ANY($%d::text[]::tid[])", qualified(t), w.alias, w.alias, n+1)
 	}
+	return sql, arrays, okey
+}
+
+// clientWrite writes the client's rows in one statement that returns what
+// the client asked for, and each row as stored, which replaces the
+// engine's copy (the server may round, or a trigger change, a value).
+func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p clientParams, resultFormats []int16) (*stmt.Result, []*change, error) {
+	t := w.table
+	if len(changes) == 0 && w.returning == "" && w.from == nil {
+		return &stmt.Result{Tag: tagOf(w.verb, 0)}, nil, nil
+	}
+	clientFormats := resultFormats
+	ret := r.returned
+	if w.from != nil && ret != nil && ret.w == w {
+		clientFormats = ret.formats
+	} else {
+		ret = nil
+	}
+	n := len(p.values)
+	sql, arrays, okey := writeSQL(tr, w, changes, n)
 	// After the client's RETURNING list: for an update the row's ctid
 	// before (to find its change), then the row as stored.
 	k := w.nReturning
@@ -637,6 +644,15 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 			return nil, nil, err
 		}
 	}
+	return r.takeWritten(w, changes, res, k, ret)
+}
+
+// takeWritten is what the client gets of the write's result (its RETURNING
+// list in the first k columns), and the changes of the rows written, each
+// as stored: a row a BEFORE ROW trigger or ON CONFLICT DO NOTHING skipped
+// is not among them.
+func (r *runner) takeWritten(w *writeStmt, changes []*change, res *stmt.Result, k int, ret *returnedRun) (*stmt.Result, []*change, error) {
+	t := w.table
 	out := &stmt.Result{Tag: tagOf(w.verb, len(res.Rows))}
 	if w.returning != "" {
 		out.Fields = res.Fields[:w.nReturning]
