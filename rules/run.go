@@ -1001,7 +1001,11 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 			i := tr.index[d.Rule.Column]
 			switch d.Rule.Kind {
 			case catalog.Copy:
-				if ch.verb != verbInsert && !fkChanged(tr, d.FK, ch) && !triggerChanged(d.FK.Columns, ch) {
+				if ch.verb != verbInsert && !fkChanged(tr, d.FK, ch) {
+					if triggerChanged(d.FK.Columns, ch) {
+						// A trigger put the key back: so is the copy.
+						ch.new.set(tr.t, i, ch.old.vals[d.Rule.Column])
+					}
 					continue
 				}
 				var v any
@@ -1029,7 +1033,7 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 
 func copyKeyChanged(tr *tableRules, ch *change) bool {
 	for _, d := range tr.derivations {
-		if d.Rule.Kind == catalog.Copy && ch.old != nil && (fkChanged(tr, d.FK, ch) || triggerChanged(d.FK.Columns, ch)) {
+		if d.Rule.Kind == catalog.Copy && ch.old != nil && fkChanged(tr, d.FK, ch) {
 			return true
 		}
 	}

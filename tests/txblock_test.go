@@ -525,6 +525,7 @@ BEGIN
   ELSIF NEW.quantity BETWEEN 7 AND 9 THEN
     NEW.quantity := NEW.quantity + 1;
   END IF;
+  IF TG_OP = 'UPDATE' AND NEW.product_id = 3 THEN NEW.product_id := OLD.product_id; END IF;
   IF NEW.quantity > 40 THEN NEW.quantity := 40; END IF;
   RETURN NEW;
 END $$;
@@ -538,6 +539,10 @@ CREATE TRIGGER a_user BEFORE INSERT OR UPDATE OR DELETE ON lineitem FOR EACH ROW
 		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 3) RETURNING id, quantity, amount"},
 		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 0), (2, 3, 5), (1, 1, 30) RETURNING id, product_id, quantity, unit_price, amount"},
 		{sql: "UPDATE lineitem SET quantity = 0 WHERE id = 1 RETURNING id"},
+		// The trigger puts the product back: the line keeps the price it
+		// copied, not the product's new one.
+		{sql: "UPDATE product SET price = 12 WHERE id = 1"},
+		{sql: "UPDATE lineitem SET product_id = 3, quantity = 3 WHERE id = 1 RETURNING product_id, unit_price, amount"},
 		{sql: "UPDATE lineitem SET quantity = quantity + 100 WHERE id = 2 RETURNING id, quantity, amount"},
 		{sql: "UPDATE lineitem SET quantity = CASE WHEN id = 3 THEN 0 ELSE quantity + 1 END WHERE order_id = 2 RETURNING id, quantity, amount"},
 		{sql: "DELETE FROM lineitem WHERE order_id = 2 RETURNING id"},
