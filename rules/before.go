@@ -25,21 +25,25 @@ func beforeRow(t *catalog.Table, v verb) string {
 // trigger whose rows the engine could not take as stored. An upsert's
 // update is computed from the proposed row before the server decides
 // which rows conflict, and the triggers of both verbs fire in between. A
-// RETURNING that names an UPDATE's FROM list cannot be evaluated again
-// over rows the engine writes again.
+// RETURNING that names an UPDATE's FROM list takes those items from the
+// materialising query, and the table's from the write: the latter could
+// not be evaluated again, in the client's order, over rows the engine
+// writes again.
 func beforeRowWriteError(tr *tableRules, w *writeStmt) *pgerr.Error {
 	t := w.table
 	if w.upsert != nil {
 		for _, v := range []verb{verbInsert, verbUpdate} {
 			if name := beforeRow(t, v); name != "" {
-				return beforeTriggerRefusal(t, t, name)
+				e := notSupported(t, "INSERT ... ON CONFLICT DO UPDATE, when BEFORE ROW trigger %q on %s may change or skip the rows after pgrules computed both the insert and the update", name, shortName(t.QualifiedName()))
+				e.Hint = "Write the insert and the update as statements of their own, make the trigger an AFTER trigger, or write what it does as rules or events."
+				return e
 			}
 		}
 		return nil
 	}
 	name := beforeRow(t, w.verb)
 	if name != "" && w.verb == verbUpdate && w.from != nil && w.returning != "" && len(tr.derivations) > 0 {
-		e := notSupported(t, "a RETURNING list that names the FROM list, when BEFORE ROW trigger %q on %s may change what the derived columns are computed from", name, shortName(t.QualifiedName()))
+		e := notSupported(t, "a RETURNING list that names the FROM list and the table, when BEFORE ROW trigger %q on %s may change what the derived columns are computed from", name, shortName(t.QualifiedName()))
 		e.Hint = "Return only the columns of the table, or read the joined values in a query after the update."
 		return e
 	}

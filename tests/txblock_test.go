@@ -559,6 +559,9 @@ CREATE TRIGGER a_user BEFORE INSERT OR UPDATE OR DELETE ON lineitem FOR EACH ROW
 	if e := pgError(t, rules.c, "INSERT INTO lineitem (id, order_id, product_id, quantity) VALUES (2, 2, 1, 1) ON CONFLICT (id) DO UPDATE SET quantity = 1"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, `"a_user"`) {
 		t.Fatalf("an upsert: %v, want 0A000", e)
 	}
+	if e := pgError(t, rules.c, "UPDATE lineitem SET quantity = 3 FROM orders o WHERE o.id = lineitem.order_id AND lineitem.id = 1 RETURNING o.paid, lineitem.amount"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, "RETURNING list that names the FROM list") {
+		t.Fatalf("RETURNING from the FROM list: %v, want 0A000", e)
+	}
 	for _, proto := range protocols {
 		if e := evExec(t, proto.exec, rules.c, "UPDATE lineitem SET quantity = 7 WHERE id = 2"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, `"a_user"`) {
 			t.Fatalf("a trigger that changes the row again (%s): %v, want 0A000", proto.name, e)
