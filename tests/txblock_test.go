@@ -625,7 +625,9 @@ CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.qty := NE
 CREATE TRIGGER bump BEFORE INSERT ON item FOR EACH ROW EXECUTE FUNCTION bump();
 CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF OLD.qty > 4 THEN RETURN NULL; END IF; RETURN OLD; END$$;
 CREATE TRIGGER keep BEFORE DELETE ON item FOR EACH ROW EXECUTE FUNCTION keep();
-CREATE TABLE audit (verb text, qty int, amount int);`
+CREATE TABLE audit (verb text, qty int, amount int);
+CREATE FUNCTION hide() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.price = 99 THEN RETURN NULL; END IF; RETURN NEW; END$$;
+CREATE TRIGGER hide BEFORE UPDATE ON item FOR EACH ROW EXECUTE FUNCTION hide();`
 	c, _, _, _ := rulesDB(t, schema, []string{
 		"SELECT pgrules.formula('item.amount', 'row.qty * row.price')",
 		"SELECT pgrules.sum('parent.total', 'item.amount')",
@@ -649,5 +651,16 @@ CREATE TABLE audit (verb text, qty int, amount int);`
 	const audit = "SELECT string_agg(concat_ws(':', verb, qty, amount), ' ' ORDER BY verb, qty) FROM audit"
 	if got, want := scalar(t, c, state)+" | "+scalar(t, c, audit), "5:50 | A:50 | delete:3:30 insert:3:30 insert:5:50"; got != want {
 		t.Fatalf("after the delete: %s, want %s", got, want)
+	}
+	// The update writing the amount of a new row is skipped: refused, and
+	// nothing of the statement stays.
+	if e := pgError(t, c, "INSERT INTO item VALUES (1, 1, 99)"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, `"hide" on item skipped a row again`) {
+		t.Fatalf("a trigger skipping the derived columns' update: %v, want 0A000", e)
+	}
+	if tag, err := c.Exec(ctx, "UPDATE item SET price = 99").ReadAll(); err != nil || tag[0].CommandTag.String() != "UPDATE 0" {
+		t.Fatalf("update: %v %v, want UPDATE 0", tag, err)
+	}
+	if got, want := scalar(t, c, state)+" | "+scalar(t, c, audit), "5:50 | A:50 | delete:3:30 insert:3:30 insert:5:50"; got != want {
+		t.Fatalf("after the refused insert: %s, want %s", got, want)
 	}
 }
