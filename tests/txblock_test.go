@@ -621,7 +621,12 @@ CREATE TABLE parent (id int PRIMARY KEY, name text, total int NOT NULL DEFAULT 0
 CREATE TABLE item (parent_id int REFERENCES parent, qty int, price int, amount int);
 CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.total := 7; NEW.name := upper(NEW.name); RETURN NEW; END$$;
 CREATE TRIGGER stamp BEFORE INSERT ON parent FOR EACH ROW EXECUTE FUNCTION stamp();
-CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.qty := NEW.qty + 1; NEW.amount := -1; RETURN NEW; END$$;
+CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN
+  NEW.qty := NEW.qty + 1;
+  IF NEW.qty = 42 THEN INSERT INTO parent (id) VALUES (42); END IF;
+  NEW.amount := -1;
+  RETURN NEW;
+END$$;
 CREATE TRIGGER bump BEFORE INSERT ON item FOR EACH ROW EXECUTE FUNCTION bump();
 CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF OLD.qty > 4 THEN RETURN NULL; END IF; RETURN OLD; END$$;
 CREATE TRIGGER keep BEFORE DELETE ON item FOR EACH ROW EXECUTE FUNCTION keep();
@@ -656,6 +661,10 @@ CREATE TRIGGER hide BEFORE UPDATE ON item FOR EACH ROW EXECUTE FUNCTION hide();`
 	// nothing of the statement stays.
 	if e := pgError(t, c, "INSERT INTO item VALUES (1, 1, 99)"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, `"hide" on item skipped a row again`) {
 		t.Fatalf("a trigger skipping the derived columns' update: %v, want 0A000", e)
+	}
+	// A trigger inserting into a table with rules is refused by its guard.
+	if e := pgError(t, c, "INSERT INTO item VALUES (1, 41, 1)"); e == nil || e.Code != "55000" {
+		t.Fatalf("a trigger writing parent: %v, want 55000", e)
 	}
 	if tag, err := c.Exec(ctx, "UPDATE item SET price = 99").ReadAll(); err != nil || tag[0].CommandTag.String() != "UPDATE 0" {
 		t.Fatalf("update: %v %v, want UPDATE 0", tag, err)
