@@ -552,6 +552,25 @@ CREATE TRIGGER a_user BEFORE INSERT OR UPDATE OR DELETE ON lineitem FOR EACH ROW
 			"DELETE FROM lineitem WHERE order_id = 1 AND quantity < 10",
 		}},
 	}, nil)
+	// pgx: prepared, parameters and results in binary, the RETURNING
+	// list evaluated again over the row written again.
+	var got [2]string
+	for i, side := range []*txbSide{rules, triggers} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		conn, err := pgx.Connect(ctx, side.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var q int32
+		var amount float64
+		err = conn.QueryRow(ctx, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES ($1, $2, $3) RETURNING quantity, amount", 2, 1, 2).Scan(&q, &amount)
+		conn.Close(ctx)
+		cancel()
+		got[i] = fmt.Sprintf("%d %v %v | %s", q, amount, err, scalar(t, side.c, txbState))
+	}
+	if got[0] != got[1] {
+		t.Fatalf("pgx insert\npgrules:  %s\ntriggers: %s", got[0], got[1])
+	}
 	want := scalar(t, rules.c, txbState)
 	if e := pgError(t, rules.c, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, -1)"); e == nil || e.Code != "23514" {
 		t.Fatalf("a row stored with -2: %v, want 23514", e)
