@@ -551,6 +551,10 @@ CREATE TRIGGER a_user BEFORE INSERT OR UPDATE OR DELETE ON lineitem FOR EACH ROW
 			"UPDATE lineitem SET quantity = 0 WHERE order_id = 1",
 			"DELETE FROM lineitem WHERE order_id = 1 AND quantity < 10",
 		}},
+		// The only line of a new order is skipped: the commit constraint
+		// finds the order empty.
+		{sql: "BEGIN; INSERT INTO orders (customer_id) VALUES (1); INSERT INTO lineitem (order_id, product_id, quantity) VALUES (currval('orders_id_seq'), 1, 0); COMMIT"},
+		{sql: "BEGIN; INSERT INTO orders (customer_id) VALUES (1); INSERT INTO lineitem (order_id, product_id, quantity) VALUES (currval('orders_id_seq'), 1, 0), (currval('orders_id_seq'), 1, 1); COMMIT"},
 	}, nil)
 	// pgx: prepared, parameters and results in binary, the RETURNING
 	// list evaluated again over the row written again.
