@@ -736,8 +736,16 @@ func (s *Set) findBeforeTrigger(w, t *catalog.Table, verb string, done map[strin
 		return nil
 	}
 	done[t.QualifiedName()+" "+verb] = true
+	if e := s.selfParentTrigger(w, t); e != nil {
+		return e
+	}
 	if name, ok := t.BeforeRow[verb]; ok {
-		return beforeTriggerRefusal(w, t, name)
+		if t != w {
+			return beforeTriggerRefusal(w, t, name)
+		}
+		if e := s.ownBeforeTriggerError(t, verb, name); e != nil {
+			return e
+		}
 	}
 	if verb == "DELETE" {
 		for _, fk := range t.Children {
@@ -764,6 +772,40 @@ func (s *Set) findBeforeTrigger(w, t *catalog.Table, verb string, done map[strin
 			if u := s.snap.Tables[c.Rule.Table]; u != nil && u.BeforeRow["UPDATE"] != "" {
 				return beforeTriggerRefusal(w, u, u.BeforeRow["UPDATE"])
 			}
+		}
+	}
+	return nil
+}
+
+// ownBeforeTriggerError refuses the writes on t that its own BEFORE ROW
+// trigger would make inexact; the others see each row as stored
+// (runner.rederive) and give a skipped row no logic. The engine deletes
+// the children of the rows a delete cascades to before it deletes them, so
+// a skipped row would have lost its children.
+func (s *Set) ownBeforeTriggerError(t *catalog.Table, verb, name string) *pgerr.Error {
+	if verb == "DELETE" && s.cascadesTo(t) {
+		e := notSupported(t, "BEFORE ROW trigger %q on %s may skip a row whose dependent rows pgrules deletes or updates first (ON DELETE CASCADE, SET NULL, SET DEFAULT)", name, shortName(t.QualifiedName()))
+		e.Hint = "Make it an AFTER trigger, or write what it does as rules or events."
+		return e
+	}
+	return nil
+}
+
+// selfParentTrigger refuses a write on w that reaches a table with rules
+// referencing itself and having a BEFORE UPDATE trigger: the engine
+// updates its rows as the parents of its own rows, computed before the
+// trigger may change or skip them, and the search for the tables the
+// engine updates (findBeforeTrigger) starts past the table itself.
+func (s *Set) selfParentTrigger(w, t *catalog.Table) *pgerr.Error {
+	name := t.BeforeRow["UPDATE"]
+	if name == "" || !s.involved[t.QualifiedName()] {
+		return nil
+	}
+	for _, fk := range t.Parents {
+		if fk.Parent == t.QualifiedName() {
+			e := notSupported(w, "BEFORE ROW trigger %q on %s may change or skip an update pgrules makes to the parents of the table's own rows (foreign key %s)", name, shortName(t.QualifiedName()), fk.Name)
+			e.Hint = "Make it an AFTER trigger, or write what it does as rules or events."
+			return e
 		}
 	}
 	return nil

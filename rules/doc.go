@@ -16,7 +16,10 @@
 // client's transaction (run.go): materialise the row changes, derive,
 // write, adjust parents, check, cascade — a round trip per level of the
 // rules, not per row; an insert whose derivations translate exactly to
-// SQL is one statement and one round trip (onetrip.go). events.go runs the events at their timings, with
+// SQL is one statement and one round trip (onetrip.go). A table's own
+// BEFORE ROW trigger may change or skip a written row: before.go takes
+// the rows as stored, derives again what the trigger changed and writes
+// it back. events.go runs the events at their timings, with
 // the action functions, vetoes and the outbox entries of after_commit and
 // failure events (which package outbox delivers). tx.go follows the
 // transaction: its commit work (commit events, commit constraints,

@@ -289,7 +289,9 @@ func (g *sqlGen) memberColumn(n *ast.MemberNode) *catalog.Column {
 // which costs the server more than the round trip saved.)
 func (r *runner) inOneTrip(tr *tableRules, w *writeStmt, p clientParams) bool {
 	o := tr.oneTrip
-	if o == nil || w.upsert != nil || r.noFollow || len(r.deleting) > 0 {
+	// A BEFORE ROW trigger may change or skip a row after the statement
+	// computed it.
+	if o == nil || w.upsert != nil || r.noFollow || len(r.deleting) > 0 || beforeRow(tr.t, w.verb) != "" {
 		return false
 	}
 	switch w.verb {

@@ -42,6 +42,11 @@ type change struct {
 	// from are the materialising query's columns for a RETURNING that
 	// names the FROM or USING list (returning.go).
 	from [][]byte
+	// computed is, while the derivations are computed again from the row
+	// a BEFORE ROW trigger stored (rederive), the row they were computed
+	// from: what the trigger changed in it is as good as changed by the
+	// update.
+	computed *row
 }
 
 // runner runs one client statement's logic on the client's connection.
@@ -233,6 +238,9 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	}
 	r.depth++
 	defer func() { r.depth-- }()
+	if e := beforeRowWriteError(tr, w); e != nil {
+		return nil, r.fail(e)
+	}
 	if r.inOneTrip(tr, w, p) {
 		switch w.verb {
 		case verbInsert:
@@ -268,8 +276,21 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 			return nil, err
 		}
 	}
+	if beforeRow(tr.t, w.verb) != "" {
+		for _, ch := range changes {
+			ch.computed = ch.new
+		}
+	}
 	out, changes, err := r.clientWrite(tr, w, changes, p, resultFormats)
 	if err != nil {
+		return nil, err
+	}
+	if top && beforeRow(tr.t, w.verb) != "" {
+		// The failure events see the rows written, not those a trigger
+		// skipped.
+		r.failing.changes = changes
+	}
+	if err := r.rederive(tr, w, changes, out, p, resultFormats); err != nil {
 		return nil, err
 	}
 	if err := r.afterWrite(tr, changes); err != nil {
@@ -454,28 +475,15 @@ func (r *runner) materialize(tr *tableRules, w *writeStmt, p clientParams, resul
 	return changes, nil
 }
 
-// clientWrite writes the client's rows in one statement that returns what
-// the client asked for, and each row as stored, which replaces the
-// engine's copy (the server may round, or a trigger change, a value).
-func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p clientParams, resultFormats []int16) (*stmt.Result, []*change, error) {
+// writeSQL is the statement that writes the client's rows, its parameters
+// after the client's n, and what an update returns as each row's key (its
+// ctid before the update).
+func writeSQL(tr *tableRules, w *writeStmt, changes []*change, n int) (sql string, arrays [][]byte, okey string) {
 	t := w.table
-	if len(changes) == 0 && w.returning == "" && w.from == nil {
-		return &stmt.Result{Tag: tagOf(w.verb, 0)}, nil, nil
-	}
-	clientFormats := resultFormats
-	ret := r.returned
-	if w.from != nil && ret != nil && ret.w == w {
-		clientFormats = ret.formats
-	} else {
-		ret = nil
-	}
-	n := len(p.values)
-	var sql string
-	var arrays [][]byte
 	// A single row is written with scalar parameters: cheaper for the
 	// server than joining arrays.
 	one := len(changes) == 1
-	okey := "pgrules_v.pgrules_k"
+	okey = "pgrules_v.pgrules_k"
 	switch {
 	case one && w.verb == verbInsert:
 		cols := make([]string, len(w.insertCols))
@@ -567,6 +575,26 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 		arrays = append(arrays, textArray(ctids))
 		sql = fmt.Sprintf("DELETE FROM %s AS %s WHERE %s.ctid = ANY($%d::text[]::tid[])", qualified(t), w.alias, w.alias, n+1)
 	}
+	return sql, arrays, okey
+}
+
+// clientWrite writes the client's rows in one statement that returns what
+// the client asked for, and each row as stored, which replaces the
+// engine's copy (the server may round, or a trigger change, a value).
+func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p clientParams, resultFormats []int16) (*stmt.Result, []*change, error) {
+	t := w.table
+	if len(changes) == 0 && w.returning == "" && w.from == nil {
+		return &stmt.Result{Tag: tagOf(w.verb, 0)}, nil, nil
+	}
+	clientFormats := resultFormats
+	ret := r.returned
+	if w.from != nil && ret != nil && ret.w == w {
+		clientFormats = ret.formats
+	} else {
+		ret = nil
+	}
+	n := len(p.values)
+	sql, arrays, okey := writeSQL(tr, w, changes, n)
 	// After the client's RETURNING list: for an update the row's ctid
 	// before (to find its change), then the row as stored.
 	k := w.nReturning
@@ -595,7 +623,9 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 	at := len(sts) - 1
 	flags := make([]runFlags, len(sts))
 	var follows []*adjustment
-	if !r.noFollow && !w.doNothing {
+	// A BEFORE ROW trigger may change or skip the rows the follow
+	// statements would read: adjustParents takes the rows as stored.
+	if !r.noFollow && !w.doNothing && beforeRow(t, w.verb) == "" {
 		for _, a := range tr.up {
 			if st, ok := r.followStatement(tr, a, changes); ok {
 				sts = append(sts, st)
@@ -614,6 +644,15 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 			return nil, nil, err
 		}
 	}
+	return r.takeWritten(w, changes, res, k, ret)
+}
+
+// takeWritten is what the client gets of the write's result (its RETURNING
+// list in the first k columns), and the changes of the rows written, each
+// as stored: a row a BEFORE ROW trigger or ON CONFLICT DO NOTHING skipped
+// is not among them.
+func (r *runner) takeWritten(w *writeStmt, changes []*change, res *stmt.Result, k int, ret *returnedRun) (*stmt.Result, []*change, error) {
+	t := w.table
 	out := &stmt.Result{Tag: tagOf(w.verb, len(res.Rows))}
 	if w.returning != "" {
 		out.Fields = res.Fields[:w.nReturning]
@@ -963,6 +1002,10 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 			switch d.Rule.Kind {
 			case catalog.Copy:
 				if ch.verb != verbInsert && !fkChanged(tr, d.FK, ch) {
+					if triggerChanged(d.FK.Columns, ch) {
+						// A trigger put the key back: so is the copy.
+						ch.new.set(tr.t, i, ch.old.vals[d.Rule.Column])
+					}
 					continue
 				}
 				var v any
@@ -1028,7 +1071,7 @@ func fkChanged(tr *tableRules, fk *catalog.ForeignKey, ch *change) bool {
 func (r *runner) readsChanged(tr *tableRules, d *Compiled, ch *change, parentChanged map[ColumnRef]bool) bool {
 	for _, ref := range d.Reads {
 		if ref.Table == tr.t.QualifiedName() {
-			if !sameValue(ch.old.vals[ref.Column], ch.new.vals[ref.Column]) {
+			if !sameValue(ch.old.vals[ref.Column], ch.new.vals[ref.Column]) || triggerChanged([]string{ref.Column}, ch) {
 				return true
 			}
 		} else if parentChanged[ref] {
@@ -1717,7 +1760,7 @@ func (r *runner) parentChanged(tr *tableRules, changes []*change) error {
 	if err := r.derive(tr, changes, nil); err != nil {
 		return err
 	}
-	if err := r.writeDerived(tr, changes, before); err != nil {
+	if err := r.writeDerived(tr, changes, before, nil); err != nil {
 		return err
 	}
 	return r.afterWrite(tr, changes)
@@ -1725,8 +1768,9 @@ func (r *runner) parentChanged(tr *tableRules, changes []*change) error {
 
 // writeDerived writes back the columns the engine's derivations changed
 // in rows already written (compared with before), in one statement, and
-// takes the rows as stored.
-func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) error {
+// takes the rows as stored; with ret, the client's RETURNING list is
+// evaluated again over them.
+func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row, ret *clientReturning) error {
 	var cols []int
 	for i := range tr.t.Columns {
 		for j, ch := range changes {
@@ -1741,6 +1785,10 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 	}
 	t := tr.t
 	keyCols := t.PrimaryKey
+	alias, n, nr := "x", 0, 0
+	if ret != nil {
+		alias, n, nr = ret.w.alias, len(ret.p.values), ret.w.nReturning
+	}
 	var where []string
 	names := []string{}
 	var params [][]byte
@@ -1751,7 +1799,7 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 		}
 		params = append(params, textArray(ctids))
 		names = append(names, "k1")
-		where = append(where, "x.ctid = ANY($1::text[]::tid[]) AND x.ctid = CAST(v.k1 AS tid)")
+		where = append(where, fmt.Sprintf("%s.ctid = ANY($%d::text[]::tid[]) AND %s.ctid = CAST(pgrules_v.k1 AS tid)", alias, n+1, alias))
 	} else {
 		for i, k := range keyCols {
 			vals := make([][]byte, len(changes))
@@ -1760,7 +1808,7 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 			}
 			params = append(params, textArray(vals))
 			names = append(names, fmt.Sprintf("k%d", i+1))
-			where = append(where, fmt.Sprintf("x.%s = CAST(v.k%d AS %s)", quoteIdent(k), i+1, t.Column(k).Type))
+			where = append(where, fmt.Sprintf("%s.%s = CAST(pgrules_v.k%d AS %s)", alias, quoteIdent(k), i+1, t.Column(k).Type))
 		}
 	}
 	sets := make([]string, len(cols))
@@ -1772,43 +1820,58 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 		}
 		params = append(params, textArray(vals))
 		names = append(names, fmt.Sprintf("c%d", i+1))
-		sets[i] = fmt.Sprintf("%s = CAST(v.c%d AS %s)", quoteIdent(c.Name), i+1, c.Type)
+		sets[i] = fmt.Sprintf("%s = CAST(pgrules_v.c%d AS %s)", quoteIdent(c.Name), i+1, c.Type)
 	}
 	args := make([]string, len(params))
 	for i := range params {
-		args[i] = fmt.Sprintf("$%d::text[]", i+1)
+		args[i] = fmt.Sprintf("$%d::text[]", n+i+1)
 	}
 	// Each row comes back with the key it was found by (without a primary
 	// key, its ctid before the update), then as stored.
-	sql := fmt.Sprintf("UPDATE %s AS x SET %s FROM %s AS v(%s) WHERE %s RETURNING v.k1, x.ctid, x.*",
-		qualified(t), strings.Join(sets, ", "), unnestFrom(args...), strings.Join(names, ", "), strings.Join(where, " AND "))
-	res, err := r.query(sql, params)
+	returning := fmt.Sprintf("pgrules_v.k1, %s.ctid, %s.*", alias, alias)
+	if ret != nil {
+		returning = ret.w.returning + ", " + returning
+	}
+	sql := fmt.Sprintf("UPDATE %s AS %s SET %s FROM %s AS pgrules_v(%s) WHERE %s RETURNING %s",
+		qualified(t), alias, strings.Join(sets, ", "), unnestFrom(args...), strings.Join(names, ", "), strings.Join(where, " AND "), returning)
+	res, err := r.writeAgain(sql, params, ret)
 	if err != nil {
 		return err
 	}
 	if len(res.Rows) != len(changes) {
+		if name := t.BeforeRow["UPDATE"]; name != "" {
+			return r.fail(beforeTriggerAgain(t, name, "skipped"))
+		}
 		return r.fail(pgerr.New(pgerr.InternalError, "pgrules wrote %d of %d rows of %s", len(res.Rows), len(changes), shortName(t.QualifiedName())))
 	}
+	return r.takeRewritten(tr, changes, res.Rows, nr, ret)
+}
+
+// takeRewritten takes the rows writeDerived wrote as stored, each after
+// nr columns of the client's RETURNING list and the key it was found by.
+func (r *runner) takeRewritten(tr *tableRules, changes []*change, rows [][][]byte, nr int, ret *clientReturning) error {
+	t, keyCols := tr.t, tr.t.PrimaryKey
 	key := func(rw *row) string {
 		if len(keyCols) == 0 {
 			return string(rw.ctid)
 		}
 		return keyOf(rw, tr.columnIndexes(keyCols))
 	}
-	byKey := make(map[string]*change, len(changes))
-	for _, ch := range changes {
-		byKey[key(ch.new)] = ch
+	byKey := make(map[string]int, len(changes))
+	for i, ch := range changes {
+		byKey[key(ch.new)] = i
 	}
-	for _, vals := range res.Rows {
-		stored := newRow(t, vals[1], vals[2:])
-		k := key(stored)
+	for _, vals := range rows {
+		stored := newRow(t, vals[nr+1], vals[nr+2:])
+		found := key(stored)
 		if len(keyCols) == 0 {
-			k = string(vals[0])
+			found = string(vals[nr])
 		}
-		ch := byKey[k]
-		if ch == nil {
+		i, ok := byKey[found]
+		if !ok {
 			return r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it updated", shortName(t.QualifiedName())))
 		}
+		ch := changes[i]
 		// The derived columns changed, not the foreign keys: the parents
 		// loaded for the row still are its parents.
 		for _, fk := range t.Parents {
@@ -1817,6 +1880,9 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row) 
 			}
 		}
 		ch.new = stored
+		if ret != nil {
+			ret.out.Rows[i] = vals[:nr]
+		}
 	}
 	return nil
 }
@@ -1950,7 +2016,7 @@ func (r *runner) cascadeChildren(tr *tableRules, changes []*change) error {
 		}
 		err = r.derive(ctr, kids, g.reason)
 		if err == nil {
-			err = r.writeDerived(ctr, kids, before)
+			err = r.writeDerived(ctr, kids, before, nil)
 		}
 		if err == nil {
 			err = r.afterWrite(ctr, kids)

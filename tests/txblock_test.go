@@ -438,11 +438,12 @@ func TestDefaultsInSearchPath(t *testing.T) {
 	}, nil)
 }
 
-// TestBeforeRowTriggers: a BEFORE ROW trigger may change a row after the
-// rules computed it, or skip it; a write that one would fire on — on its
-// table for its verb, or on a table the engine updates for it — is refused
-// with 0A000 and writes nothing, never run with rules that saw another
-// row. Other triggers change nothing.
+// TestBeforeRowTriggers: a BEFORE ROW trigger that would fire on a row
+// the engine writes for a write — on a table the engine updates for it, on
+// the rows its delete cascades to, or on its own table when the engine
+// deletes the rows a delete cascades to first — is refused with 0A000 and
+// the write writes nothing. A table's own trigger that skips every row
+// leaves the rules nothing to do. Other triggers change nothing.
 func TestBeforeRowTriggers(t *testing.T) {
 	const triggers = `
 CREATE FUNCTION twice() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.quantity := NEW.quantity * 2; RETURN NEW; END$$;
@@ -455,26 +456,43 @@ CREATE TRIGGER off BEFORE UPDATE ON product FOR EACH ROW EXECUTE FUNCTION skip()
 ALTER TABLE product DISABLE TRIGGER off;
 CREATE TRIGGER stmt BEFORE UPDATE ON customer FOR EACH STATEMENT EXECUTE FUNCTION noop();
 CREATE TABLE note (id int PRIMARY KEY, customer_id int REFERENCES customer ON DELETE CASCADE, n int);
-CREATE TRIGGER keep BEFORE DELETE ON note FOR EACH ROW EXECUTE FUNCTION skip();`
-	rules := append(strings.Split(strings.TrimSpace(demo.Rules), ";\n"), "SELECT pgrules.constraint('note', 'row.n > 0', 'n must be positive')")
+CREATE TRIGGER keep BEFORE DELETE ON note FOR EACH ROW EXECUTE FUNCTION skip();
+CREATE TABLE folder (id int PRIMARY KEY);
+CREATE TABLE doc (id int PRIMARY KEY, folder_id int REFERENCES folder ON DELETE CASCADE, n int);
+CREATE TRIGGER hold BEFORE DELETE ON folder FOR EACH ROW EXECUTE FUNCTION skip();
+INSERT INTO folder VALUES (1);
+CREATE TABLE node (id int PRIMARY KEY, up int REFERENCES node, n int NOT NULL DEFAULT 0, size int NOT NULL DEFAULT 0);
+CREATE TRIGGER tidy BEFORE UPDATE ON node FOR EACH ROW EXECUTE FUNCTION noop();`
+	rules := append(strings.Split(strings.TrimSpace(demo.Rules), ";\n"),
+		"SELECT pgrules.constraint('note', 'row.n > 0', 'n must be positive')",
+		"SELECT pgrules.constraint('doc', 'row.n > 0', 'n must be positive')",
+		"SELECT pgrules.sum('node.size', 'node.n')")
 	c, admin, _, _ := rulesDB(t, demo.Schema+demo.Data+triggers, rules)
 	if e := pgError(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)"); e != nil {
 		t.Fatalf("an order (no trigger fires): %v", e)
 	}
-	for _, sql := range []string{
-		"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, 1)",
-		// The order's total and the customer's balance follow a line.
-		"UPDATE orders SET paid = true",
-		"DELETE FROM orders",
+	for sql, want := range map[string]string{
+		// The order's total follows a line.
+		"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, 1)": `"skip" on orders`,
 		// The engine deletes the notes of a customer first.
-		"DELETE FROM customer WHERE id = 2",
+		"DELETE FROM customer WHERE id = 2": `"keep" on note`,
+		// ... and the documents of a folder, which the trigger keeps.
+		"DELETE FROM folder": `"hold" on folder may skip a row whose dependent rows`,
+		// The engine updates a node's parent node.
+		"INSERT INTO node (id, n) VALUES (1, 1)": `"tidy" on node may change or skip an update pgrules makes to the parents`,
 	} {
 		for _, proto := range protocols {
-			if e := evExec(t, proto.exec, c, sql); e == nil || e.Code != "0A000" {
-				t.Fatalf("%s (%s): %v, want 0A000", sql, proto.name, e)
-			} else if strings.HasPrefix(sql, "DELETE FROM customer") && !strings.Contains(e.Message, `"keep" on note`) {
-				t.Fatalf("%s: %s", sql, e.Message)
+			if e := evExec(t, proto.exec, c, sql); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, want) {
+				t.Fatalf("%s (%s): %v, want 0A000 naming %s", sql, proto.name, e, want)
 			}
+		}
+	}
+	for sql, tag := range map[string]string{"UPDATE orders SET paid = true": "UPDATE 0", "DELETE FROM orders": "DELETE 0"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := c.ExecParams(ctx, sql, nil, nil, nil, nil).Close()
+		cancel()
+		if err != nil || got.String() != tag {
+			t.Fatalf("%s (its own trigger skips every row): %s %v, want %s", sql, got, err, tag)
 		}
 	}
 	if e := pgError(t, c, "UPDATE product SET price = 11 WHERE id = 1"); e != nil {
@@ -482,6 +500,98 @@ CREATE TRIGGER keep BEFORE DELETE ON note FOR EACH ROW EXECUTE FUNCTION skip();`
 	}
 	if got := scalar(t, admin, txbState); got != "1:1:0.00:f |  | 1:0.00:1 2:0.00:0" {
 		t.Fatalf("rows: %s", got)
+	}
+}
+
+// TestBeforeRowStored: a table's own BEFORE ROW trigger changes or skips
+// rows, and the rules see each row as stored, like PL/pgSQL triggers whose
+// derivations fire after it (a_user sorts before lineitem_before): the
+// derivations recomputed from a doubled, clamped or re-pointed row, the
+// parents adjusted by what was stored, and a skipped row given no logic,
+// with PostgreSQL's command tags and RETURNING rows. A trigger that
+// changes the row again when pgrules writes its derivations is refused.
+func TestBeforeRowStored(t *testing.T) {
+	const user = `
+CREATE FUNCTION a_user() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    IF OLD.quantity >= 10 THEN RETURN NULL; END IF;
+    RETURN OLD;
+  END IF;
+  IF NEW.quantity = 0 THEN RETURN NULL; END IF;
+  IF TG_OP = 'INSERT' THEN
+    NEW.quantity := NEW.quantity * 2;
+    IF NEW.product_id = 3 THEN NEW.product_id := 2; END IF;
+  ELSIF NEW.quantity BETWEEN 7 AND 9 THEN
+    NEW.quantity := NEW.quantity + 1;
+  END IF;
+  IF TG_OP = 'UPDATE' AND NEW.product_id = 3 THEN NEW.product_id := OLD.product_id; END IF;
+  IF NEW.quantity > 40 THEN NEW.quantity := 40; END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER a_user BEFORE INSERT OR UPDATE OR DELETE ON lineitem FOR EACH ROW EXECUTE FUNCTION a_user();`
+	rules, triggers, _ := txbSides(t, user)
+	// The rows the trigger skips would break it.
+	if e := pgError(t, rules.c, "SELECT pgrules.constraint('lineitem', 'row.quantity > 0', 'quantity must be positive', name => 'positive')"); e != nil {
+		t.Fatal(e)
+	}
+	txbCompare(t, rules, triggers, []txbScript{
+		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 3) RETURNING id, quantity, amount"},
+		{sql: "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, 0), (2, 3, 5), (1, 1, 30) RETURNING id, product_id, quantity, unit_price, amount"},
+		{sql: "UPDATE lineitem SET quantity = 0 WHERE id = 1 RETURNING id"},
+		// The trigger puts the product back: the line keeps the price it
+		// copied, not the product's new one.
+		{sql: "UPDATE product SET price = 12 WHERE id = 1"},
+		{sql: "UPDATE lineitem SET product_id = 3, quantity = 3 WHERE id = 1 RETURNING product_id, unit_price, amount"},
+		{sql: "UPDATE lineitem SET quantity = quantity + 100 WHERE id = 2 RETURNING id, quantity, amount"},
+		{sql: "UPDATE lineitem SET quantity = CASE WHEN id = 3 THEN 0 ELSE quantity + 1 END WHERE order_id = 2 RETURNING id, quantity, amount"},
+		{sql: "DELETE FROM lineitem WHERE order_id = 2 RETURNING id"},
+		{batch: []string{
+			"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, 2) RETURNING quantity, amount",
+			"UPDATE lineitem SET quantity = 0 WHERE order_id = 1",
+			"DELETE FROM lineitem WHERE order_id = 1 AND quantity < 10",
+		}},
+		// The only line of a new order is skipped: the commit constraint
+		// finds the order empty.
+		{sql: "BEGIN; INSERT INTO orders (customer_id) VALUES (1); INSERT INTO lineitem (order_id, product_id, quantity) VALUES (currval('orders_id_seq'), 1, 0); COMMIT"},
+		{sql: "BEGIN; INSERT INTO orders (customer_id) VALUES (1); INSERT INTO lineitem (order_id, product_id, quantity) VALUES (currval('orders_id_seq'), 1, 0), (currval('orders_id_seq'), 1, 1); COMMIT"},
+	}, nil)
+	// pgx: prepared, parameters and results in binary, the RETURNING
+	// list evaluated again over the row written again.
+	var got [2]string
+	for i, side := range []*txbSide{rules, triggers} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		conn, err := pgx.Connect(ctx, side.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var q int32
+		var amount float64
+		err = conn.QueryRow(ctx, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES ($1, $2, $3) RETURNING quantity, amount", 2, 1, 2).Scan(&q, &amount)
+		conn.Close(ctx)
+		cancel()
+		got[i] = fmt.Sprintf("%d %v %v | %s", q, amount, err, scalar(t, side.c, txbState))
+	}
+	if got[0] != got[1] {
+		t.Fatalf("pgx insert\npgrules:  %s\ntriggers: %s", got[0], got[1])
+	}
+	want := scalar(t, rules.c, txbState)
+	if e := pgError(t, rules.c, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (2, 1, -1)"); e == nil || e.Code != "23514" {
+		t.Fatalf("a row stored with -2: %v, want 23514", e)
+	}
+	if e := pgError(t, rules.c, "INSERT INTO lineitem (id, order_id, product_id, quantity) VALUES (2, 2, 1, 1) ON CONFLICT (id) DO UPDATE SET quantity = 1"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, `"a_user"`) {
+		t.Fatalf("an upsert: %v, want 0A000", e)
+	}
+	if e := pgError(t, rules.c, "UPDATE lineitem SET quantity = 3 FROM orders o WHERE o.id = lineitem.order_id AND lineitem.id = 1 RETURNING o.paid, lineitem.amount"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, "RETURNING list that names the FROM list") {
+		t.Fatalf("RETURNING from the FROM list: %v, want 0A000", e)
+	}
+	for _, proto := range protocols {
+		if e := evExec(t, proto.exec, rules.c, "UPDATE lineitem SET quantity = 7 WHERE id = 2"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, `"a_user"`) {
+			t.Fatalf("a trigger that changes the row again (%s): %v, want 0A000", proto.name, e)
+		}
+	}
+	if got := scalar(t, rules.c, txbState); got != want {
+		t.Fatalf("after the refused update: %s, want %s", got, want)
 	}
 }
 
@@ -518,5 +628,71 @@ func TestTxControlInPgxBatch(t *testing.T) {
 		if got, want := run(rules, sqls...), run(triggers, sqls...); got != want {
 			t.Fatalf("%q\npgrules:  %s\ntriggers: %s", sqls, got, want)
 		}
+	}
+}
+
+// TestBeforeRowDerivedColumns: a BEFORE INSERT trigger that writes the
+// derived columns themselves (a sum's target, a formula's) and what a
+// formula reads, on a table without a primary key (its rows written again
+// by ctid): the rules put back what they derive, from the row as stored,
+// and the client's RETURNING expressions give the row as it ends up; a row
+// event sees each row once, as stored. A row a BEFORE DELETE trigger keeps
+// gets no event and leaves its parent's sum as it was.
+func TestBeforeRowDerivedColumns(t *testing.T) {
+	const schema = `
+CREATE TABLE parent (id int PRIMARY KEY, name text, total int NOT NULL DEFAULT 0);
+CREATE TABLE item (parent_id int REFERENCES parent, qty int, price int, amount int);
+CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.total := 7; NEW.name := upper(NEW.name); RETURN NEW; END$$;
+CREATE TRIGGER stamp BEFORE INSERT ON parent FOR EACH ROW EXECUTE FUNCTION stamp();
+CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN
+  NEW.qty := NEW.qty + 1;
+  IF NEW.qty = 42 THEN INSERT INTO parent (id) VALUES (42); END IF;
+  NEW.amount := -1;
+  RETURN NEW;
+END$$;
+CREATE TRIGGER bump BEFORE INSERT ON item FOR EACH ROW EXECUTE FUNCTION bump();
+CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF OLD.qty > 4 THEN RETURN NULL; END IF; RETURN OLD; END$$;
+CREATE TRIGGER keep BEFORE DELETE ON item FOR EACH ROW EXECUTE FUNCTION keep();
+CREATE TABLE audit (verb text, qty int, amount int);
+CREATE FUNCTION hide() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.price = 99 THEN RETURN NULL; END IF; RETURN NEW; END$$;
+CREATE TRIGGER hide BEFORE UPDATE ON item FOR EACH ROW EXECUTE FUNCTION hide();`
+	c, _, _, _ := rulesDB(t, schema, []string{
+		"SELECT pgrules.formula('item.amount', 'row.qty * row.price')",
+		"SELECT pgrules.sum('parent.total', 'item.amount')",
+		`SELECT pgrules.event('item', 'row', 'insert("audit", verb == "delete" ? {verb: verb, qty: old.qty, amount: old.amount} : {verb: verb, qty: row.qty, amount: row.amount})')`,
+	})
+	if got := scalar(t, c, "INSERT INTO parent (id, name) VALUES (1, 'a') RETURNING name || ':' || total"); got != "A:0" {
+		t.Fatalf("parent returned %q, want A:0", got)
+	}
+	if got := scalar(t, c, "INSERT INTO item VALUES (1, 2, 10), (1, 4, 10) RETURNING qty * 1000 + amount"); got != "3030" {
+		t.Fatalf("item returned %q, want 3030", got)
+	}
+	const state = "SELECT (SELECT string_agg(qty || ':' || amount, ' ' ORDER BY qty) FROM item) || ' | ' || (SELECT name || ':' || total FROM parent)"
+	if got := scalar(t, c, state); got != "3:30 5:50 | A:80" {
+		t.Fatalf("rows: %s, want 3:30 5:50 | A:80", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if tag, err := c.Exec(ctx, "DELETE FROM item").ReadAll(); err != nil || tag[0].CommandTag.String() != "DELETE 1" {
+		t.Fatalf("delete: %v %v, want DELETE 1", tag, err)
+	}
+	const audit = "SELECT string_agg(concat_ws(':', verb, qty, amount), ' ' ORDER BY verb, qty) FROM audit"
+	if got, want := scalar(t, c, state)+" | "+scalar(t, c, audit), "5:50 | A:50 | delete:3:30 insert:3:30 insert:5:50"; got != want {
+		t.Fatalf("after the delete: %s, want %s", got, want)
+	}
+	// The update writing the amount of a new row is skipped: refused, and
+	// nothing of the statement stays.
+	if e := pgError(t, c, "INSERT INTO item VALUES (1, 1, 99)"); e == nil || e.Code != "0A000" || !strings.Contains(e.Message, `"hide" on item skipped a row again`) {
+		t.Fatalf("a trigger skipping the derived columns' update: %v, want 0A000", e)
+	}
+	// A trigger inserting into a table with rules is refused by its guard.
+	if e := pgError(t, c, "INSERT INTO item VALUES (1, 41, 1)"); e == nil || e.Code != "55000" {
+		t.Fatalf("a trigger writing parent: %v, want 55000", e)
+	}
+	if tag, err := c.Exec(ctx, "UPDATE item SET price = 99").ReadAll(); err != nil || tag[0].CommandTag.String() != "UPDATE 0" {
+		t.Fatalf("update: %v %v, want UPDATE 0", tag, err)
+	}
+	if got, want := scalar(t, c, state)+" | "+scalar(t, c, audit), "5:50 | A:50 | delete:3:30 insert:3:30 insert:5:50"; got != want {
+		t.Fatalf("after the refused insert: %s, want %s", got, want)
 	}
 }
