@@ -17,10 +17,11 @@ import (
 // did not make. The engine's statements begin with a header that the
 // guard reads through current_query():
 //
-//	/*pgrules <key> <table oid>:<version> ... */
+//	/*pgrules <key> <table oid>:<version>[*] ... */
 //
 // key is the database's guard key, and each table with rules is named with
-// the version of its rules this engine compiled. A guard whose table is
+// the version of its rules this engine compiled, and a * when a foreign
+// key's action may change its rows. A guard whose table is
 // missing or has another version refuses the write as stale: the engine's
 // rules are older (or newer) than those the transaction sees.
 
@@ -39,16 +40,38 @@ func guardHeader(snap *catalog.Snapshot, key string) string {
 		return ""
 	}
 	entries := make([]string, 0, len(snap.Guards))
-	for _, g := range snap.Guards {
-		if g.Of == "" {
-			entries = append(entries, strconv.FormatUint(uint64(g.OID), 10)+":"+g.Version)
+	for name, g := range snap.Guards {
+		if g.Of != "" {
+			continue
 		}
+		e := strconv.FormatUint(uint64(g.OID), 10) + ":" + g.Version
+		if t := snap.Tables[name]; t != nil && actedOn(t) {
+			// Its rows may change under a foreign key's action, from a
+			// trigger inside the engine's statement: the guard lets an
+			// UPDATE or DELETE below the statement through on this table
+			// only.
+			e += "*"
+		}
+		entries = append(entries, e)
 	}
 	if len(entries) == 0 {
 		return ""
 	}
 	slices.Sort(entries)
 	return headerPrefix + key + " " + strings.Join(entries, " ") + " */\n"
+}
+
+// actedOn reports whether a foreign key of t deletes or changes its rows
+// when the parent's go or change (CASCADE, SET NULL, SET DEFAULT).
+func actedOn(t *catalog.Table) bool {
+	for _, fk := range t.Parents {
+		for _, a := range []byte{fk.OnDelete, fk.OnUpdate} {
+			if a == 'c' || a == 'n' || a == 'd' {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // header is the guard header of c's rules.

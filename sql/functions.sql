@@ -736,19 +736,21 @@ COMMENT ON FUNCTION pgrules.retry IS
 -- How a write is recognised as the engine's: every statement the engine
 -- sends begins with a header, on its first line,
 --
---   /*pgrules <key> <table oid>:<version> <table oid>:<version> ... */
+--   /*pgrules <key> <table oid>:<version>[*] <table oid>:<version>[*] ... */
 --
 -- where key is pgrules.guard_key's secret and each version is what the
--- engine's catalog holds for a table with rules. current_query() is the
--- text the client (here, the engine) sent at the top level, whatever runs
--- inside it, so a function or trigger that writes cannot present a header
--- of its own; and the proxy refuses a client's text that begins with one.
+-- engine's catalog holds for a table with rules, followed by * when a
+-- foreign key's ON DELETE or ON UPDATE action may change the table's rows.
+-- current_query() is the text the client (here, the engine) sent at the
+-- top level, whatever runs inside it, so a function or trigger that writes
+-- cannot present a header of its own; and the proxy refuses a client's
+-- text that begins with one.
 -- The guard passes a statement when the header's key matches (its md5 is
 -- the trigger's second argument), the header names the table with the
 -- version of the trigger's first argument, and the write is the
--- statement's own (trigger depth 1) or an UPDATE or DELETE below it: the
--- foreign keys' ON DELETE/ON UPDATE actions, whose rows the engine has
--- dealt with before. A version that differs means that the engine wrote
+-- statement's own (trigger depth 1), or an UPDATE or DELETE below it of a
+-- table marked * (the foreign keys' actions, whose rows the engine has
+-- dealt with before). A version that differs means that the engine wrote
 -- with rules older than those the transaction sees: refused, "retry".
 --
 -- The limits, documented in docs/guard.md: a client who knows the key
@@ -766,11 +768,16 @@ CREATE OR REPLACE FUNCTION pgrules._guard() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
   q text := current_query();
+  h text;
+  e text;
 BEGIN
-  IF TG_ARGV[2] = '' AND left(q, 10) = '/*pgrules ' AND md5(substr(q, 11, 32)) = TG_ARGV[1]
-     AND strpos(left(q, strpos(q, '*/')), ' ' || TG_RELID || ':' || TG_ARGV[0] || ' ') > 0
-     AND (pg_trigger_depth() = 1 OR TG_OP IN ('UPDATE', 'DELETE')) THEN
-    RETURN NULL;
+  IF TG_ARGV[2] = '' AND left(q, 10) = '/*pgrules ' AND md5(substr(q, 11, 32)) = TG_ARGV[1] THEN
+    h := left(q, strpos(q, '*/'));
+    e := ' ' || TG_RELID || ':' || TG_ARGV[0];
+    IF strpos(h, e || '* ') > 0 AND (pg_trigger_depth() = 1 OR TG_OP IN ('UPDATE', 'DELETE'))
+       OR strpos(h, e || ' ') > 0 AND pg_trigger_depth() = 1 THEN
+      RETURN NULL;
+    END IF;
   END IF;
   PERFORM pgrules._guard_refuse(TG_RELID, TG_OP, TG_ARGV[0], TG_ARGV[1], TG_ARGV[2], q, current_user);
   RETURN NULL;
@@ -805,7 +812,7 @@ BEGIN
       MESSAGE = format('%s on %s is refused: it is a partition or child table of %s, which has rules', op, shown, parent),
       HINT = format('Write %s through pgrules with INSERT, UPDATE or DELETE, which run its rules.', parent);
   END IF;
-  IF header AND op <> 'TRUNCATE' AND (pg_trigger_depth() = 1 OR op IN ('UPDATE', 'DELETE')) THEN
+  IF header AND op <> 'TRUNCATE' AND pg_trigger_depth() = 1 THEN
     -- The engine's own statement, computed with other rules than the
     -- transaction sees: a proxy whose catalog lags, or rules changed
     -- earlier in this transaction where the proxy could not see it.

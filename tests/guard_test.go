@@ -136,14 +136,21 @@ func TestGuardPaths(t *testing.T) {
 }
 
 // TestGuardTriggers: a trigger of a table with rules, fired by the engine's
-// own write, may not insert into another table with rules; its UPDATE and
-// DELETE of tables the rules do not reach are its own business.
+// own write, may not write another table with rules (but through a foreign
+// key's action, which the engine has run the rules of first).
 func TestGuardTriggers(t *testing.T) {
 	c, admin, _, _ := guardDB(t)
 	scalar(t, admin, `CREATE FUNCTION order_line() RETURNS trigger LANGUAGE plpgsql AS
 		'BEGIN INSERT INTO lineitem (order_id, product_id, quantity) VALUES (NEW.id, 2, 100); RETURN NULL; END'`)
 	scalar(t, admin, "CREATE TRIGGER order_line AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION order_line()")
 	refused(t, c, admin, "INSERT INTO orders (id, customer_id) VALUES (2, 2)", "55000", "lineitem")
+	// An UPDATE or a DELETE from under the engine's write passes only on a
+	// table whose rows a foreign key's action changes (lineitem's key to
+	// orders has none).
+	scalar(t, admin, `CREATE FUNCTION order_lines() RETURNS trigger LANGUAGE plpgsql AS
+		'BEGIN UPDATE lineitem SET quantity = 100 WHERE order_id = NEW.id; RETURN NULL; END'`)
+	scalar(t, admin, "CREATE TRIGGER order_lines AFTER UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION order_lines()")
+	refused(t, c, admin, "UPDATE orders SET paid = true WHERE id = 1", "55000", "lineitem")
 }
 
 // TestGuardPartitions: a partition or an inheritance child of a table with
