@@ -310,7 +310,7 @@ func TestOneTripParentConcurrent(t *testing.T) {
 	}{
 		{[]string{"INSERT INTO pc (id) VALUES (2)"}, insert, "2"},
 		{[]string{"DELETE FROM pc WHERE id = 3", "INSERT INTO pc (id) VALUES (3)"}, insert, "3"},
-		{[]string{"INSERT INTO pc (id) VALUES (4)"}, "UPDATE pg SET pc_id = $2 WHERE id = $1 - 10", "4"},
+		{[]string{"INSERT INTO pc (id) VALUES (4)"}, "UPDATE pg SET pc_id = $2 WHERE id = $1 - 12", "4"},
 	} {
 		scalar(t, other, "BEGIN")
 		for _, sql := range tc.other {
@@ -320,7 +320,7 @@ func TestOneTripParentConcurrent(t *testing.T) {
 		scalar(t, other, fmt.Sprintf("INSERT INTO pg (id, pc_id, v) VALUES (%d, 1, 1.00)", 11+i))
 		done := make(chan error, 1)
 		go func() {
-			_, err := c.ExecParams(ctx, tc.write, [][]byte{[]byte("20"), []byte(tc.parent)}, nil, nil, nil).Close()
+			_, err := c.ExecParams(ctx, tc.write, [][]byte{[]byte(strconv.Itoa(20 + i)), []byte(tc.parent)}, nil, nil, nil).Close()
 			done <- err
 		}()
 		var err error
