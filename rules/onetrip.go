@@ -582,6 +582,9 @@ func (r *runner) tookOneTrip(tr *tableRules, w *writeStmt, res *stmt.Result, wri
 		if err := r.takeOneTripFollows(tr, res.Rows[0][f]); err != nil {
 			return nil, err
 		}
+		if err := r.missedParents(tr, written); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.afterWrite(tr, written); err != nil {
 		return nil, err
@@ -621,4 +624,46 @@ func (r *runner) takeOneTripFollows(tr *tableRules, f []byte) error {
 		r.s.markLocked(a, r.followed[a].changes)
 	}
 	return nil
+}
+
+// missedParents fails a write in one trip whose adjustments did not reach
+// every parent its rows move a sum or count of, at any level. The
+// statement's updates of the parents see its snapshot: a parent that a
+// concurrent transaction inserted, or deleted and inserted again under the
+// same key, and committed while the statement waited for a lock, is not
+// among the rows they update, yet the foreign-key checks at the end of the
+// statement, which see it, let the rows in. Left so, its sums and counts
+// would miss the rows; the statement fails with 40001 instead, and the
+// retry sees the parent.
+func (r *runner) missedParents(tr *tableRules, written []*change) error {
+	for _, a := range tr.up {
+		below := r.followed[a].changes
+		if err := r.missedParent(tr, a, written, below); err != nil {
+			return err
+		}
+		ptr := r.set.table(a.parent.QualifiedName())
+		for _, b := range a.chain {
+			if err := r.missedParent(ptr, b, below, r.followed[b].changes); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// missedParent compares the parents a's deltas of changes reach with the
+// parents the statement adjusted (the server groups the same deltas by
+// key, and leaves out those that add nothing, as deltas does).
+func (r *runner) missedParent(tr *tableRules, a *adjustment, changes, adjusted []*change) error {
+	deltas, err := r.deltas(tr, a, changes)
+	if err != nil {
+		return r.fail(asPgError(err))
+	}
+	if len(adjusted) >= len(deltas) {
+		return nil
+	}
+	e := pgerr.New(pgerr.SerializationFailure, "could not adjust %s: a concurrent transaction inserted or replaced a row of it that %s refers to", shortName(a.parent.QualifiedName()), shortName(tr.t.QualifiedName()))
+	e.Schema, e.Table = a.parent.Schema, a.parent.Name
+	e.Hint = "Retry the transaction."
+	return r.fail(e)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,6 +50,9 @@ func TestLogicFuzz(t *testing.T) {
 	}
 	p := startProxy(t, shared)
 	var ran, txs, statements, failed, bad int
+	// The concurrent sessions' errors by SQLSTATE: the serialization
+	// failures and deadlocks are the price of exactness under concurrency.
+	codes := make(map[string]int)
 	for i := range cases {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			break
@@ -70,7 +74,7 @@ func TestLogicFuzz(t *testing.T) {
 			// replays it, which the fixed seeds of make test cannot
 			// promise.
 			if *fuzzOnly == "concurrent" || *fuzzOnly == "" && *fuzzDuration > 0 && i%3 == 0 {
-				n, err := fc.concurrently(t, p)
+				n, err := fc.concurrently(t, p, codes)
 				txs += n
 				if err != nil {
 					bad++
@@ -83,6 +87,9 @@ func TestLogicFuzz(t *testing.T) {
 		}
 	}
 	t.Logf("logic fuzzer: %d cases from seed %d, %d of them failing; %d transactions, %d statements (%d refused by both)", ran, seed, bad, txs, statements, failed)
+	if len(codes) > 0 {
+		t.Logf("concurrent sessions' errors by SQLSTATE: %v", codes)
+	}
 }
 
 // fzShape is how a transaction's statements are sent.
@@ -646,7 +653,7 @@ const fzSessions, fzSessionTxs = 4, 8
 // must find nothing and every constraint must hold. A statement may fail
 // as it would on PostgreSQL (a deadlock, a serialization failure, a
 // constraint), never leave the data against the rules.
-func (fc *fzCase) concurrently(t *testing.T, p *testProxy) (int, error) {
+func (fc *fzCase) concurrently(t *testing.T, p *testProxy, codes map[string]int) (int, error) {
 	t.Helper()
 	sc := &fzScope{t: t}
 	defer sc.close()
@@ -665,6 +672,7 @@ func (fc *fzCase) concurrently(t *testing.T, p *testProxy) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	errs := make(chan error, fzSessions)
+	var mu sync.Mutex
 	for i := range fzSessions {
 		conn := sc.connect(p.url("", "", db))
 		r := rand.New(rand.NewPCG(fc.seed, uint64(1000+i)))
@@ -674,10 +682,18 @@ func (fc *fzCase) concurrently(t *testing.T, p *testProxy) (int, error) {
 				for range 1 + r.IntN(3) {
 					tx.statements = append(tx.statements, fc.statement(r))
 				}
-				if _, err := tx.play(ctx, fzSide{conn: conn}); err != nil {
+				out, err := tx.play(ctx, fzSide{conn: conn})
+				if err != nil {
 					errs <- err
 					return
 				}
+				mu.Lock()
+				for _, o := range out {
+					if o.code != "" {
+						codes[o.code]++
+					}
+				}
+				mu.Unlock()
 			}
 			errs <- nil
 		}()

@@ -287,3 +287,70 @@ func TestOneTripKeyChanged(t *testing.T) {
 		scalar(t, c, "DELETE FROM a_line WHERE id = 9"+id)
 	}
 }
+
+// TestOneTripParentConcurrent: a child written in one statement whose
+// parent a concurrent transaction inserts, or deletes and inserts again
+// under the same key, while the statement waits for another parent that
+// transaction holds. The statement's snapshot does not see the parent its
+// foreign-key check then finds, so its adjustment would be lost; the write
+// fails with 40001 instead and leaves nothing behind, and its retry adjusts
+// the parent.
+func TestOneTripParentConcurrent(t *testing.T) {
+	c, admin, p, db := rulesDB(t, `CREATE TABLE pc (id int PRIMARY KEY, s numeric(12,2) NOT NULL DEFAULT 0, k int NOT NULL DEFAULT 0);
+		CREATE TABLE pg (id int PRIMARY KEY, pc_id int REFERENCES pc ON DELETE CASCADE, v numeric(10,2));
+		INSERT INTO pc (id) VALUES (1), (3)`,
+		[]string{`SELECT pgrules.sum('pc.s', 'pg.v')`, `SELECT pgrules.count('pc.k', 'pg')`})
+	other := connect(t, p.url("", "", db))
+	scalar(t, c, "INSERT INTO pg (id, pc_id, v) VALUES (10, 1, 1.50)")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	insert := "INSERT INTO pg (id, pc_id, v) VALUES ($1, 1, 2.25), ($1 + 100, $2, 2.25)"
+	for i, tc := range []struct {
+		other         []string
+		write, parent string
+	}{
+		{[]string{"INSERT INTO pc (id) VALUES (2)"}, insert, "2"},
+		{[]string{"DELETE FROM pc WHERE id = 3", "INSERT INTO pc (id) VALUES (3)"}, insert, "3"},
+		{[]string{"INSERT INTO pc (id) VALUES (4)"}, "UPDATE pg SET pc_id = $2 WHERE id = $1 - 12", "4"},
+	} {
+		scalar(t, other, "BEGIN")
+		for _, sql := range tc.other {
+			scalar(t, other, sql)
+		}
+		// Parent 1 locked by the other transaction: the write waits there.
+		scalar(t, other, fmt.Sprintf("INSERT INTO pg (id, pc_id, v) VALUES (%d, 1, 1.00)", 11+i))
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.ExecParams(ctx, tc.write, [][]byte{[]byte(strconv.Itoa(20 + i)), []byte(tc.parent)}, nil, nil, nil).Close()
+			done <- err
+		}()
+		var err error
+		waitFor(t, "the write to wait for parent 1", func() bool {
+			select {
+			case err = <-done:
+				t.Fatalf("%s did not wait for %s: %v", tc.write, tc.other, err)
+			default:
+			}
+			return scalar(t, admin, "SELECT count(*) FROM pg_locks WHERE NOT granted") != "0"
+		})
+		scalar(t, other, "COMMIT")
+		err = <-done
+		if drift := scalar(t, other, "SELECT count(*) FROM pgrules.verify()"); drift != "0" {
+			t.Fatalf("%s while another transaction ran %s: %v; verify() reports %s drifting rows", tc.write, tc.other, err, drift)
+		}
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "40001" {
+			t.Fatalf("%s while another transaction ran %s: %v, want 40001", tc.write, tc.other, err)
+		}
+		// The retry sees the parent.
+		if _, err := c.ExecParams(ctx, tc.write, [][]byte{[]byte(strconv.Itoa(20 + i)), []byte(tc.parent)}, nil, nil, nil).Close(); err != nil {
+			t.Fatalf("%s again: %v", tc.write, err)
+		}
+	}
+	if got := scalar(t, admin, "SELECT string_agg(concat_ws(':', id, s, k), ' ' ORDER BY id) FROM pc"); got != "1:7.50:5 2:2.25:1 3:2.25:1 4:1.50:1" {
+		t.Fatalf("parents: %s", got)
+	}
+	if drift := scalar(t, other, "SELECT count(*) FROM pgrules.verify()"); drift != "0" {
+		t.Fatalf("verify() reports %s drifting rows after the retries", drift)
+	}
+}
