@@ -425,7 +425,7 @@ func (s *session) Intercepts(sql string) bool {
 	if strings.HasPrefix(sql, headerPrefix) {
 		return true // refused by Exec: only the engine presents a header
 	}
-	if s.watchesTxEnd() && isTxKeyword(sqlparse.LeadingKeyword(sql)) {
+	if s.watchesTxEnd() && (isTxKeyword(sqlparse.LeadingKeyword(sql)) || holdsTxControl(sql)) {
 		return true
 	}
 	c := s.current(context.Background())
@@ -433,7 +433,7 @@ func (s *session) Intercepts(sql string) bool {
 		s.watchPath(sql)
 	}
 	if !sqlparse.ContainsFold(sql, "pgrules.") && (!sqlparse.MayWrite(sql) || c.err == nil && len(c.snap.Rules) == 0) {
-		if c.err != nil || len(c.snap.Rules) == 0 || !isTxKeyword(sqlparse.LeadingKeyword(sql)) {
+		if c.err != nil || len(c.snap.Rules) == 0 || !isTxKeyword(sqlparse.LeadingKeyword(sql)) && !holdsTxControl(sql) {
 			return false
 		}
 	}
@@ -475,7 +475,7 @@ func (c *compiled) classify(sql string) *plan {
 		p.intercept, p.trace = true, true
 	case sqlparse.ContainsFold(sql, "pgrules."):
 		p.intercept, p.define = true, true
-	case hasRules && isTxKeyword(sqlparse.LeadingKeyword(sql)):
+	case hasRules && (isTxKeyword(sqlparse.LeadingKeyword(sql)) || holdsTxControl(sql)):
 	case !sqlparse.MayWrite(sql):
 		return p
 	}
@@ -492,8 +492,10 @@ func (c *compiled) classify(sql string) *plan {
 			}
 		}
 		st.Tree = nil // cached plans keep no trees they will not use
-		if hasRules && st.TxControl && len(p.parts) == 1 && followedTx(st.SQL, commitWork) {
-			p.intercept, p.txControl = true, true
+		// A COMMIT or a savepoint the engine follows, alone or among the
+		// statements of a Query (which Split then hands it one by one).
+		if hasRules && st.TxControl && followedTx(st.SQL, commitWork) {
+			p.intercept, p.txControl = true, len(p.parts) == 1
 		}
 	}
 	return p

@@ -7,6 +7,7 @@ import (
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -70,6 +71,22 @@ func (s *Set) hasCommitWork() bool {
 // commitWork reports whether the table's touched rows matter at commit.
 func (tr *tableRules) commitWork() bool {
 	return len(tr.commitConstraints) > 0 || len(tr.eventsOf(timingCommit)) > 0 || len(tr.eventsOf(timingAfterCommit)) > 0
+}
+
+// holdsTxControl tells, cheaply, that a text of several statements may
+// hold one that ends a transaction or handles a savepoint after its first
+// ("SELECT 1; COMMIT"): such a text is parsed, so that the engine sees the
+// COMMIT (a false alarm costs only the parse).
+func holdsTxControl(sql string) bool {
+	if !strings.Contains(sql, ";") {
+		return false
+	}
+	for _, k := range []string{"commit", "end", "prepare", "savepoint", "rollback", "release"} {
+		if sqlparse.ContainsFold(sql, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // isTxKeyword tells, from a statement's first word, that it may end a

@@ -698,6 +698,18 @@ func TestCommitConstraint(t *testing.T) {
 	if e := pgError(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)"); e == nil || e.Code != "23514" || e.ConstraintName != "has_lines" || e.Message != "order 1 has no lines" {
 		t.Fatalf("autocommit: %+v", e)
 	}
+	// A COMMIT that comes after another statement of its Query, in a
+	// transaction: the commit constraint holds it as any COMMIT.
+	for _, end := range []string{"SELECT 1; COMMIT", "SAVEPOINT s; RELEASE SAVEPOINT s; COMMIT"} {
+		scalar(t, c, "BEGIN")
+		scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)")
+		if e := pgError(t, c, end); e == nil || e.Code != "23514" || e.ConstraintName != "has_lines" {
+			t.Fatalf("%s: %+v, want the commit constraint's 23514", end, e)
+		}
+		if got := scalar(t, admin, "SELECT count(*) FROM orders"); got != "0" {
+			t.Fatalf("%s committed an order without lines", end)
+		}
+	}
 	// In a transaction: fine once a line is there.
 	scalar(t, c, "BEGIN")
 	scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)")
