@@ -17,10 +17,10 @@ import (
 )
 
 // The check-credit acceptance scenarios (../shared/scenarios/check-credit).
-// Each runs on a target: for now directly on PostgreSQL with the logic as
-// PL/pgSQL triggers (triggers.sql), the second oracle the scenarios name.
-// The rules engine (issue 4) adds the target "through pgrules with
-// rules.sql", which must pass the same checks and end in the same state.
+// Each runs on two targets: directly on PostgreSQL with the logic as
+// PL/pgSQL triggers (triggers.sql), the second oracle the scenarios name,
+// and through pgrules with rules.sql, which must pass the same checks and
+// end in the same state.
 
 type creditTarget struct {
 	name string
