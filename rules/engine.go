@@ -378,6 +378,7 @@ type session struct {
 	prepared    map[string]string
 	named       int64
 	preparedFor *compiled // the catalog the statements were prepared for
+	preparedHdr string    // the guard header they were prepared with
 	// paramTypes caches the server's parameter types of client statements.
 	paramTypes map[string][]uint32
 	// typeNames caches format_type of result columns (CTEs).

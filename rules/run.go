@@ -132,6 +132,10 @@ const (
 // header of the rules it was computed with (guard.go).
 func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement, flags []runFlags) ([]*stmt.Result, error) {
 	s.trips++
+	if s.hdr != s.preparedHdr {
+		// Prepared with another header: the guard would refuse them.
+		s.prepared, s.preparedHdr = nil, s.hdr
+	}
 	var fresh []string
 	for i := range sts {
 		st := &sts[i]
@@ -139,19 +143,25 @@ func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement,
 		if i < len(flags) {
 			f = flags[i]
 		}
-		if f&verbatim == 0 && s.hdr != "" && st.SQL != "" && !strings.HasPrefix(st.SQL, "SELECT ") {
-			st.SQL = s.hdr + st.SQL
-		}
-		if f&unprepared != 0 {
-			continue
-		}
-		// The parameter types are part of what was prepared.
+		headed := f&verbatim == 0 && s.hdr != "" && st.SQL != "" && !strings.HasPrefix(st.SQL, "SELECT ")
+		// The key is the text without the header, which would make every
+		// execution copy it; the parameter types are part of what was
+		// prepared.
 		key := st.SQL
+		if headed {
+			key = "\x01" + key
+		}
 		if len(st.ParamOIDs) > 0 {
 			key += "\x00" + fmt.Sprint(st.ParamOIDs)
 		}
-		if name, ok := s.prepared[key]; ok {
+		if name, ok := s.prepared[key]; ok && f&unprepared == 0 {
 			st.Name, st.SQL = name, ""
+			continue
+		}
+		if headed {
+			st.SQL = s.hdr + st.SQL
+		}
+		if f&unprepared != 0 {
 			continue
 		}
 		if len(s.prepared) >= maxPrepared {
