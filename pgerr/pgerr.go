@@ -11,6 +11,7 @@ const (
 	ConnectionFailure       = "08006"
 	ConnectionException     = "08000"
 	ProgramLimitExceeded    = "54000"
+	StatementTooComplex     = "54001"
 	TooManyConnections      = "53300"
 	AdminShutdown           = "57P01"
 	CannotConnectNow        = "57P03"

@@ -8,6 +8,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/sqlparse"
 )
 
 // setList is the SET list of an UPDATE or of ON CONFLICT DO UPDATE: the
@@ -103,7 +104,7 @@ func (s *setList) subselectValue(t *catalog.Table, rest []*pg_query.Node, m *pg_
 		if n != int(m.Ncolumns) || len(rest) < n {
 			return "", pgerr.New(pgerr.SyntaxError, "number of columns does not match number of values")
 		}
-		q, err := deparse(sub.Subselect)
+		q, err := sqlparse.Deparse(sub.Subselect)
 		if err != nil {
 			return "", err
 		}

@@ -9,6 +9,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/sqlparse"
 )
 
 // The engine runs ON CONFLICT DO UPDATE by looking for the conflicting
@@ -146,7 +147,7 @@ func nullsNotDistinct(t *catalog.Table, u *catalog.Unique) *pgerr.Error {
 // compare with a conflict target's WHERE; the predicate itself when it
 // does not parse.
 func normalPredicate(pred string) string {
-	tree, err := pg_query.Parse("SELECT " + pred)
+	tree, err := sqlparse.ParseTree("SELECT " + pred)
 	if err != nil || len(tree.Stmts) != 1 {
 		return pred
 	}

@@ -481,6 +481,12 @@ func (c *compiled) classify(sql string) *plan {
 		return p
 	}
 	p.parts, p.parseErr = sqlparse.Parse(sql)
+	if tooComplex(p.parseErr) {
+		// Refused by Exec: what the statement writes is not known, and
+		// the server might run it.
+		p.intercept = true
+		return p
+	}
 	if p.parseErr != nil {
 		return p // the server will report the syntax error
 	}
@@ -536,6 +542,10 @@ func (s *session) Split(sql string) ([]stmt.Part, error) {
 		// Intercepted for the session's state (a transaction that defined
 		// rules), not for its text: the plan did not parse it.
 		stmts, err = sqlparse.Parse(sql)
+	}
+	if tooComplex(err) {
+		// Exec refuses it.
+		return []stmt.Part{{SQL: sql, Engine: true}}, nil
 	}
 	if err != nil {
 		return nil, err
@@ -608,6 +618,9 @@ func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (
 		return s.endTx(ctx, conn, c, st)
 	}
 	p := s.plan(c, st.SQL)
+	if tooComplex(p.parseErr) {
+		return nil, failTx(ctx, conn, asPgError(p.parseErr))
+	}
 	switch {
 	case p.trace:
 		return s.setTrace(ctx, conn, st)
@@ -935,6 +948,12 @@ func (s *session) maintenance(ctx context.Context, conn stmt.Conn, st stmt.State
 		}
 	}
 	return nil
+}
+
+// tooComplex reports whether err refuses a statement nested too deeply
+// to parse.
+func tooComplex(err error) bool {
+	return pgerr.Code(err) == pgerr.StatementTooComplex
 }
 
 func asPgError(err error) *pgerr.Error {

@@ -61,7 +61,10 @@ func (p *plan) analyse(c *compiled, sql string) {
 // writes such a table is returned as its tree, run CTE by CTE.
 func analyseText(c *compiled, sql string, n *pg_query.Node) (*writeStmt, *pg_query.Node, error) {
 	if n == nil {
-		tree, err := pg_query.Parse(sql)
+		tree, err := sqlparse.ParseTree(sql)
+		if pgerr.Code(err) != "" {
+			return nil, nil, err
+		}
 		if err != nil {
 			return nil, nil, pgerr.New(pgerr.SyntaxError, "%s", err)
 		}
@@ -182,9 +185,9 @@ func (s *session) runCTE(r *runner, c *compiled, n *pg_query.Node, p clientParam
 		if len(ctes) > 0 {
 			setWith(q, &pg_query.WithClause{Ctes: ctes})
 		}
-		sql, err := deparse(q)
+		sql, err := sqlparse.Deparse(q)
 		if err != nil {
-			return nil, r.fail(pgerr.New(pgerr.InternalError, "deparse: %w", err))
+			return nil, r.fail(asPgError(err))
 		}
 		res, err := s.runStatement(r, c, sql, p, nil)
 		if err != nil {
@@ -197,9 +200,9 @@ func (s *session) runCTE(r *runner, c *compiled, n *pg_query.Node, p clientParam
 		if err != nil {
 			return nil, err
 		}
-		tree, err := pg_query.Parse(values)
+		tree, err := sqlparse.ParseTree(values)
 		if err != nil {
-			return nil, r.fail(pgerr.New(pgerr.InternalError, "parse: %w", err))
+			return nil, r.fail(parseFailure(err))
 		}
 		ctes = append(ctes, &pg_query.Node{Node: &pg_query.Node_CommonTableExpr{CommonTableExpr: &pg_query.CommonTableExpr{
 			Ctename: cte.Ctename, Aliascolnames: cte.Aliascolnames, Ctequery: tree.Stmts[0].Stmt,
@@ -222,11 +225,21 @@ func (s *session) runCTE(r *runner, c *compiled, n *pg_query.Node, p clientParam
 	} else {
 		setWith(n, nil)
 	}
-	sql, err := deparse(n)
+	sql, err := sqlparse.Deparse(n)
 	if err != nil {
-		return nil, r.fail(pgerr.New(pgerr.InternalError, "deparse: %w", err))
+		return nil, r.fail(asPgError(err))
 	}
 	return s.runStatement(r, c, sql, p, resultFormats)
+}
+
+// parseFailure is the error of a parse of SQL the engine wrote: a text too
+// deep to parse keeps its StatementTooComplex, anything else is the
+// engine's fault.
+func parseFailure(err error) *pgerr.Error {
+	if pgerr.Code(err) != "" {
+		return asPgError(err)
+	}
+	return pgerr.New(pgerr.InternalError, "parse: %w", err)
 }
 
 // expanded spells out a single parameter format for every parameter, so
@@ -245,9 +258,9 @@ func (p clientParams) expanded() clientParams {
 // runStatement runs one statement of a CTE chain: through the engine when
 // it writes a table with rules, as it is otherwise.
 func (s *session) runStatement(r *runner, c *compiled, sql string, p clientParams, resultFormats []int16) (*stmt.Result, error) {
-	tree, err := pg_query.Parse(sql)
+	tree, err := sqlparse.ParseTree(sql)
 	if err != nil {
-		return nil, r.fail(pgerr.New(pgerr.InternalError, "parse: %w", err))
+		return nil, r.fail(parseFailure(err))
 	}
 	n := tree.Stmts[0].Stmt
 	if t := targetOf(c, n); t != nil {

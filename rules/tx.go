@@ -117,7 +117,7 @@ func followedTx(sql string, commits bool) bool {
 }
 
 func txKind(sql string) (pg_query.TransactionStmtKind, string) {
-	tree, err := pg_query.Parse(sql)
+	tree, err := sqlparse.ParseTree(sql)
 	if err != nil || len(tree.Stmts) != 1 {
 		return 0, ""
 	}

@@ -9,6 +9,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/sqlparse"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -324,21 +325,6 @@ func notSupported(t *catalog.Table, format string, args ...any) *pgerr.Error {
 	return e
 }
 
-// parseTreeVersion is the version pg_query stamps on the trees it parses;
-// trees built here for deparsing carry it too.
-var parseTreeVersion int32
-
-func init() {
-	tree, err := pg_query.Parse("SELECT 1")
-	if err == nil {
-		parseTreeVersion = tree.Version
-	}
-}
-
-func deparse(n *pg_query.Node) (string, error) {
-	return pg_query.Deparse(&pg_query.ParseResult{Version: parseTreeVersion, Stmts: []*pg_query.RawStmt{{Stmt: n}}})
-}
-
 func selectNode(sel *pg_query.SelectStmt) *pg_query.Node {
 	sel.LimitOption = pg_query.LimitOption_LIMIT_OPTION_DEFAULT
 	sel.Op = pg_query.SetOperation_SETOP_NONE
@@ -347,7 +333,7 @@ func selectNode(sel *pg_query.SelectStmt) *pg_query.Node {
 
 // targetsSQL deparses a list of result targets (a RETURNING list).
 func targetsSQL(targets []*pg_query.Node) (string, error) {
-	s, err := deparse(selectNode(&pg_query.SelectStmt{TargetList: targets}))
+	s, err := sqlparse.Deparse(selectNode(&pg_query.SelectStmt{TargetList: targets}))
 	return strings.TrimPrefix(s, "SELECT "), err
 }
 
@@ -358,7 +344,7 @@ func exprSQL(n *pg_query.Node) (string, error) {
 
 // fromSQL deparses a FROM list, with the WHERE clause when there is one.
 func fromSQL(items []*pg_query.Node, where *pg_query.Node) (string, error) {
-	s, err := deparse(selectNode(&pg_query.SelectStmt{
+	s, err := sqlparse.Deparse(selectNode(&pg_query.SelectStmt{
 		TargetList:  []*pg_query.Node{pg_query.MakeResTargetNodeWithVal(pg_query.MakeAConstIntNode(1, 0), 0)},
 		FromClause:  items,
 		WhereClause: where,
@@ -371,7 +357,7 @@ func withSQL(w *pg_query.WithClause) (string, error) {
 	if w == nil || len(w.Ctes) == 0 {
 		return "", nil
 	}
-	s, err := deparse(selectNode(&pg_query.SelectStmt{
+	s, err := sqlparse.Deparse(selectNode(&pg_query.SelectStmt{
 		WithClause: w,
 		TargetList: []*pg_query.Node{pg_query.MakeResTargetNodeWithVal(pg_query.MakeAConstIntNode(1, 0), 0)},
 	}))
@@ -471,7 +457,7 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 		if oc.Infer != nil {
 			// The inference clause is deparsed through a statement of its
 			// own, the only place the deparser prints it.
-			s, err := deparse(&pg_query.Node{Node: &pg_query.Node_InsertStmt{InsertStmt: &pg_query.InsertStmt{
+			s, err := sqlparse.Deparse(&pg_query.Node{Node: &pg_query.Node_InsertStmt{InsertStmt: &pg_query.InsertStmt{
 				Relation: &pg_query.RangeVar{Relname: "t", Inh: true, Relpersistence: "p"}, OnConflictClause: oc,
 				SelectStmt: selectNode(&pg_query.SelectStmt{ValuesLists: []*pg_query.Node{pg_query.MakeListNode([]*pg_query.Node{pg_query.MakeAConstIntNode(1, 0)})}}),
 			}}})
@@ -566,7 +552,7 @@ func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, erro
 		}
 		source = "(VALUES " + strings.Join(rows, ", ") + ") pgrules_s(" + strings.Join(names, ", ") + ")"
 	default:
-		s, err := deparse(ins.SelectStmt)
+		s, err := sqlparse.Deparse(ins.SelectStmt)
 		if err != nil {
 			return nil, err
 		}

@@ -45,9 +45,12 @@ const (
 
 // Parse splits sql into its statements and tells what each does. A syntax
 // error is returned as the parser's error; the server will report it
-// better, so callers usually let the text through to it.
+// better, so callers usually let the text through to it. A text nested
+// too deeply to parse safely gets a *pgerr.Error with StatementTooComplex
+// (see ParseTree), which callers must not let through: the server might
+// run it without pgrules having seen what it writes.
 func Parse(sql string) ([]Statement, error) {
-	tree, err := pg_query.Parse(sql)
+	tree, err := ParseTree(sql)
 	if err != nil {
 		return nil, err
 	}
