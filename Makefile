@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: demo test vet bench fuzz build deps-demo deps-test deps-bench fmt clean
+.PHONY: demo test vet bench fuzz fuzz-targets build deps-demo deps-test deps-bench fmt clean
 
 build:
 	$(GO) build -o bin/pgrules ./cmd/pgrules
@@ -24,6 +24,19 @@ vet:
 FUZZTIME ?= 10m
 fuzz: deps-test
 	$(GO) test -count=1 -timeout 0 ./tests -run '^TestLogicFuzz$$' -v -args -fuzz.duration=$(FUZZTIME) $(FUZZFLAGS)
+
+# make fuzz-targets FUZZTIME=5m: each Go fuzz target (go test -fuzz) in turn,
+# FUZZTIME each; FUZZTARGETS="pkg:Target ..." picks some. make test runs
+# their seeds and testdata/fuzz corpora. A failing input is written to the
+# package's testdata/fuzz/<Target>/, where it stays as a regression seed.
+FUZZTARGETS ?= ./proxy:FuzzMsgReader ./proxy:FuzzStartupPacket ./proxy:FuzzUpstreamBodies \
+	./sqlparse:FuzzParse ./rules:FuzzStatementPath ./rules:FuzzCompileExpression
+fuzz-targets:
+	@set -e; for t in $(FUZZTARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "== $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -count=1 -timeout 0 -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 bench: deps-bench
 	$(GO) run ./bench $(BENCHFLAGS)

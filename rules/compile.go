@@ -10,7 +10,6 @@ import (
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
-	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
@@ -611,7 +610,12 @@ const actionsVar = "pgrules_actions"
 // expression parses, checks and compiles one expression of a rule against
 // the row of table t: names, types, and the columns it reads.
 func (s *Set) expression(c *Compiled, t *catalog.Table, part, src string, out **vm.Program, action bool) (kind, *pgerr.Error) {
-	tree, err := parser.Parse(src)
+	tree, err := parseExpr(src)
+	if e, ok := err.(*pgerr.Error); ok {
+		re := ruleError(c.Rule, e.Code, "the %s: %s", part, e.Message)
+		re.Hint = e.Hint
+		return kAny, re
+	}
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
@@ -628,7 +632,7 @@ func (s *Set) expression(c *Compiled, t *catalog.Table, part, src string, out **
 		expr.Env(map[string]any{"row": map[string]any{}, "old": map[string]any{}, "verb": "", "error": map[string]any{}}),
 		expr.Patch(&operatorPatcher{}),
 		expr.AllowUndefinedVariables(),
-		expr.MaxNodes(10000),
+		expr.MaxNodes(maxExprNodes),
 	}, exprFunctions...)
 	if action {
 		opts = append(opts, expr.Patch(actionPatcher{}))

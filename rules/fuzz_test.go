@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/pganalyze/pg_query_go/v6/parser"
 	"github.com/pgrules/pgrules/catalog"
@@ -57,7 +58,7 @@ func FuzzStatementPath(f *testing.F) {
 		if p.parseErr != nil {
 			var syntax *parser.Error
 			tooDeep := pgerr.Code(p.parseErr) == pgerr.StatementTooComplex
-			if !tooDeep && !errors.As(p.parseErr, &syntax) {
+			if !tooDeep && utf8.ValidString(sql) && !errors.As(p.parseErr, &syntax) {
 				t.Fatalf("parse: %v (%T), neither a syntax error nor 54001", p.parseErr, p.parseErr)
 			}
 			if tooDeep && !p.intercept {
@@ -151,4 +152,30 @@ func FuzzCompileExpression(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDeepExpressionsAreRefused: expressions nested beyond what the
+// expression parser survives are refused with 54001, not parsed.
+func TestDeepExpressionsAreRefused(t *testing.T) {
+	for name, src := range map[string]string{
+		"minus":    strings.Repeat("-", 1_000_000) + "1",
+		"not":      strings.Repeat("not ", 300_000) + "true",
+		"brackets": strings.Repeat("(", 1_000_000) + "1" + strings.Repeat(")", 1_000_000),
+		"arrays":   strings.Repeat("[", 600) + "1" + strings.Repeat("]", 600),
+		"chain":    strings.Repeat("row.quantity + ", 20_001) + "1",
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := &catalog.Rule{Name: "x", Table: "public.lineitem", Kind: catalog.Formula, Column: "amount", Expression: src}
+			err := Compile(creditSnapshot(r)).RuleError("x")
+			if err == nil || err.Code != pgerr.StatementTooComplex || err.Hint == "" {
+				t.Fatalf("compile: %v, want 54001 with a hint", err)
+			}
+		})
+	}
+	// Within the limits, strings and comments do not count.
+	src := "(row.quantity * row.unit_price) // " + strings.Repeat("(-", 30000) + "\n + " + `"` + strings.Repeat("((", 30000) + `" ?? 0`
+	r := &catalog.Rule{Name: "x", Table: "public.lineitem", Kind: catalog.Constraint, Expression: src + " != nil", Message: "m"}
+	if err := Compile(creditSnapshot(r)).RuleError("x"); err != nil && err.Code == pgerr.StatementTooComplex {
+		t.Fatalf("compile: %v", err)
+	}
 }

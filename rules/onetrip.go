@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/expr-lang/expr/ast"
-	"github.com/expr-lang/expr/parser"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
 	"github.com/pgrules/pgrules/stmt"
@@ -185,7 +184,7 @@ func (s *Set) derivationSQL(tr *tableRules, d *Compiled, alias string) (string, 
 		if target.Kind != catalog.KindInt && target.Kind != catalog.KindDecimal || d.Accumulates {
 			return "", false
 		}
-		tree, err := parser.Parse(d.Rule.Expression)
+		tree, err := parseExpr(d.Rule.Expression)
 		if err != nil {
 			return "", false
 		}

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/expr-lang/expr/ast"
-	"github.com/expr-lang/expr/parser"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
 )
@@ -31,7 +30,7 @@ type sqlGen struct {
 }
 
 func (g *sqlGen) translate(src string) (string, error) {
-	tree, err := parser.Parse(src)
+	tree, err := parseExpr(src)
 	if err != nil {
 		return "", pgerr.New(pgerr.InvalidObjectDefinition, "rule %q: %w", g.rule, err)
 	}

@@ -23,7 +23,7 @@
 //
 //   - ParseTree refuses a text whose NestingBound exceeds MaxNesting
 //     (1,000 with 8 MiB stacks, 23 times below the crash) without calling
-//     the parser, and reports the decoder's refusal the same way;
+//     the parser; a tree within it nests at most about 8,000 messages;
 //   - Deparse refuses a tree nested more than MaxDeparseDepth messages
 //     deep (2,500, 3.5 times below the crash).
 //
