@@ -261,3 +261,26 @@ func TestSecurityParserLimitsAtTheEdge(t *testing.T) {
 	}
 	d.alive(t)
 }
+
+// TestSecurityParserDeepRuleExpression: a rule whose expression nests
+// deeper than the expression parser survives is refused with 54001 when
+// defined; the proxy and its other sessions go on.
+func TestSecurityParserDeepRuleExpression(t *testing.T) {
+	d := spSetup(t)
+	owner := connect(t, d.p.url("", "", d.ruled))
+	for _, expression := range []string{
+		strings.Repeat("-", 1_000_000) + "1",
+		strings.Repeat("(", 1_000_000) + "1" + strings.Repeat(")", 1_000_000),
+	} {
+		for _, proto := range protocols {
+			e := evExec(t, proto.exec, owner, "SELECT pgrules.formula('lineitem.amount', '"+expression+"')")
+			if e == nil || e.Code != "54001" || e.Hint == "" {
+				t.Fatalf("%s: defining a rule of %.20s...: %v, want 54001 with a hint", proto.name, expression, e)
+			}
+		}
+	}
+	if got := scalar(t, d.admin, "SELECT expression FROM pgrules.rules WHERE name = 'lineitem.amount'"); got != "row.quantity * row.unit_price" {
+		t.Fatalf("the rule is now %.40q", got)
+	}
+	d.alive(t)
+}
