@@ -11,7 +11,7 @@ import (
 	"github.com/pgrules/pgrules/sqlparse"
 )
 
-// No statement may crash the proxy (SECURITY.md): a statement nested
+// No statement may crash the proxy (docs/proxy.md): a statement nested
 // deeper than PostgreSQL's parser, run inside the proxy, can safely go is
 // refused with 54001, as PostgreSQL refuses one too deep for its own
 // stack; that session goes on, every other session is untouched. Wide
