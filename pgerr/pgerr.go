@@ -21,6 +21,7 @@ const (
 	UndefinedObject         = "42704"
 	UndefinedTable          = "42P01"
 	UndefinedColumn         = "42703"
+	UndefinedParameter      = "42P02"
 	InvalidColumnReference  = "42P10"
 	WrongObjectType         = "42809"
 	UndefinedFunction       = "42883"

@@ -71,8 +71,14 @@ var parseTreeVersion = func() int32 {
 // it does not nest deeper than the deparser can safely go. Every deparse
 // of pgrules goes through it. Errors are *pgerr.Error.
 func Deparse(n *pg_query.Node) (string, error) {
-	if messageDepth(n.ProtoReflect(), MaxDeparseDepth) > MaxDeparseDepth {
+	w := treeWalk{limit: MaxDeparseDepth}
+	if w.depth(n.ProtoReflect(), 0) > MaxDeparseDepth {
 		return "", tooComplex("statement pgrules runs for it", MaxDeparseDepth)
+	}
+	if w.paramZero {
+		// The parser takes $0, the deparser writes it as ?, which does
+		// not parse: PostgreSQL's own answer instead.
+		return "", pgerr.New(pgerr.UndefinedParameter, "there is no parameter $0")
 	}
 	s, err := pg_query.Deparse(&pg_query.ParseResult{Version: parseTreeVersion, Stmts: []*pg_query.RawStmt{{Stmt: n}}})
 	if err != nil {
@@ -84,23 +90,40 @@ func Deparse(n *pg_query.Node) (string, error) {
 // messageDepth is how deep messages nest in m, counting m, or a value
 // above limit once it is known to exceed it.
 func messageDepth(m protoreflect.Message, limit int) int {
-	if limit <= 0 {
-		return 1
+	w := treeWalk{limit: limit}
+	return w.depth(m, 0)
+}
+
+// treeWalk measures a tree before it is deparsed.
+type treeWalk struct {
+	limit int
+	// paramZero is set when the tree holds a parameter $0.
+	paramZero bool
+}
+
+// depth is how deep messages nest in m, which is at level, counting m; a
+// value above limit once it is known to exceed it.
+func (w *treeWalk) depth(m protoreflect.Message, level int) int {
+	if level >= w.limit {
+		return w.limit + 1
 	}
-	deepest := 0
+	if p, ok := m.Interface().(*pg_query.ParamRef); ok && p.Number <= 0 {
+		w.paramZero = true
+	}
+	deepest := level + 1
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.IsList() && fd.Message() != nil:
 			l := v.List()
-			for i := 0; i < l.Len() && deepest < limit; i++ {
-				deepest = max(deepest, messageDepth(l.Get(i).Message(), limit-1))
+			for i := 0; i < l.Len() && deepest <= w.limit; i++ {
+				deepest = max(deepest, w.depth(l.Get(i).Message(), level+1))
 			}
 		case fd.IsMap():
 			// The parse tree has no maps.
 		case fd.Message() != nil:
-			deepest = max(deepest, messageDepth(v.Message(), limit-1))
+			deepest = max(deepest, w.depth(v.Message(), level+1))
 		}
-		return deepest < limit
+		return deepest <= w.limit
 	})
-	return deepest + 1
+	return deepest
 }

@@ -149,3 +149,15 @@ func TestDeparseRefusesDeepTrees(t *testing.T) {
 		t.Fatalf("Deparse of a statement within the limits: %v", err)
 	}
 }
+
+// TestDeparseParameterZero: the parser takes $0, which the deparser would
+// write as "?"; Deparse answers as PostgreSQL does instead.
+func TestDeparseParameterZero(t *testing.T) {
+	tree, err := ParseTree("UPDATE t SET a = $0 WHERE id = $1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Deparse(tree.Stmts[0].Stmt); pgerr.Code(err) != pgerr.UndefinedParameter {
+		t.Fatalf("Deparse: %v, want SQLSTATE %s", err, pgerr.UndefinedParameter)
+	}
+}

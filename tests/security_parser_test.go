@@ -284,3 +284,23 @@ func TestSecurityParserDeepRuleExpression(t *testing.T) {
 	}
 	d.alive(t)
 }
+
+// TestSecurityParserParameterZero: a write of a table with rules naming
+// the parameter $0 gets PostgreSQL's own answer, in both protocols.
+func TestSecurityParserParameterZero(t *testing.T) {
+	d := spSetup(t)
+	direct := connect(t, shared.url(scramUser, scramPass, d.ruled))
+	for _, proto := range protocols {
+		for _, sql := range []string{
+			"UPDATE lineitem SET quantity = $0 WHERE id = 1",
+			"INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 1, $0)",
+		} {
+			want := evExec(t, proto.exec, direct, sql)
+			e := evExec(t, proto.exec, d.ruledC, sql)
+			if want == nil || e == nil || e.Code != want.Code || e.Code != "42P02" {
+				t.Fatalf("%s: %s: %v through pgrules, %v directly", proto.name, sql, e, want)
+			}
+		}
+	}
+	d.alive(t)
+}
