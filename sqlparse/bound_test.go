@@ -120,6 +120,7 @@ func TestWideTextsAreShallow(t *testing.T) {
 		"case":   "SELECT CASE " + strings.Join(whens, " ") + " END FROM t",
 		"select": "SELECT " + strings.Repeat("a + 1, ", 20000) + "1 FROM t",
 		"union":  "SELECT 1" + strings.Repeat(" UNION ALL SELECT a + b FROM t WHERE c = 1", 900),
+		"script": strings.Repeat("SELECT a + b FROM t JOIN u ON t.id = u.id UNION SELECT 1; ", 3000),
 	} {
 		t.Run(name, func(t *testing.T) {
 			if b := NestingBound(sql, MaxNesting); b > 20 && name != "union" || b > MaxNesting {

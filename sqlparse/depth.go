@@ -8,6 +8,7 @@ package sqlparse
 // bracket, CASE and subquery adds levels on top of what it holds; a
 // comma, AND, OR, WHEN, THEN or ELSE starts a new operand of a flat list,
 // so wide statements (many rows, long IN lists, AND chains) stay shallow.
+// The bound of several statements is that of the deepest.
 //
 // It reads the text once, as PostgreSQL's scanner does (quoted strings and
 // identifiers, dollar quotes, nested block comments), and stops counting
@@ -22,6 +23,7 @@ func NestingBound(sql string, limit int) int {
 		caseExpr bool // opened by CASE, closed by END
 	}
 	stack := []frame{{}}
+	best := 0 // of the statements before the last
 	depth := func(f *frame) int {
 		d := f.spine + max(f.chain, f.longest) + f.child + 1
 		if f.boolean {
@@ -59,6 +61,11 @@ func NestingBound(sql string, limit int) int {
 			if len(stack) > 1 { // else unbalanced: the parser refuses it
 				closeFrame()
 			}
+			i++
+		case c == ';' && len(stack) == 1:
+			// The next statement's tree is another.
+			best = max(best, depth(&stack[0]))
+			stack[0] = frame{}
 			i++
 		case c == ',' || c == ';':
 			f := &stack[len(stack)-1]
@@ -114,7 +121,7 @@ func NestingBound(sql string, limit int) int {
 	for len(stack) > 1 {
 		closeFrame()
 	}
-	return depth(&stack[0])
+	return max(best, depth(&stack[0]))
 }
 
 type kwKind uint8
