@@ -548,7 +548,7 @@ func (s *session) Split(sql string) ([]stmt.Part, error) {
 		// with the rules the transaction then sees.
 		engine := defined || s.wants(c, p) || st.TxControl && s.watchesTxEnd()
 		defined = defined || p.define
-		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Tx: st.Tx, Engine: engine}
+		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Tx: st.Tx, Engine: engine, CopyIn: engine && copyFrom(p)}
 	}
 	return parts, nil
 }
@@ -697,15 +697,15 @@ func (s *session) refuseBroken(ctx context.Context, conn stmt.Conn, c *compiled,
 	return nil
 }
 
-// refusedVerb is the error for MERGE, COPY FROM and TRUNCATE on a table
-// with rules, which the engine does not run: each would change rows
-// without their rules.
+// refusedVerb is the error for MERGE, TRUNCATE, and COPY FROM other than
+// a simple Query's, on a table with rules, which the engine does not run:
+// each would change rows without their rules.
 func refusedVerb(t *catalog.Table, v sqlparse.Verb) *pgerr.Error {
 	var e *pgerr.Error
 	switch v {
 	case sqlparse.CopyFrom:
-		e = notSupported(t, "COPY FROM does not run rules")
-		e.Hint = "Load the rows with INSERT (INSERT ... SELECT from a staging table runs the rules set at a time)."
+		e = notSupported(t, "COPY FROM runs its rules only when sent as a simple Query")
+		e.Hint = "Send the COPY as a simple Query, on its own or among other statements, as psql's \\copy and the COPY functions of pgx, JDBC, psycopg and node-postgres do; or load the rows with INSERT."
 	case sqlparse.Truncate:
 		e = notSupported(t, "TRUNCATE does not run rules")
 		e.Hint = "Use DELETE, which runs the rules; after a TRUNCATE behind the proxy's back, SELECT * FROM pgrules.rebuild() puts the derived columns right."
