@@ -48,6 +48,25 @@ type outboxFlags struct {
 	backoff    time.Duration
 	maxBackoff time.Duration
 	workers    int
+	// allow are the --outbox-allow patterns (outbox.Destinations).
+	allow patternList
+}
+
+// patternList is a comma-separated flag value; setting it again replaces
+// it, as with every other flag.
+type patternList []string
+
+func (p *patternList) String() string { return strings.Join(*p, ",") }
+
+func (p *patternList) Set(v string) error {
+	*p = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*p = append(*p, s)
+		}
+	}
+	_, err := outbox.ParseDestinations(*p)
+	return err
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet, withUpstream bool) {
@@ -69,6 +88,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, withUpstream bool) {
 	fs.DurationVar(&f.outbox.backoff, "outbox-backoff", time.Second, "wait after an entry's first failed attempt, doubled after each further one (with jitter)")
 	fs.DurationVar(&f.outbox.maxBackoff, "outbox-max-backoff", 10*time.Minute, "longest wait between two attempts of an entry")
 	fs.IntVar(&f.outbox.workers, "outbox-workers", 32, "keys whose entries are delivered at once, per database")
+	fs.Var(&f.outbox.allow, "outbox-allow", "comma-separated destinations that post() may reach besides public addresses (loopback, private, link-local and other non-public addresses are refused): host names (hooks.internal), *.domain, addresses and CIDR prefixes (10.0.0.0/8), a name or address optionally with :port")
 }
 
 // parseFlags parses args over defaults taken from the environment.
@@ -185,6 +205,10 @@ func runProxy(ctx context.Context, cfg proxy.Config, ob outboxFlags, listen stri
 	})
 	defer engine.Close()
 	if ob.deliver {
+		destinations, err := outbox.ParseDestinations(ob.allow)
+		if err != nil {
+			return fmt.Errorf("--outbox-allow: %w", err)
+		}
 		deliverer = outbox.NewManager(outbox.ManagerConfig{
 			Connect: catalogConnector(cfg.Upstream, cfg.UpstreamSSLMode, outboxApplicationName),
 			// Writes and sql() of after_commit events run with their
@@ -194,7 +218,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, ob outboxFlags, listen stri
 			},
 			Settings: outbox.Settings{
 				Timeout: ob.timeout, MaxAttempts: ob.attempts, Backoff: ob.backoff, MaxBackoff: ob.maxBackoff,
-				Workers: ob.workers, Logger: cfg.Logger,
+				Workers: ob.workers, Destinations: destinations, Logger: cfg.Logger,
 			},
 		})
 		defer deliverer.Close()
