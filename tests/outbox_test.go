@@ -30,11 +30,11 @@ var fastOutbox = outbox.Settings{
 	// The tests' receivers listen on loopback, which post() reaches only
 	// when allowed.
 	Destinations: allowDestinations("127.0.0.1"),
-	Timeout:     500 * time.Millisecond,
-	MaxAttempts: 3,
-	Backoff:     50 * time.Millisecond,
-	MaxBackoff:  200 * time.Millisecond,
-	Poll:        100 * time.Millisecond,
+	Timeout:      500 * time.Millisecond,
+	MaxAttempts:  3,
+	Backoff:      50 * time.Millisecond,
+	MaxBackoff:   200 * time.Millisecond,
+	Poll:         100 * time.Millisecond,
 }
 
 // withOutbox gives the proxy the engine and an outbox dispatcher for each
