@@ -178,6 +178,7 @@ func (s *session) run() {
 
 	s.client.SetDeadline(time.Now().Add(s.srv.cfg.StartupTimeout))
 	err := s.startup(&counted)
+	s.srv.starting.Add(-1)
 	if err == nil && !s.srv.register(s) {
 		err = shutdownError()
 	}
@@ -416,6 +417,11 @@ func (s *session) readPasswordMessage(what string) ([]byte, error) {
 	}
 	if typ != 'p' {
 		return nil, pgerr.Fatal(pgerr.ProtocolViolation, "expected %s, got message type %q", what, typ)
+	}
+	// Before authentication a client may make the proxy hold only as much
+	// as PostgreSQL would; the body is never read.
+	if n > maxAuthMessage {
+		return nil, pgerr.Fatal(pgerr.ProtocolViolation, "invalid message length: %s of %d bytes, more than the %d bytes accepted before authentication", what, n, maxAuthMessage)
 	}
 	body, err := s.cr.body(n)
 	if err != nil {

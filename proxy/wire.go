@@ -20,6 +20,14 @@ const (
 
 	// maxStartupPacket is PostgreSQL's own limit (MAX_STARTUP_PACKET_LENGTH).
 	maxStartupPacket = 10000
+	// maxAuthMessage is PostgreSQL's limit on a password or SASL message
+	// (PG_MAX_AUTH_TOKEN_LENGTH).
+	maxAuthMessage = 65535
+	// keepLarge is the largest buffer kept for the next message once a
+	// message too large for the reader's buffer has been handled: a
+	// larger one is dropped with its message, so that one large message
+	// does not hold memory for the rest of the session.
+	keepLarge = 1 << 20
 
 	ioBufferSize = 16 << 10
 )
@@ -38,7 +46,8 @@ type msgReader struct {
 	// relayed so far reaches the other side before we wait for more.
 	flush func() error
 	// skip is how much of the buffered input the previous body occupies.
-	skip  int
+	skip int
+	// large holds a body larger than the buffer, up to keepLarge.
 	large []byte
 }
 
@@ -114,10 +123,15 @@ func (m *msgReader) body(n int) ([]byte, error) {
 		m.skip = n
 		return b, nil
 	}
-	if cap(m.large) < n {
-		m.large = make([]byte, n)
+	var b []byte
+	if n > keepLarge {
+		b = make([]byte, n)
+	} else {
+		if cap(m.large) < n {
+			m.large = make([]byte, n)
+		}
+		b = m.large[:n]
 	}
-	b := m.large[:n]
 	if got, err := io.ReadFull(m.r, b); err != nil {
 		return nil, truncated(err, got, n)
 	}

@@ -1,10 +1,20 @@
 package tests
 
 import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgrules/pgrules/outbox"
+	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/proxy"
 )
 
 // The proxy's network-facing defences, attacked as a client with only a
@@ -65,4 +75,121 @@ func TestSecurityNetOutboxDestinations(t *testing.T) {
 			t.Fatalf("last_error %q", e)
 		}
 	})
+}
+
+// snAuthRequest logs in as user on addr with a raw client and reads up to
+// the server's first authentication request that wants an answer.
+func snAuthRequest(t *testing.T, addr, user string) *ftConn {
+	t.Helper()
+	c := ftDial(t, addr)
+	c.send(&pgproto3.StartupMessage{
+		ProtocolVersion: pgproto3.ProtocolVersion30,
+		Parameters:      map[string]string{"user": user, "database": "postgres"},
+	})
+	switch m := c.recv().(type) {
+	case *pgproto3.AuthenticationSASL:
+	default:
+		t.Fatalf("got %T, want a SASL request", m)
+	}
+	return c
+}
+
+// TestSecurityNetPreAuthMemory: clients that never authenticate cannot
+// make the proxy hold much. Each announces a 57 MiB password message
+// (PostgreSQL accepts at most 65,535 bytes before authentication) and is
+// refused before the proxy reads or allocates it: the proxy's allocations
+// during the attack stay far below one such message per client.
+func TestSecurityNetPreAuthMemory(t *testing.T) {
+	s := ownedServer(t)
+	p := startProxy(t, s)
+	const clients, claimed = 40, 57 << 20
+	conns := make([]*ftConn, clients)
+	for i := range conns {
+		conns[i] = snAuthRequest(t, p.Addr, scramUser)
+	}
+	chunk := make([]byte, 64<<10)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var wg sync.WaitGroup
+	errs := make(chan string, clients)
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The header, and the start of the body.
+			c.conn.Write(append(binary.BigEndian.AppendUint32([]byte{'p'}, claimed+4), chunk...))
+			c.conn.SetReadDeadline(time.Now().Add(ftTimeout))
+			msg, err := c.fe.Receive()
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			if e, ok := msg.(*pgproto3.ErrorResponse); !ok || e.Code != pgerr.ProtocolViolation || e.Severity != "FATAL" {
+				errs <- fmt.Sprintf("%#v", msg)
+			}
+		}()
+	}
+	wg.Wait()
+	runtime.ReadMemStats(&after)
+	close(errs)
+	for e := range errs {
+		t.Errorf("an oversized password message was answered with %s, want FATAL 08P01", e)
+	}
+	grew := after.TotalAlloc - before.TotalAlloc
+	if grew > 64<<20 {
+		t.Fatalf("the proxy allocated %d MiB for %d unauthenticated clients", grew>>20, clients)
+	}
+	t.Logf("allocated during the attack: %.1f MiB", float64(grew)/(1<<20))
+	ftEventually(t, "no connection left starting", func() bool { return p.StartingConnections() == 0 })
+	// A real login still works.
+	c := connect(t, p.url(scramUser, scramPass, "postgres"))
+	if got := scalar(t, c, "SELECT current_user"); got != scramUser {
+		t.Fatalf("logged in as %s", got)
+	}
+}
+
+// TestSecurityNetStartupLimit: connections that never finish logging in
+// count against --max-startup-connections; one more is refused with 53300,
+// as PostgreSQL refuses a client over its limit, while sessions already
+// logged in go on, and a login succeeds again once the silent ones leave.
+func TestSecurityNetStartupLimit(t *testing.T) {
+	s := ownedServer(t)
+	const limit = 10
+	p := startProxy(t, s, func(c *proxy.Config) { c.MaxStartupConnections = limit })
+	working := connect(t, p.url(scramUser, scramPass, "postgres"))
+	var silent []*ftConn
+	for range limit {
+		silent = append(silent, ftDial(t, p.Addr))
+	}
+	// Half of them get as far as the password request.
+	for i := range limit / 2 {
+		silent[i].send(&pgproto3.StartupMessage{
+			ProtocolVersion: pgproto3.ProtocolVersion30,
+			Parameters:      map[string]string{"user": scramUser, "database": "postgres"},
+		})
+	}
+	ftEventually(t, "the silent connections counted", func() bool { return p.StartingConnections() == limit })
+
+	ctx, cancel := context.WithTimeout(context.Background(), ftTimeout)
+	defer cancel()
+	extra, err := pgconn.Connect(ctx, p.url(scramUser, scramPass, "postgres"))
+	if err == nil {
+		extra.Close(ctx)
+		t.Fatal("a connection over the limit of unauthenticated connections was accepted")
+	}
+	if code := ftSQLState(err); code != pgerr.TooManyConnections {
+		t.Fatalf("over the limit: %v, want 53300", err)
+	}
+	if got := scalar(t, working, "SELECT 41 + 1"); got != "42" {
+		t.Fatalf("the logged-in session got %s", got)
+	}
+	for _, c := range silent {
+		c.conn.Close()
+	}
+	ftEventually(t, "the silent connections gone", func() bool { return p.StartingConnections() == 0 })
+	again := connect(t, p.url(scramUser, scramPass, "postgres"))
+	if got := scalar(t, again, "SELECT current_user"); got != scramUser {
+		t.Fatalf("logged in as %s", got)
+	}
 }

@@ -32,6 +32,7 @@ type serveFlags struct {
 	tlsKey          string
 	maxMessageBytes int
 	maxConnections  int
+	maxStartup      int
 	shutdownTimeout time.Duration
 	cpuProfile      string
 	logLevel        string
@@ -79,6 +80,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, withUpstream bool) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", 64<<20, "largest client message accepted; a larger one ends the session with SQLSTATE 54000")
 	fs.IntVar(&f.maxConnections, "max-connections", 1000, "most concurrent client sessions; one more is refused with SQLSTATE 53300")
+	fs.IntVar(&f.maxStartup, "max-startup-connections", 256, "most connections at once that have not finished authenticating (from accept until login); one more is refused with SQLSTATE 53300")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open transactions may run before their sessions are closed")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
@@ -137,11 +139,12 @@ func (f *serveFlags) logger() (zerolog.Logger, error) {
 
 func (f *serveFlags) proxyConfig(log zerolog.Logger) (proxy.Config, error) {
 	cfg := proxy.Config{
-		Upstream:        f.upstream,
-		UpstreamSSLMode: f.upstreamSSLMode,
-		MaxMessageBytes: f.maxMessageBytes,
-		MaxConnections:  f.maxConnections,
-		Logger:          log,
+		Upstream:              f.upstream,
+		UpstreamSSLMode:       f.upstreamSSLMode,
+		MaxMessageBytes:       f.maxMessageBytes,
+		MaxConnections:        f.maxConnections,
+		MaxStartupConnections: f.maxStartup,
+		Logger:                log,
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return cfg, errors.New("--tls-cert and --tls-key go together")
