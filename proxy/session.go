@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -209,6 +210,7 @@ func (s *session) run() {
 	}()
 	s.frontendLoop()
 	<-done
+	s.upstream.Close()
 
 	ev := s.log.Debug()
 	if code := pgerr.Code(s.endErr); code != "" {
@@ -557,7 +559,11 @@ func (s *session) end(err error) {
 }
 
 // frontendLoop relays client messages to the upstream until the session
-// ends, then closes the upstream, which rolls back any open transaction.
+// ends. When the client has finished sending, the upstream gets a
+// Terminate after what the client sent, and the backend loop relays the
+// answers until the server closes, as PostgreSQL answers a client that
+// shut down its sending side; otherwise the upstream is closed at once.
+// Either way the server rolls back any open transaction.
 func (s *session) frontendLoop() {
 	s.end(s.relayClient())
 	// After a client's protocol error the server hears nothing more: a
@@ -565,7 +571,9 @@ func (s *session) frontendLoop() {
 	// own, relayed ahead of the one that tells the client what it did.
 	if errors.Is(s.endErr, errClientGone) {
 		s.uw.Write([]byte{'X', 0, 0, 0, 4})
-		s.uw.Flush()
+		if s.uw.Flush() == nil && errors.Is(s.endErr, errClientDone) {
+			return
+		}
 	}
 	s.upstream.Close()
 }
@@ -573,6 +581,9 @@ func (s *session) frontendLoop() {
 func (s *session) relayClient() error {
 	for {
 		typ, n, err := s.cr.header()
+		if errors.Is(err, io.EOF) {
+			return errClientDone
+		}
 		if err != nil {
 			return clientReadError(err)
 		}
@@ -590,7 +601,7 @@ func (s *session) relayClient() error {
 		}
 		switch typ {
 		case 'X':
-			return errClientGone
+			return errClientDone
 		case 'Q', 'S', 'F':
 			if !s.beginRequest() {
 				return shutdownError()

@@ -3,7 +3,10 @@ package tests
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -192,4 +195,74 @@ func TestSecurityNetStartupLimit(t *testing.T) {
 	if got := scalar(t, again, "SELECT current_user"); got != scramUser {
 		t.Fatalf("logged in as %s", got)
 	}
+}
+
+// snHalfClosed logs in to url as a SCRAM role, then, on the raw socket,
+// sends a Query and an extended-protocol batch, shuts down its sending
+// side, and returns what it reads until the server closes.
+func snHalfClosed(t *testing.T, url string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ftTimeout)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := c.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Conn.Close()
+	fe := hc.Frontend
+	fe.Send(&pgproto3.Query{String: "SELECT 1; SELECT pg_sleep(0.2)::text, 2"})
+	fe.Send(&pgproto3.Parse{Query: "SELECT $1::int + 1"})
+	fe.Send(&pgproto3.Bind{Parameters: [][]byte{[]byte("41")}})
+	fe.Send(&pgproto3.Execute{})
+	fe.Send(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := hc.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	hc.Conn.SetReadDeadline(time.Now().Add(ftTimeout))
+	var got []string
+	for {
+		msg, err := fe.Receive()
+		if err != nil {
+			if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+				t.Fatalf("after %v: %v", got, err)
+			}
+			return got
+		}
+		name := fmt.Sprintf("%T", msg)[len("*pgproto3."):]
+		switch m := msg.(type) {
+		case *pgproto3.DataRow:
+			name += " " + string(m.Values[len(m.Values)-1])
+		case *pgproto3.ErrorResponse:
+			name += " " + m.Code
+		case *pgproto3.ParameterStatus, *pgproto3.NoticeResponse:
+			continue
+		}
+		got = append(got, name)
+	}
+}
+
+// TestSecurityNetHalfClose: a client that sends its requests and shuts
+// down its sending side (TCP half-close) gets every answer, through the
+// proxy as from PostgreSQL, and then the connection closes.
+func TestSecurityNetHalfClose(t *testing.T) {
+	s := ownedServer(t)
+	p := startProxy(t, s)
+	direct := snHalfClosed(t, s.url(scramUser, scramPass, "postgres"))
+	proxied := snHalfClosed(t, p.url(scramUser, scramPass, "postgres"))
+	want := "RowDescription DataRow 1 CommandComplete RowDescription DataRow 2 CommandComplete ReadyForQuery " +
+		"ParseComplete BindComplete DataRow 42 CommandComplete ReadyForQuery"
+	if got := strings.Join(direct, " "); got != want {
+		t.Fatalf("PostgreSQL answered %s", got)
+	}
+	if got := strings.Join(proxied, " "); got != want {
+		t.Fatalf("through the proxy: %s\nwant (as PostgreSQL): %s", got, want)
+	}
+	ftEventually(t, "the session gone", func() bool { return p.ActiveSessions() == 0 })
 }
