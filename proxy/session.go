@@ -302,8 +302,11 @@ func (s *session) startup(counted *bool) error {
 	defer cancel()
 	up, t, err := dialUpstream(ctx, s.srv.targets)
 	if err != nil {
-		e := pgerr.Fatal(pgerr.ConnectionFailure, "%s", err)
-		e.Err = err
+		// The cause names the server's addresses: the log has it.
+		ref := pgerr.Reference()
+		s.log.Error().Err(err).Str("ref", ref).Msg("could not connect to the upstream server")
+		e := pgerr.Withheld(pgerr.ConnectionFailure, ref, "pgrules could not connect to the database server")
+		e.Severity = pgerr.SeverityFatal
 		return e
 	}
 	if deadline, ok := ctx.Deadline(); ok {

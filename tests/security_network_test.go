@@ -7,17 +7,24 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgrules/pgrules/outbox"
 	"github.com/pgrules/pgrules/pgerr"
 	"github.com/pgrules/pgrules/proxy"
+	"github.com/pgrules/pgrules/rules"
+	"github.com/pgrules/pgrules/stmt"
+	"github.com/pgrules/pgrules/stmtconn"
+	"github.com/rs/zerolog"
 )
 
 // The proxy's network-facing defences, attacked as a client with only a
@@ -265,4 +272,177 @@ func TestSecurityNetHalfClose(t *testing.T) {
 		t.Fatalf("through the proxy: %s\nwant (as PostgreSQL): %s", got, want)
 	}
 	ftEventually(t, "the session gone", func() bool { return p.ActiveSessions() == 0 })
+}
+
+// snLog collects a logger's output.
+type snLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *snLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *snLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *snLog) logger() zerolog.Logger { return zerolog.New(l).Level(zerolog.InfoLevel) }
+
+// snRef is the reference a withheld error's hint gives.
+var snRef = regexp.MustCompile(`reference ([0-9a-f]{10})\b`)
+
+// snWithheld checks that e tells the client what to do and a reference
+// that log has on a line with the cause, and none of secrets.
+func snWithheld(t *testing.T, e *pgconn.PgError, log *snLog, code string, secrets ...string) {
+	t.Helper()
+	if e.Code != code {
+		t.Fatalf("got %s %s, want %s", e.Code, e.Message, code)
+	}
+	told := strings.Join([]string{e.Message, e.Detail, e.Hint}, " ")
+	for _, s := range secrets {
+		if strings.Contains(told, s) {
+			t.Errorf("the client was told %q: %s", s, told)
+		}
+	}
+	m := snRef.FindStringSubmatch(e.Hint)
+	if m == nil || !strings.Contains(e.Hint, "administrator") {
+		t.Fatalf("the hint %q gives no reference", e.Hint)
+	}
+	for _, line := range strings.Split(log.String(), "\n") {
+		if strings.Contains(line, `"ref":"`+m[1]+`"`) {
+			for _, s := range secrets {
+				if !strings.Contains(line, s) {
+					t.Errorf("the log line of %s lacks the cause (%q): %s", m[1], s, line)
+				}
+			}
+			return
+		}
+	}
+	t.Fatalf("no log line has reference %s:\n%s", m[1], log)
+}
+
+// TestSecurityNetWithheldErrors: when the rules cannot be loaded because
+// the proxy's own connection fails, a writer gets 55000 with what to do
+// and a reference, not the connection error with the proxy's role; the log
+// has the cause under that reference. The same for an upstream the proxy
+// cannot reach (08006), whose address stays in the log.
+func TestSecurityNetWithheldErrors(t *testing.T) {
+	s := ownedServer(t)
+	db := s.newDB(t)
+	admin := connect(t, s.url("", "", db))
+	scalar(t, admin, "CREATE TABLE t (x int); GRANT ALL ON t TO "+scramUser)
+
+	t.Run("rules not loaded", func(t *testing.T) {
+		var log snLog
+		p := startProxy(t, s, func(c *proxy.Config) {
+			c.Logger = log.logger()
+			cfg := engineConfig(s, installSchema, c.Logger)
+			cfg.Connect = func(ctx context.Context, database string) (*pgx.Conn, error) {
+				return pgx.Connect(ctx, s.url(md5User, "not the password", database))
+			}
+			c.Rules = rules.NewEngine(cfg)
+		})
+		c := connect(t, p.url(scramUser, scramPass, db))
+		_, err := c.Exec(context.Background(), "INSERT INTO t VALUES (1)").ReadAll()
+		var e *pgconn.PgError
+		if !errors.As(err, &e) {
+			t.Fatalf("the write: %v", err)
+		}
+		snWithheld(t, e, &log, pgerr.ObjectNotInPrereqState, md5User, "password authentication failed")
+		if got := scalar(t, c, "SELECT count(*) FROM t"); got != "0" {
+			t.Fatalf("%s rows written", got)
+		}
+	})
+	t.Run("upstream unreachable", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := ln.Addr().String()
+		ln.Close()
+		var log snLog
+		u, _ := url.Parse(s.admin)
+		u.Host = closed
+		p := startProxy(t, &server{admin: u.String()}, func(c *proxy.Config) { c.Logger = log.logger() })
+		ctx, cancel := context.WithTimeout(context.Background(), ftTimeout)
+		defer cancel()
+		_, err = pgconn.Connect(ctx, p.url(scramUser, scramPass, db))
+		var e *pgconn.PgError
+		if !errors.As(err, &e) {
+			t.Fatalf("connect: %v", err)
+		}
+		snWithheld(t, e, &log, pgerr.ConnectionFailure, closed)
+	})
+}
+
+// snPanicConn is a connection on which the engine fails as with a bug of
+// its own: the first statement it runs panics.
+type snPanicConn struct {
+	stmt.Conn
+	panicked bool
+}
+
+func (c *snPanicConn) fail() {
+	if !c.panicked {
+		c.panicked = true
+		panic("engine bug")
+	}
+}
+
+func (c *snPanicConn) Exec(ctx context.Context, st stmt.Statement) (*stmt.Result, error) {
+	c.fail()
+	return c.Conn.Exec(ctx, st)
+}
+
+func (c *snPanicConn) Query(ctx context.Context, sql string, args ...string) ([][][]byte, error) {
+	c.fail()
+	return c.Conn.Query(ctx, sql, args...)
+}
+
+func (c *snPanicConn) Batch(ctx context.Context, sts []stmt.Statement) ([]*stmt.Result, error) {
+	c.fail()
+	return c.Conn.Batch(ctx, sts)
+}
+
+// TestSecurityNetStatementLog: an engine failure is logged with the
+// statement's command and a reference the client is given, and the
+// statement's text (here a card number) only with --log-statements.
+func TestSecurityNetStatementLog(t *testing.T) {
+	_, admin, _, db := shopDB(t)
+	const secret = "4111-1111-1111-1111"
+	sql := "UPDATE orders SET note = '" + secret + "' WHERE id = 1"
+	for _, logStatements := range []bool{false, true} {
+		var log snLog
+		cfg := engineConfig(shared, installSchema, log.logger())
+		cfg.LogStatements = logStatements
+		e := rules.NewEngine(cfg)
+		conn, err := pgconn.Connect(context.Background(), shared.url("", "", db))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = e.RunTx(context.Background(), db, &snPanicConn{Conn: stmtconn.New(conn, nil)}, ftUser(), sql, nil)
+		conn.Close(context.Background())
+		e.Close()
+		var pe *pgerr.Error
+		if !errors.As(err, &pe) || pe.Code != pgerr.InternalError {
+			t.Fatalf("the failed statement: %v, want XX000", err)
+		}
+		ref := snRef.FindStringSubmatch(pe.Hint)
+		out := log.String()
+		if ref == nil || !strings.Contains(out, `"ref":"`+ref[1]+`"`) || !strings.Contains(out, `"command":"UPDATE"`) {
+			t.Fatalf("hint %q; log:\n%s", pe.Hint, out)
+		}
+		if strings.Contains(out, secret) != logStatements {
+			t.Errorf("--log-statements %v, and the log has the statement's text: %v\n%s", logStatements, !logStatements, out)
+		}
+	}
+	if got := scalar(t, admin, "SELECT count(*) FROM orders WHERE note IS NOT NULL"); got != "0" {
+		t.Fatalf("%s rows changed", got)
+	}
 }

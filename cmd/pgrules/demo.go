@@ -60,7 +60,7 @@ func runDemo(ctx context.Context, args []string) error {
 	// post() reaches no loopback address unless allowed: the demo allows
 	// its own receiver, and only it.
 	f.outbox.allow = append(f.outbox.allow, hooks.Addr().String())
-	return runProxy(ctx, cfg, f.outbox, f.listen, 5*time.Second, func(addr net.Addr) {
+	return runProxy(ctx, cfg, &f, 5*time.Second, func(addr net.Addr) {
 		// The rules are defined through the proxy, as a user would in
 		// psql, once it serves (this runs before it does).
 		go func() {

@@ -37,6 +37,7 @@ type serveFlags struct {
 	cpuProfile      string
 	logLevel        string
 	logFormat       string
+	logStatements   bool
 	outbox          outboxFlags
 }
 
@@ -84,6 +85,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, withUpstream bool) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open transactions may run before their sessions are closed")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
+	fs.BoolVar(&f.logStatements, "log-statements", false, "put the text of a client's statement in the log lines about it (an engine failure); off, statements and their parameter values, which may hold personal data, stay out of the logs")
 	fs.BoolVar(&f.outbox.deliver, "outbox", true, "deliver the outbox of after_commit and failure events (pgrules.outbox) of every database served; false leaves it to other proxies")
 	fs.DurationVar(&f.outbox.timeout, "outbox-timeout", 10*time.Second, "time limit of one delivery: an HTTP POST, or the transaction of a notify or sql entry")
 	fs.IntVar(&f.outbox.attempts, "outbox-attempts", 10, "failed attempts after which an outbox entry is dead (SELECT pgrules.retry(id) re-queues it)")
@@ -189,12 +191,13 @@ func serve(ctx context.Context, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return runProxy(ctx, cfg, f.outbox, f.listen, f.shutdownTimeout, nil)
+	return runProxy(ctx, cfg, &f, f.shutdownTimeout, nil)
 }
 
-// runProxy serves on listen until ctx ends, then shuts down gracefully
+// runProxy serves on f.listen until ctx ends, then shuts down gracefully
 // within timeout. ready, if set, runs once the listener is open.
-func runProxy(ctx context.Context, cfg proxy.Config, ob outboxFlags, listen string, timeout time.Duration, ready func(net.Addr)) error {
+func runProxy(ctx context.Context, cfg proxy.Config, f *serveFlags, timeout time.Duration, ready func(net.Addr)) error {
+	ob, listen := f.outbox, f.listen
 	var deliverer *outbox.Manager
 	engine := rules.NewEngine(rules.EngineConfig{
 		Connect: catalogConnector(cfg.Upstream, cfg.UpstreamSSLMode, rules.CatalogApplicationName),
@@ -204,7 +207,8 @@ func runProxy(ctx context.Context, cfg proxy.Config, ob outboxFlags, listen stri
 				deliverer.Ensure(database)
 			}
 		},
-		Logger: cfg.Logger,
+		LogStatements: f.logStatements,
+		Logger:        cfg.Logger,
 	})
 	defer engine.Close()
 	if ob.deliver {
