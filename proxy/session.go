@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,9 @@ type session struct {
 	target    target
 	key       cancelKey // what the client was given
 	upKey     []byte    // the upstream backend's own key data
+	// startupPkt is the client's StartupMessage, kept until the login
+	// ends in case the upstream must be connected to again.
+	startupPkt []byte
 
 	cr *msgReader    // owned by the frontend loop
 	uw *bufio.Writer // owned by the frontend loop
@@ -298,9 +302,21 @@ func (s *session) startup(counted *bool) error {
 		return pgerr.Fatal(pgerr.TooManyConnections, "sorry, too many clients already (pgrules --max-connections is %d)", s.srv.cfg.MaxConnections)
 	}
 
+	s.startupPkt = pkt
+	s.cw = bufio.NewWriterSize(s.client, ioBufferSize)
+	s.cr = newMsgReader(s.client, s.srv.cfg.MaxMessageBytes, s.flushUpstream)
+	if err := s.connectUpstream(s.srv.targets); err != nil {
+		return err
+	}
+	return s.relayAuth()
+}
+
+// connectUpstream connects to the first of targets that answers and sends
+// it the client's startup packet.
+func (s *session) connectUpstream(targets []target) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DialTimeout)
 	defer cancel()
-	up, t, err := dialUpstream(ctx, s.srv.targets)
+	up, t, err := dialUpstream(ctx, targets)
 	if err != nil {
 		// The cause names the server's addresses: the log has it.
 		ref := pgerr.Reference()
@@ -313,19 +329,17 @@ func (s *session) startup(counted *bool) error {
 		up.SetDeadline(deadline.Add(s.srv.cfg.StartupTimeout))
 	}
 	s.upstream, s.target = up, t
-	s.cw = bufio.NewWriterSize(s.client, ioBufferSize)
 	s.uw = bufio.NewWriterSize(up, ioBufferSize)
-	s.cr = newMsgReader(s.client, s.srv.cfg.MaxMessageBytes, s.flushUpstream)
 	s.ur = newMsgReader(up, 0, s.flushClient)
 
 	var h [4]byte
-	binary.BigEndian.PutUint32(h[:], uint32(len(pkt)+4))
+	binary.BigEndian.PutUint32(h[:], uint32(len(s.startupPkt)+4))
 	s.uw.Write(h[:])
-	s.uw.Write(pkt)
+	s.uw.Write(s.startupPkt)
 	if err := s.uw.Flush(); err != nil {
 		return upstreamLost(err)
 	}
-	return s.relayAuth()
+	return nil
 }
 
 // relayAuth relays the authentication exchange until the upstream is ready.
@@ -473,6 +487,9 @@ func (s *session) relaySASLInitial(withheld bool) error {
 	if withheld && s.clientTLS {
 		var init pgproto3.SASLInitialResponse
 		if init.Decode(body) == nil && bytes.HasPrefix(init.Data, []byte("y,")) {
+			if plain := s.plainTargets(); plain != nil {
+				return s.restartInClear(plain, body)
+			}
 			e := pgerr.Fatal(pgerr.InvalidAuthorization, "SCRAM channel binding cannot pass through pgrules to this TLS upstream")
 			e.Detail = "The client connected with TLS and can bind; the upstream binds to its own certificate, which pgrules does not present."
 			e.Hint = "Give pgrules the upstream server's certificate and key (--tls-cert, --tls-key), connect with channel_binding=disable, or connect pgrules to the upstream without TLS (--upstream-sslmode=disable) on a trusted network."
@@ -480,6 +497,64 @@ func (s *session) relaySASLInitial(withheld bool) error {
 		}
 	}
 	return s.sendAuth(body)
+}
+
+// plainTargets are the upstream targets without TLS when the session's
+// upstream is TLS and its sslmode (prefer or allow) accepts a connection
+// without it; nil otherwise.
+func (s *session) plainTargets() []target {
+	if s.target.tls == nil {
+		return nil
+	}
+	var plain []target
+	for _, t := range s.srv.targets {
+		if t.tls == nil {
+			plain = append(plain, t)
+		}
+	}
+	return plain
+}
+
+// restartInClear gives a TLS client that could bind (gs2 flag "y") a login
+// that works: over a TLS upstream the server takes the flag for a downgrade
+// attack, while a server on a connection without TLS cannot bind and
+// accepts it. The client has seen nothing of the server's SCRAM exchange
+// yet, so the proxy connects again without TLS, as the upstream sslmode
+// allows, sends the startup packet and the client's initial response, and
+// the exchange goes on there: the client's password proof binds it to
+// nothing the new connection changes.
+func (s *session) restartInClear(plain []target, initial []byte) error {
+	s.upstream.Close()
+	if err := s.connectUpstream(plain); err != nil {
+		return err
+	}
+	s.log.Info().Msg("a TLS client that can bind SCRAM logs in over an upstream connection without TLS (the upstream sslmode allows it; --upstream-sslmode=require refuses such logins)")
+	for {
+		typ, n, err := s.ur.header()
+		if err != nil {
+			return upstreamLost(err)
+		}
+		body, err := s.ur.body(n)
+		if err != nil {
+			return upstreamLost(err)
+		}
+		switch typ {
+		case 'v': // NegotiateProtocolVersion: the client has had it
+			continue
+		case 'E':
+			writeMessage(s.cw, typ, body)
+			s.cw.Flush()
+			return errAuthRelayed
+		case 'R':
+			var offer pgproto3.AuthenticationSASL
+			if len(body) < 4 || binary.BigEndian.Uint32(body) != 10 || offer.Decode(body) != nil || !slices.Contains(offer.AuthMechanisms, "SCRAM-SHA-256") {
+				return pgerr.Fatal(pgerr.InvalidAuthorization, "the upstream asks for another authentication on a connection without TLS than on one with TLS")
+			}
+			return s.sendAuth(initial)
+		default:
+			return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent message type %q before authentication", typ)
+		}
+	}
 }
 
 // withoutChannelBinding removes SCRAM-SHA-256-PLUS from a SASL offer.

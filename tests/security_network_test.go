@@ -446,3 +446,46 @@ func TestSecurityNetStatementLog(t *testing.T) {
 		t.Fatalf("%s rows changed", got)
 	}
 }
+
+// TestSecurityNetTLSScram: the proxy terminates the client's TLS with a
+// certificate of its own and speaks TLS to an upstream that offers channel
+// binding. libpq (psql) and pgx, with their default channel_binding=prefer,
+// log in over TLS with sslmode=require, and sslmode=prefer stays on TLS
+// rather than falling back to plaintext after a refusal. With an upstream
+// link that must be TLS, the login that cannot work is refused with what
+// to do, and sslmode=prefer clients then retry in the clear: libpq's and
+// pgx's own fallback, the reason one role lost TLS.
+func TestSecurityNetTLSScram(t *testing.T) {
+	up, _ := auTLSServer(t, "host all "+scramUser+" 127.0.0.1/32 scram-sha-256")
+	cert := cmSelfSigned(t)
+	clients := []string{"psql", "pgx"}
+
+	t.Run("upstream prefer", func(t *testing.T) {
+		p := startProxy(t, up, withTLS(cert.config), func(c *proxy.Config) { c.UpstreamSSLMode = "prefer" })
+		for _, mode := range []string{"require", "prefer"} {
+			for _, name := range clients {
+				got := auClientNamed(name).login(t, cmSSLMode(p.url(scramUser, "", "postgres"), mode), scramPass)
+				if want := (auResult{user: scramUser, ssl: true}); got != want {
+					t.Errorf("%s, sslmode=%s: %+v, want %+v", name, mode, got, want)
+				}
+			}
+		}
+	})
+	t.Run("upstream require", func(t *testing.T) {
+		p := startProxy(t, up, withTLS(cert.config), func(c *proxy.Config) { c.UpstreamSSLMode = "require" })
+		for _, name := range clients {
+			got := auClientNamed(name).login(t, cmSSLMode(p.url(scramUser, "", "postgres"), "require"), scramPass)
+			if got.user != "" || !strings.Contains(got.message, "cannot pass through pgrules") {
+				t.Errorf("%s, sslmode=require: %+v, want pgrules' refusal with its hint", name, got)
+			}
+			got = auClientNamed(name).login(t, cmSSLMode(p.url(scramUser, "", "postgres"), "prefer"), scramPass)
+			if want := (auResult{user: scramUser, ssl: false}); got != want {
+				t.Errorf("%s, sslmode=prefer: %+v, want %+v (the client's fallback)", name, got, want)
+			}
+			got = auClientNamed(name).login(t, cmSSLMode(p.url(scramUser, "", "postgres"), "require")+"&channel_binding=disable", scramPass)
+			if want := (auResult{user: scramUser, ssl: true}); got != want {
+				t.Errorf("%s, channel_binding=disable: %+v, want %+v", name, got, want)
+			}
+		}
+	})
+}
