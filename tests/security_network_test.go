@@ -204,10 +204,10 @@ func TestSecurityNetStartupLimit(t *testing.T) {
 	}
 }
 
-// snHalfClosed logs in to url as a SCRAM role, then, on the raw socket,
-// sends a Query and an extended-protocol batch, shuts down its sending
-// side, and returns what it reads until the server closes.
-func snHalfClosed(t *testing.T, url string) []string {
+// snHalfClosed logs in to url, then, on the raw socket, sends a Query of
+// sql and an extended-protocol batch, shuts down its sending side, and
+// returns what it reads until the server closes.
+func snHalfClosed(t *testing.T, url, sql string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), ftTimeout)
 	defer cancel()
@@ -221,7 +221,7 @@ func snHalfClosed(t *testing.T, url string) []string {
 	}
 	defer hc.Conn.Close()
 	fe := hc.Frontend
-	fe.Send(&pgproto3.Query{String: "SELECT 1; SELECT pg_sleep(0.2)::text, 2"})
+	fe.Send(&pgproto3.Query{String: sql})
 	fe.Send(&pgproto3.Parse{Query: "SELECT $1::int + 1"})
 	fe.Send(&pgproto3.Bind{Parameters: [][]byte{[]byte("41")}})
 	fe.Send(&pgproto3.Execute{})
@@ -257,12 +257,14 @@ func snHalfClosed(t *testing.T, url string) []string {
 
 // TestSecurityNetHalfClose: a client that sends its requests and shuts
 // down its sending side (TCP half-close) gets every answer, through the
-// proxy as from PostgreSQL, and then the connection closes.
+// proxy as from PostgreSQL, and then the connection closes; a write the
+// rules engine runs is answered too, with its rules applied.
 func TestSecurityNetHalfClose(t *testing.T) {
 	s := ownedServer(t)
 	p := startProxy(t, s)
-	direct := snHalfClosed(t, s.url(scramUser, scramPass, "postgres"))
-	proxied := snHalfClosed(t, p.url(scramUser, scramPass, "postgres"))
+	const sql = "SELECT 1; SELECT pg_sleep(0.2)::text, 2"
+	direct := snHalfClosed(t, s.url(scramUser, scramPass, "postgres"), sql)
+	proxied := snHalfClosed(t, p.url(scramUser, scramPass, "postgres"), sql)
 	want := "RowDescription DataRow 1 CommandComplete RowDescription DataRow 2 CommandComplete ReadyForQuery " +
 		"ParseComplete BindComplete DataRow 42 CommandComplete ReadyForQuery"
 	if got := strings.Join(direct, " "); got != want {
@@ -272,6 +274,17 @@ func TestSecurityNetHalfClose(t *testing.T) {
 		t.Fatalf("through the proxy: %s\nwant (as PostgreSQL): %s", got, want)
 	}
 	ftEventually(t, "the session gone", func() bool { return p.ActiveSessions() == 0 })
+
+	_, admin, shop, db := shopDB(t)
+	got := snHalfClosed(t, shop.url("", "", db), "INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 5); SELECT balance FROM customer WHERE id = 1")
+	want = "CommandComplete RowDescription DataRow 5.00 CommandComplete ReadyForQuery " +
+		"ParseComplete BindComplete DataRow 42 CommandComplete ReadyForQuery"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("a write with rules, half-closed: %s\nwant: %s", strings.Join(got, " "), want)
+	}
+	if b := scalar(t, admin, "SELECT balance FROM customer WHERE id = 1"); b != "5.00" {
+		t.Fatalf("balance %s after the half-closed write", b)
+	}
 }
 
 // snLog collects a logger's output.
