@@ -48,8 +48,8 @@ type session struct {
 	target    target
 	key       cancelKey // what the client was given
 	upKey     []byte    // the upstream backend's own key data
-	// startupPkt is the client's StartupMessage, kept until the login
-	// ends in case the upstream must be connected to again.
+	// startupPkt is the client's StartupMessage, kept during the login
+	// in case the upstream must be connected to again.
 	startupPkt []byte
 
 	cr *msgReader    // owned by the frontend loop
@@ -308,7 +308,9 @@ func (s *session) startup(counted *bool) error {
 	if err := s.connectUpstream(s.srv.targets); err != nil {
 		return err
 	}
-	return s.relayAuth()
+	err = s.relayAuth()
+	s.startupPkt = nil
+	return err
 }
 
 // connectUpstream connects to the first of targets that answers and sends
@@ -637,23 +639,38 @@ func (s *session) end(err error) {
 }
 
 // frontendLoop relays client messages to the upstream until the session
-// ends. When the client has finished sending, the upstream gets a
-// Terminate after what the client sent, and the backend loop relays the
-// answers until the server closes, as PostgreSQL answers a client that
+// ends. When the client has finished sending, the end of its input is
+// passed on to the server after what it sent, and the backend loop relays
+// the answers until the server closes, as PostgreSQL answers a client that
 // shut down its sending side; otherwise the upstream is closed at once.
 // Either way the server rolls back any open transaction.
 func (s *session) frontendLoop() {
 	s.end(s.relayClient())
-	// After a client's protocol error the server hears nothing more: a
-	// Terminate in the middle of a COPY would only draw an error of its
-	// own, relayed ahead of the one that tells the client what it did.
-	if errors.Is(s.endErr, errClientGone) {
-		s.uw.Write([]byte{'X', 0, 0, 0, 4})
-		if s.uw.Flush() == nil && errors.Is(s.endErr, errClientDone) {
+	switch {
+	case errors.Is(s.endErr, errClientDone):
+		if s.endUpstreamInput() {
 			return
 		}
+	case errors.Is(s.endErr, errClientGone):
+		// After a client's protocol error the server hears nothing
+		// more: a Terminate in the middle of a COPY would only draw an
+		// error of its own, relayed ahead of the one that tells the
+		// client what it did.
+		s.uw.Write([]byte{'X', 0, 0, 0, 4})
+		s.uw.Flush()
 	}
 	s.upstream.Close()
+}
+
+// endUpstreamInput shuts down the sending side of the upstream connection
+// after what the client sent, so that the server sees the end of input the
+// client gave, at the same point. It reports false when it could not.
+func (s *session) endUpstreamInput() bool {
+	if s.uw.Flush() != nil {
+		return false
+	}
+	hc, ok := s.upstream.(interface{ CloseWrite() error })
+	return ok && hc.CloseWrite() == nil
 }
 
 func (s *session) relayClient() error {
@@ -679,6 +696,9 @@ func (s *session) relayClient() error {
 		}
 		switch typ {
 		case 'X':
+			if err := s.cr.copyBody(s.uw, typ, n); err != nil {
+				return clientReadError(err)
+			}
 			return errClientDone
 		case 'Q', 'S', 'F':
 			if !s.beginRequest() {

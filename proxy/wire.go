@@ -37,8 +37,8 @@ const (
 var errClientGone = errors.New("client closed the connection")
 
 // errClientDone reports that the client has finished sending, with a
-// Terminate or an end of input between messages, which a half-closed
-// socket gives while it can still read: what it sent is answered first.
+// Terminate or an end of input between messages (a half-closed socket
+// gives one while it can still read): what it sent is answered first.
 var errClientDone = fmt.Errorf("%w: end of input", errClientGone)
 
 // msgReader reads protocol messages (a type byte, a length, a body) from a

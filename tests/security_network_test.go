@@ -204,10 +204,10 @@ func TestSecurityNetStartupLimit(t *testing.T) {
 	}
 }
 
-// snHalfClosed logs in to url, then, on the raw socket, sends a Query of
-// sql and an extended-protocol batch, shuts down its sending side, and
-// returns what it reads until the server closes.
-func snHalfClosed(t *testing.T, url, sql string) []string {
+// snHalfClosed logs in to url, then, on the raw socket, sends msgs, shuts
+// down its sending side, and returns what it reads until the server
+// closes.
+func snHalfClosed(t *testing.T, url string, msgs ...pgproto3.FrontendMessage) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), ftTimeout)
 	defer cancel()
@@ -221,11 +221,9 @@ func snHalfClosed(t *testing.T, url, sql string) []string {
 	}
 	defer hc.Conn.Close()
 	fe := hc.Frontend
-	fe.Send(&pgproto3.Query{String: sql})
-	fe.Send(&pgproto3.Parse{Query: "SELECT $1::int + 1"})
-	fe.Send(&pgproto3.Bind{Parameters: [][]byte{[]byte("41")}})
-	fe.Send(&pgproto3.Execute{})
-	fe.Send(&pgproto3.Sync{})
+	for _, m := range msgs {
+		fe.Send(m)
+	}
 	if err := fe.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -255,34 +253,67 @@ func snHalfClosed(t *testing.T, url, sql string) []string {
 	}
 }
 
+// snQueries are a Query and an extended-protocol batch.
+func snQueries(sql string) []pgproto3.FrontendMessage {
+	return []pgproto3.FrontendMessage{
+		&pgproto3.Query{String: sql},
+		&pgproto3.Parse{Query: "SELECT $1::int + 1"},
+		&pgproto3.Bind{Parameters: [][]byte{[]byte("41")}},
+		&pgproto3.Execute{},
+		&pgproto3.Sync{},
+	}
+}
+
 // TestSecurityNetHalfClose: a client that sends its requests and shuts
 // down its sending side (TCP half-close) gets every answer, through the
-// proxy as from PostgreSQL, and then the connection closes; a write the
-// rules engine runs is answered too, with its rules applied.
+// proxy as from PostgreSQL, and then the connection closes: after queries,
+// after a Terminate, and in the middle of a COPY, where the server reports
+// the end of input. A write the rules engine runs is answered too, with
+// its rules applied.
 func TestSecurityNetHalfClose(t *testing.T) {
 	s := ownedServer(t)
+	db := s.newDB(t)
+	admin := connect(t, s.url("", "", db))
+	scalar(t, admin, "CREATE TABLE t (x int); GRANT ALL ON t TO "+scramUser)
 	p := startProxy(t, s)
-	const sql = "SELECT 1; SELECT pg_sleep(0.2)::text, 2"
-	direct := snHalfClosed(t, s.url(scramUser, scramPass, "postgres"), sql)
-	proxied := snHalfClosed(t, p.url(scramUser, scramPass, "postgres"), sql)
-	want := "RowDescription DataRow 1 CommandComplete RowDescription DataRow 2 CommandComplete ReadyForQuery " +
-		"ParseComplete BindComplete DataRow 42 CommandComplete ReadyForQuery"
-	if got := strings.Join(direct, " "); got != want {
-		t.Fatalf("PostgreSQL answered %s", got)
+	cases := []struct {
+		name string
+		msgs []pgproto3.FrontendMessage
+		want string
+	}{
+		{"queries", snQueries("SELECT 1; SELECT pg_sleep(0.2)::text, 2"),
+			"RowDescription DataRow 1 CommandComplete RowDescription DataRow 2 CommandComplete ReadyForQuery " +
+				"ParseComplete BindComplete DataRow 42 CommandComplete ReadyForQuery"},
+		{"terminate", append(snQueries("SELECT pg_sleep(0.2)::text, 3"), &pgproto3.Terminate{}),
+			"RowDescription DataRow 3 CommandComplete ReadyForQuery ParseComplete BindComplete DataRow 42 CommandComplete ReadyForQuery"},
+		{"copy", []pgproto3.FrontendMessage{&pgproto3.Query{String: "COPY t FROM STDIN"}, &pgproto3.CopyData{Data: []byte("1\n")}},
+			"CopyInResponse ErrorResponse 08006 ErrorResponse 08P01"},
 	}
-	if got := strings.Join(proxied, " "); got != want {
-		t.Fatalf("through the proxy: %s\nwant (as PostgreSQL): %s", got, want)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			direct := strings.Join(snHalfClosed(t, s.url(scramUser, scramPass, db), c.msgs...), " ")
+			proxied := strings.Join(snHalfClosed(t, p.url(scramUser, scramPass, db), c.msgs...), " ")
+			if direct != c.want {
+				t.Fatalf("PostgreSQL answered %s", direct)
+			}
+			if proxied != direct {
+				t.Fatalf("through the proxy: %s\nwant (as PostgreSQL): %s", proxied, direct)
+			}
+			ftEventually(t, "the session gone", func() bool { return p.ActiveSessions() == 0 })
+		})
 	}
-	ftEventually(t, "the session gone", func() bool { return p.ActiveSessions() == 0 })
+	if n := scalar(t, admin, "SELECT count(*) FROM t"); n != "0" {
+		t.Fatalf("%s rows copied from an unfinished COPY", n)
+	}
 
-	_, admin, shop, db := shopDB(t)
-	got := snHalfClosed(t, shop.url("", "", db), "INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 5); SELECT balance FROM customer WHERE id = 1")
-	want = "CommandComplete RowDescription DataRow 5.00 CommandComplete ReadyForQuery " +
+	_, shopAdmin, shop, shopDB := shopDB(t)
+	got := snHalfClosed(t, shop.url("", "", shopDB), snQueries("INSERT INTO orders (id, customer_id, amount) VALUES (1, 1, 5); SELECT balance FROM customer WHERE id = 1")...)
+	want := "CommandComplete RowDescription DataRow 5.00 CommandComplete ReadyForQuery " +
 		"ParseComplete BindComplete DataRow 42 CommandComplete ReadyForQuery"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("a write with rules, half-closed: %s\nwant: %s", strings.Join(got, " "), want)
 	}
-	if b := scalar(t, admin, "SELECT balance FROM customer WHERE id = 1"); b != "5.00" {
+	if b := scalar(t, shopAdmin, "SELECT balance FROM customer WHERE id = 1"); b != "5.00" {
 		t.Fatalf("balance %s after the half-closed write", b)
 	}
 }
