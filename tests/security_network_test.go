@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -513,6 +514,22 @@ func TestSecurityNetTLSScram(t *testing.T) {
 					t.Errorf("%s, sslmode=%s: %+v, want %+v", name, mode, got, want)
 				}
 			}
+		}
+		// That login's upstream connection is the one without TLS; a
+		// client that does not bind keeps a TLS upstream.
+		upstreamSSL := func(url string) string {
+			c := connect(t, url)
+			if _, ok := c.Conn().(*tls.Conn); !ok {
+				t.Fatalf("%s: the client's connection is not TLS", url)
+			}
+			return scalar(t, c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+		}
+		tlsURL := cmSSLMode(p.url(scramUser, scramPass, "postgres"), "require")
+		if got := upstreamSSL(tlsURL); got != "f" {
+			t.Errorf("a client that can bind: upstream TLS %s, want f", got)
+		}
+		if got := upstreamSSL(tlsURL + "&channel_binding=disable"); got != "t" {
+			t.Errorf("a client that does not bind: upstream TLS %s, want t", got)
 		}
 	})
 	t.Run("upstream require", func(t *testing.T) {
