@@ -67,7 +67,12 @@ type Server struct {
 	nextID   atomic.Uint64
 	active   atomic.Int64 // sessions past their startup packet
 	starting atomic.Int64 // connections not yet authenticated
-	draining atomic.Bool  // Shutdown was called: no new work for idle sessions
+	// refused counts the connections refused for the startup limit since
+	// refusedLog (UnixNano), when that was last logged: a flood of them
+	// makes one log line a second, not one each.
+	refused    atomic.Int64
+	refusedLog atomic.Int64
+	draining   atomic.Bool // Shutdown was called: no new work for idle sessions
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -210,8 +215,11 @@ func (s *Server) handle(conn net.Conn) {
 // does not reset the connection before the client has read the answer.
 func (s *Server) refuse(conn net.Conn) {
 	defer conn.Close()
-	s.log.Warn().Str("client", conn.RemoteAddr().String()).Int("limit", s.cfg.MaxStartupConnections).
-		Msg("connection refused: too many clients are authenticating (--max-startup-connections)")
+	s.refused.Add(1)
+	if last, now := s.refusedLog.Load(), time.Now(); now.Sub(time.Unix(0, last)) >= time.Second && s.refusedLog.CompareAndSwap(last, now.UnixNano()) {
+		s.log.Warn().Str("client", conn.RemoteAddr().String()).Int("limit", s.cfg.MaxStartupConnections).Int64("refused", s.refused.Swap(0)).
+			Msg("connections refused: too many clients are authenticating (--max-startup-connections)")
+	}
 	conn.SetDeadline(time.Now().Add(refuseTimeout))
 	w := bufio.NewWriterSize(conn, 256)
 	if encodeError(w, pgerr.Fatal(pgerr.TooManyConnections, "sorry, too many clients already")) != nil || w.Flush() != nil {
