@@ -66,6 +66,10 @@ type batchMsg struct {
 
 func (x *extState) reset() {
 	x.batch, x.msgs, x.engine, x.forwarded = x.batch[:0], x.msgs[:0], false, false
+	if cap(x.batch) > keepLarge {
+		// A batch that grew for large messages does not keep its memory.
+		x.batch = nil
+	}
 }
 
 // intercept handles the client messages a session with rules must look
