@@ -74,7 +74,7 @@ func assignable(k kind, col catalog.Kind) bool {
 // in a text column is no longer a number the next adjustment can add to;
 // floats and decimals convert with rounding either way. Values of types
 // the rules pass around as text (KindOther) must be of the same type. The
-// definition functions make the same check (pgrules._holds in
+// definition functions make the same check (pgrules._check_types in
 // sql/functions.sql), so that a direct connection is refused too.
 func holds(dst, src *catalog.Column) bool {
 	switch {
@@ -84,6 +84,23 @@ func holds(dst, src *catalog.Column) bool {
 		return true
 	}
 	return src.Kind == catalog.KindInt && (dst.Kind == catalog.KindDecimal || dst.Kind == catalog.KindFloat)
+}
+
+// sumHolds reports whether a sum of src can be kept in dst by adjustment:
+// a numeric column with fewer decimals than its source would round each
+// adjustment on its own, and drift from the rounded total. (A copy, a min
+// or a max stores one value, rounded once as the column rounds it.)
+func sumHolds(dst, src *catalog.Column) bool {
+	if dst.Kind != catalog.KindDecimal || !dst.HasScale {
+		return true
+	}
+	switch src.Kind {
+	case catalog.KindDecimal:
+		return src.HasScale && src.Scale <= dst.Scale
+	case catalog.KindInt:
+		return dst.Scale >= 0
+	}
+	return true
 }
 
 // checker checks one expression: every name and column exists, operators

@@ -328,7 +328,7 @@ END $$;
 -- _kind is how the rules see the values of a table's column, as package
 -- catalog decides (KindOf): a domain as its base type, an enum as text,
 -- a type the rules pass around as text as 'other:' and its oid.
-CREATE OR REPLACE FUNCTION pgrules._kind(sch text, rel text, col text, OUT kind text, OUT shown text)
+CREATE OR REPLACE FUNCTION pgrules._kind(sch text, rel text, col text, OUT kind text, OUT shown text, OUT scale integer)
 LANGUAGE sql STABLE AS $$
   SELECT CASE WHEN t.typtype = 'e' THEN 'text'
               ELSE CASE b.oid WHEN 20 THEN 'int' WHEN 21 THEN 'int' WHEN 23 THEN 'int' WHEN 26 THEN 'int'
@@ -336,7 +336,11 @@ LANGUAGE sql STABLE AS $$
                               WHEN 25 THEN 'text' WHEN 1043 THEN 'text' WHEN 1042 THEN 'text' WHEN 19 THEN 'text' WHEN 2950 THEN 'text'
                               WHEN 16 THEN 'bool' WHEN 1082 THEN 'time' WHEN 1114 THEN 'time' WHEN 1184 THEN 'time'
                               WHEN 114 THEN 'json' WHEN 3802 THEN 'json' ELSE 'other:' || b.oid END END,
-         format_type(a.atttypid, a.atttypmod)
+         format_type(a.atttypid, a.atttypmod),
+         -- The scale of a numeric(p,s) column or domain, as pgrules._tables
+         -- reads it; NULL when the column keeps every decimal.
+         CASE WHEN b.oid = 1700 AND (CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END) >= 4
+              THEN ((((CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END) - 4) & 2047) # 1024) - 1024 END
   FROM pg_attribute a
   JOIN pg_type t ON t.oid = a.atttypid
   JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
@@ -369,14 +373,19 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = '42804', SCHEMA = r.table_schema, TABLE = r.table_name, COLUMN = r.target_column,
       MESSAGE = format('rule "%s": %s of column %s.%s (%s) is not possible', r.name, r.kind, r.source_table, r.source_column, src.shown);
   END IF;
-  IF src.kind = dst.kind OR src.kind = 'int' AND dst.kind IN ('decimal', 'float') THEN
+  IF (src.kind = dst.kind OR src.kind = 'int' AND dst.kind IN ('decimal', 'float'))
+     -- A sum into a numeric target with fewer decimals than its source
+     -- would round each adjustment on its own, and drift from the rounded
+     -- total (a copy, min or max stores one value, rounded once).
+     AND NOT (r.kind = 'sum' AND dst.kind = 'decimal' AND dst.scale IS NOT NULL
+              AND (src.kind = 'decimal' AND (src.scale IS NULL OR src.scale > dst.scale) OR src.kind = 'int' AND dst.scale < 0)) THEN
     RETURN;
   END IF;
   what := CASE r.kind WHEN 'copy' THEN format('column %s.%s (%s) cannot be copied into', r.source_table, r.source_column, src.shown)
                       ELSE format('the %s of %s.%s (%s) cannot be stored in', r.kind, r.source_table, r.source_column, src.shown) END;
   RAISE EXCEPTION USING ERRCODE = '42804', SCHEMA = r.table_schema, TABLE = r.table_name, COLUMN = r.target_column,
     MESSAGE = format('rule "%s": %s %s (%s) without loss', r.name, what, r.target_column, dst.shown),
-    HINT = 'The target must hold the value as it is: of the same type, or a numeric column for integers.';
+    HINT = 'The target must hold the value as it is: of the same type, or a numeric column for integers; a sum needs at least the decimals of its source.';
 END $$;
 
 -- _aggregate defines sum, count, min and max.
