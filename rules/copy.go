@@ -86,7 +86,10 @@ func (s *session) CopyIn(ctx context.Context, conn stmt.Conn, st stmt.Statement)
 	for _, name := range cols {
 		cp.Attlist = append(cp.Attlist, pg_query.MakeStrNode(name))
 	}
-	relay, err := deparse(&pg_query.Node{Node: &pg_query.Node_CopyStmt{CopyStmt: cp}})
+	relay, err := sqlparse.Deparse(&pg_query.Node{Node: &pg_query.Node_CopyStmt{CopyStmt: cp}})
+	if tooComplex(err) {
+		return nil, failTx(ctx, conn, asPgError(err))
+	}
 	if err != nil {
 		return nil, failTx(ctx, conn, pgerr.New(pgerr.InternalError, "pgrules could not write the COPY into its staging table: %w", err))
 	}
