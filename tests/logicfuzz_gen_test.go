@@ -332,6 +332,9 @@ type fzStatement struct {
 	text   string // values inlined
 	params string // with $1, $2, ...
 	args   []string
+	// copy and copyData, for an INSERT without ON CONFLICT or RETURNING:
+	// the same rows as a COPY FROM STDIN in CSV.
+	copy, copyData string
 }
 
 // fzBuilder writes a statement both ways at once.
@@ -401,9 +404,17 @@ func (fc *fzCase) statement(r *rand.Rand) fzStatement {
 		b.sql("INSERT INTO " + table + " (" + strings.Join(names, ", ") + ") VALUES ")
 		rows := 1 + r.IntN(3)
 		used := map[string]bool{}
+		var csv strings.Builder
+		field := func(v string) {
+			b.sql(", ").val(v)
+			if v != "NULL" { // an unquoted empty field is CSV's NULL
+				csv.WriteString(v)
+			}
+		}
 		for i := range rows {
 			if i > 0 {
 				b.sql(", ")
+				csv.WriteString("\n")
 			}
 			id := key()
 			for used[id] {
@@ -411,18 +422,27 @@ func (fc *fzCase) statement(r *rand.Rand) fzStatement {
 			}
 			used[id] = true
 			b.sql("(").val(id)
+			csv.WriteString(id)
 			for range len(names) - 1 - len(chosen) {
-				b.sql(", ").val(ref())
+				csv.WriteString(",")
+				field(ref())
 			}
 			for _, c := range chosen {
-				b.sql(", ").val(c.value(r))
+				csv.WriteString(",")
+				field(c.value(r))
 			}
 			b.sql(")")
 		}
-		if r.IntN(5) == 0 {
+		plain := r.IntN(5) != 0
+		if !plain {
 			b.sql(" ON CONFLICT (id) DO NOTHING")
 		}
 		returning()
+		if st := b.done(); plain && !strings.Contains(st.text, "RETURNING") {
+			st.copy = "COPY " + table + " (" + strings.Join(names, ", ") + ") FROM STDIN WITH (FORMAT csv)"
+			st.copyData = csv.String() + "\n"
+			return st
+		}
 	case 4, 5, 6, 7: // update of some columns, or of a key
 		b.sql("UPDATE " + table + " SET ")
 		switch {

@@ -106,10 +106,11 @@ const (
 	fzControlQuery                // one Query with BEGIN, COMMIT or ROLLBACK among the statements
 	fzControlBatch                // the same as one pipelined batch
 	fzPortal                      // in BEGIN ... COMMIT, each statement's portal fetched a row at a time, a Sync after each
+	fzCopy                        // in BEGIN ... COMMIT, each plain INSERT's rows sent as a COPY FROM STDIN
 	fzShapes
 )
 
-var fzShapeNames = [...]string{"autocommit", "commit", "rollback", "query", "extended", "batch", "savepoint", "control query", "control batch", "portal"}
+var fzShapeNames = [...]string{"autocommit", "commit", "rollback", "query", "extended", "batch", "savepoint", "control query", "control batch", "portal", "copy"}
 
 // fzControls are the transaction control of a fzControlQuery or
 // fzControlBatch: what comes first, and what ends the block (tx.texts).
@@ -158,9 +159,12 @@ func (tx fzTx) String() string {
 		if tx.shape == fzSavepoint && i == len(tx.statements)/2 {
 			b.WriteString("SAVEPOINT s;\n")
 		}
-		if tx.shape == fzExtended || tx.shape == fzBatch {
+		switch {
+		case tx.shape == fzExtended || tx.shape == fzBatch:
 			fmt.Fprintf(&b, "%s; -- %q\n", st.params, st.args)
-		} else {
+		case tx.shape == fzCopy && st.copy != "":
+			fmt.Fprintf(&b, "%s;\n%s\\.\n", st.copy, st.copyData)
+		default:
 			b.WriteString(st.text + ";\n")
 		}
 	}
@@ -391,9 +395,12 @@ func (tx fzTx) play(ctx context.Context, s fzSide) ([]fzOutcome, error) {
 		}
 		var o fzOutcome
 		var err error
-		if tx.shape == fzPortal {
+		switch {
+		case tx.shape == fzPortal:
 			o, err = s.portal(st)
-		} else {
+		case tx.shape == fzCopy && st.copy != "":
+			o, err = s.copyIn(ctx, st)
+		default:
 			o, err = s.statement(ctx, st, tx.shape == fzExtended)
 		}
 		if err != nil {
@@ -495,6 +502,17 @@ func (s fzSide) statement(ctx context.Context, st fzStatement, extended bool) (f
 		rows = settled
 	}
 	return fzOutcomeOf(tag, rows), nil
+}
+
+// copyIn sends an INSERT's rows as a COPY FROM STDIN.
+func (s fzSide) copyIn(ctx context.Context, st fzStatement) (fzOutcome, error) {
+	tag, err := s.conn.CopyFrom(ctx, strings.NewReader(st.copyData), st.copy)
+	if o, ok := fzFailed(err); ok {
+		return o, nil
+	} else if err != nil {
+		return fzOutcome{}, err
+	}
+	return fzOutcomeOf(tag.String(), nil), nil
 }
 
 // portal runs a statement as JDBC does with a fetch size: its portal,
