@@ -12,10 +12,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // deliver makes one attempt at e.
 func (d *Dispatcher) deliver(ctx context.Context, e *Entry) error {
+	if !e.Pinned {
+		return errUnpinned{e.Rule}
+	}
 	switch e.Kind {
 	case "post":
 		ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
@@ -30,7 +34,11 @@ func (d *Dispatcher) deliver(ctx context.Context, e *Entry) error {
 			if d.cfg.RunSQL != nil {
 				return d.cfg.RunSQL(ctx, side, *e)
 			}
-			return execAs(ctx, side, e.Role, e.Target, e.Args)
+			params, err := sandboxParams(e.Target, e.Args)
+			if err != nil {
+				return err
+			}
+			return execAs(ctx, side, e.Role, sandboxSQL, params)
 		})
 	}
 	return fmt.Errorf("unknown kind %q", e.Kind)
@@ -83,7 +91,11 @@ func (d *Dispatcher) onSide(ctx context.Context, f func(context.Context, *pgconn
 		d.side = nil
 	}
 	if d.side == nil {
-		side, err := d.cfg.Connect(ctx)
+		connect := d.cfg.ConnectRun
+		if connect == nil {
+			connect = d.cfg.Connect
+		}
+		side, err := connect(ctx)
 		if err != nil {
 			return err
 		}
@@ -91,7 +103,10 @@ func (d *Dispatcher) onSide(ctx context.Context, f func(context.Context, *pgconn
 	}
 	pg := d.side.PgConn()
 	err := f(ctx, pg)
-	// The next entry must not run in what this one left open.
+	// The next entry must not run in what this one left open, nor in the
+	// session state it left: temporary objects (which name resolution
+	// finds first), settings, prepared statements, LISTENs, advisory
+	// locks. The next entry may be another role's.
 	if !pg.IsClosed() && pg.TxStatus() != 'I' {
 		if _, rerr := pg.Exec(ctx, "ROLLBACK").ReadAll(); rerr != nil {
 			pg.Close(ctx)
@@ -100,7 +115,27 @@ func (d *Dispatcher) onSide(ctx context.Context, f func(context.Context, *pgconn
 			err = errors.New("the transaction was left open; rolled back")
 		}
 	}
+	if !pg.IsClosed() {
+		if _, derr := pg.Exec(ctx, "DISCARD ALL").ReadAll(); derr != nil {
+			pg.Close(ctx)
+		}
+	}
 	return err
+}
+
+// sandboxSQL runs an sql entry's statement with its text parameters with
+// exactly the rights of current_user (pgrules._sandbox in
+// sql/functions.sql): nothing it runs can change the role.
+const sandboxSQL = "SELECT pgrules._sandbox($1, $2::text[])"
+
+// sandboxParams are sandboxSQL's parameters for query and args.
+func sandboxParams(query string, args []*string) ([]*string, error) {
+	arr, err := pgtype.NewMap().Encode(pgtype.TextArrayOID, pgtype.TextFormatCode, args, nil)
+	if err != nil || arr == nil {
+		return []*string{&query, nil}, err
+	}
+	s := string(arr)
+	return []*string{&query, &s}, nil
 }
 
 // execAs runs query with args as role, in a transaction of its own, in one

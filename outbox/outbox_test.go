@@ -82,18 +82,28 @@ func exec(t testing.TB, conn *pgx.Conn, sql string, args ...any) {
 	}
 }
 
-// insert records an entry, as the engine does, and returns its id.
+// insert records an entry of the after_commit event ev, defined first if
+// need be, as the engine does, and returns its id.
 func insert(t testing.TB, conn *pgx.Conn, key, kind, target string, payload *string, args []*string, role string) int64 {
 	t.Helper()
+	defineEv(t, conn)
 	var id int64
 	err := conn.QueryRow(context.Background(), `WITH e AS (
-  INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload, args, role)
-  VALUES ('ev', 'after_commit', $1, $2, $3, $4, $5, coalesce(nullif($6, '')::name, current_user)) RETURNING id)
+  INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload, args, role, rule_digest)
+  VALUES ('ev', 'after_commit', $1, $2, $3, $4, $5, coalesce(nullif($6, '')::name, current_user), pgrules._rule_digest('ev', 'after_commit')) RETURNING id)
 SELECT e.id FROM e, pg_notify('pgrules_outbox', '')`, key, kind, target, payload, args, role).Scan(&id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// defineEv defines the after_commit event ev that the tests' entries name
+// (the dispatcher runs only entries whose rule is as it was recorded).
+func defineEv(t testing.TB, conn *pgx.Conn) {
+	t.Helper()
+	exec(t, conn, `INSERT INTO pgrules.rule (name, table_schema, table_name, kind, expression, timing, verbs)
+  VALUES ('ev', 'public', 'none', 'event', 'nil', 'after_commit', '{insert}') ON CONFLICT (name) DO NOTHING`)
 }
 
 func post(t testing.TB, conn *pgx.Conn, key, url, payload string) int64 {
@@ -560,8 +570,9 @@ func TestTwoDispatchersDeliverOnce(t *testing.T) {
 	start(t, url, s)
 	start(t, url, s)
 	const n = 2000
-	exec(t, conn, `INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload)
-SELECT 'ev', 'after_commit', 'public.t:' || (i % 500), 'post', $1, '{}' FROM generate_series(1, $2) i`, rc.URL, n)
+	defineEv(t, conn)
+	exec(t, conn, `INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload, rule_digest)
+SELECT 'ev', 'after_commit', 'public.t:' || (i % 500), 'post', $1, '{}', pgrules._rule_digest('ev', 'after_commit') FROM generate_series(1, $2) i`, rc.URL, n)
 	exec(t, conn, "SELECT pg_notify('pgrules_outbox', '')")
 	eventually(t, 20*time.Second, "all entries delivered", func() bool { return len(rc.got()) >= n })
 	time.Sleep(50 * time.Millisecond) // room for a duplicate to show
