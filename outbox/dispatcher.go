@@ -259,7 +259,7 @@ FROM pgrules.outbox WHERE state = 'pending' AND next_at > now()`).Scan(&secs)
 // claim: one another dispatcher is delivering.
 const claimSQL = `WITH c AS MATERIALIZED (
   SELECT o.id, o.rule, o.timing, o.key, o.kind, o.target, o.payload, o.args, o.role, o.attempts,
-    o.rule_digest IS NOT NULL AND o.rule_digest = pgrules._rule_digest(o.rule, o.timing) AS pinned
+    coalesce(o.rule_digest = pgrules._rule_digest(o.rule, o.timing), false) AS pinned
   FROM pgrules.outbox o
   WHERE o.state = 'pending' AND o.next_at <= now()
     AND NOT EXISTS (SELECT FROM pgrules.outbox p

@@ -767,6 +767,9 @@ CREATE OR REPLACE VIEW pgrules.relationships AS
   ORDER BY child_schema, child_table, name;
 COMMENT ON VIEW pgrules.relationships IS
   'Every foreign key between tables, and its accessor: the name rule expressions use for the parent (row.<accessor>.<column>).';
+-- What it shows, pg_constraint shows every role; the engine reads it in
+-- the transaction of a role that defines rules.
+GRANT SELECT ON pgrules.relationships TO PUBLIC;
 
 -- Every change of pgrules.rule tells the proxies listening on the channel
 -- "pgrules" to reload that database's rules; NOTIFY is delivered at commit
