@@ -841,6 +841,17 @@ func (s *session) defineIn(ctx context.Context, conn stmt.Conn, c *compiled, st 
 	if err != nil {
 		return nil, nil, err
 	}
+	// A role that may not read pgrules.rule cannot have defined rules
+	// with the definition functions, which read it; it may still list
+	// pgrules.rules, or call explain, verify and rebuild.
+	rows, err := conn.Query(ctx, "SELECT has_table_privilege('pgrules.rule', 'SELECT')")
+	if err == nil && string(rows[0][0]) != "t" {
+		_, err = conn.Simple(ctx, "RELEASE SAVEPOINT pgrules_define")
+		return res, nil, err
+	}
+	if err != nil {
+		return nil, nil, err
+	}
 	txRules, err := s.loadTx(ctx, conn)
 	if err == nil {
 		if perr := s.firstError(txRules.snap, txRules.set); perr != nil {

@@ -298,6 +298,11 @@ func TestSecurityPrivRuleAuthors(t *testing.T) {
 	if got := scalar(t, ruler, "SELECT string_agg(name, ' ' ORDER BY name) FROM pgrules.rules"); got != "positive" {
 		t.Fatalf("the owner of ledger lists %q", got)
 	}
+	// A writer of ledger, with no privilege on pgrules.rule, lists its
+	// rules through the proxy.
+	if got := scalar(t, e.as(t, p, "priv_alice"), "SELECT string_agg(name, ' ' ORDER BY name) FROM pgrules.rules"); got != "positive" {
+		t.Fatalf("a writer of ledger lists %q", got)
+	}
 	scalar(t, e.admin, "GRANT pgrules_admin TO priv_mallory")
 	scalar(t, e.as(t, p, "priv_mallory"), `SELECT pgrules.disable_rule('positive')`)
 	scalar(t, ruler, `SELECT pgrules.enable_rule('positive')`)
