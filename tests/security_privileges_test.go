@@ -341,3 +341,47 @@ func TestSecurityPrivRebuildStandardConformingStrings(t *testing.T) {
 		t.Fatalf("labels: %q, want %q", got, value)
 	}
 }
+
+// TestSecurityPrivOutboxEngineWrite: an entry that writes a table with
+// rules runs through the engine, statement by statement, under SET LOCAL
+// ROLE; a trigger of that table (its owner's code) that resets the role is
+// caught at the end of the transaction, which rolls back, and one that
+// sets it back meanwhile finds, with the setup of SECURITY.md, the
+// dispatcher's login role, which has no rights of its own.
+func TestSecurityPrivOutboxEngineWrite(t *testing.T) {
+	for _, tt := range []struct {
+		name, runAs, trigger, lastError string
+	}{
+		{"dispatcher as the proxy's superuser", "", "RESET ROLE; ALTER ROLE priv_ruler SUPERUSER;",
+			"the outbox entry of role priv_alice changed its role to postgres: rolled back"},
+		{"dispatcher as a NOINHERIT role", "priv_dispatch", "RESET ROLE; ALTER ROLE priv_ruler SUPERUSER; SET ROLE priv_alice;",
+			"must be superuser to alter superuser roles"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newPrivEnv(t)
+			p := e.proxy(t, true, tt.runAs)
+			ruler := e.as(t, p, "priv_ruler")
+			scalar(t, e.admin, `SET ROLE priv_ruler;
+				CREATE TABLE ruled (id int PRIMARY KEY, n int NOT NULL DEFAULT 1);
+				GRANT SELECT, INSERT ON ruled TO priv_alice;
+				CREATE FUNCTION public.escape() RETURNS trigger LANGUAGE plpgsql AS $f$BEGIN `+tt.trigger+` RETURN NEW; END$f$;
+				CREATE TRIGGER escape BEFORE INSERT ON ruled FOR EACH ROW EXECUTE FUNCTION public.escape();
+				RESET ROLE`)
+			scalar(t, ruler, `SELECT pgrules.constraint('ruled', 'row.n > 0', 'n must be positive', name => 'ruled_positive')`)
+			scalar(t, ruler, `SELECT pgrules.event('ledger', 'after_commit', 'insert("ruled", {id: row.id})', name => 'to_ruled')`)
+			scalar(t, e.as(t, p, "priv_alice"), "INSERT INTO ledger (id) VALUES (1)")
+			waitFor(t, "the entry tried", func() bool {
+				return scalar(t, e.admin, "SELECT attempts > 0 FROM pgrules.outbox") == "t"
+			})
+			if got := e.roleFlags(t); got != privFlagsBefore {
+				t.Fatalf("roles after the attack: %s", got)
+			}
+			if got := scalar(t, e.admin, "SELECT last_error FROM pgrules.outbox"); !strings.Contains(got, tt.lastError) {
+				t.Fatalf("last_error %q, want it to say %q", got, tt.lastError)
+			}
+			if got := scalar(t, e.admin, "SELECT count(*) FROM ruled"); got != "0" {
+				t.Fatalf("%s rows written by the refused entry", got)
+			}
+		})
+	}
+}
