@@ -140,6 +140,8 @@ func TestSecurityPrivOutboxWrittenOnlyByEngine(t *testing.T) {
 		t.Run(via.name, func(t *testing.T) {
 			alice := e.as(t, via.p, "priv_alice")
 			wantErr(t, alice, forged, "42501", "permission denied")
+			wantErr(t, alice, `UPDATE "pgrules".outbox SET role = 'postgres'`, "42501", "permission denied")
+			wantErr(t, alice, `DELETE FROM "pgrules".outbox`, "42501", "permission denied")
 			wantErr(t, alice, add, "42501", "only pgrules records them")
 			scalar(t, e.as(t, nil, "priv_alice"), "CREATE OR REPLACE FUNCTION public.sneak() RETURNS void LANGUAGE sql AS $f$ "+add+" $f$")
 			wantErr(t, alice, "SELECT public.sneak()", "42501", "only pgrules records them")
