@@ -12,14 +12,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // deliver makes one attempt at e.
 func (d *Dispatcher) deliver(ctx context.Context, e *Entry) error {
-	if !e.Pinned {
-		return errUnpinned{e.Rule}
-	}
 	switch e.Kind {
 	case "post":
 		ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
@@ -121,21 +117,6 @@ func (d *Dispatcher) onSide(ctx context.Context, f func(context.Context, *pgconn
 		}
 	}
 	return err
-}
-
-// sandboxSQL runs an sql entry's statement with its text parameters with
-// exactly the rights of current_user (pgrules._sandbox in
-// sql/functions.sql): nothing it runs can change the role.
-const sandboxSQL = "SELECT pgrules._sandbox($1, $2::text[])"
-
-// sandboxParams are sandboxSQL's parameters for query and args.
-func sandboxParams(query string, args []*string) ([]*string, error) {
-	arr, err := pgtype.NewMap().Encode(pgtype.TextArrayOID, pgtype.TextFormatCode, args, nil)
-	if err != nil || arr == nil {
-		return []*string{&query, nil}, err
-	}
-	s := string(arr)
-	return []*string{&query, &s}, nil
 }
 
 // execAs runs query with args as role, in a transaction of its own, in one

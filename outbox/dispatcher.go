@@ -420,7 +420,10 @@ func (d *Dispatcher) deliverAll(ctx context.Context, entries []Entry) []outcome 
 		wg.Go(func() {
 			for key := range work {
 				for _, i := range key {
-					err := d.deliver(ctx, &entries[i])
+					var err error = errUnpinned{entries[i].Rule}
+					if entries[i].Pinned {
+						err = d.deliver(ctx, &entries[i])
+					}
 					if err != nil && ctx.Err() != nil {
 						break // interrupted, not failed
 					}

@@ -343,6 +343,44 @@ func TestSQL(t *testing.T) {
 	}
 }
 
+// TestSQLCannotChangeRole: an sql entry runs with its role's rights, and
+// nothing in it may change the role, though the dispatcher's own role is
+// a superuser; an entry whose rule changed runs nothing.
+func TestSQLCannotChangeRole(t *testing.T) {
+	t.Parallel()
+	url, conn := newDB(t)
+	db := database(t, conn)
+	writer := db + "_writer"
+	exec(t, conn, fmt.Sprintf("CREATE ROLE %q; CREATE TABLE seen (who name)", writer))
+	t.Cleanup(func() { conn.Exec(context.Background(), fmt.Sprintf("DROP ROLE %q", writer)) })
+	s := fast
+	s.MaxAttempts = 1
+	start(t, url, s)
+	var ids []int64
+	for _, q := range []string{
+		"DO $d$BEGIN RESET ROLE; INSERT INTO seen VALUES (current_user); END$d$",
+		"SELECT set_config('role', 'none', false)",
+		"DO $d$BEGIN SET SESSION AUTHORIZATION DEFAULT; INSERT INTO seen VALUES (current_user); END$d$",
+	} {
+		ids = append(ids, insert(t, conn, "public.t:1", "sql", q, nil, nil, writer))
+	}
+	for _, id := range ids {
+		if r := waitState(t, conn, id, "dead"); !strings.Contains(r.lastError, "within security-definer function") {
+			t.Errorf("entry %d: last_error %q, want the role change refused", id, r.lastError)
+		}
+	}
+	exec(t, conn, "UPDATE pgrules.rule SET expression = 'true' WHERE name = 'ev'")
+	id := insert(t, conn, "public.t:2", "sql", "INSERT INTO seen VALUES ('changed')", nil, nil, "")
+	exec(t, conn, "UPDATE pgrules.rule SET expression = 'false' WHERE name = 'ev'")
+	if r := waitState(t, conn, id, "dead"); !strings.Contains(r.lastError, `rule "ev" was dropped or changed`) || r.attempts != 1 {
+		t.Errorf("entry of a changed rule: %+v", r)
+	}
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM seen").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d rows written by the refused entries (%v)", n, err)
+	}
+}
+
 func TestRunSQL(t *testing.T) {
 	t.Parallel()
 	url, conn := newDB(t)
