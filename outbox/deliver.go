@@ -100,9 +100,8 @@ func (d *Dispatcher) onSide(ctx context.Context, f func(context.Context, *pgconn
 	pg := d.side.PgConn()
 	err := f(ctx, pg)
 	// The next entry must not run in what this one left open, nor in the
-	// session state it left: temporary objects (which name resolution
-	// finds first), settings, prepared statements, LISTENs, advisory
-	// locks. The next entry may be another role's.
+	// session state it left (resetSQL). The next entry may be another
+	// role's.
 	if !pg.IsClosed() && pg.TxStatus() != 'I' {
 		if _, rerr := pg.Exec(ctx, "ROLLBACK").ReadAll(); rerr != nil {
 			pg.Close(ctx)
@@ -112,7 +111,7 @@ func (d *Dispatcher) onSide(ctx context.Context, f func(context.Context, *pgconn
 		}
 	}
 	if !pg.IsClosed() {
-		if _, derr := pg.Exec(ctx, "DISCARD ALL").ReadAll(); derr != nil {
+		if _, derr := pg.Exec(ctx, resetSQL).ReadAll(); derr != nil {
 			pg.Close(ctx)
 		}
 	}

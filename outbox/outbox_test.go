@@ -369,15 +369,51 @@ func TestSQLCannotChangeRole(t *testing.T) {
 			t.Errorf("entry %d: last_error %q, want the role change refused", id, r.lastError)
 		}
 	}
-	exec(t, conn, "UPDATE pgrules.rule SET expression = 'true' WHERE name = 'ev'")
+	// Recorded and its rule changed before any dispatcher sees it.
+	exec(t, conn, "BEGIN")
 	id := insert(t, conn, "public.t:2", "sql", "INSERT INTO seen VALUES ('changed')", nil, nil, "")
 	exec(t, conn, "UPDATE pgrules.rule SET expression = 'false' WHERE name = 'ev'")
+	exec(t, conn, "COMMIT")
 	if r := waitState(t, conn, id, "dead"); !strings.Contains(r.lastError, `rule "ev" was dropped or changed`) || r.attempts != 1 {
 		t.Errorf("entry of a changed rule: %+v", r)
 	}
 	var n int
 	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM seen").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d rows written by the refused entries (%v)", n, err)
+	}
+}
+
+// TestSessionReset: an entry finds nothing of what the one before it, of
+// another role, left in the session: a temporary table of the same name
+// as the table it writes, a search_path, an advisory lock.
+func TestSessionReset(t *testing.T) {
+	t.Parallel()
+	url, conn := newDB(t)
+	db := database(t, conn)
+	first, second := db+"_first", db+"_second"
+	exec(t, conn, fmt.Sprintf(`CREATE ROLE %[1]q; CREATE ROLE %[2]q; CREATE SCHEMA trap; GRANT ALL ON SCHEMA trap TO %[1]q;
+		CREATE TABLE seen (who name); GRANT INSERT ON seen TO %[2]q`, first, second))
+	t.Cleanup(func() {
+		conn.Exec(context.Background(), fmt.Sprintf("DROP SCHEMA trap CASCADE; DROP OWNED BY %[1]q; DROP ROLE %[1]q; DROP OWNED BY %[2]q; DROP ROLE %[2]q", first, second))
+	})
+	start(t, url, fast)
+	ids := []int64{
+		insert(t, conn, "public.t:1", "sql", `DO $d$BEGIN
+			CREATE TEMP TABLE seen (who name); GRANT ALL ON seen TO PUBLIC;
+			CREATE TABLE trap.seen (who name); GRANT ALL ON trap.seen TO PUBLIC;
+			SET search_path = trap, public; PERFORM pg_advisory_lock(42); END$d$`, nil, nil, first),
+		insert(t, conn, "public.t:1", "sql", "INSERT INTO seen VALUES (current_user)", nil, nil, second),
+	}
+	for _, id := range ids {
+		waitState(t, conn, id, "done")
+	}
+	var who string
+	if err := conn.QueryRow(context.Background(), "SELECT string_agg(who, ' ') FROM public.seen").Scan(&who); err != nil || who != second {
+		t.Fatalf("public.seen: %q (%v), want the second entry's row", who, err)
+	}
+	var locked bool
+	if err := conn.QueryRow(context.Background(), "SELECT pg_try_advisory_lock(42)").Scan(&locked); err != nil || !locked {
+		t.Fatalf("the first entry's advisory lock is still held (%v)", err)
 	}
 }
 

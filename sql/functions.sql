@@ -894,7 +894,7 @@ END $$;
 -- parameters, with exactly the rights of current_user: the dispatcher
 -- calls it after SET LOCAL ROLE to the entry's role. The statement runs
 -- inside a SECURITY DEFINER function that role owns (made in the session's
--- temporary schema, which the dispatcher discards after each entry), and
+-- temporary schema, one per role, kept for the role's next entries), and
 -- PostgreSQL refuses SET ROLE, RESET ROLE, SET SESSION AUTHORIZATION and
 -- set_config('role', ...) anywhere inside such a function, however deep:
 -- nothing the statement runs (a DO block, a function, a trigger) can take
@@ -904,9 +904,11 @@ END $$;
 -- runs (a DO block too).
 CREATE OR REPLACE FUNCTION pgrules._sandbox(q text, args text[]) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+  fn text := 'pg_temp.' || pg_catalog.quote_ident('pgrules_sandboxed_' || (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
 BEGIN
-  EXECUTE $create$
-CREATE OR REPLACE FUNCTION pg_temp.pgrules_sandboxed(q text, args text[]) RETURNS void
+  IF pg_catalog.to_regprocedure(fn || '(text, text[])') IS NULL THEN
+    EXECUTE 'CREATE FUNCTION ' || fn || $create$(q text, args text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER AS $body$
 BEGIN
   IF COALESCE(pg_catalog.cardinality(args), 0) = 0 THEN
@@ -925,7 +927,26 @@ BEGIN
   EXECUTE 'DEALLOCATE pgrules_outbox_entry';
 END $body$
 $create$;
-  EXECUTE 'SELECT pg_temp.pgrules_sandboxed($1, $2)' USING q, args;
+  END IF;
+  EXECUTE 'SELECT ' || fn || '($1, $2)' USING q, args;
+END $$;
+
+-- _reset_temp empties the session's temporary schema, unless it holds only
+-- _sandbox's functions, each owned by the role it is for: the dispatcher
+-- runs it between entries, so that no entry finds what another role's
+-- left there (a temporary table is found before the table of the same
+-- name). Dropping and making the functions again for every entry would
+-- cost a catalog change each time.
+CREATE OR REPLACE FUNCTION pgrules._reset_temp() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT FROM pg_catalog.pg_depend d
+             WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = pg_catalog.pg_my_temp_schema()
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_proc p
+                               WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = d.objid
+                                 AND p.proname = 'pgrules_sandboxed_' || p.proowner)) THEN
+    DISCARD TEMP;
+  END IF;
 END $$;
 
 -- _still_as fails the transaction of an outbox entry that does not end as
