@@ -57,6 +57,10 @@ func (d *Dispatcher) post(ctx context.Context, e *Entry) error {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return fmt.Errorf("POST %s: no response within %s", e.Target, d.cfg.Timeout)
 		}
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			return fmt.Errorf("POST %s: %w", e.Target, refused)
+		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err // its text repeats the method and URL

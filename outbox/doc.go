@@ -19,7 +19,9 @@
 //
 // Kinds: post is an HTTP POST of the payload to the target URL with
 // Content-Type application/json, Idempotency-Key "<database>-<id>" and
-// Pgrules-Rule headers, successful on any 2xx status; notify is
+// Pgrules-Rule headers, successful on any 2xx status, sent only to the
+// Destinations allowed (by default public addresses, checked at the address
+// each connection is made to); notify is
 // pg_notify(target, payload); sql runs the target query with the entry's
 // args as text parameters. notify and sql run on a second connection
 // (Config.ConnectRun), in a transaction of their own, as the entry's role

@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"time"
 
@@ -38,10 +39,15 @@ type Entry struct {
 // Settings say how entries are delivered. A zero field takes its default.
 type Settings struct {
 	// Client sends the POSTs. The default keeps Workers idle connections
-	// per host, so that parallel deliveries reuse them, and does not
-	// follow redirects, which would turn the POST into a GET: a 3xx is a
-	// failure.
+	// per host, so that parallel deliveries reuse them, connects only to
+	// Destinations, ignores the environment's HTTP proxy, and does not
+	// follow redirects, which would turn the POST into a GET and could
+	// lead anywhere: a 3xx is a failure. A Client given here is used as it
+	// is, Destinations aside.
 	Client *http.Client
+	// Destinations are where post entries may go; nil allows only public
+	// addresses.
+	Destinations *Destinations
 	// Timeout bounds each delivery: a POST, or the transaction of a
 	// notify or sql entry. Default 10s.
 	Timeout time.Duration
@@ -110,6 +116,8 @@ func (s Settings) withDefaults() Settings {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = s.Workers
 		t.MaxIdleConns = 0
+		t.Proxy = nil
+		t.DialContext = s.Destinations.dialer(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})
 		s.Client = &http.Client{
 			Transport:     t,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 const appName = "outbox-test"
 
 // fast are settings that make the tests' retries quick.
-var fast = Settings{Timeout: 2 * time.Second, Backoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Poll: 100 * time.Millisecond}
+var fast = Settings{Destinations: loopbackOK, Timeout: 2 * time.Second, Backoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Poll: 100 * time.Millisecond}
 
 // newDB returns a fresh database with the pgrules schema and a connection
 // to it.

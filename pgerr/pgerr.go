@@ -1,6 +1,8 @@
 package pgerr
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 )
@@ -94,4 +96,21 @@ func Code(err error) string {
 		return e.Code
 	}
 	return ""
+}
+
+// Reference returns a short random id for an error whose cause is logged
+// rather than sent: the client is given the id, and the log line with the
+// cause carries it, so an administrator can find one from the other.
+func Reference() string {
+	var b [5]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Withheld returns an error with code and message whose cause is only
+// logged: its hint tells the client what to do and gives the reference of
+// the log line.
+func Withheld(code, ref, message string) *Error {
+	return &Error{Code: code, Message: message,
+		Hint: fmt.Sprintf("Try again later; if this persists, give the administrator the reference %s, under which pgrules logged the cause.", ref)}
 }

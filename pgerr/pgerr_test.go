@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -31,5 +32,21 @@ func TestFatal(t *testing.T) {
 	}
 	if e.Unwrap() != nil {
 		t.Fatalf("unexpected cause %v", e.Unwrap())
+	}
+}
+
+// TestWithheld: the client gets the message and, in the hint, the
+// reference, which differs from one error to the next; no cause travels.
+func TestWithheld(t *testing.T) {
+	a, b := Reference(), Reference()
+	if len(a) != 10 || a == b {
+		t.Fatalf("references %q and %q", a, b)
+	}
+	e := Withheld(ObjectNotInPrereqState, a, "writes are refused")
+	if e.Code != ObjectNotInPrereqState || e.Message != "writes are refused" || e.Err != nil || e.Detail != "" {
+		t.Fatalf("got %+v", e)
+	}
+	if !strings.Contains(e.Hint, "reference "+a+",") {
+		t.Fatalf("hint %q", e.Hint)
 	}
 }

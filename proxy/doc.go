@@ -2,8 +2,8 @@
 //
 // It owns the sockets: the listener, TLS on the client side, the startup and
 // authentication relay, one session per client with its own upstream
-// connection, cancel requests, connection and message-size limits, and
-// graceful shutdown. It keeps each session's transaction state from the
+// connection, cancel requests, connection and message-size limits (held
+// to PostgreSQL's own before authentication), and graceful shutdown. It keeps each session's transaction state from the
 // status byte of ReadyForQuery.
 //
 // Traffic is relayed as raw protocol frames: a message is read into the

@@ -66,6 +66,10 @@ type batchMsg struct {
 
 func (x *extState) reset() {
 	x.batch, x.msgs, x.engine, x.forwarded = x.batch[:0], x.msgs[:0], false, false
+	if cap(x.batch) > keepLarge {
+		// A batch that grew for large messages does not keep its memory.
+		x.batch = nil
+	}
 }
 
 // intercept handles the client messages a session with rules must look
@@ -419,6 +423,9 @@ func (s *session) runPart(ctx context.Context, t *implicitTx, p stmt.Part) (bool
 			return true, err
 		}
 	}
+	if p.CopyIn {
+		return s.runCopyIn(ctx, t, p)
+	}
 	if p.Engine && p.Tx != stmt.TxBegin {
 		res, err := s.rules.Exec(ctx, t.c, stmt.Statement{SQL: p.SQL})
 		if err := s.reply(res, err, true); err != nil {
@@ -433,7 +440,29 @@ func (s *session) runPart(ctx context.Context, t *implicitTx, p stmt.Part) (bool
 	if p.Tx == stmt.TxBegin {
 		t.begun()
 	}
-	return s.relayStatement(p.SQL, quiet)
+	return s.relayStatement(p.SQL, quiet, true)
+}
+
+// runCopyIn runs a COPY ... FROM the engine takes over: the engine's COPY
+// in its place, fed with the client's data, then what the engine does
+// with the rows.
+func (s *session) runCopyIn(ctx context.Context, t *implicitTx, p stmt.Part) (bool, error) {
+	cp, err := s.rules.CopyIn(ctx, t.c, stmt.Statement{SQL: p.SQL})
+	if err != nil {
+		return true, s.reply(nil, err, false)
+	}
+	if err := t.c.flushBegin(ctx); err != nil {
+		return true, err
+	}
+	failed, err := s.relayStatement(cp.SQL, "", cp.Finish == nil)
+	if err != nil || failed || cp.Finish == nil {
+		return failed, err
+	}
+	res, err := cp.Finish(ctx, t.c)
+	if err := s.reply(res, err, true); err != nil {
+		return true, err
+	}
+	return err != nil, nil
 }
 
 // reply writes an engine result (or error) to the client; describe adds
@@ -474,12 +503,12 @@ func isFatal(err error) bool {
 
 // relayStatement runs one statement of an intercepted Query as a Query of
 // its own and relays its responses, but not its ReadyForQuery, nor a
-// notice with the code quiet.
-func (s *session) relayStatement(sql, quiet string) (failed bool, err error) {
+// notice with the code quiet, nor, unless tag, its CommandComplete. A
+// COPY FROM STDIN gets the client's data.
+func (s *session) relayStatement(sql, quiet string, tag bool) (failed bool, err error) {
 	if err := s.send(appendMessage(nil, 'Q', append([]byte(sql), 0))); err != nil {
 		return false, err
 	}
-	refused := false
 	for {
 		typ, body, err := s.readUpstream()
 		if err != nil {
@@ -490,24 +519,54 @@ func (s *session) relayStatement(sql, quiet string) (failed bool, err error) {
 			return failed, nil
 		case 'E':
 			failed = true
-			if refused {
-				continue // the server's answer to our CopyFail
-			}
 		case 'G':
-			if err := s.refuseCopyIn(); err != nil {
+			writeMessage(s.cw, typ, body)
+			if err := s.relayCopyData(); err != nil {
 				return false, err
 			}
-			refused = true
 			continue
 		case 'N':
 			if quiet != "" && noticeCode(body) == quiet {
 				continue
 			}
 		case 'C':
-			s.writeTag(body)
+			if tag {
+				s.writeTag(body)
+			}
 			continue
 		}
 		writeMessage(s.cw, typ, body)
+	}
+}
+
+// relayCopyData relays what a client sends after a CopyInResponse
+// upstream, up to its CopyDone or CopyFail: the server's answer follows.
+// Flush and Sync mean nothing during a COPY and are dropped, as the server
+// drops them; any other message ends the session as a protocol violation.
+func (s *session) relayCopyData() error {
+	if err := s.flushClient(); err != nil {
+		return err
+	}
+	for {
+		typ, n, err := s.cr.header()
+		if err != nil {
+			return clientReadError(err)
+		}
+		switch typ {
+		case 'd', 'c', 'f':
+			if err := s.cr.copyBody(s.uw, typ, n); err != nil {
+				return clientReadError(err)
+			}
+			if typ != 'd' {
+				return s.flushUpstream()
+			}
+		case 'H', 'S':
+			if _, err := s.cr.body(n); err != nil {
+				return clientReadError(err)
+			}
+		default:
+			return pgerr.Fatal(pgerr.ProtocolViolation, "unexpected message type 0x%02X during COPY from stdin", typ)
+		}
 	}
 }
 
@@ -528,11 +587,11 @@ func noticeCode(body []byte) string {
 }
 
 // refuseCopyIn aborts a COPY FROM STDIN the server has started for a
-// statement relayed by the proxy: the client's data would have to flow
-// through the proxy's own exchange, which it does not carry. The client
-// gets 0A000 in place of the server's answer to the CopyFail.
+// statement of a batch the proxy runs: the client's data would arrive
+// after the Sync the batch ends with. The client gets 0A000 in place of
+// the server's answer to the CopyFail.
 func (s *session) refuseCopyIn() error {
-	const why = "COPY FROM STDIN cannot run in one Query or batch with a statement pgrules runs rules for; send it on its own"
+	const why = "COPY FROM STDIN cannot run in an extended-protocol batch with a statement pgrules runs rules for; send it as a simple Query"
 	buf, err := (&pgproto3.CopyFail{Message: why}).Encode(nil)
 	if err != nil {
 		return pgerr.New(pgerr.InternalError, "encode CopyFail: %w", err)

@@ -1,16 +1,19 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/pgrules/pgrules/pgerr"
 	"github.com/pgrules/pgrules/stmt"
 	"github.com/rs/zerolog"
 )
@@ -29,6 +32,11 @@ type Config struct {
 	MaxMessageBytes int
 	// MaxConnections limits concurrent client sessions (default 1000).
 	MaxConnections int
+	// MaxStartupConnections limits the connections that have not finished
+	// authenticating, from accept on (default 256): a client that
+	// connects and sends nothing, or never completes its login, holds one
+	// until StartupTimeout. Beyond it a connection is refused with 53300.
+	MaxStartupConnections int
 	// StartupTimeout bounds the startup and authentication exchange, as
 	// PostgreSQL's authentication_timeout does (default 60s).
 	StartupTimeout time.Duration
@@ -43,6 +51,11 @@ type Config struct {
 const (
 	defaultMaxMessageBytes = 64 << 20
 	defaultMaxConnections  = 1000
+
+	defaultMaxStartupConnections = 256
+	// refuseTimeout bounds how long a refused connection is kept to tell
+	// the client why.
+	refuseTimeout = time.Second
 )
 
 // Server accepts client connections and runs one session for each.
@@ -53,7 +66,13 @@ type Server struct {
 
 	nextID   atomic.Uint64
 	active   atomic.Int64 // sessions past their startup packet
-	draining atomic.Bool  // Shutdown was called: no new work for idle sessions
+	starting atomic.Int64 // connections not yet authenticated
+	// refused counts the connections refused for the startup limit since
+	// refusedLog (UnixNano), when that was last logged: a flood of them
+	// makes one log line a second, not one each.
+	refused    atomic.Int64
+	refusedLog atomic.Int64
+	draining   atomic.Bool // Shutdown was called: no new work for idle sessions
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -75,6 +94,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = defaultMaxConnections
+	}
+	if cfg.MaxStartupConnections <= 0 {
+		cfg.MaxStartupConnections = defaultMaxStartupConnections
 	}
 	if cfg.StartupTimeout <= 0 {
 		cfg.StartupTimeout = 60 * time.Second
@@ -175,11 +197,38 @@ func (s *Server) untrack(conn net.Conn) {
 
 func (s *Server) handle(conn net.Conn) {
 	defer s.untrack(conn)
+	if s.starting.Add(1) > int64(s.cfg.MaxStartupConnections) {
+		s.starting.Add(-1)
+		s.refuse(conn)
+		return
+	}
 	sess := newSession(s, conn)
 	s.mu.Lock()
 	s.conns[conn] = sess
 	s.mu.Unlock()
 	sess.run()
+}
+
+// refuse tells a client over the limit of unauthenticated connections that
+// there are too many, as PostgreSQL does, and closes its connection. What
+// the client sent is read and dropped first, for a while, so that closing
+// does not reset the connection before the client has read the answer.
+func (s *Server) refuse(conn net.Conn) {
+	defer conn.Close()
+	s.refused.Add(1)
+	if last, now := s.refusedLog.Load(), time.Now(); now.Sub(time.Unix(0, last)) >= time.Second && s.refusedLog.CompareAndSwap(last, now.UnixNano()) {
+		s.log.Warn().Str("client", conn.RemoteAddr().String()).Int("limit", s.cfg.MaxStartupConnections).Int64("refused", s.refused.Swap(0)).
+			Msg("connections refused: too many clients are authenticating (--max-startup-connections)")
+	}
+	conn.SetDeadline(time.Now().Add(refuseTimeout))
+	w := bufio.NewWriterSize(conn, 256)
+	if encodeError(w, pgerr.Fatal(pgerr.TooManyConnections, "sorry, too many clients already")) != nil || w.Flush() != nil {
+		return
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	io.Copy(io.Discard, io.LimitReader(conn, maxStartupPacket+4))
 }
 
 // Shutdown stops accepting, ends idle sessions at once, lets sessions in a
@@ -273,3 +322,7 @@ func (s *Server) unregister(sess *session) {
 
 // ActiveSessions is the number of client sessions past their startup.
 func (s *Server) ActiveSessions() int { return int(s.active.Load()) }
+
+// StartingConnections is the number of connections that have not finished
+// authenticating.
+func (s *Server) StartingConnections() int { return int(s.starting.Load()) }

@@ -8,7 +8,9 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +48,9 @@ type session struct {
 	target    target
 	key       cancelKey // what the client was given
 	upKey     []byte    // the upstream backend's own key data
+	// startupPkt is the client's StartupMessage, kept during the login
+	// in case the upstream must be connected to again.
+	startupPkt []byte
 
 	cr *msgReader    // owned by the frontend loop
 	uw *bufio.Writer // owned by the frontend loop
@@ -178,6 +183,7 @@ func (s *session) run() {
 
 	s.client.SetDeadline(time.Now().Add(s.srv.cfg.StartupTimeout))
 	err := s.startup(&counted)
+	s.srv.starting.Add(-1)
 	if err == nil && !s.srv.register(s) {
 		err = shutdownError()
 	}
@@ -208,6 +214,7 @@ func (s *session) run() {
 	}()
 	s.frontendLoop()
 	<-done
+	s.upstream.Close()
 
 	ev := s.log.Debug()
 	if code := pgerr.Code(s.endErr); code != "" {
@@ -295,31 +302,46 @@ func (s *session) startup(counted *bool) error {
 		return pgerr.Fatal(pgerr.TooManyConnections, "sorry, too many clients already (pgrules --max-connections is %d)", s.srv.cfg.MaxConnections)
 	}
 
+	s.startupPkt = pkt
+	s.cw = bufio.NewWriterSize(s.client, ioBufferSize)
+	s.cr = newMsgReader(s.client, s.srv.cfg.MaxMessageBytes, s.flushUpstream)
+	if err := s.connectUpstream(s.srv.targets); err != nil {
+		return err
+	}
+	err = s.relayAuth()
+	s.startupPkt = nil
+	return err
+}
+
+// connectUpstream connects to the first of targets that answers and sends
+// it the client's startup packet.
+func (s *session) connectUpstream(targets []target) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DialTimeout)
 	defer cancel()
-	up, t, err := dialUpstream(ctx, s.srv.targets)
+	up, t, err := dialUpstream(ctx, targets)
 	if err != nil {
-		e := pgerr.Fatal(pgerr.ConnectionFailure, "%s", err)
-		e.Err = err
+		// The cause names the server's addresses: the log has it.
+		ref := pgerr.Reference()
+		s.log.Error().Err(err).Str("ref", ref).Msg("could not connect to the upstream server")
+		e := pgerr.Withheld(pgerr.ConnectionFailure, ref, "pgrules could not connect to the database server")
+		e.Severity = pgerr.SeverityFatal
 		return e
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		up.SetDeadline(deadline.Add(s.srv.cfg.StartupTimeout))
 	}
 	s.upstream, s.target = up, t
-	s.cw = bufio.NewWriterSize(s.client, ioBufferSize)
 	s.uw = bufio.NewWriterSize(up, ioBufferSize)
-	s.cr = newMsgReader(s.client, s.srv.cfg.MaxMessageBytes, s.flushUpstream)
 	s.ur = newMsgReader(up, 0, s.flushClient)
 
 	var h [4]byte
-	binary.BigEndian.PutUint32(h[:], uint32(len(pkt)+4))
+	binary.BigEndian.PutUint32(h[:], uint32(len(s.startupPkt)+4))
 	s.uw.Write(h[:])
-	s.uw.Write(pkt)
+	s.uw.Write(s.startupPkt)
 	if err := s.uw.Flush(); err != nil {
 		return upstreamLost(err)
 	}
-	return s.relayAuth()
+	return nil
 }
 
 // relayAuth relays the authentication exchange until the upstream is ready.
@@ -417,6 +439,11 @@ func (s *session) readPasswordMessage(what string) ([]byte, error) {
 	if typ != 'p' {
 		return nil, pgerr.Fatal(pgerr.ProtocolViolation, "expected %s, got message type %q", what, typ)
 	}
+	// Before authentication a client may make the proxy hold only as much
+	// as PostgreSQL would; the body is never read.
+	if n > maxAuthMessage {
+		return nil, pgerr.Fatal(pgerr.ProtocolViolation, "invalid message length: %s of %d bytes, more than the %d bytes accepted before authentication", what, n, maxAuthMessage)
+	}
 	body, err := s.cr.body(n)
 	if err != nil {
 		return nil, clientReadError(err)
@@ -462,6 +489,9 @@ func (s *session) relaySASLInitial(withheld bool) error {
 	if withheld && s.clientTLS {
 		var init pgproto3.SASLInitialResponse
 		if init.Decode(body) == nil && bytes.HasPrefix(init.Data, []byte("y,")) {
+			if plain := s.plainTargets(); plain != nil {
+				return s.restartInClear(plain, body)
+			}
 			e := pgerr.Fatal(pgerr.InvalidAuthorization, "SCRAM channel binding cannot pass through pgrules to this TLS upstream")
 			e.Detail = "The client connected with TLS and can bind; the upstream binds to its own certificate, which pgrules does not present."
 			e.Hint = "Give pgrules the upstream server's certificate and key (--tls-cert, --tls-key), connect with channel_binding=disable, or connect pgrules to the upstream without TLS (--upstream-sslmode=disable) on a trusted network."
@@ -469,6 +499,64 @@ func (s *session) relaySASLInitial(withheld bool) error {
 		}
 	}
 	return s.sendAuth(body)
+}
+
+// plainTargets are the upstream targets without TLS when the session's
+// upstream is TLS and its sslmode (prefer or allow) accepts a connection
+// without it; nil otherwise.
+func (s *session) plainTargets() []target {
+	if s.target.tls == nil {
+		return nil
+	}
+	var plain []target
+	for _, t := range s.srv.targets {
+		if t.tls == nil {
+			plain = append(plain, t)
+		}
+	}
+	return plain
+}
+
+// restartInClear gives a TLS client that could bind (gs2 flag "y") a login
+// that works: over a TLS upstream the server takes the flag for a downgrade
+// attack, while a server on a connection without TLS cannot bind and
+// accepts it. The client has seen nothing of the server's SCRAM exchange
+// yet, so the proxy connects again without TLS, as the upstream sslmode
+// allows, sends the startup packet and the client's initial response, and
+// the exchange goes on there: the client's password proof binds it to
+// nothing the new connection changes.
+func (s *session) restartInClear(plain []target, initial []byte) error {
+	s.upstream.Close()
+	if err := s.connectUpstream(plain); err != nil {
+		return err
+	}
+	s.log.Info().Msg("a TLS client that can bind SCRAM logs in over an upstream connection without TLS (the upstream sslmode allows it; --upstream-sslmode=require refuses such logins)")
+	for {
+		typ, n, err := s.ur.header()
+		if err != nil {
+			return upstreamLost(err)
+		}
+		body, err := s.ur.body(n)
+		if err != nil {
+			return upstreamLost(err)
+		}
+		switch typ {
+		case 'v': // NegotiateProtocolVersion: the client has had it
+			continue
+		case 'E':
+			writeMessage(s.cw, typ, body)
+			s.cw.Flush()
+			return errAuthRelayed
+		case 'R':
+			var offer pgproto3.AuthenticationSASL
+			if len(body) < 4 || binary.BigEndian.Uint32(body) != 10 || offer.Decode(body) != nil || !slices.Contains(offer.AuthMechanisms, "SCRAM-SHA-256") {
+				return pgerr.Fatal(pgerr.InvalidAuthorization, "the upstream asks for another authentication on a connection without TLS than on one with TLS")
+			}
+			return s.sendAuth(initial)
+		default:
+			return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent message type %q before authentication", typ)
+		}
+	}
 }
 
 // withoutChannelBinding removes SCRAM-SHA-256-PLUS from a SASL offer.
@@ -551,22 +639,46 @@ func (s *session) end(err error) {
 }
 
 // frontendLoop relays client messages to the upstream until the session
-// ends, then closes the upstream, which rolls back any open transaction.
+// ends. When the client has finished sending, the end of its input is
+// passed on to the server after what it sent, and the backend loop relays
+// the answers until the server closes, as PostgreSQL answers a client that
+// shut down its sending side; otherwise the upstream is closed at once.
+// Either way the server rolls back any open transaction.
 func (s *session) frontendLoop() {
 	s.end(s.relayClient())
-	// After a client's protocol error the server hears nothing more: a
-	// Terminate in the middle of a COPY would only draw an error of its
-	// own, relayed ahead of the one that tells the client what it did.
-	if errors.Is(s.endErr, errClientGone) {
+	switch {
+	case errors.Is(s.endErr, errClientDone):
+		if s.endUpstreamInput() {
+			return
+		}
+	case errors.Is(s.endErr, errClientGone):
+		// After a client's protocol error the server hears nothing
+		// more: a Terminate in the middle of a COPY would only draw an
+		// error of its own, relayed ahead of the one that tells the
+		// client what it did.
 		s.uw.Write([]byte{'X', 0, 0, 0, 4})
 		s.uw.Flush()
 	}
 	s.upstream.Close()
 }
 
+// endUpstreamInput shuts down the sending side of the upstream connection
+// after what the client sent, so that the server sees the end of input the
+// client gave, at the same point. It reports false when it could not.
+func (s *session) endUpstreamInput() bool {
+	if s.uw.Flush() != nil {
+		return false
+	}
+	hc, ok := s.upstream.(interface{ CloseWrite() error })
+	return ok && hc.CloseWrite() == nil
+}
+
 func (s *session) relayClient() error {
 	for {
 		typ, n, err := s.cr.header()
+		if errors.Is(err, io.EOF) {
+			return errClientDone
+		}
 		if err != nil {
 			return clientReadError(err)
 		}
@@ -584,7 +696,10 @@ func (s *session) relayClient() error {
 		}
 		switch typ {
 		case 'X':
-			return errClientGone
+			if err := s.cr.copyBody(s.uw, typ, n); err != nil {
+				return clientReadError(err)
+			}
+			return errClientDone
 		case 'Q', 'S', 'F':
 			if !s.beginRequest() {
 				return shutdownError()

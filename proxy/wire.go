@@ -20,6 +20,14 @@ const (
 
 	// maxStartupPacket is PostgreSQL's own limit (MAX_STARTUP_PACKET_LENGTH).
 	maxStartupPacket = 10000
+	// maxAuthMessage is PostgreSQL's limit on a password or SASL message
+	// (PG_MAX_AUTH_TOKEN_LENGTH).
+	maxAuthMessage = 65535
+	// keepLarge is the largest buffer kept for the next message once a
+	// message too large for the reader's buffer has been handled: a
+	// larger one is dropped with its message, so that one large message
+	// does not hold memory for the rest of the session.
+	keepLarge = 1 << 20
 
 	ioBufferSize = 16 << 10
 )
@@ -27,6 +35,11 @@ const (
 // errClientGone reports that the client closed its connection between
 // messages: nothing is wrong and nobody is told.
 var errClientGone = errors.New("client closed the connection")
+
+// errClientDone reports that the client has finished sending, with a
+// Terminate or an end of input between messages (a half-closed socket
+// gives one while it can still read): what it sent is answered first.
+var errClientDone = fmt.Errorf("%w: end of input", errClientGone)
 
 // msgReader reads protocol messages (a type byte, a length, a body) from a
 // buffered reader. It hands out bodies that stay valid until the next call.
@@ -38,7 +51,8 @@ type msgReader struct {
 	// relayed so far reaches the other side before we wait for more.
 	flush func() error
 	// skip is how much of the buffered input the previous body occupies.
-	skip  int
+	skip int
+	// large holds a body larger than the buffer, up to keepLarge.
 	large []byte
 }
 
@@ -114,10 +128,15 @@ func (m *msgReader) body(n int) ([]byte, error) {
 		m.skip = n
 		return b, nil
 	}
-	if cap(m.large) < n {
-		m.large = make([]byte, n)
+	var b []byte
+	if n > keepLarge {
+		b = make([]byte, n)
+	} else {
+		if cap(m.large) < n {
+			m.large = make([]byte, n)
+		}
+		b = m.large[:n]
 	}
-	b := m.large[:n]
 	if got, err := io.ReadFull(m.r, b); err != nil {
 		return nil, truncated(err, got, n)
 	}

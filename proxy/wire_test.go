@@ -271,6 +271,32 @@ func TestMsgReaderBody(t *testing.T) {
 	}
 }
 
+// TestMsgReaderDropsLargeBuffers: a body larger than keepLarge is not kept
+// once read, so one large message does not hold its memory for the rest
+// of the session; smaller ones share a buffer.
+func TestMsgReaderDropsLargeBuffers(t *testing.T) {
+	in := append(frame('Q', bytes.Repeat([]byte("x"), keepLarge+1)), frame('Q', bytes.Repeat([]byte("y"), 2*ioBufferSize))...)
+	m := newMsgReader(bytes.NewReader(in), 0, nil)
+	for i, want := range []int{0, 2 * ioBufferSize} {
+		_, n, err := m.header()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.body(n); err != nil {
+			t.Fatal(err)
+		}
+		if cap(m.large) != want {
+			t.Fatalf("message %d: the reader holds %d bytes, want %d", i, cap(m.large), want)
+		}
+	}
+	var x extState
+	x.batch = make([]byte, keepLarge+1)
+	x.reset()
+	if x.batch != nil {
+		t.Fatalf("a batch keeps %d bytes after its end", cap(x.batch))
+	}
+}
+
 // TestMsgReaderPingPong: a client that waits for each answer before it
 // sends the next message must get it. The relay has to flush what it holds
 // before it blocks reading, or both sides wait for ever.

@@ -72,25 +72,11 @@ func assignable(k kind, col catalog.Kind) bool {
 // kind of value, or integers into a decimal or float column. A decimal
 // summed into an integer column would be rounded row by row, and a number
 // in a text column is no longer a number the next adjustment can add to;
-// floats and decimals convert with rounding either way. A numeric column
-// with fewer decimals than its source would round each adjustment on its
-// own and drift from the rounded total. Values of types the rules pass
-// around as text (KindOther) must be of the same type. The definition
-// functions make the same check (pgrules._check_types in
+// floats and decimals convert with rounding either way. Values of types
+// the rules pass around as text (KindOther) must be of the same type. The
+// definition functions make the same check (pgrules._check_types in
 // sql/functions.sql), so that a direct connection is refused too.
 func holds(dst, src *catalog.Column) bool {
-	if dst.Kind == catalog.KindDecimal && dst.HasScale {
-		switch src.Kind {
-		case catalog.KindDecimal:
-			if !src.HasScale || src.Scale > dst.Scale {
-				return false
-			}
-		case catalog.KindInt:
-			if dst.Scale < 0 {
-				return false
-			}
-		}
-	}
 	switch {
 	case src.Kind == catalog.KindOther || dst.Kind == catalog.KindOther:
 		return src.TypeOID == dst.TypeOID
@@ -98,6 +84,23 @@ func holds(dst, src *catalog.Column) bool {
 		return true
 	}
 	return src.Kind == catalog.KindInt && (dst.Kind == catalog.KindDecimal || dst.Kind == catalog.KindFloat)
+}
+
+// sumHolds reports whether a sum of src can be kept in dst by adjustment:
+// a numeric column with fewer decimals than its source would round each
+// adjustment on its own, and drift from the rounded total. (A copy, a min
+// or a max stores one value, rounded once as the column rounds it.)
+func sumHolds(dst, src *catalog.Column) bool {
+	if dst.Kind != catalog.KindDecimal || !dst.HasScale {
+		return true
+	}
+	switch src.Kind {
+	case catalog.KindDecimal:
+		return src.HasScale && src.Scale <= dst.Scale
+	case catalog.KindInt:
+		return dst.Scale >= 0
+	}
+	return true
 }
 
 // checker checks one expression: every name and column exists, operators

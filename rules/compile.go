@@ -266,7 +266,7 @@ func (s *Set) compile(c *Compiled) *pgerr.Error {
 			if r.Kind == catalog.Sum && !numeric || !ordered {
 				return ruleError(r, pgerr.DatatypeMismatch, "%s of column %s.%s (%s) is not possible", r.Kind, shortName(r.SourceTable), r.SourceColumn, src.Type)
 			}
-			if !holds(target, src) {
+			if !holds(target, src) || r.Kind == catalog.Sum && !sumHolds(target, src) {
 				return ruleError(r, pgerr.DatatypeMismatch, "the %s of %s.%s (%s) cannot be stored in %s (%s) without loss", r.Kind, shortName(r.SourceTable), r.SourceColumn, src.Type, r.Column, target.Type)
 			}
 		} else if target.Kind != catalog.KindInt && target.Kind != catalog.KindDecimal && target.Kind != catalog.KindFloat {

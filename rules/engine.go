@@ -42,7 +42,10 @@ type EngineConfig struct {
 	// Serving, when set, is called when the engine starts serving a
 	// database (its first session): the outbox dispatcher starts there.
 	Serving func(database string)
-	Logger  zerolog.Logger
+	// LogStatements lets the texts of clients' statements into the log
+	// lines about them; without it they stay out, as they may hold data.
+	LogStatements bool
+	Logger        zerolog.Logger
 }
 
 // CatalogApplicationName is the application_name of the engine's own
@@ -564,7 +567,7 @@ func (s *session) Split(sql string) ([]stmt.Part, error) {
 		// with the rules the transaction then sees.
 		engine := defined || s.wants(c, p) || st.TxControl && s.watchesTxEnd()
 		defined = defined || p.define
-		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Tx: st.Tx, Engine: engine}
+		parts[i] = stmt.Part{SQL: st.SQL, TxControl: st.TxControl, Tx: st.Tx, Engine: engine, CopyIn: engine && copyFrom(p)}
 	}
 	return parts, nil
 }
@@ -612,8 +615,13 @@ func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (
 	defer func() {
 		// A bug of the engine fails the statement, not the proxy.
 		if p := recover(); p != nil {
-			s.log.Error().Interface("panic", p).Str("sql", st.SQL).Msg("the rules engine failed")
-			res, err = nil, failTx(ctx, conn, pgerr.New(pgerr.InternalError, "pgrules failed running the rules of this statement: %v", p))
+			ref := pgerr.Reference()
+			ev := s.log.Error().Interface("panic", p).Str("ref", ref).Str("command", sqlparse.LeadingKeyword(st.SQL))
+			if s.e.cfg.LogStatements {
+				ev = ev.Str("sql", st.SQL)
+			}
+			ev.Msg("the rules engine failed")
+			res, err = nil, failTx(ctx, conn, pgerr.Withheld(pgerr.InternalError, ref, "pgrules failed running the rules of this statement"))
 		}
 	}()
 	if strings.HasPrefix(st.SQL, headerPrefix) {
@@ -684,11 +692,27 @@ func dateStyleError(conn stmt.Conn, c *compiled) *pgerr.Error {
 	return nil
 }
 
+// unloaded is the error of a write refused because the rules could not be
+// loaded. Why they could not (a connection error naming the proxy's role
+// and the server, a permission) is the administrator's to read, in the log;
+// the client learns what it can do. pgrules' own word on its schema (not
+// installed, older than this pgrules) is shown: it names no secret.
+func (s *session) unloaded(cause error) *pgerr.Error {
+	ref := pgerr.Reference()
+	s.log.Error().Err(cause).Str("ref", ref).Msg("the rules of this database could not be loaded: writes to its tables are refused")
+	e := pgerr.Withheld(pgerr.ObjectNotInPrereqState, ref, "the rules of this database could not be loaded, so writes to tables are refused")
+	var own *pgerr.Error
+	if errors.As(cause, &own) && own.Code == pgerr.ObjectNotInPrereqState {
+		e.Detail = own.Message
+	}
+	return e
+}
+
 // refuseBroken fails a write on a table whose rules are broken, or in a
 // database whose rules could not be loaded: rules are never skipped.
 func (s *session) refuseBroken(ctx context.Context, conn stmt.Conn, c *compiled, p *plan) error {
 	if c.err != nil {
-		return failTx(ctx, conn, pgerr.New(pgerr.ObjectNotInPrereqState, "the rules of this database could not be loaded, so writes to tables are refused: %s", c.err))
+		return failTx(ctx, conn, s.unloaded(c.err))
 	}
 	for _, st := range p.parts {
 		for _, w := range st.Writes {
@@ -713,15 +737,15 @@ func (s *session) refuseBroken(ctx context.Context, conn stmt.Conn, c *compiled,
 	return nil
 }
 
-// refusedVerb is the error for MERGE, COPY FROM and TRUNCATE on a table
-// with rules, which the engine does not run: each would change rows
-// without their rules.
+// refusedVerb is the error for MERGE, TRUNCATE, and COPY FROM other than
+// a simple Query's, on a table with rules, which the engine does not run:
+// each would change rows without their rules.
 func refusedVerb(t *catalog.Table, v sqlparse.Verb) *pgerr.Error {
 	var e *pgerr.Error
 	switch v {
 	case sqlparse.CopyFrom:
-		e = notSupported(t, "COPY FROM does not run rules")
-		e.Hint = "Load the rows with INSERT (INSERT ... SELECT from a staging table runs the rules set at a time)."
+		e = notSupported(t, "COPY FROM runs its rules only when sent as a simple Query")
+		e.Hint = "Send the COPY as a simple Query, on its own or among other statements, as psql's \\copy and the COPY functions of pgx, JDBC, psycopg and node-postgres do; or load the rows with INSERT."
 	case sqlparse.Truncate:
 		e = notSupported(t, "TRUNCATE does not run rules")
 		e.Hint = "Use DELETE, which runs the rules; after a TRUNCATE behind the proxy's back, SELECT * FROM pgrules.rebuild() puts the derived columns right."

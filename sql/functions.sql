@@ -450,9 +450,10 @@ BEGIN
       MESSAGE = format('rule "%s": %s of column %s.%s (%s) is not possible', r.name, r.kind, r.source_table, r.source_column, src.shown);
   END IF;
   IF (src.kind = dst.kind OR src.kind = 'int' AND dst.kind IN ('decimal', 'float'))
-     -- A numeric target with fewer decimals than its source would round
-     -- each adjustment on its own, and drift from the rounded total.
-     AND NOT (dst.kind = 'decimal' AND dst.scale IS NOT NULL
+     -- A sum into a numeric target with fewer decimals than its source
+     -- would round each adjustment on its own, and drift from the rounded
+     -- total (a copy, min or max stores one value, rounded once).
+     AND NOT (r.kind = 'sum' AND dst.kind = 'decimal' AND dst.scale IS NOT NULL
               AND (src.kind = 'decimal' AND (src.scale IS NULL OR src.scale > dst.scale) OR src.kind = 'int' AND dst.scale < 0)) THEN
     RETURN;
   END IF;
@@ -460,7 +461,7 @@ BEGIN
                       ELSE format('the %s of %s.%s (%s) cannot be stored in', r.kind, r.source_table, r.source_column, src.shown) END;
   RAISE EXCEPTION USING ERRCODE = '42804', SCHEMA = r.table_schema, TABLE = r.table_name, COLUMN = r.target_column,
     MESSAGE = format('rule "%s": %s %s (%s) without loss', r.name, what, r.target_column, dst.shown),
-    HINT = 'The target must hold the value as it is: of the same type, or a numeric column for integers, with at least the decimals of the source.';
+    HINT = 'The target must hold the value as it is: of the same type, or a numeric column for integers; a sum needs at least the decimals of its source.';
 END $$;
 
 -- _aggregate defines sum, count, min and max.

@@ -38,6 +38,13 @@ type Session interface {
 	// fails, the transaction on c must be in the failed state (as after
 	// any Postgres error) unless the error is the server's own.
 	Exec(ctx context.Context, c Conn, st Statement) (*Result, error)
+	// CopyIn begins a COPY ... FROM of a Part marked CopyIn, inside the
+	// transaction the proxy has open. The proxy runs the returned Copy's
+	// SQL as a Query in the statement's place, relaying the client's data
+	// (CopyData up to CopyDone or CopyFail) when the server asks for it,
+	// and, when it completed, calls Finish for what the client gets. When
+	// CopyIn fails, the transaction on c is in the failed state.
+	CopyIn(ctx context.Context, c Conn, st Statement) (*Copy, error)
 	// Commit runs just before the proxy commits a transaction it opened
 	// (PostgreSQL's implicit transaction of the statements of a Query or
 	// batch outside BEGIN ... COMMIT); an error rolls it back instead. The
@@ -61,6 +68,17 @@ type Part struct {
 	// says which.
 	TxControl bool
 	Tx        TxKind
+	// CopyIn marks a COPY ... FROM the engine runs with Session.CopyIn.
+	CopyIn bool
+}
+
+// Copy is how the engine runs a COPY ... FROM.
+type Copy struct {
+	// SQL is the COPY the proxy runs in the client's statement's place.
+	SQL string
+	// Finish runs once SQL has completed and returns the client's result
+	// for the statement; nil when the server's own answer is the client's.
+	Finish func(ctx context.Context, c Conn) (*Result, error)
 }
 
 // TxKind is what a transaction-control statement does.

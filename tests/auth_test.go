@@ -600,13 +600,16 @@ func cmSelfSigned(t *testing.T) *cmCert {
 }
 
 // auTLSServer starts a private cluster with ssl on, where scramuser may log
-// in only over TLS, with scram-sha-256.
-func auTLSServer(t *testing.T) (*server, *cmCert) {
+// in only over TLS, with scram-sha-256, unless hba says otherwise.
+func auTLSServer(t *testing.T, hba ...string) (*server, *cmCert) {
 	t.Helper()
-	c, err := tempdb.Start(tempdb.Options{HBA: []string{
-		"hostssl all " + scramUser + " 127.0.0.1/32 scram-sha-256",
-		"host all " + scramUser + " 127.0.0.1/32 reject",
-	}})
+	if hba == nil {
+		hba = []string{
+			"hostssl all " + scramUser + " 127.0.0.1/32 scram-sha-256",
+			"host all " + scramUser + " 127.0.0.1/32 reject",
+		}
+	}
+	c, err := tempdb.Start(tempdb.Options{HBA: hba})
 	if err != nil {
 		t.Fatalf("start PostgreSQL: %v", err)
 	}

@@ -390,7 +390,6 @@ func TestRefusedForms(t *testing.T) {
 		"UPDATE dept SET total = 0 WHERE id = 10": "428C9",
 		"UPDATE emp SET bonus = 1":                "428C9",
 		"TRUNCATE emp":                            "0A000",
-		"COPY emp (id, dept_id, salary) FROM PROGRAM 'echo 9,10,1' WITH (FORMAT csv)":                                       "0A000",
 		"MERGE INTO emp e USING (SELECT 1 AS id) s ON e.id = s.id WHEN MATCHED THEN DELETE":                                 "0A000",
 		"INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 5) ON CONFLICT (id) DO UPDATE SET bonus = 5":                  "428C9",
 		"INSERT INTO emp (id, dept_id, salary) VALUES (1, 10, 5) ON CONFLICT (id) WHERE salary > 0 DO UPDATE SET bonus = 5": "428C9",

@@ -56,6 +56,12 @@ func (r *auditRules) Exec(ctx context.Context, c stmt.Conn, st stmt.Statement) (
 	return res, nil
 }
 
+// CopyIn relays the COPY as it is: the proxy's copy relay is tested
+// through the rules engine (copy_test.go).
+func (r *auditRules) CopyIn(ctx context.Context, c stmt.Conn, st stmt.Statement) (*stmt.Copy, error) {
+	return &stmt.Copy{SQL: st.SQL}, nil
+}
+
 func (r *auditRules) Ended(ctx context.Context, committed bool) {}
 
 func (r *auditRules) Commit(ctx context.Context, c stmt.Conn) ([]stmt.Statement, error) {
@@ -248,19 +254,59 @@ func TestInterceptFlush(t *testing.T) {
 }
 
 // TestInterceptCopyIn: a COPY FROM STDIN in one Query with a statement the
-// engine runs is refused with 0A000, nothing of the Query is kept, and the
-// session goes on.
+// engine runs gets the client's data, as the server would: the Query's
+// statements commit together, a CopyFail rolls all of them back, and a
+// client that sends anything but copy messages during the COPY has broken
+// the protocol.
 func TestInterceptCopyIn(t *testing.T) {
 	db := shared.newDB(t)
 	admin := connect(t, shared.url("", "", db))
 	scalar(t, admin, "CREATE TABLE t (id serial PRIMARY KEY, v int); CREATE TABLE audit (stmt text)")
 	p := startProxy(t, shared, withRules(&auditRules{}))
-	c := connect(t, p.url("", "", db))
-	_, err := c.Exec(context.Background(), "INSERT INTO t(v) VALUES (1) /*engine*/; COPY t (v) FROM STDIN").ReadAll()
-	if sqlStateOf(err) != "0A000" {
-		t.Fatalf("got %v, want 0A000", err)
+	c := ftDial(t, p.Addr)
+	c.login(db)
+	copyIn := func(end pgproto3.FrontendMessage) []string {
+		t.Helper()
+		c.send(&pgproto3.Query{String: "INSERT INTO t(v) VALUES (1) /*engine*/; COPY t (v) FROM STDIN"})
+		var got []string
+		for {
+			switch m := c.recv().(type) {
+			case *pgproto3.CopyInResponse:
+				// Flush and Sync mean nothing during a COPY.
+				c.send(&pgproto3.CopyData{Data: []byte("2\n")}, &pgproto3.Flush{}, &pgproto3.Sync{}, &pgproto3.CopyData{Data: []byte("3\n")}, end)
+			case *pgproto3.CommandComplete:
+				got = append(got, string(m.CommandTag))
+			case *pgproto3.ErrorResponse:
+				got = append(got, m.Code)
+			case *pgproto3.ReadyForQuery:
+				return append(got, string(m.TxStatus))
+			default:
+				t.Fatalf("unexpected %T", m)
+			}
+		}
 	}
-	if got := scalar(t, c, "SELECT count(*) FROM t"); got != "0" || c.TxStatus() != 'I' {
-		t.Fatalf("%s rows kept, status %c", got, c.TxStatus())
+	if got := strings.Join(copyIn(&pgproto3.CopyFail{Message: "changed my mind"}), " "); got != "INSERT 0 1 57014 I" {
+		t.Fatalf("with CopyFail: %s", got)
+	}
+	if got := scalar(t, admin, "SELECT count(*) FROM t"); got != "0" {
+		t.Fatalf("%s rows kept after CopyFail", got)
+	}
+	if got := strings.Join(copyIn(&pgproto3.CopyDone{}), " "); got != "INSERT 0 1 COPY 2 I" {
+		t.Fatalf("with CopyDone: %s", got)
+	}
+	if got := scalar(t, admin, "SELECT string_agg(v::text, ' ' ORDER BY v) FROM t"); got != "1 2 3" {
+		t.Fatalf("rows %s, want 1 2 3", got)
+	}
+	c.send(&pgproto3.Query{String: "INSERT INTO t(v) VALUES (4) /*engine*/; COPY t (v) FROM STDIN"})
+	if _, ok := c.recv().(*pgproto3.CommandComplete); !ok {
+		t.Fatal("no CommandComplete for the INSERT")
+	}
+	if _, ok := c.recv().(*pgproto3.CopyInResponse); !ok {
+		t.Fatal("no CopyInResponse")
+	}
+	c.send(&pgproto3.Query{String: "SELECT 1"})
+	c.expectFatal("08P01")
+	if got := scalar(t, admin, "SELECT count(*) FROM t"); got != "3" {
+		t.Fatalf("%s rows after the protocol violation, want 3", got)
 	}
 }

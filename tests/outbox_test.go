@@ -28,11 +28,14 @@ import (
 
 // fastOutbox are delivery settings for tests: short waits everywhere.
 var fastOutbox = outbox.Settings{
-	Timeout:     500 * time.Millisecond,
-	MaxAttempts: 3,
-	Backoff:     50 * time.Millisecond,
-	MaxBackoff:  200 * time.Millisecond,
-	Poll:        100 * time.Millisecond,
+	// The tests' receivers listen on loopback, which post() reaches only
+	// when allowed.
+	Destinations: allowDestinations("127.0.0.1"),
+	Timeout:      500 * time.Millisecond,
+	MaxAttempts:  3,
+	Backoff:      50 * time.Millisecond,
+	MaxBackoff:   200 * time.Millisecond,
+	Poll:         100 * time.Millisecond,
 }
 
 // withOutbox gives the proxy the engine and an outbox dispatcher for each

@@ -32,10 +32,12 @@ type serveFlags struct {
 	tlsKey          string
 	maxMessageBytes int
 	maxConnections  int
+	maxStartup      int
 	shutdownTimeout time.Duration
 	cpuProfile      string
 	logLevel        string
 	logFormat       string
+	logStatements   bool
 	outbox          outboxFlags
 }
 
@@ -49,6 +51,25 @@ type outboxFlags struct {
 	backoff    time.Duration
 	maxBackoff time.Duration
 	workers    int
+	// allow are the --outbox-allow patterns (outbox.Destinations).
+	allow patternList
+}
+
+// patternList is a comma-separated flag value; setting it again replaces
+// it, as with every other flag.
+type patternList []string
+
+func (p *patternList) String() string { return strings.Join(*p, ",") }
+
+func (p *patternList) Set(v string) error {
+	*p = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*p = append(*p, s)
+		}
+	}
+	_, err := outbox.ParseDestinations(*p)
+	return err
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet, withUpstream bool) {
@@ -61,9 +82,11 @@ func (f *serveFlags) register(fs *flag.FlagSet, withUpstream bool) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", 64<<20, "largest client message accepted; a larger one ends the session with SQLSTATE 54000")
 	fs.IntVar(&f.maxConnections, "max-connections", 1000, "most concurrent client sessions; one more is refused with SQLSTATE 53300")
+	fs.IntVar(&f.maxStartup, "max-startup-connections", 256, "most connections at once that have not finished authenticating (from accept until login); one more is refused with SQLSTATE 53300")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open transactions may run before their sessions are closed")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
+	fs.BoolVar(&f.logStatements, "log-statements", false, "put the text of a client's statement in the log lines about it (an engine failure); off, statements and their parameter values, which may hold personal data, stay out of the logs")
 	fs.BoolVar(&f.outbox.deliver, "outbox", true, "deliver the outbox of after_commit and failure events (pgrules.outbox) of every database served; false leaves it to other proxies")
 	fs.StringVar(&f.outbox.runAs, "outbox-upstream", "", "URL whose user the outbox dispatcher runs sql and notify entries as (their roles): a NOINHERIT login role with no rights of its own, granted the roles that write tables with events (see SECURITY.md); default --upstream's")
 	fs.DurationVar(&f.outbox.timeout, "outbox-timeout", 10*time.Second, "time limit of one delivery: an HTTP POST, or the transaction of a notify or sql entry")
@@ -71,6 +94,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, withUpstream bool) {
 	fs.DurationVar(&f.outbox.backoff, "outbox-backoff", time.Second, "wait after an entry's first failed attempt, doubled after each further one (with jitter)")
 	fs.DurationVar(&f.outbox.maxBackoff, "outbox-max-backoff", 10*time.Minute, "longest wait between two attempts of an entry")
 	fs.IntVar(&f.outbox.workers, "outbox-workers", 32, "keys whose entries are delivered at once, per database")
+	fs.Var(&f.outbox.allow, "outbox-allow", "comma-separated destinations that post() may reach besides public addresses (loopback, private, link-local and other non-public addresses are refused): host names (hooks.internal), *.domain, addresses and CIDR prefixes (10.0.0.0/8), a name or address optionally with :port")
 }
 
 // parseFlags parses args over defaults taken from the environment.
@@ -119,11 +143,12 @@ func (f *serveFlags) logger() (zerolog.Logger, error) {
 
 func (f *serveFlags) proxyConfig(log zerolog.Logger) (proxy.Config, error) {
 	cfg := proxy.Config{
-		Upstream:        f.upstream,
-		UpstreamSSLMode: f.upstreamSSLMode,
-		MaxMessageBytes: f.maxMessageBytes,
-		MaxConnections:  f.maxConnections,
-		Logger:          log,
+		Upstream:              f.upstream,
+		UpstreamSSLMode:       f.upstreamSSLMode,
+		MaxMessageBytes:       f.maxMessageBytes,
+		MaxConnections:        f.maxConnections,
+		MaxStartupConnections: f.maxStartup,
+		Logger:                log,
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return cfg, errors.New("--tls-cert and --tls-key go together")
@@ -168,12 +193,13 @@ func serve(ctx context.Context, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return runProxy(ctx, cfg, f.outbox, f.listen, f.shutdownTimeout, nil)
+	return runProxy(ctx, cfg, &f, f.shutdownTimeout, nil)
 }
 
-// runProxy serves on listen until ctx ends, then shuts down gracefully
+// runProxy serves on f.listen until ctx ends, then shuts down gracefully
 // within timeout. ready, if set, runs once the listener is open.
-func runProxy(ctx context.Context, cfg proxy.Config, ob outboxFlags, listen string, timeout time.Duration, ready func(net.Addr)) error {
+func runProxy(ctx context.Context, cfg proxy.Config, f *serveFlags, timeout time.Duration, ready func(net.Addr)) error {
+	ob, listen := f.outbox, f.listen
 	var deliverer *outbox.Manager
 	engine := rules.NewEngine(rules.EngineConfig{
 		Connect: catalogConnector(cfg.Upstream, cfg.UpstreamSSLMode, rules.CatalogApplicationName),
@@ -183,13 +209,18 @@ func runProxy(ctx context.Context, cfg proxy.Config, ob outboxFlags, listen stri
 				deliverer.Ensure(database)
 			}
 		},
-		Logger: cfg.Logger,
+		LogStatements: f.logStatements,
+		Logger:        cfg.Logger,
 	})
 	defer engine.Close()
 	if ob.deliver {
 		runAs := cfg.Upstream
 		if ob.runAs != "" {
 			runAs = ob.runAs
+		}
+		destinations, err := outbox.ParseDestinations(ob.allow)
+		if err != nil {
+			return fmt.Errorf("--outbox-allow: %w", err)
 		}
 		deliverer = outbox.NewManager(outbox.ManagerConfig{
 			Connect:    catalogConnector(cfg.Upstream, cfg.UpstreamSSLMode, outboxApplicationName),
@@ -201,7 +232,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, ob outboxFlags, listen stri
 			},
 			Settings: outbox.Settings{
 				Timeout: ob.timeout, MaxAttempts: ob.attempts, Backoff: ob.backoff, MaxBackoff: ob.maxBackoff,
-				Workers: ob.workers, Logger: cfg.Logger,
+				Workers: ob.workers, Destinations: destinations, Logger: cfg.Logger,
 			},
 		})
 		defer deliverer.Close()
