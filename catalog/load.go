@@ -64,7 +64,12 @@ const (
 		FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE t.tgname = 'pgrules_guard'`
 
-	keyQuery = `SELECT key FROM pgrules.guard_key WHERE has_table_privilege('pgrules.guard_key', 'SELECT')`
+	// PostgreSQL checks the privileges of every table a statement names
+	// before running it, so the key is read only once the role is known
+	// to be allowed to (a client's transaction, where a definition has
+	// the catalog read again, is not).
+	keyAllowedQuery = `SELECT has_table_privilege('pgrules.guard_key', 'SELECT')`
+	keyQuery        = `SELECT key FROM pgrules.guard_key`
 )
 
 // ErrNoSchema is wrapped by Load's error when the database has no pgrules
@@ -96,6 +101,10 @@ func Load(ctx context.Context, q Querier) (*Snapshot, error) {
 	}
 	if err := loadRules(ctx, q, snap); err != nil {
 		return nil, err
+	}
+	rows, err = q.Query(ctx, keyAllowedQuery)
+	if err != nil || string(rows[0][0]) != "t" {
+		return snap, err
 	}
 	rows, err = q.Query(ctx, keyQuery)
 	if err != nil {

@@ -20,6 +20,7 @@ func BenchmarkPost(b *testing.B) {
 	}))
 	defer srv.Close()
 	start(b, url, Settings{Destinations: loopbackOK})
+	defineEv(b, conn)
 	const n = 20000
 	var elapsed time.Duration
 	for i := 0; i < b.N; i++ {
@@ -27,8 +28,8 @@ func BenchmarkPost(b *testing.B) {
 		want := got.Load() + n
 		b.StartTimer()
 		t0 := time.Now()
-		exec(b, conn, `WITH e AS (INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload)
-  SELECT 'ev', 'after_commit', 'public.t:' || (i % 1000), 'post', $1, '{"n": ' || i || '}' FROM generate_series(1, $2) i)
+		exec(b, conn, `WITH e AS (INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload, rule_digest)
+  SELECT 'ev', 'after_commit', 'public.t:' || (i % 1000), 'post', $1, '{"n": ' || i || '}', pgrules._rule_digest('ev', 'after_commit') FROM generate_series(1, $2) i)
 SELECT pg_notify('pgrules_outbox', '')`, srv.URL, n)
 		for got.Load() < want {
 			time.Sleep(time.Millisecond)

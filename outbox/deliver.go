@@ -30,7 +30,11 @@ func (d *Dispatcher) deliver(ctx context.Context, e *Entry) error {
 			if d.cfg.RunSQL != nil {
 				return d.cfg.RunSQL(ctx, side, *e)
 			}
-			return execAs(ctx, side, e.Role, e.Target, e.Args)
+			params, err := sandboxParams(e.Target, e.Args)
+			if err != nil {
+				return err
+			}
+			return execAs(ctx, side, e.Role, sandboxSQL, params)
 		})
 	}
 	return fmt.Errorf("unknown kind %q", e.Kind)
@@ -87,7 +91,11 @@ func (d *Dispatcher) onSide(ctx context.Context, f func(context.Context, *pgconn
 		d.side = nil
 	}
 	if d.side == nil {
-		side, err := d.cfg.Connect(ctx)
+		connect := d.cfg.ConnectRun
+		if connect == nil {
+			connect = d.cfg.Connect
+		}
+		side, err := connect(ctx)
 		if err != nil {
 			return err
 		}
@@ -95,13 +103,20 @@ func (d *Dispatcher) onSide(ctx context.Context, f func(context.Context, *pgconn
 	}
 	pg := d.side.PgConn()
 	err := f(ctx, pg)
-	// The next entry must not run in what this one left open.
+	// The next entry must not run in what this one left open, nor in the
+	// session state it left (resetSQL). The next entry may be another
+	// role's.
 	if !pg.IsClosed() && pg.TxStatus() != 'I' {
 		if _, rerr := pg.Exec(ctx, "ROLLBACK").ReadAll(); rerr != nil {
 			pg.Close(ctx)
 		}
 		if err == nil {
 			err = errors.New("the transaction was left open; rolled back")
+		}
+	}
+	if !pg.IsClosed() {
+		if _, derr := pg.Exec(ctx, resetSQL).ReadAll(); derr != nil {
+			pg.Close(ctx)
 		}
 	}
 	return err

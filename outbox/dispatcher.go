@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -257,7 +258,8 @@ FROM pgrules.outbox WHERE state = 'pending' AND next_at > now()`).Scan(&secs)
 // entries behind an earlier pending entry of their key that is not in the
 // claim: one another dispatcher is delivering.
 const claimSQL = `WITH c AS MATERIALIZED (
-  SELECT o.id, o.rule, o.timing, o.key, o.kind, o.target, o.payload, o.args, o.role, o.attempts
+  SELECT o.id, o.rule, o.timing, o.key, o.kind, o.target, o.payload, o.args, o.role, o.attempts,
+    coalesce(o.rule_digest = pgrules._rule_digest(o.rule, o.timing), false) AS pinned
   FROM pgrules.outbox o
   WHERE o.state = 'pending' AND o.next_at <= now()
     AND NOT EXISTS (SELECT FROM pgrules.outbox p
@@ -317,7 +319,7 @@ func (d *Dispatcher) round(ctx context.Context) (int, error) {
 		}
 		msg := errorText(o.err)
 		state := "pending"
-		if e.Attempts+1 >= d.cfg.MaxAttempts {
+		if e.Attempts+1 >= d.cfg.MaxAttempts || errors.As(o.err, new(errUnpinned)) {
 			state = "dead"
 			d.log.Warn().Int64("id", e.ID).Str("rule", e.Rule).Str("key", e.Key).Str("kind", e.Kind).
 				Int("attempts", e.Attempts+1).Str("error", msg).Msg("outbox entry is dead")
@@ -370,7 +372,7 @@ func claim(ctx context.Context, tx pgx.Tx, batch int) ([]Entry, error) {
 			e       Entry
 			blocked bool
 		)
-		if err := rows.Scan(&e.ID, &e.Rule, &e.Timing, &e.Key, &e.Kind, &e.Target, &e.Payload, &e.Args, &e.Role, &e.Attempts, &blocked); err != nil {
+		if err := rows.Scan(&e.ID, &e.Rule, &e.Timing, &e.Key, &e.Kind, &e.Target, &e.Payload, &e.Args, &e.Role, &e.Attempts, &e.Pinned, &blocked); err != nil {
 			return nil, err
 		}
 		if !blocked {
@@ -386,6 +388,15 @@ type outcome struct {
 	// key, or interrupted by Close.
 	attempted bool
 	err       error
+}
+
+// errUnpinned is the error of an entry whose rule was dropped or changed
+// since it was recorded: what it would run no longer comes from a rule,
+// so it is dead at once.
+type errUnpinned struct{ rule string }
+
+func (e errUnpinned) Error() string {
+	return fmt.Sprintf("not run: rule %q was dropped or changed since the entry was recorded (SELECT pgrules.retry(id) runs it with the rule as it is now)", e.rule)
 }
 
 // deliverAll delivers entries, the keys in parallel and the entries of a
@@ -409,7 +420,10 @@ func (d *Dispatcher) deliverAll(ctx context.Context, entries []Entry) []outcome 
 		wg.Go(func() {
 			for key := range work {
 				for _, i := range key {
-					err := d.deliver(ctx, &entries[i])
+					var err error = errUnpinned{entries[i].Rule}
+					if entries[i].Pinned {
+						err = d.deliver(ctx, &entries[i])
+					}
 					if err != nil && ctx.Err() != nil {
 						break // interrupted, not failed
 					}

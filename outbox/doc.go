@@ -23,10 +23,16 @@
 // Destinations allowed (by default public addresses, checked at the address
 // each connection is made to); notify is
 // pg_notify(target, payload); sql runs the target query with the entry's
-// args as text parameters. notify and sql run on a second connection, in a
-// transaction of their own, as the entry's role (SET LOCAL ROLE), or
-// through Config.RunSQL, which lets the proxy run sql entries through its
-// rules engine. Every delivery is bounded by Settings.Timeout.
+// args as text parameters. notify and sql run on a second connection
+// (Config.ConnectRun), in a transaction of their own, as the entry's role
+// (SET LOCAL ROLE), an sql entry inside pgrules._sandbox, or through
+// Config.RunSQL, which lets the proxy run sql entries through its rules
+// engine. The session's state is discarded after each entry. Every
+// delivery is bounded by Settings.Timeout.
+//
+// An entry runs only while its rule has the digest the entry was recorded
+// with (pgrules._rule_digest): one whose rule was dropped or changed is
+// dead at once, having run nothing.
 //
 // Order: entries of one key (the table and primary key of the row the
 // event fired on) are delivered one at a time in id order, which is the
@@ -45,10 +51,11 @@
 // mid-delivery records what completed and leaves the interrupted entries
 // pending with their attempts unchanged.
 //
-// Boundaries: SET LOCAL ROLE makes an sql entry run with the rights of the
-// role that recorded it, but it is not a sandbox (a statement can reset
-// the role), so only the engine, or an administrator, should be able to
-// write pgrules.outbox; the dispatcher's user must be a member of the
-// roles it runs entries as. The package knows nothing of rules or of the
-// wire protocol, and imports neither.
+// Boundaries: pgrules._sandbox runs an sql entry inside a SECURITY DEFINER
+// function of the entry's role, where PostgreSQL refuses any change of
+// role, so the entry has that role's rights and no more; only the engine
+// writes pgrules.outbox (SECURITY.md). ConnectRun's role must be a member
+// of the roles it runs entries as, and should hold nothing else. The
+// package knows nothing of rules or of the wire protocol, and imports
+// neither.
 package outbox

@@ -15,6 +15,8 @@ const discoverTimeout = 10 * time.Second
 // ManagerConfig is what a Manager needs: Config, for any database.
 type ManagerConfig struct {
 	Connect func(ctx context.Context, database string) (*pgx.Conn, error)
+	// ConnectRun is Config.ConnectRun; nil: Connect.
+	ConnectRun func(ctx context.Context, database string) (*pgx.Conn, error)
 	// RunSQL is Config.RunSQL; nil lets the dispatchers run sql entries.
 	RunSQL func(ctx context.Context, database string, conn *pgconn.PgConn, e Entry) error
 	// Settings apply to every dispatcher, and Logger gets the database's
@@ -53,6 +55,9 @@ func (m *Manager) Ensure(database string) {
 		Settings: m.cfg.Settings,
 	}
 	cfg.Logger = cfg.Logger.With().Str("database", database).Logger()
+	if connect := m.cfg.ConnectRun; connect != nil {
+		cfg.ConnectRun = func(ctx context.Context) (*pgx.Conn, error) { return connect(ctx, database) }
+	}
 	if run := m.cfg.RunSQL; run != nil {
 		cfg.RunSQL = func(ctx context.Context, conn *pgconn.PgConn, e Entry) error { return run(ctx, database, conn, e) }
 	}

@@ -29,6 +29,9 @@ type Entry struct {
 	// Role is the role that recorded the entry, which an sql entry runs
 	// as.
 	Role string
+	// Pinned is set while the entry's rule is as it was when the entry was
+	// recorded; an entry that is not is not run.
+	Pinned bool
 	// Attempts is the number of attempts before this one.
 	Attempts int
 }
@@ -67,10 +70,16 @@ type Settings struct {
 
 // Config is what a Dispatcher needs.
 type Config struct {
-	// Connect opens a connection to the database; the dispatcher opens
-	// one for claiming and, when notify or sql entries come, a second one
-	// to run them on.
+	// Connect opens a connection to the database, as a role that may
+	// read and update pgrules.outbox (its owner), to claim entries and
+	// record their outcomes.
 	Connect func(ctx context.Context) (*pgx.Conn, error)
+	// ConnectRun opens the connection that notify and sql entries run on,
+	// as their roles; nil: Connect. Its role should have no rights of its
+	// own and be granted the roles that write tables with events
+	// (SECURITY.md): an entry runs with its role's rights, and code that
+	// could step out of it would find no more than that login role's.
+	ConnectRun func(ctx context.Context) (*pgx.Conn, error)
 	// RunSQL, when set, runs an sql entry (its Target with its Args, as
 	// its Role, in a transaction of its own) on conn, which is idle and
 	// belongs to the dispatcher. Nil: the dispatcher runs it.

@@ -82,18 +82,28 @@ func exec(t testing.TB, conn *pgx.Conn, sql string, args ...any) {
 	}
 }
 
-// insert records an entry, as the engine does, and returns its id.
+// insert records an entry of the after_commit event ev, defined first if
+// need be, as the engine does, and returns its id.
 func insert(t testing.TB, conn *pgx.Conn, key, kind, target string, payload *string, args []*string, role string) int64 {
 	t.Helper()
+	defineEv(t, conn)
 	var id int64
 	err := conn.QueryRow(context.Background(), `WITH e AS (
-  INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload, args, role)
-  VALUES ('ev', 'after_commit', $1, $2, $3, $4, $5, coalesce(nullif($6, '')::name, current_user)) RETURNING id)
+  INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload, args, role, rule_digest)
+  VALUES ('ev', 'after_commit', $1, $2, $3, $4, $5, coalesce(nullif($6, '')::name, current_user), pgrules._rule_digest('ev', 'after_commit')) RETURNING id)
 SELECT e.id FROM e, pg_notify('pgrules_outbox', '')`, key, kind, target, payload, args, role).Scan(&id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// defineEv defines the after_commit event ev that the tests' entries name
+// (the dispatcher runs only entries whose rule is as it was recorded).
+func defineEv(t testing.TB, conn *pgx.Conn) {
+	t.Helper()
+	exec(t, conn, `INSERT INTO pgrules.rule (name, table_schema, table_name, kind, expression, timing, verbs)
+  VALUES ('ev', 'public', 'none', 'event', 'nil', 'after_commit', '{insert}') ON CONFLICT (name) DO NOTHING`)
 }
 
 func post(t testing.TB, conn *pgx.Conn, key, url, payload string) int64 {
@@ -333,6 +343,80 @@ func TestSQL(t *testing.T) {
 	}
 }
 
+// TestSQLCannotChangeRole: an sql entry runs with its role's rights, and
+// nothing in it may change the role, though the dispatcher's own role is
+// a superuser; an entry whose rule changed runs nothing.
+func TestSQLCannotChangeRole(t *testing.T) {
+	t.Parallel()
+	url, conn := newDB(t)
+	db := database(t, conn)
+	writer := db + "_writer"
+	exec(t, conn, fmt.Sprintf("CREATE ROLE %q; CREATE TABLE seen (who name)", writer))
+	t.Cleanup(func() { conn.Exec(context.Background(), fmt.Sprintf("DROP ROLE %q", writer)) })
+	s := fast
+	s.MaxAttempts = 1
+	start(t, url, s)
+	var ids []int64
+	for _, q := range []string{
+		"DO $d$BEGIN RESET ROLE; INSERT INTO seen VALUES (current_user); END$d$",
+		"SELECT set_config('role', 'none', false)",
+		"DO $d$BEGIN SET SESSION AUTHORIZATION DEFAULT; INSERT INTO seen VALUES (current_user); END$d$",
+	} {
+		ids = append(ids, insert(t, conn, "public.t:1", "sql", q, nil, nil, writer))
+	}
+	for _, id := range ids {
+		if r := waitState(t, conn, id, "dead"); !strings.Contains(r.lastError, "within security-definer function") {
+			t.Errorf("entry %d: last_error %q, want the role change refused", id, r.lastError)
+		}
+	}
+	// Recorded and its rule changed before any dispatcher sees it.
+	exec(t, conn, "BEGIN")
+	id := insert(t, conn, "public.t:2", "sql", "INSERT INTO seen VALUES ('changed')", nil, nil, "")
+	exec(t, conn, "UPDATE pgrules.rule SET expression = 'false' WHERE name = 'ev'")
+	exec(t, conn, "COMMIT")
+	if r := waitState(t, conn, id, "dead"); !strings.Contains(r.lastError, `rule "ev" was dropped or changed`) || r.attempts != 1 {
+		t.Errorf("entry of a changed rule: %+v", r)
+	}
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM seen").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d rows written by the refused entries (%v)", n, err)
+	}
+}
+
+// TestSessionReset: an entry finds nothing of what the one before it, of
+// another role, left in the session: a temporary table of the same name
+// as the table it writes, a search_path, an advisory lock.
+func TestSessionReset(t *testing.T) {
+	t.Parallel()
+	url, conn := newDB(t)
+	db := database(t, conn)
+	first, second := db+"_first", db+"_second"
+	exec(t, conn, fmt.Sprintf(`CREATE ROLE %[1]q; CREATE ROLE %[2]q; CREATE SCHEMA trap; GRANT ALL ON SCHEMA trap TO %[1]q;
+		CREATE TABLE seen (who name); GRANT INSERT ON seen TO %[2]q`, first, second))
+	t.Cleanup(func() {
+		conn.Exec(context.Background(), fmt.Sprintf("DROP SCHEMA trap CASCADE; DROP OWNED BY %[1]q; DROP ROLE %[1]q; DROP OWNED BY %[2]q; DROP ROLE %[2]q", first, second))
+	})
+	start(t, url, fast)
+	ids := []int64{
+		insert(t, conn, "public.t:1", "sql", `DO $d$BEGIN
+			CREATE TEMP TABLE seen (who name); GRANT ALL ON seen TO PUBLIC;
+			CREATE TABLE trap.seen (who name); GRANT ALL ON trap.seen TO PUBLIC;
+			SET search_path = trap, public; PERFORM pg_advisory_lock(42); END$d$`, nil, nil, first),
+		insert(t, conn, "public.t:1", "sql", "INSERT INTO seen VALUES (current_user)", nil, nil, second),
+	}
+	for _, id := range ids {
+		waitState(t, conn, id, "done")
+	}
+	var who string
+	if err := conn.QueryRow(context.Background(), "SELECT string_agg(who, ' ') FROM public.seen").Scan(&who); err != nil || who != second {
+		t.Fatalf("public.seen: %q (%v), want the second entry's row", who, err)
+	}
+	var locked bool
+	if err := conn.QueryRow(context.Background(), "SELECT pg_try_advisory_lock(42)").Scan(&locked); err != nil || !locked {
+		t.Fatalf("the first entry's advisory lock is still held (%v)", err)
+	}
+}
+
 func TestRunSQL(t *testing.T) {
 	t.Parallel()
 	url, conn := newDB(t)
@@ -560,8 +644,9 @@ func TestTwoDispatchersDeliverOnce(t *testing.T) {
 	start(t, url, s)
 	start(t, url, s)
 	const n = 2000
-	exec(t, conn, `INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload)
-SELECT 'ev', 'after_commit', 'public.t:' || (i % 500), 'post', $1, '{}' FROM generate_series(1, $2) i`, rc.URL, n)
+	defineEv(t, conn)
+	exec(t, conn, `INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload, rule_digest)
+SELECT 'ev', 'after_commit', 'public.t:' || (i % 500), 'post', $1, '{}', pgrules._rule_digest('ev', 'after_commit') FROM generate_series(1, $2) i`, rc.URL, n)
 	exec(t, conn, "SELECT pg_notify('pgrules_outbox', '')")
 	eventually(t, 20*time.Second, "all entries delivered", func() bool { return len(rc.got()) >= n })
 	time.Sleep(50 * time.Millisecond) // room for a duplicate to show

@@ -295,6 +295,13 @@ func (e *Engine) Open(ctx context.Context, info stmt.SessionInfo) stmt.Session {
 // RunTx runs one statement in a transaction of its own on conn, as role,
 // with the rules of database: how the outbox delivers the writes and
 // sql() of after_commit events, whose rules then run like any client's.
+//
+// A statement the engine does not take runs in pgrules._sandbox, inside a
+// SECURITY DEFINER function of role, where PostgreSQL refuses any change
+// of role. One the engine takes runs as the engine's statements under SET
+// LOCAL ROLE, which code they call (a trigger, a function of the rule's
+// query) could RESET: the transaction then commits only if it ends as
+// role (SECURITY.md says what remains).
 func (e *Engine) RunTx(ctx context.Context, database string, conn stmt.Conn, role, sql string, args []*string) error {
 	db := e.database(database)
 	defer e.release(database, db)
@@ -315,12 +322,13 @@ func (e *Engine) RunTx(ctx context.Context, database string, conn stmt.Conn, rol
 	if s.Intercepts(sql) {
 		_, err = s.Exec(ctx, conn, st)
 	} else {
-		_, err = conn.Exec(ctx, st)
+		_, err = conn.Exec(ctx, stmt.Statement{SQL: sandboxSQL, Params: [][]byte{[]byte(sql), textArray(st.Params)}})
 	}
 	if err == nil {
 		var pre []stmt.Statement
 		if pre, err = s.Commit(ctx, conn); err == nil {
-			if _, err = conn.Batch(ctx, append(pre, stmt.Statement{SQL: "COMMIT"})); err == nil {
+			still := stmt.Statement{SQL: stillAsSQL, Params: [][]byte{[]byte(role)}}
+			if _, err = conn.Batch(ctx, append(pre, still, stmt.Statement{SQL: "COMMIT"})); err == nil {
 				return nil
 			}
 		}
@@ -328,6 +336,14 @@ func (e *Engine) RunTx(ctx context.Context, database string, conn stmt.Conn, rol
 	conn.Simple(ctx, "ROLLBACK") // after a failed COMMIT, only a warning
 	return err
 }
+
+// sandboxSQL runs an outbox entry's statement with its text parameters
+// with exactly the rights of current_user (sql/functions.sql).
+const sandboxSQL = "SELECT pgrules._sandbox($1, $2::text[])"
+
+// stillAsSQL fails the transaction of an outbox entry unless it ends as
+// the entry's role ($1).
+const stillAsSQL = "SELECT pgrules._still_as($1)"
 
 // plan is what the engine does with one statement text.
 type plan struct {
@@ -859,6 +875,17 @@ func (s *session) defineIn(ctx context.Context, conn stmt.Conn, c *compiled, st 
 		return nil, nil, err
 	}
 	res, err := conn.Exec(ctx, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A role that may not read pgrules.rule cannot have defined rules
+	// with the definition functions, which read it; it may still list
+	// pgrules.rules, or call explain, verify and rebuild.
+	rows, err := conn.Query(ctx, "SELECT has_table_privilege('pgrules.rule', 'SELECT')")
+	if err == nil && string(rows[0][0]) != "t" {
+		_, err = conn.Simple(ctx, "RELEASE SAVEPOINT pgrules_define")
+		return res, nil, err
+	}
 	if err != nil {
 		return nil, nil, err
 	}

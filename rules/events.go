@@ -737,27 +737,42 @@ func (r *runner) failureEvents(err error) error {
 
 // outboxSQL records entries in pgrules.outbox and wakes the dispatchers,
 // in one statement: eight text arrays (rule, timing, key, kind, target,
-// payload, args as array literals, role; a NULL role is current_user).
-const outboxSQL = `WITH e AS (INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload, args, role)
-  SELECT x.r, x.t, x.k, x.kd, x.tg, x.p, x.a::text[], coalesce(x.ro::name, current_user)
+// payload, args as array literals, role). It runs on the engine's own
+// connection, whose role owns the outbox (the failure events' entries).
+const outboxSQL = `WITH e AS (INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload, args, role, rule_digest)
+  SELECT x.r, x.t, x.k, x.kd, x.tg, x.p, x.a::text[], coalesce(nullif(x.ro, ''), current_user)::name, pgrules._rule_digest(x.r, x.t)
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY AS x(r, t, k, kd, tg, p, a, ro, o)
   ORDER BY x.o RETURNING 1)
 SELECT pg_notify('pgrules_outbox', '') FROM (SELECT 1 FROM e LIMIT 1) AS n`
 
-// outboxParams are outboxSQL's parameters for entries recorded by role
-// ("" for current_user).
+// outboxAddSQL records the after_commit entries in the client's own
+// transaction, as its role, which holds no privilege on the outbox:
+// pgrules._outbox_add runs only as exactly this text behind the outbox
+// header (outboxHeader), and takes the role from current_user. Its
+// parameters are outboxSQL's first seven.
+const outboxAddSQL = `SELECT pgrules._outbox_add($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], current_user)`
+
+// outboxHeader is the header that tells pgrules._outbox_add the engine's
+// statement: the guard key, which only the engine presents (a client's
+// text that begins with a header is refused).
+func outboxHeader(key string) string {
+	return headerPrefix + key + " outbox */\n"
+}
+
+// outboxParams are outboxSQL's parameters for entries recorded by role,
+// and, for role "", outboxAddSQL's.
 func outboxParams(entries []outboxEntry, role string) [][]byte {
-	cols := make([][][]byte, 8)
+	n := 7
+	if role != "" {
+		n = 8
+	}
+	cols := make([][][]byte, n)
 	for _, e := range entries {
 		var args []byte
 		if e.hasArgs {
 			args = textArray(e.args)
 		}
-		var ro []byte
-		if role != "" {
-			ro = []byte(role)
-		}
-		for i, v := range [][]byte{[]byte(e.rule), []byte(e.timing), []byte(e.key), []byte(e.kind), []byte(e.target), e.payload, args, ro} {
+		for i, v := range [][]byte{[]byte(e.rule), []byte(e.timing), []byte(e.key), []byte(e.kind), []byte(e.target), e.payload, args, []byte(role)}[:n] {
 			cols[i] = append(cols[i], v)
 		}
 	}

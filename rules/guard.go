@@ -100,6 +100,16 @@ func keyMissing(c *compiled) *pgerr.Error {
 	return e
 }
 
+// outboxKeyMissing refuses a commit whose after_commit events record
+// outbox entries when the proxy could not read the guard key, which
+// pgrules._outbox_add requires of the engine's statement.
+func outboxKeyMissing(c *compiled) *pgerr.Error {
+	e := pgerr.New(pgerr.ObjectNotInPrereqState,
+		"pgrules cannot record the after_commit events of this transaction in database %s: its catalog connection may not read pgrules.guard_key", c.snap.Database)
+	e.Hint = "Run the proxy with the role that installed pgrules."
+	return e
+}
+
 // isStale reports whether err is the guard refusing an engine statement
 // computed with other rules than the transaction sees.
 func isStale(err error) bool {

@@ -143,7 +143,8 @@ func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement,
 		if i < len(flags) {
 			f = flags[i]
 		}
-		headed := f&verbatim == 0 && s.hdr != "" && st.SQL != "" && !strings.HasPrefix(st.SQL, "SELECT ")
+		// A statement that brings its own header (the outbox's) keeps it.
+		headed := f&verbatim == 0 && s.hdr != "" && st.SQL != "" && !strings.HasPrefix(st.SQL, "SELECT ") && !strings.HasPrefix(st.SQL, headerPrefix)
 		// The key is the text without the header, which would make every
 		// execution copy it; the parameter types are part of what was
 		// prepared.

@@ -224,7 +224,18 @@ func unnestFrom(arrays ...string) string {
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
-func quoteLiteral(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }
+// quoteLiteral is s as a string literal that reads the same whatever the
+// session's standard_conforming_strings (as PostgreSQL's quote_literal
+// writes it): with it off, a backslash in '...' escapes the next
+// character, so a string with a backslash is written E'...', where
+// backslashes are escapes under either setting.
+func quoteLiteral(s string) string {
+	q := strings.ReplaceAll(s, `'`, `''`)
+	if !strings.Contains(s, `\`) {
+		return `'` + q + `'`
+	}
+	return `E'` + strings.ReplaceAll(q, `\`, `\\`) + `'`
+}
 
 func qualified(t *catalog.Table) string { return quoteIdent(t.Schema) + "." + quoteIdent(t.Name) }
 

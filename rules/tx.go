@@ -375,8 +375,11 @@ func (s *session) commitWork(ctx context.Context, conn stmt.Conn, c *compiled) (
 	if len(entries) == 0 {
 		return nil, nil
 	}
+	if c.snap.GuardKey == "" {
+		return nil, r.fail(outboxKeyMissing(c))
+	}
 	r.tracef("%d outbox entr(ies) recorded for after the commit", len(entries))
-	return []stmt.Statement{{SQL: outboxSQL, Params: outboxParams(entries, "")}}, nil
+	return []stmt.Statement{{SQL: outboxHeader(c.snap.GuardKey) + outboxAddSQL, Params: outboxParams(entries, "")}}, nil
 }
 
 // commitConstraints checks the commit constraints on the rows the

@@ -281,6 +281,76 @@ BEGIN
   END IF;
 END $$;
 
+-- Who may author rules (rules-api.md §11): defining, dropping, enabling or
+-- disabling a rule on a table requires owning the table (having the
+-- privileges of its owner) or being a member of pgrules_admin; the owner
+-- of the pgrules schema (its installer) may too. A rule whose table is
+-- gone is theirs alone. _authorize raises 42501 otherwise; what is the
+-- verb of the message.
+CREATE OR REPLACE FUNCTION pgrules._may_author(sch text, rel text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+  SELECT coalesce((SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c
+                   WHERE c.oid = to_regclass(format('%I.%I', sch, rel))), false)
+      OR to_regrole('pgrules_admin') IS NOT NULL AND pg_has_role('pgrules_admin', 'MEMBER')
+      OR pg_has_role((SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'pgrules'), 'USAGE')
+$$;
+
+CREATE OR REPLACE FUNCTION pgrules._authorize(sch text, rel text, rule_name text, what text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  IF NOT pgrules._may_author(sch, rel) THEN
+    RAISE EXCEPTION USING ERRCODE = '42501', SCHEMA = sch, TABLE = rel,
+      MESSAGE = format('permission denied to %s rule "%s" on table %I.%I: rules of a table may be defined, dropped, enabled and disabled only by its owner or a member of pgrules_admin',
+                       what, rule_name, sch, rel),
+      HINT = format('Ask the owner of %I.%I, or an administrator (GRANT pgrules_admin TO %I).', sch, rel, current_user);
+  END IF;
+END $$;
+
+-- _authorize_source refuses a derivation that reads a table its author
+-- may not read: its values would show what that table holds.
+CREATE OR REPLACE FUNCTION pgrules._authorize_source(r pgrules.rule) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  relid regclass;
+BEGIN
+  IF r.source_table IS NULL THEN
+    RETURN;
+  END IF;
+  relid := to_regclass(format('%I.%I', r.source_schema, r.source_table));
+  IF relid IS NOT NULL AND NOT has_table_privilege(relid, 'SELECT')
+     AND NOT pgrules._may_author(r.source_schema, r.source_table) THEN
+    RAISE EXCEPTION USING ERRCODE = '42501', SCHEMA = r.source_schema, TABLE = r.source_table,
+      MESSAGE = format('permission denied to define rule "%s": the %s reads table %I.%I, which %s may not read (SELECT)',
+                       r.name, r.kind, r.source_schema, r.source_table, current_user);
+  END IF;
+END $$;
+
+-- Every change of pgrules.rule, made by the functions or written directly,
+-- is checked row by row: the rule before and after must both be the
+-- writer's to author.
+CREATE OR REPLACE FUNCTION pgrules._authorize_rule() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    IF NOT (to_regrole('pgrules_admin') IS NOT NULL AND pg_has_role('pgrules_admin', 'MEMBER')
+            OR pg_has_role((SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'pgrules'), 'USAGE')) THEN
+      RAISE EXCEPTION USING ERRCODE = '42501',
+        MESSAGE = 'permission denied to truncate pgrules.rule: only members of pgrules_admin may remove every rule at once',
+        HINT = 'Drop rules one by one with pgrules.drop_rule(name).';
+    END IF;
+    RETURN NULL;
+  END IF;
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    PERFORM pgrules._authorize(OLD.table_schema, OLD.table_name, OLD.name, CASE TG_OP WHEN 'DELETE' THEN 'drop' ELSE 'change' END);
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    PERFORM pgrules._authorize(NEW.table_schema, NEW.table_name, NEW.name, 'define');
+    PERFORM pgrules._authorize_source(NEW);
+    RETURN NEW;
+  END IF;
+  RETURN OLD;
+END $$;
+
 -- _save stores a rule, replacing the one of the same name (which keeps its
 -- place in the definition order). named tells whether the caller gave the
 -- name: a derivation's default name replaces only a rule that derives the
@@ -311,6 +381,12 @@ BEGIN
           HINT = format('Give this derivation of %s.%s.%s a name of its own: name => ''...''.', r.table_schema, r.table_name, r.target_column);
       END IF;
     END IF;
+  END IF;
+  PERFORM pgrules._authorize(r.table_schema, r.table_name, r.name, 'define');
+  PERFORM pgrules._authorize_source(r);
+  SELECT * INTO other FROM pgrules.rule o WHERE o.name = r.name;
+  IF FOUND THEN
+    PERFORM pgrules._authorize(other.table_schema, other.table_name, other.name, 'replace');
   END IF;
   INSERT INTO pgrules.rule (name, table_schema, table_name, kind, target_column, expression, source_schema, source_table,
                             source_column, filter, via, message, timing, verbs)
@@ -536,6 +612,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pgrules._lock();
   PERFORM pgrules._existing(name);
+  PERFORM pgrules._authorize(r.table_schema, r.table_name, r.name, 'drop') FROM pgrules.rule r WHERE r.name = drop_rule.name;
   DELETE FROM pgrules.rule r WHERE r.name = drop_rule.name;
   RETURN name;
 END $$;
@@ -546,6 +623,8 @@ LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pgrules._lock();
   PERFORM pgrules._existing(rule_name);
+  PERFORM pgrules._authorize(r.table_schema, r.table_name, r.name, CASE WHEN on_off THEN 'enable' ELSE 'disable' END)
+  FROM pgrules.rule r WHERE r.name = rule_name;
   UPDATE pgrules.rule SET enabled = on_off, txid = pg_current_xact_id() WHERE name = rule_name;
   RETURN rule_name;
 END $$;
@@ -620,6 +699,16 @@ $$;
 COMMENT ON FUNCTION pgrules.rebuild IS
   'Sets every derived column (of one table, or all) to its definition, in dependency order. Answered by the pgrules proxy.';
 
+-- _may_list: pgrules.rules shows a role the rules of the tables it may
+-- read or owns (rules-api.md §11); those of a table that is gone, to whoever
+-- may author them.
+CREATE OR REPLACE FUNCTION pgrules._may_list(sch text, rel text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+  SELECT coalesce((SELECT has_table_privilege(c.oid, 'SELECT') FROM pg_class c
+                   WHERE c.oid = to_regclass(format('%I.%I', sch, rel))), false)
+      OR pgrules._may_author(sch, rel)
+$$;
+
 CREATE OR REPLACE VIEW pgrules.rules AS
   SELECT name, table_schema || '.' || table_name AS table_name, kind,
          table_name || '.' || target_column AS target,
@@ -627,8 +716,10 @@ CREATE OR REPLACE VIEW pgrules.rules AS
          source_schema || '.' || source_table || coalesce('.' || source_column, '') AS source,
          filter, via, message, timing, verbs, enabled, defined_at, defined_by
   FROM pgrules.rule
+  WHERE pgrules._may_list(table_schema, table_name)
   ORDER BY seq;
-COMMENT ON VIEW pgrules.rules IS 'Every rule, in definition order.';
+COMMENT ON VIEW pgrules.rules IS 'The rules of the tables the current role may read (or owns), in definition order.';
+GRANT SELECT ON pgrules.rules TO PUBLIC;
 
 -- relationships is every foreign key between the database's tables, with
 -- the name expressions use for the parent seen from the child, its
@@ -677,6 +768,9 @@ CREATE OR REPLACE VIEW pgrules.relationships AS
   ORDER BY child_schema, child_table, name;
 COMMENT ON VIEW pgrules.relationships IS
   'Every foreign key between tables, and its accessor: the name rule expressions use for the parent (row.<accessor>.<column>).';
+-- What it shows, pg_constraint shows every role; the engine reads it in
+-- the transaction of a role that defines rules.
+GRANT SELECT ON pgrules.relationships TO PUBLIC;
 
 -- Every change of pgrules.rule tells the proxies listening on the channel
 -- "pgrules" to reload that database's rules; NOTIFY is delivered at commit
@@ -687,6 +781,13 @@ BEGIN
   PERFORM pg_notify('pgrules', current_database());
   RETURN NULL;
 END $$;
+
+DROP TRIGGER IF EXISTS authorize ON pgrules.rule;
+CREATE TRIGGER authorize BEFORE INSERT OR UPDATE OR DELETE ON pgrules.rule
+  FOR EACH ROW EXECUTE FUNCTION pgrules._authorize_rule();
+DROP TRIGGER IF EXISTS authorize_truncate ON pgrules.rule;
+CREATE TRIGGER authorize_truncate BEFORE TRUNCATE ON pgrules.rule
+  FOR EACH STATEMENT EXECUTE FUNCTION pgrules._authorize_rule();
 
 DROP TRIGGER IF EXISTS notify ON pgrules.rule;
 CREATE TRIGGER notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgrules.rule
@@ -713,7 +814,10 @@ COMMENT ON TABLE pgrules.rule IS 'The rules, one row each; written by the pgrule
 COMMENT ON TABLE pgrules.schema_version IS 'The pgrules schema versions installed, one row per migration.';
 
 -- retry re-queues an outbox entry that is dead (or done, to deliver it
--- again), and wakes the dispatchers.
+-- again), and wakes the dispatchers. The entry is pinned to its rule as it
+-- is now: an entry whose rule changed since it was recorded, or one
+-- recorded before the outbox was the engine's alone, runs once an
+-- administrator has retried it.
 CREATE OR REPLACE FUNCTION pgrules.retry(id bigint) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -727,13 +831,138 @@ BEGIN
   IF found_state = 'pending' THEN
     UPDATE pgrules.outbox o SET next_at = now() WHERE o.id = retry.id;
   ELSE
-    UPDATE pgrules.outbox o SET state = 'pending', attempts = 0, next_at = now(), delivered_at = NULL WHERE o.id = retry.id;
+    UPDATE pgrules.outbox o SET state = 'pending', attempts = 0, next_at = now(), delivered_at = NULL,
+      rule_digest = pgrules._rule_digest(o.rule, o.timing)
+    WHERE o.id = retry.id;
   END IF;
   PERFORM pg_notify('pgrules_outbox', '');
   RETURN found_state <> 'pending';
 END $$;
 COMMENT ON FUNCTION pgrules.retry IS
-  'Re-queues the outbox entry (dead, or done to deliver it again) for delivery now; true when it was not pending. Returns false for a pending entry, which is made due now.';
+  'Re-queues the outbox entry (dead, or done to deliver it again) for delivery now, with its rule as it is now; true when it was not pending. Returns false for a pending entry, which is made due now.';
+
+-- _rule_digest identifies the definition of an event of a timing; NULL
+-- when there is no such event. An outbox entry holds the digest of its
+-- rule when it was recorded, and is run only while the rule still has it
+-- (migration 0005 computes the same digest for the entries it keeps).
+CREATE OR REPLACE FUNCTION pgrules._rule_digest(rule_name text, timing text) RETURNS text
+LANGUAGE sql STABLE AS $$
+  SELECT md5(concat_ws(E'\x1f', r.name, r.kind, r.table_schema, r.table_name, r.expression, r.timing, r.verbs::text))
+  FROM pgrules.rule r
+  WHERE r.name = rule_name AND r.kind = 'event' AND r.timing = _rule_digest.timing
+$$;
+
+-- _outbox_add records the outbox entries of after_commit events in the
+-- committing client's transaction (rules-api.md §11: the outbox is written
+-- only by the engine; no other role holds a privilege on it). It runs as
+-- the schema's owner, and only as the engine's own statement: the text the
+-- client session sent at the top level (current_query()) must be exactly
+-- the engine's, behind a header with the guard key. No client expression
+-- or function can call it then, and the entries' role is the caller's
+-- current_user, which that text passes. Each entry must name an event of
+-- its timing, whose digest pins the entry to the rule as it is now.
+CREATE OR REPLACE FUNCTION pgrules._outbox_add(rules text[], timings text[], keys text[], kinds text[], targets text[],
+  payloads text[], args text[], writer name) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  k text := (SELECT g.key FROM pgrules.guard_key g);
+  bad text;
+BEGIN
+  IF k IS NULL OR current_query() IS DISTINCT FROM
+     '/*pgrules ' || k || E' outbox */\n'
+     || 'SELECT pgrules._outbox_add($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], current_user)' THEN
+    RAISE EXCEPTION USING ERRCODE = '42501',
+      MESSAGE = 'permission denied to record outbox entries: only pgrules records them, for the events of the writes it runs',
+      HINT = 'Write the table through pgrules; its after_commit and failure events record their effects.';
+  END IF;
+  SELECT x.r INTO bad
+  FROM unnest(rules, timings) AS x(r, t)
+  WHERE pgrules._rule_digest(x.r, x.t) IS NULL
+  LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = '55000',
+      MESSAGE = format('rule "%s" is not an after_commit or failure event any more; its effects cannot be recorded', bad),
+      HINT = 'The rule changed in this transaction: commit again.';
+  END IF;
+  INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload, args, role, rule_digest)
+  SELECT x.r, x.t, x.k, x.kd, x.tg, x.p, x.a::text[], writer, pgrules._rule_digest(x.r, x.t)
+  FROM unnest(rules, timings, keys, kinds, targets, payloads, args) WITH ORDINALITY AS x(r, t, k, kd, tg, p, a, o)
+  ORDER BY x.o;
+  PERFORM pg_notify('pgrules_outbox', '');
+END $$;
+
+-- _sandbox runs the statement of an sql outbox entry, with its text
+-- parameters, with exactly the rights of current_user: the dispatcher
+-- calls it after SET LOCAL ROLE to the entry's role. The statement runs
+-- inside a SECURITY DEFINER function that role owns (made in the session's
+-- temporary schema, one per role, kept for the role's next entries), and
+-- PostgreSQL refuses SET ROLE, RESET ROLE, SET SESSION AUTHORIZATION and
+-- set_config('role', ...) anywhere inside such a function, however deep:
+-- nothing the statement runs (a DO block, a function, a trigger) can take
+-- the session back to the dispatcher's role or on to another. With
+-- parameters the statement is prepared, so that they are typed as the
+-- server infers them, as for a client's statement; without, any statement
+-- runs (a DO block too).
+CREATE OR REPLACE FUNCTION pgrules._sandbox(q text, args text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  fn text := 'pg_temp.' || pg_catalog.quote_ident('pgrules_sandboxed_' || (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+BEGIN
+  IF pg_catalog.to_regprocedure(fn || '(text, text[])') IS NULL THEN
+    EXECUTE 'CREATE FUNCTION ' || fn || $create$(q text, args text[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER AS $body$
+BEGIN
+  IF COALESCE(pg_catalog.cardinality(args), 0) = 0 THEN
+    EXECUTE q;
+    RETURN;
+  END IF;
+  IF EXISTS (SELECT FROM pg_catalog.pg_prepared_statements p WHERE p.name = 'pgrules_outbox_entry') THEN
+    EXECUTE 'DEALLOCATE pgrules_outbox_entry';
+  END IF;
+  EXECUTE 'PREPARE pgrules_outbox_entry AS ' || q;
+  -- quote_nullable makes literals that read the same whatever
+  -- standard_conforming_strings is (E'' when there is a backslash).
+  EXECUTE 'EXECUTE pgrules_outbox_entry(' ||
+    (SELECT pg_catalog.string_agg(pg_catalog.quote_nullable(a), ', ' ORDER BY i)
+     FROM pg_catalog.unnest(args) WITH ORDINALITY AS u(a, i)) || ')';
+  EXECUTE 'DEALLOCATE pgrules_outbox_entry';
+END $body$
+$create$;
+  END IF;
+  EXECUTE 'SELECT ' || fn || '($1, $2)' USING q, args;
+END $$;
+
+-- _reset_temp empties the session's temporary schema, unless it holds only
+-- _sandbox's functions, each owned by the role it is for: the dispatcher
+-- runs it between entries, so that no entry finds what another role's
+-- left there (a temporary table is found before the table of the same
+-- name). Dropping and making the functions again for every entry would
+-- cost a catalog change each time.
+CREATE OR REPLACE FUNCTION pgrules._reset_temp() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT FROM pg_catalog.pg_depend d
+             WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = pg_catalog.pg_my_temp_schema()
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_proc p
+                               WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = d.objid
+                                 AND p.proname = 'pgrules_sandboxed_' || p.proowner)) THEN
+    DISCARD TEMP;
+  END IF;
+END $$;
+
+-- _still_as fails the transaction of an outbox entry that does not end as
+-- the entry's role: the statements the engine runs for an entry (a write
+-- of a table with rules) run under SET LOCAL ROLE, and what they call
+-- could reset it.
+CREATE OR REPLACE FUNCTION pgrules._still_as(writer name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_user IS DISTINCT FROM writer THEN
+    RAISE EXCEPTION USING ERRCODE = '42501',
+      MESSAGE = format('the outbox entry of role %s changed its role to %s: rolled back', writer, current_user),
+      HINT = 'An after_commit action runs with the rights of the role that wrote the row; it may not change its role.';
+  END IF;
+END $$;
 
 -- The guard (rules-api.md §7). A table with rules carries pgrules_guard, a
 -- BEFORE ... FOR EACH STATEMENT trigger on INSERT, UPDATE, DELETE and

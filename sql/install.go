@@ -16,7 +16,7 @@ import (
 
 // Version is the schema version this binary installs: its number of
 // migrations.
-const Version = 4
+const Version = 5
 
 var (
 	//go:embed migrations/*.sql

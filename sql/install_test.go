@@ -111,7 +111,7 @@ func TestInstall(t *testing.T) {
 	if err != nil || from != 0 || to != Version {
 		t.Fatalf("first install: %d → %d, %v; want 0 → %d", from, to, err, Version)
 	}
-	if got := scalar(t, conn, "SELECT string_agg(version::text, ',' ORDER BY version) FROM pgrules.schema_version"); got != "1,2,3,4" {
+	if got := scalar(t, conn, "SELECT string_agg(version::text, ',' ORDER BY version) FROM pgrules.schema_version"); got != "1,2,3,4,5" {
 		t.Fatalf("schema_version %s", got)
 	}
 	if got := scalar(t, conn, "SELECT pgrules._functions_stamp()"); got != functionsStamp {
@@ -239,6 +239,47 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	scalar(t, conn, "SELECT pgrules.sum('orders.amount_total', 'lineitem.amount')")
 	if got := scalar(t, conn, "SELECT string_agg(name || ' ' || (defined_by = current_user) || ' ' || (now() - defined_at < '1 minute'), ', ' ORDER BY seq) FROM pgrules.rule WHERE defined_at IS NOT NULL"); got != "lineitem.amount true true, orders.amount_total true true" {
 		t.Fatalf("audit columns of rules defined after the upgrade: %s", got)
+	}
+}
+
+// TestUpgradeOutboxToEngineOnly: the upgrade to version 5 takes back the
+// grants earlier versions asked writers for, keeps delivering the posts
+// and notifications of events that still exist, pinned to them, and leaves
+// dead, saying why, the sql entries a client could have written and the
+// entries of events that are gone.
+func TestUpgradeOutboxToEngineOnly(t *testing.T) {
+	_, conn := creditDB(t, "")
+	ctx := context.Background()
+	if _, _, err := installUpTo(ctx, conn, 4); err != nil {
+		t.Fatal(err)
+	}
+	db := scalar(t, conn, "SELECT current_database()")
+	writer := db + "_writer"
+	if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE ROLE %[1]q;
+		GRANT INSERT, SELECT ON pgrules.outbox TO %[1]q, PUBLIC; GRANT USAGE ON pgrules.outbox_id_seq TO %[1]q;
+		INSERT INTO pgrules.rule (name, table_schema, table_name, kind, expression, timing, verbs) VALUES
+		('paid', 'public', 'orders', 'event', 'post("http://h/", row.id)', 'after_commit', '{update}');
+		INSERT INTO pgrules.outbox (rule, timing, key, kind, target, payload, args) VALUES
+		('paid', 'after_commit', 'public.orders:1', 'post', 'http://h/', '1', NULL),
+		('paid', 'after_commit', 'public.orders:1', 'sql', 'ALTER ROLE %[1]s SUPERUSER', NULL, '{}'),
+		('gone', 'after_commit', 'public.orders:2', 'notify', 'c', 'p', NULL)`, writer)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Exec(context.Background(), fmt.Sprintf("DROP OWNED BY %[1]q; DROP ROLE %[1]q", writer)) })
+	if _, _, err := Install(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	got := scalar(t, conn, `SELECT string_agg(kind || ' ' || state || ' ' || ((rule_digest = pgrules._rule_digest(rule, timing)) IS TRUE) || ' ' || coalesce(last_error, ''), '; ' ORDER BY id)
+		FROM pgrules.outbox`)
+	want := "post pending true ; " +
+		"sql dead false not run: recorded before pgrules schema version 5, when roles other than the engine could write the outbox; check it, then SELECT pgrules.retry(id); " +
+		"notify dead false not run: its rule no longer exists as an event of this timing"
+	if got != want {
+		t.Fatalf("entries after the upgrade:\n%s\nwant\n%s", got, want)
+	}
+	if got := scalar(t, conn, `SELECT count(*) FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+		WHERE c.oid IN ('pgrules.outbox'::regclass, 'pgrules.outbox_id_seq'::regclass) AND a.grantee <> c.relowner`); got != "0" {
+		t.Fatalf("%s grants on the outbox left", got)
 	}
 }
 

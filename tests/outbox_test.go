@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgrules/pgrules/outbox"
 	"github.com/pgrules/pgrules/proxy"
@@ -41,6 +42,13 @@ var fastOutbox = outbox.Settings{
 // database it serves, wired as `pgrules serve` wires them.
 // m, when set, receives the dispatchers' manager.
 func withOutbox(t testing.TB, s *server, settings outbox.Settings, out **outbox.Manager) proxyOption {
+	return withOutboxRunAs(t, s, settings, out, nil)
+}
+
+// withOutboxRunAs is withOutbox whose dispatchers run entries on
+// connections that connectRun opens (nil: as the proxy's own role).
+func withOutboxRunAs(t testing.TB, s *server, settings outbox.Settings, out **outbox.Manager,
+	connectRun func(ctx context.Context, database string) (*pgx.Conn, error)) proxyOption {
 	return func(p *proxy.Config) {
 		var m *outbox.Manager
 		cfg := engineConfig(s, installSchema, p.Logger)
@@ -48,7 +56,8 @@ func withOutbox(t testing.TB, s *server, settings outbox.Settings, out **outbox.
 		e := rules.NewEngine(cfg)
 		settings.Logger = p.Logger
 		m = outbox.NewManager(outbox.ManagerConfig{
-			Connect: cfg.Connect,
+			Connect:    cfg.Connect,
+			ConnectRun: connectRun,
 			RunSQL: func(ctx context.Context, database string, conn *pgconn.PgConn, en outbox.Entry) error {
 				return e.RunTx(ctx, database, stmtconn.New(conn, nil), en.Role, en.Target, en.Args)
 			},

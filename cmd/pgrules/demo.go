@@ -40,7 +40,14 @@ func runDemo(ctx context.Context, args []string) error {
 	if err := demo.Load(ctx, cluster.URL(tempdb.SuperUser, "demo")); err != nil {
 		return err
 	}
+	// The roles of SECURITY.md: the tables belong to demo_owner, clients
+	// write them as demo_app, and the dispatcher runs entries as
+	// pgrules_dispatch, which has no rights of its own.
+	if err := demo.Exec(ctx, cluster.URL(tempdb.SuperUser, "demo"), demoRoles); err != nil {
+		return err
+	}
 	f.upstream = cluster.URL(tempdb.SuperUser, "postgres")
+	f.outbox.runAs = cluster.URL("pgrules_dispatch", "postgres")
 	cfg, err := f.proxyConfig(log)
 	if err != nil {
 		return err
@@ -69,14 +76,18 @@ func runDemo(ctx context.Context, args []string) error {
 				log.Error().Err(err).Msg("defining the check-credit rules and the demo's events")
 				return
 			}
+			if err := demo.Exec(ctx, cluster.URL(tempdb.SuperUser, "demo"), demoGrants); err != nil {
+				log.Error().Err(err).Msg("granting the demo's roles")
+				return
+			}
 			fmt.Printf(`
 pgrules demo is running: PostgreSQL %s (data in %s), pgrules on %s.
 The check-credit scenario (customer, orders, lineitem, product) is in database "demo",
 with its rules (rules.sql) defined through pgrules: SELECT * FROM pgrules.rules;
 
-Connect with:
+Connect as the application's role, which may write the tables and nothing else:
 
-    psql "postgres://postgres@127.0.0.1:%s/demo?sslmode=disable"
+    psql "postgres://demo_app@127.0.0.1:%s/demo?sslmode=disable"
 
 and try, for instance:
 
@@ -91,7 +102,10 @@ and try, for instance:
     INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 5000);  -- vetoed: 22023
     INSERT INTO orders (customer_id) VALUES (1);                                -- no lines: refused at commit
     UPDATE orders SET paid = true WHERE id = 1;                                 -- the webhook prints here
-    SELECT id, kind, target, state, attempts FROM pgrules.outbox;
+
+The outbox is the engine's alone; its owner (postgres) reads it:
+
+    psql "postgres://postgres@127.0.0.1:%[4]s/demo?sslmode=disable" -c "SELECT id, kind, target, role, state FROM pgrules.outbox"
 
 The events are in events.sql: SELECT name, timing, expression FROM pgrules.rules WHERE kind = 'event';
 
@@ -101,3 +115,28 @@ Press Ctrl-C to stop both and remove the data.
 		}()
 	})
 }
+
+// demoRoles is the role setup of SECURITY.md for the demo's database.
+const demoRoles = `
+CREATE ROLE demo_owner NOLOGIN;
+CREATE ROLE demo_app LOGIN;
+CREATE ROLE pgrules_dispatch LOGIN NOINHERIT;
+GRANT demo_app TO pgrules_dispatch;
+`
+
+// demoGrants gives the demo's tables and sequences, those of the events
+// included, to demo_owner, and demo_app what it needs to write them.
+const demoGrants = `
+DO $$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN SELECT c.oid::regclass AS rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'public' AND (c.relkind IN ('r', 'p') OR c.relkind = 'S' AND NOT EXISTS (
+             SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i'))) LOOP
+    EXECUTE format('ALTER TABLE %s OWNER TO demo_owner', r.rel);
+  END LOOP;
+END $$;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO demo_app;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO demo_app;
+`

@@ -45,6 +45,7 @@ type serveFlags struct {
 // failure events.
 type outboxFlags struct {
 	deliver    bool
+	runAs      string
 	timeout    time.Duration
 	attempts   int
 	backoff    time.Duration
@@ -87,6 +88,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, withUpstream bool) {
 	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
 	fs.BoolVar(&f.logStatements, "log-statements", false, "put the text of a client's statement in the log lines about it (an engine failure); off, statements and their parameter values, which may hold personal data, stay out of the logs")
 	fs.BoolVar(&f.outbox.deliver, "outbox", true, "deliver the outbox of after_commit and failure events (pgrules.outbox) of every database served; false leaves it to other proxies")
+	fs.StringVar(&f.outbox.runAs, "outbox-upstream", "", "URL whose user the outbox dispatcher runs sql and notify entries as (their roles): a NOINHERIT login role with no rights of its own, granted the roles that write tables with events (see SECURITY.md); default --upstream's")
 	fs.DurationVar(&f.outbox.timeout, "outbox-timeout", 10*time.Second, "time limit of one delivery: an HTTP POST, or the transaction of a notify or sql entry")
 	fs.IntVar(&f.outbox.attempts, "outbox-attempts", 10, "failed attempts after which an outbox entry is dead (SELECT pgrules.retry(id) re-queues it)")
 	fs.DurationVar(&f.outbox.backoff, "outbox-backoff", time.Second, "wait after an entry's first failed attempt, doubled after each further one (with jitter)")
@@ -212,12 +214,17 @@ func runProxy(ctx context.Context, cfg proxy.Config, f *serveFlags, timeout time
 	})
 	defer engine.Close()
 	if ob.deliver {
+		runAs := cfg.Upstream
+		if ob.runAs != "" {
+			runAs = ob.runAs
+		}
 		destinations, err := outbox.ParseDestinations(ob.allow)
 		if err != nil {
 			return fmt.Errorf("--outbox-allow: %w", err)
 		}
 		deliverer = outbox.NewManager(outbox.ManagerConfig{
-			Connect: catalogConnector(cfg.Upstream, cfg.UpstreamSSLMode, outboxApplicationName),
+			Connect:    catalogConnector(cfg.Upstream, cfg.UpstreamSSLMode, outboxApplicationName),
+			ConnectRun: catalogConnector(runAs, cfg.UpstreamSSLMode, outboxApplicationName),
 			// Writes and sql() of after_commit events run with their
 			// tables' rules, like a client's.
 			RunSQL: func(ctx context.Context, database string, conn *pgconn.PgConn, e outbox.Entry) error {
