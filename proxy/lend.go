@@ -347,13 +347,9 @@ func (c *upstreamConn) collect() ([]*stmt.Result, error) {
 // body is valid until the next read. ReadyForQuery updates the session's
 // transaction state.
 func (s *session) readUpstream() (byte, []byte, error) {
-	typ, n, err := s.ur.header()
+	typ, body, err := s.upstreamMessage()
 	if err != nil {
-		return 0, nil, upstreamLost(err)
-	}
-	body, err := s.ur.body(n)
-	if err != nil {
-		return 0, nil, upstreamLost(err)
+		return 0, nil, err
 	}
 	switch typ {
 	case 'Z':
@@ -413,4 +409,18 @@ func upstreamError(body []byte) error {
 		Position: m.Position, InternalPosition: m.InternalPosition, InternalQuery: m.InternalQuery,
 		Where: m.Where, DataType: m.DataTypeName, File: m.File, Line: m.Line, Routine: m.Routine,
 	}
+}
+
+// upstreamMessage reads the upstream's next message; the body is valid
+// until the next read.
+func (s *session) upstreamMessage() (byte, []byte, error) {
+	typ, n, err := s.ur.header()
+	if err != nil {
+		return 0, nil, upstreamLost(err)
+	}
+	body, err := s.ur.body(n)
+	if err != nil {
+		return 0, nil, upstreamLost(err)
+	}
+	return typ, body, nil
 }

@@ -348,13 +348,9 @@ func (s *session) connectUpstream(targets []target) error {
 // Credentials pass through untouched: the proxy holds no passwords.
 func (s *session) relayAuth() error {
 	for {
-		typ, n, err := s.ur.header()
+		typ, body, err := s.upstreamMessage()
 		if err != nil {
-			return upstreamLost(err)
-		}
-		body, err := s.ur.body(n)
-		if err != nil {
-			return upstreamLost(err)
+			return err
 		}
 		switch typ {
 		case 'R':
@@ -532,13 +528,9 @@ func (s *session) restartInClear(plain []target, initial []byte) error {
 	}
 	s.log.Info().Msg("a TLS client that can bind SCRAM logs in over an upstream connection without TLS (the upstream sslmode allows it; --upstream-sslmode=require refuses such logins)")
 	for {
-		typ, n, err := s.ur.header()
+		typ, body, err := s.upstreamMessage()
 		if err != nil {
-			return upstreamLost(err)
-		}
-		body, err := s.ur.body(n)
-		if err != nil {
-			return upstreamLost(err)
+			return err
 		}
 		switch typ {
 		case 'v': // NegotiateProtocolVersion: the client has had it
