@@ -161,7 +161,7 @@ func (d *Dispatcher) analyze(ctx context.Context) {
 	d.analyzed = time.Now()
 	if _, err := d.conn.Exec(ctx, "ANALYZE pgrules.outbox"); err != nil {
 		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "42501" {
+		if errors.As(err, &pe) && pe.Code == pgerr.InsufficientPrivilege {
 			d.noAnalyze = true
 		}
 		d.log.Warn().Err(err).Msg("analysing pgrules.outbox during a backlog; the claims may be slow")

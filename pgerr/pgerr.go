@@ -38,6 +38,12 @@ const (
 	RaiseException          = "P0001"
 	SerializationFailure    = "40001"
 	InternalError           = "XX000"
+	SuccessfulCompletion    = "00000"
+	CardinalityViolation    = "21000"
+	InvalidParameterValue   = "22023"
+	ActiveSQLTransaction    = "25001"
+	NoActiveSQLTransaction  = "25P01"
+	InvalidCursorName       = "34000"
 )
 
 // Severities of an ErrorResponse. FATAL means the connection ends with it.

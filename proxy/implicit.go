@@ -61,7 +61,7 @@ func (t *implicitTx) begun() { t.open = false }
 // transaction, which PostgreSQL's implicit transaction does not give.
 func (t *implicitTx) quiet(kind stmt.TxKind) string {
 	if t.open && kind == stmt.TxBegin {
-		return "25001"
+		return pgerr.ActiveSQLTransaction
 	}
 	return ""
 }
@@ -87,7 +87,7 @@ func (t *implicitTx) end(ctx context.Context, kind stmt.TxKind, sql string) (fai
 		what = "ROLLBACK TO SAVEPOINT"
 	}
 	if what != "" {
-		e := pgerr.New(noActiveTransaction, "%s can only be used in transaction blocks", what)
+		e := pgerr.New(pgerr.NoActiveSQLTransaction, "%s can only be used in transaction blocks", what)
 		if err := s.reply(nil, e, false); err != nil {
 			return true, err
 		}
@@ -109,17 +109,13 @@ func (t *implicitTx) end(ctx context.Context, kind stmt.TxKind, sql string) (fai
 	return false, s.reply(&stmt.Result{Tag: res.Tag}, nil, false)
 }
 
-// noActiveTransaction is the SQLSTATE of transaction control that needs a
-// transaction block outside one.
-const noActiveTransaction = "25P01"
-
 // warnNoTransaction sends the warning PostgreSQL gives a COMMIT or ROLLBACK
 // of an implicit transaction.
 func (s *session) warnNoTransaction() error {
 	if err := s.acquire(); err != nil {
 		return err
 	}
-	buf, err := (&pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING", Code: noActiveTransaction,
+	buf, err := (&pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING", Code: pgerr.NoActiveSQLTransaction,
 		Message: "there is no transaction in progress"}).Encode(nil)
 	if err != nil {
 		return pgerr.New(pgerr.InternalError, "encode NoticeResponse: %w", err)

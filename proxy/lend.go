@@ -283,7 +283,7 @@ func (c *upstreamConn) Notice(message string) {
 	if c.s.acquire() != nil {
 		return
 	}
-	buf, err := (&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "00000", Message: message}).Encode(nil)
+	buf, err := (&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: pgerr.SuccessfulCompletion, Message: message}).Encode(nil)
 	if err == nil {
 		c.s.cw.Write(buf)
 	}

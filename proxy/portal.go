@@ -52,7 +52,7 @@ func (s *session) execPortal(ctx context.Context, t *implicitTx, m batchMsg) (bo
 		return true, err
 	}
 	if !p.sent || p.ends != s.txEnds.Load() && !(p.flushed && s.x.forwarded) {
-		return true, s.portalError(ctx, t, "34000", "portal \"%s\" does not exist", p.name)
+		return true, s.portalError(ctx, t, pgerr.InvalidCursorName, "portal \"%s\" does not exist", p.name)
 	}
 	if !p.ran {
 		if err := t.enter(); err != nil {

@@ -207,7 +207,7 @@ func (r *runner) conflicts(tr *tableRules, u *upsert, proposed []*change) (map[*
 			continue // NULL never conflicts
 		}
 		if seen[k] {
-			e := pgerr.New("21000", "ON CONFLICT DO UPDATE command cannot affect row a second time")
+			e := pgerr.New(pgerr.CardinalityViolation, "ON CONFLICT DO UPDATE command cannot affect row a second time")
 			e.Hint = "Ensure that no rows proposed for insertion within the same command have duplicate constrained values."
 			return nil, r.fail(e)
 		}

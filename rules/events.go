@@ -119,7 +119,7 @@ func (a *actions) call(name string, args []any) (any, error) {
 		if len(args) > 1 {
 			code, _ := args[1].(string)
 			if !validSQLState(code) {
-				return nil, pgerr.New("22023", "reject: %q is not a SQLSTATE (five digits or capital letters)", textOf(args[1]))
+				return nil, pgerr.New(pgerr.InvalidParameterValue, "reject: %q is not a SQLSTATE (five digits or capital letters)", textOf(args[1]))
 			}
 			e.Code = code
 		}
@@ -129,7 +129,7 @@ func (a *actions) call(name string, args []any) (any, error) {
 	case "notify":
 		channel, ok := args[0].(string)
 		if !ok || channel == "" {
-			return nil, pgerr.New("22023", "notify: the channel must be a non-empty string")
+			return nil, pgerr.New(pgerr.InvalidParameterValue, "notify: the channel must be a non-empty string")
 		}
 		payload := payloadOf(args[1])
 		if a.outbox != nil {
@@ -141,7 +141,7 @@ func (a *actions) call(name string, args []any) (any, error) {
 	case "sql":
 		query, ok := args[0].(string)
 		if !ok || strings.TrimSpace(query) == "" {
-			return nil, pgerr.New("22023", "sql: the query must be a non-empty string")
+			return nil, pgerr.New(pgerr.InvalidParameterValue, "sql: the query must be a non-empty string")
 		}
 		params := make([][]byte, len(args)-1)
 		for i, v := range args[1:] {
@@ -155,7 +155,7 @@ func (a *actions) call(name string, args []any) (any, error) {
 	case "post":
 		url, ok := args[0].(string)
 		if !ok || !(strings.HasPrefix(url, "http://") || strings.HasPrefix(url, "https://")) {
-			return nil, pgerr.New("22023", "post: %q is not an http:// or https:// URL", textOf(args[0]))
+			return nil, pgerr.New(pgerr.InvalidParameterValue, "post: %q is not an http:// or https:// URL", textOf(args[0]))
 		}
 		a.record("post", url, payloadOf(args[1]), nil)
 		return nil, nil
@@ -219,7 +219,7 @@ func (a *actions) write(v verb, args []any) error {
 		return err
 	}
 	if v != verbInsert && len(e.key) == 0 {
-		return pgerr.New("22023", "%s: the key of the row of %s is empty", v, shortName(t.QualifiedName()))
+		return pgerr.New(pgerr.InvalidParameterValue, "%s: the key of the row of %s is empty", v, shortName(t.QualifiedName()))
 	}
 	if a.outbox != nil {
 		sql, params := effectSQL([]effect{e})
@@ -234,7 +234,7 @@ func (a *actions) write(v verb, args []any) error {
 func columnValues(t *catalog.Table, fn string, m any) ([]colValue, error) {
 	vals, ok := m.(map[string]any)
 	if !ok && m != nil {
-		return nil, pgerr.New("22023", "%s: expected a map of columns to values, not %s", fn, typeName(m))
+		return nil, pgerr.New(pgerr.InvalidParameterValue, "%s: expected a map of columns to values, not %s", fn, typeName(m))
 	}
 	out := make([]colValue, 0, len(vals))
 	for name, v := range vals {
