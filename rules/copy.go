@@ -30,12 +30,9 @@ func (s *session) CopyIn(ctx context.Context, conn stmt.Conn, st stmt.Statement)
 	if strings.HasPrefix(st.SQL, headerPrefix) {
 		return nil, failTx(ctx, conn, forgedHeader())
 	}
-	c := s.current(ctx)
-	if !s.pathSure() && c.err == nil {
-		if err := s.readPath(ctx, conn); err != nil {
-			return nil, err
-		}
-		c = s.current(ctx)
+	c, _, err := s.withPath(ctx, conn, s.current(ctx))
+	if err != nil {
+		return nil, err
 	}
 	p := s.plan(c, st.SQL)
 	if !copyRuled(c, p) || p.tree.GetCopyStmt() == nil {
@@ -44,9 +41,6 @@ func (s *session) CopyIn(ctx context.Context, conn stmt.Conn, st stmt.Statement)
 	}
 	cp := proto.Clone(p.tree.GetCopyStmt()).(*pg_query.CopyStmt)
 	t := c.lookup(p.parts[0].Writes[0])
-	if cp.Query != nil {
-		return nil, failTx(ctx, conn, pgerr.New(pgerr.InternalError, "pgrules expected a COPY FROM into a table"))
-	}
 	cols := make([]string, 0, len(cp.Attlist))
 	for _, a := range cp.Attlist {
 		cols = append(cols, a.GetString_().GetSval())

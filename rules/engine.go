@@ -653,11 +653,11 @@ func (s *session) Exec(ctx context.Context, conn stmt.Conn, st stmt.Statement) (
 	case p.txControl:
 		return s.txControl(ctx, conn, c, st)
 	}
-	if !s.pathSure() && c.err == nil {
-		if err := s.readPath(ctx, conn); err != nil {
-			return nil, err
-		}
-		c = s.current(ctx)
+	c, reread, err := s.withPath(ctx, conn, c)
+	if err != nil {
+		return nil, err
+	}
+	if reread {
 		if p = s.plan(c, st.SQL); !p.intercept {
 			// Its names reach tables without rules in this session.
 			return conn.Exec(ctx, st)

@@ -83,6 +83,19 @@ func (s *session) current(ctx context.Context) *compiled {
 	return c.view(s.path)
 }
 
+// withPath returns c as it resolves unqualified names in this session,
+// reading the session's search_path first when it may have changed;
+// reread says whether it was read.
+func (s *session) withPath(ctx context.Context, conn stmt.Conn, c *compiled) (_ *compiled, reread bool, err error) {
+	if s.pathSure() || c.err != nil {
+		return c, false, nil
+	}
+	if err := s.readPath(ctx, conn); err != nil {
+		return nil, false, err
+	}
+	return s.current(ctx), true, nil
+}
+
 // watchPath notes a statement text that may change what the session's
 // unqualified names resolve to: from then on the path is read again before
 // each write (a ROLLBACK, which says nothing of it, may undo a SET).
