@@ -576,6 +576,7 @@ func (r *runner) tookOneTrip(tr *tableRules, w *writeStmt, res *stmt.Result, wri
 	}
 	if top {
 		r.failing.changes = written
+		r.returnedRows(w, out, written)
 	}
 	if len(res.Rows) > 0 && len(tr.up) > 0 {
 		if err := r.takeOneTripFollows(tr, res.Rows[0][f]); err != nil {

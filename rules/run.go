@@ -30,6 +30,8 @@ import (
 //  5. check the constraints of the rows;
 //  6. cascade: formulas of child rows that read a changed parent column
 //     run, and their changes go up again.
+//  7. return: the client's RETURNING list is read again over the rows of
+//     its own that steps 4 to 6 wrote again (rewritten.go).
 //
 // Each step is a round trip for all the rows of a table together, so a
 // statement costs as many round trips as its rules are deep, whatever the
@@ -78,6 +80,9 @@ type runner struct {
 	// returned is what the materialising query of the client's write gave
 	// for a RETURNING that names its FROM or USING list.
 	returned *returnedRun
+	// rewritten follows the rows of the client's RETURNING while the
+	// statement's logic runs (rewritten.go).
+	rewritten *rewritten
 }
 
 // failing is the write a failure event sees: its table, verb and rows.
@@ -238,12 +243,25 @@ func (r *runner) clientStatement(sql string, p clientParams, resultFormats []int
 // write runs one client write on a table with rules and returns what the
 // client gets for it.
 func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*stmt.Result, error) {
+	if r.failing != nil {
+		return r.writeTable(w, p, resultFormats, false)
+	}
+	r.rewritten = &rewritten{w: w, p: p, formats: resultFormats, depth: r.depth + 1}
+	out, err := r.writeTable(w, p, resultFormats, true)
+	if err != nil {
+		return nil, err
+	}
+	return out, r.readAgain()
+}
+
+// writeTable runs a write on a table with rules; top is set for the
+// client's own statement.
+func (r *runner) writeTable(w *writeStmt, p clientParams, resultFormats []int16, top bool) (*stmt.Result, error) {
 	tr := r.set.table(w.table.QualifiedName())
 	if tr == nil {
 		tr = &tableRules{t: w.table, index: indexOf(w.table), derived: map[string]*Compiled{}}
 	}
 	r.tracef("%s on %s", strings.ToUpper(string(w.verb)), shortName(w.table.QualifiedName()))
-	top := r.failing == nil
 	if top {
 		r.failing = &failing{tr: tr, verb: w.verb}
 	}
@@ -304,6 +322,7 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 	if err := r.rederive(tr, w, changes, out, p, resultFormats); err != nil {
 		return nil, err
 	}
+	r.returnedRows(w, out, changes)
 	if err := r.afterWrite(tr, changes); err != nil {
 		return nil, err
 	}
@@ -1297,6 +1316,7 @@ func (r *runner) afterWrite(tr *tableRules, changes []*change) error {
 	if r.depth > maxDepth {
 		return r.fail(pgerr.New(pgerr.ProgramLimitExceeded, "the rules of %s went %d levels deep without settling", shortName(tr.t.QualifiedName()), maxDepth))
 	}
+	r.noteRewrite(tr, changes)
 	if err := r.adjustParents(tr, changes); err != nil {
 		return err
 	}
@@ -2332,6 +2352,7 @@ func (r *runner) upsert(tr *tableRules, w *writeStmt, proposed []*change, p clie
 		written = append(written, more...)
 	}
 	out.Tag = tagOf(verbInsert, len(written))
+	r.returnedRows(w, out, written)
 	if err := r.afterWrite(tr, written); err != nil {
 		return nil, err
 	}
