@@ -11,7 +11,7 @@ import (
 // The differential logic fuzzer's generator: a random schema of a parent,
 // a child and a grandchild (with a second foreign key from the child to the
 // parent, NULLable keys, integers and decimals of several scales, a stored
-// generated column), a random set of rules from rules-api.md §2 over it,
+// generated column, grandchildren in a tree of their own), a random set of rules from rules-api.md §2 over it,
 // the same logic as PL/pgSQL triggers (the oracle), and random statements.
 //
 // The oracle recomputes every derived column from its definition after each
@@ -35,6 +35,9 @@ type fzCase struct {
 	accumulates, commitCheck bool
 	// onDelete is the action of the child's foreign key to the parent.
 	onDelete string
+	// tree is set when g references itself (up_id): g.sub sums its
+	// children, maybe through a formula reading the parent row.
+	tree bool
 	// cols are the columns a statement may write, by table.
 	cols map[string][]fzColumn
 }
@@ -117,7 +120,7 @@ func pick[T any](r *rand.Rand, options ...T) T { return options[r.IntN(len(optio
 // fzGenerate makes a case from a seed.
 func fzGenerate(seed uint64) *fzCase {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	fc := &fzCase{seed: seed, twoKeys: r.IntN(3) == 0, onDelete: pick(r, "CASCADE", "SET NULL", "NO ACTION")}
+	fc := &fzCase{seed: seed, twoKeys: r.IntN(3) == 0, onDelete: pick(r, "CASCADE", "SET NULL", "NO ACTION"), tree: r.IntN(3) == 0}
 	generated := r.IntN(2) == 0
 	var b strings.Builder
 	b.WriteString(`CREATE TABLE p (id int PRIMARY KEY, a int, n numeric(12,2), lim numeric(12,2) NOT NULL DEFAULT 500,
@@ -128,7 +131,11 @@ func fzGenerate(seed uint64) *fzCase {
   cp numeric(12,2), f1 numeric(14,2), f2 numeric(16,4), f3 int, s numeric(14,2), k int, acc int DEFAULT 100%s);
 `, fc.onDelete, map[bool]string{true: "p2_id int REFERENCES p ON DELETE SET NULL,", false: ""}[fc.twoKeys],
 		map[bool]string{true: ", gen int GENERATED ALWAYS AS (coalesce(q, 0) * 2) STORED", false: ""}[generated])
-	b.WriteString("CREATE TABLE g (id int PRIMARY KEY, c_id int REFERENCES c ON DELETE CASCADE, v numeric(10,2), w int);\n")
+	b.WriteString("CREATE TABLE g (id int PRIMARY KEY, c_id int REFERENCES c ON DELETE CASCADE, v numeric(10,2), w int")
+	if fc.tree {
+		fmt.Fprintf(&b, ",\n  up_id int REFERENCES g ON DELETE %s, gf numeric(14,2), sub numeric(14,2)", pick(r, "CASCADE", "SET NULL"))
+	}
+	b.WriteString(");\n")
 	fc.schema = b.String()
 	fc.cols = map[string][]fzColumn{
 		"p": {{"a", fzInt(-3, 9, true), false}, {"n", fzDecimal(50, 2, true), false}, {"lim", fzDecimal(900, 2, false), false}},
@@ -242,6 +249,18 @@ func fzGenerate(seed uint64) *fzCase {
 	if r.IntN(3) == 0 {
 		add(fzDerivation{"p", "e", "numeric(16,2)", "SELECT pgrules.formula('p.e', '(row.d_sum ?? 0) + (row.n ?? 0) * 2')",
 			"coalesce(t.d_sum, 0) + coalesce(t.n, 0) * 2"})
+	}
+	if fc.tree {
+		// A row of the tree may be the parent of rows the same statement
+		// writes, and its sum may follow a child's formula reading it.
+		summed := "v"
+		if r.IntN(2) == 0 {
+			summed = "gf"
+			add(fzDerivation{"g", "gf", "numeric(14,2)", "SELECT pgrules.formula('g.gf', 'row.v * (row.up?.w ?? 1)')",
+				"t.v * coalesce((SELECT pp.w FROM g pp WHERE pp.id = t.up_id), 1)"})
+		}
+		add(fzDerivation{"g", "sub", "numeric(14,2)", fmt.Sprintf("SELECT pgrules.sum('g.sub', 'g.%s', via => 'g_up_id_fkey')", summed),
+			fmt.Sprintf("(SELECT coalesce(sum(ch.%s), 0) FROM g ch WHERE ch.up_id = t.id)", summed)})
 	}
 	if r.IntN(3) == 0 {
 		// Stock kept by what ships (rules-api.md §8): the client gives it
@@ -396,6 +415,9 @@ func (fc *fzCase) statement(r *rand.Rand) fzStatement {
 			}
 		case "g":
 			names = append(names, "c_id")
+			if fc.tree {
+				names = append(names, "up_id")
+			}
 		}
 		chosen := slices.DeleteFunc(slices.Clone(cols), func(fzColumn) bool { return r.IntN(4) == 0 })
 		for _, c := range chosen {
@@ -456,7 +478,11 @@ func (fc *fzCase) statement(r *rand.Rand) fzStatement {
 				b.sql(", p2_id = ").val(ref())
 			}
 		case table == "g" && r.IntN(4) == 0:
-			b.sql("c_id = ").val(ref())
+			k := "c_id"
+			if fc.tree && r.IntN(2) == 0 {
+				k = "up_id"
+			}
+			b.sql(k + " = ").val(ref())
 		default:
 			settable := slices.DeleteFunc(slices.Clone(cols), func(c fzColumn) bool { return c.insertOnly })
 			for i, j := range r.Perm(len(settable))[:1+r.IntN(2)] {
