@@ -1116,11 +1116,12 @@ func fkChanged(tr *tableRules, fk *catalog.ForeignKey, ch *change) bool {
 // or is among the parent columns that changed.
 func (r *runner) readsChanged(tr *tableRules, d *Compiled, ch *change, parentChanged map[ColumnRef]bool) bool {
 	for _, ref := range d.Reads {
-		if ref.Table == tr.t.QualifiedName() {
-			if !sameValue(ch.old.vals[ref.Column], ch.new.vals[ref.Column]) || triggerChanged([]string{ref.Column}, ch) {
-				return true
-			}
-		} else if parentChanged[ref] {
+		// In a table that references itself a column read names the
+		// row's own and its parent's alike: either changing counts.
+		if parentChanged[ref] {
+			return true
+		}
+		if ref.Table == tr.t.QualifiedName() && (!sameValue(ch.old.vals[ref.Column], ch.new.vals[ref.Column]) || triggerChanged([]string{ref.Column}, ch)) {
 			return true
 		}
 	}
