@@ -65,7 +65,7 @@ type runner struct {
 	// deletes: a row of a tree that is its own ancestor, or a child the
 	// statement deletes itself, is not cascaded to again.
 	doomed map[string]map[string]bool
-	depth    int // nesting, for the trace
+	depth  int // nesting, for the trace
 	// followed are the parents' changes of adjustments that ran in the
 	// round trip of the write before (adjustment.follow), for
 	// adjustParents to take; noFollow turns that off (an upsert's two
