@@ -44,6 +44,10 @@ type oneTrip struct {
 	// deletes is false when deletes cannot run in one trip (no primary
 	// key).
 	deletes bool
+	// inserts is false when the derivations read the table's own rows as
+	// parents: a parent inserted by the same statement is not in the
+	// table the statement's sub-selects read (tree.go).
+	inserts bool
 	// insert, update and delete are the follow statements of the
 	// adjustments.
 	insert, update, delete tripFollows
@@ -76,6 +80,7 @@ func (s *Set) oneTripFor(tr *tableRules) *oneTrip {
 	if o.insert, ok = s.tripFollows(tr, "(SELECT (pgrules_row).* FROM pgrules_i)", ""); !ok {
 		return nil
 	}
+	o.inserts = len(selfKeys(tr)) == 0
 	if len(tr.t.PrimaryKey) == 0 {
 		return o
 	}
@@ -295,7 +300,7 @@ func (r *runner) inOneTrip(tr *tableRules, w *writeStmt, p clientParams) bool {
 	}
 	switch w.verb {
 	case verbInsert:
-		return w.conflict == "" && w.params(p).stable
+		return o.inserts && w.conflict == "" && w.params(p).stable
 	case verbUpdate:
 		return o.updates && !w.joined && !w.setsKey && w.params(p).stable
 	case verbDelete:

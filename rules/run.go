@@ -1027,7 +1027,7 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 	if err := r.generate(tr, changes); err != nil {
 		return err
 	}
-	for _, ch := range changes {
+	for _, ch := range statementParents(tr, changes) {
 		if ch.new == nil {
 			continue
 		}

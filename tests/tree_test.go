@@ -33,6 +33,39 @@ func TestTreeParentFormula(t *testing.T) {
 	}
 }
 
+// TestTreeInsertedTogether: an insert that brings rows and their parents
+// in one statement (in any order), or a row that is its own parent, or two
+// rows each the other's parent: each row's copy and formula read its parent
+// as the statement inserts it, and the sums follow.
+func TestTreeInsertedTogether(t *testing.T) {
+	schema := `CREATE TABLE g (id int PRIMARY KEY, v numeric(10,2), w int, up_id int REFERENCES g, label text,
+        gf numeric(14,2), sub numeric(14,2), inherited text, top_w int)`
+	c, admin, _, _ := rulesDB(t, schema, []string{
+		"SELECT pgrules.formula('g.gf', 'row.v * (row.up?.w ?? 1)')",
+		"SELECT pgrules.sum('g.sub', 'g.gf', via => 'g_up_id_fkey')",
+		"SELECT pgrules.copy('g.inherited', 'g.label', via => 'g_up_id_fkey')",
+		"SELECT pgrules.formula('g.top_w', 'row.up?.up?.w ?? -1')",
+	})
+	const rows = "SELECT string_agg(concat_ws(':', id, coalesce(up_id::text, '-'), gf, sub, coalesce(inherited, '-'), top_w), ' ' ORDER BY id) FROM g"
+	for _, tc := range []struct{ sql, want string }{
+		// The grandchild first, its parent, then the root.
+		{"INSERT INTO g (id, up_id, v, w, label) VALUES (3, 2, 1.00, 5, 'c'), (2, 1, 2.00, 3, 'b'), (1, NULL, 4.00, 7, 'a')",
+			"1:-:4.00:14.00:-:-1 2:1:14.00:3.00:a:-1 3:2:3.00:0.00:b:7"},
+		{"INSERT INTO g (id, up_id, v, w, label) VALUES (4, 4, 2.50, 4, 'self')",
+			"1:-:4.00:14.00:-:-1 2:1:14.00:3.00:a:-1 3:2:3.00:0.00:b:7 4:4:10.00:10.00:self:4"},
+		{"INSERT INTO g (id, up_id, v, w, label) VALUES (5, 6, 1.00, 2, 'x'), (6, 5, 1.00, 3, 'y')",
+			"1:-:4.00:14.00:-:-1 2:1:14.00:3.00:a:-1 3:2:3.00:0.00:b:7 4:4:10.00:10.00:self:4 5:6:3.00:2.00:y:2 6:5:2.00:3.00:x:3"},
+	} {
+		scalar(t, c, tc.sql)
+		if got := scalar(t, admin, rows); got != tc.want {
+			t.Fatalf("after %s:\n got %s\nwant %s", tc.sql, got, tc.want)
+		}
+	}
+	if n := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); n != "0" {
+		t.Fatalf("verify() found %s rows against their rules", n)
+	}
+}
+
 // TestTreeDeletes deletes rows of a table that references itself, as
 // PostgreSQL's ON DELETE actions would: a row that is its own ancestor
 // (which once sent the engine round the loop until the proxy's stack ran
