@@ -204,8 +204,11 @@ func (s *Set) finishTables() {
 			// A parent that another foreign key of the table also adjusts
 			// is not chained: its changes along both keys are merged
 			// before its logic runs (mergeChanges), and a chained level
-			// stands only for the changes of its own follow.
-			if a.follow != "" && !tr.sharesParent(a) {
+			// stands only for the changes of its own follow. Nor is a
+			// table's parent in the table itself: the chain would hold
+			// the table's own adjustments, whose follows the engine keeps
+			// by adjustment, and one level's would stand for another's.
+			if a.follow != "" && !tr.sharesParent(a) && a.parent != tr.t {
 				a.chain, a.chained = s.chainSQL(a)
 			}
 		}

@@ -66,6 +66,36 @@ func TestTreeInsertedTogether(t *testing.T) {
 	}
 }
 
+// TestTreeAndAnotherParent: rows of a tree that also sum into a parent
+// table are counted there once (the adjustment of the tree's own parents,
+// made in the write's round trip, once stood for the other parent's and
+// the write adjusted it twice).
+func TestTreeAndAnotherParent(t *testing.T) {
+	schema := `CREATE TABLE c (id int PRIMARY KEY, s numeric(14,2), deep numeric(14,2));
+        CREATE TABLE p (id int PRIMARY KEY, c_id int REFERENCES c, deep numeric(14,2));
+        CREATE TABLE g (id int PRIMARY KEY, c_id int REFERENCES c, v numeric(10,2), w int, up_id int REFERENCES g,
+          gf numeric(14,2), sub numeric(14,2))`
+	c, admin, _, _ := rulesDB(t, schema, []string{
+		"SELECT pgrules.sum('c.s', 'g.v', via => 'g_c_id_fkey')",
+		"SELECT pgrules.formula('g.gf', 'row.v * (row.up?.w ?? 1)')",
+		"SELECT pgrules.sum('g.sub', 'g.gf', via => 'g_up_id_fkey')",
+	})
+	scalar(t, c, "INSERT INTO c (id) VALUES (1), (2)")
+	for _, tc := range []struct{ sql, want string }{
+		{"INSERT INTO g (id, c_id, v, w) VALUES (1, 1, 14.41, 4)", "1:14.41 2:0.00"},
+		{"INSERT INTO g (id, c_id, up_id, v) VALUES (2, 1, 1, 1.00), (3, 2, 1, 2.00)", "1:15.41 2:2.00"},
+		{"UPDATE g SET v = v + 1", "1:17.41 2:3.00"},
+	} {
+		scalar(t, c, tc.sql)
+		if got := scalar(t, admin, "SELECT string_agg(id || ':' || s, ' ' ORDER BY id) FROM c"); got != tc.want {
+			t.Fatalf("after %s: c is %s, want %s", tc.sql, got, tc.want)
+		}
+	}
+	if n := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); n != "0" {
+		t.Fatalf("verify() found %s rows against their rules", n)
+	}
+}
+
 // TestTreeDeletes deletes rows of a table that references itself, as
 // PostgreSQL's ON DELETE actions would: a row that is its own ancestor
 // (which once sent the engine round the loop until the proxy's stack ran
