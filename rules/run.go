@@ -678,16 +678,57 @@ func (r *runner) clientWrite(tr *tableRules, w *writeStmt, changes []*change, p 
 			return nil, nil, err
 		}
 	}
-	return r.takeWritten(w, changes, res, k, ret)
+	out, written, gone, err := r.takeWritten(w, changes, res, k, ret)
+	if err != nil || len(gone) == 0 {
+		return out, written, err
+	}
+	rows, err := r.returnGone(w, gone, p, clientFormats)
+	if err != nil {
+		return nil, nil, err
+	}
+	out.Rows = append(out.Rows, rows...)
+	return out, written, nil
+}
+
+// returnGone evaluates a DELETE's RETURNING list over rows that a cycle of
+// ON DELETE CASCADE deleted before the statement reached them (see
+// takeWritten), from the rows as they were: what PostgreSQL would have
+// returned for them.
+func (r *runner) returnGone(w *writeStmt, gone []*change, p clientParams, formats []int16) ([][][]byte, error) {
+	t := w.table
+	n := len(p.values)
+	arrays := make([][]byte, len(t.Columns))
+	args, names, cols := make([]string, len(t.Columns)), make([]string, len(t.Columns)), make([]string, len(t.Columns))
+	for j, c := range t.Columns {
+		vals := make([][]byte, len(gone))
+		for i, ch := range gone {
+			vals[i] = ch.old.text[j]
+		}
+		arrays[j] = textArray(vals)
+		args[j] = fmt.Sprintf("$%d::text[]", n+j+1)
+		names[j] = fmt.Sprintf("k%d", j+1)
+		cols[j] = fmt.Sprintf("CAST(k%d AS %s) AS %s", j+1, c.Type, quoteIdent(c.Name))
+	}
+	sql := fmt.Sprintf("SELECT %s FROM (SELECT %s FROM %s AS pgrules_k(%s)) AS %s",
+		w.returning, strings.Join(cols, ", "), unnestFrom(args...), strings.Join(names, ", "), w.alias)
+	values, pformats, oids := p.with(arrays...)
+	res, err := r.batch([]stmt.Statement{{SQL: sql, Params: values, ParamFormats: pformats, ParamOIDs: oids,
+		ResultFormats: resultFormatsFor(formats, w.nReturning, 0)}})
+	if err != nil {
+		return nil, err
+	}
+	return res[0].Rows, nil
 }
 
 // takeWritten is what the client gets of the write's result (its RETURNING
 // list in the first k columns), and the changes of the rows written, each
 // as stored: a row a BEFORE ROW trigger or ON CONFLICT DO NOTHING skipped
-// is not among them.
-func (r *runner) takeWritten(w *writeStmt, changes []*change, res *stmt.Result, k int, ret *returnedRun) (*stmt.Result, []*change, error) {
+// is not among them. gone are the rows of a DELETE with RETURNING that the
+// statement deleted before reaching them, whose RETURNING rows are still
+// to be made.
+func (r *runner) takeWritten(w *writeStmt, changes []*change, res *stmt.Result, k int, ret *returnedRun) (out *stmt.Result, written, gone []*change, err error) {
 	t := w.table
-	out := &stmt.Result{Tag: tagOf(w.verb, len(res.Rows))}
+	out = &stmt.Result{Tag: tagOf(w.verb, len(res.Rows))}
 	if w.returning != "" {
 		out.Fields = res.Fields[:w.nReturning]
 		out.Rows = make([][][]byte, len(res.Rows))
@@ -698,7 +739,7 @@ func (r *runner) takeWritten(w *writeStmt, changes []*change, res *stmt.Result, 
 			byCtid[string(ch.old.ctid)] = ch
 		}
 	}
-	written := make([]*change, 0, len(res.Rows))
+	written = make([]*change, 0, len(res.Rows))
 	for i, vals := range res.Rows {
 		if w.returning != "" {
 			out.Rows[i] = vals[:w.nReturning]
@@ -710,7 +751,7 @@ func (r *runner) takeWritten(w *writeStmt, changes []*change, res *stmt.Result, 
 		case verbUpdate:
 			ch := byCtid[string(vals[k-1])]
 			if ch == nil {
-				return nil, nil, r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it updated", shortName(t.QualifiedName())))
+				return nil, nil, nil, r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it updated", shortName(t.QualifiedName())))
 			}
 			ch.new = stored
 			written = append(written, ch)
@@ -726,9 +767,20 @@ func (r *runner) takeWritten(w *writeStmt, changes []*change, res *stmt.Result, 
 		// table that references itself (PostgreSQL's ON DELETE CASCADE).
 		// The statement deleted them, as it would have without the engine.
 		if w.returning != "" {
-			e := notSupported(t, "DELETE ... RETURNING of rows that a cycle of ON DELETE CASCADE in %s deletes before the statement reaches them", shortName(t.QualifiedName()))
-			e.Hint = "Read the rows before deleting them, or delete them without RETURNING."
-			return nil, nil, r.fail(e)
+			if ret != nil {
+				e := notSupported(t, "DELETE ... USING ... RETURNING the USING list, of rows that a cycle of ON DELETE CASCADE in %s deletes before the statement reaches them", shortName(t.QualifiedName()))
+				e.Hint = "Return only the table's columns, or read the rows before deleting them."
+				return nil, nil, nil, r.fail(e)
+			}
+			found := make(map[*change]bool, len(written))
+			for _, ch := range written {
+				found[ch] = true
+			}
+			for _, ch := range changes {
+				if !found[ch] {
+					gone = append(gone, ch)
+				}
+			}
 		}
 		written, out.Tag = changes, tagOf(verbDelete, len(changes))
 	}
@@ -738,7 +790,7 @@ func (r *runner) takeWritten(w *writeStmt, changes []*change, res *stmt.Result, 
 	if w.doNothing && len(written) < len(changes) {
 		r.tracef("%d row(s) skipped by ON CONFLICT DO NOTHING", len(changes)-len(written))
 	}
-	return out, written, nil
+	return out, written, gone, nil
 }
 
 // lockParents returns the statement that locks, before the rows are
