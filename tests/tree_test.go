@@ -3,6 +3,8 @@ package tests
 import (
 	"context"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TestTreeParentFormula: in a table that references itself, a formula
@@ -18,14 +20,25 @@ func TestTreeParentFormula(t *testing.T) {
 	})
 	const rows = "SELECT string_agg(concat_ws(':', id, up_id, w, gf, sub), ' ' ORDER BY id) FROM g"
 	scalar(t, c, "INSERT INTO g (id, up_id, v) VALUES (6, 3, 26.49), (3, 3, 19.16), (1, NULL, 2.00), (2, 1, 5.00)")
-	for _, tc := range []struct{ sql, want string }{
+	treeSteps(t, c, admin, rows, []treeStep{
 		{"UPDATE g SET w = 4", "1:4:2.00:20.00 2:1:4:20.00:0.00 3:3:4:76.64:182.60 6:3:4:105.96:0.00"},
 		{"UPDATE g SET w = 2 WHERE id IN (1, 3)", "1:2:2.00:10.00 2:1:4:10.00:0.00 3:3:2:38.32:91.30 6:3:4:52.98:0.00"},
 		{"UPDATE g SET up_id = 2 WHERE id = 3", "1:2:2.00:10.00 2:1:4:10.00:76.64 3:2:2:76.64:52.98 6:3:4:52.98:0.00"},
-	} {
-		scalar(t, c, tc.sql)
-		if got := scalar(t, admin, rows); got != tc.want {
-			t.Fatalf("after %s:\n got %s\nwant %s", tc.sql, got, tc.want)
+	})
+}
+
+// treeStep is a statement and the rows it leaves.
+type treeStep struct{ sql, want string }
+
+// treeSteps runs each step's statement through c and holds the rows query
+// (run as admin) to what the step wants after it; verify() then finds
+// nothing.
+func treeSteps(t *testing.T, c, admin *pgconn.PgConn, rows string, steps []treeStep) {
+	t.Helper()
+	for _, st := range steps {
+		scalar(t, c, st.sql)
+		if got := scalar(t, admin, rows); got != st.want {
+			t.Fatalf("after %s:\n got %s\nwant %s", st.sql, got, st.want)
 		}
 	}
 	if n := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); n != "0" {
@@ -47,7 +60,7 @@ func TestTreeInsertedTogether(t *testing.T) {
 		"SELECT pgrules.formula('g.top_w', 'row.up?.up?.w ?? -1')",
 	})
 	const rows = "SELECT string_agg(concat_ws(':', id, coalesce(up_id::text, '-'), gf, sub, coalesce(inherited, '-'), top_w), ' ' ORDER BY id) FROM g"
-	for _, tc := range []struct{ sql, want string }{
+	treeSteps(t, c, admin, rows, []treeStep{
 		// The grandchild first, its parent, then the root.
 		{"INSERT INTO g (id, up_id, v, w, label) VALUES (3, 2, 1.00, 5, 'c'), (2, 1, 2.00, 3, 'b'), (1, NULL, 4.00, 7, 'a')",
 			"1:-:4.00:14.00:-:-1 2:1:14.00:3.00:a:-1 3:2:3.00:0.00:b:7"},
@@ -55,15 +68,7 @@ func TestTreeInsertedTogether(t *testing.T) {
 			"1:-:4.00:14.00:-:-1 2:1:14.00:3.00:a:-1 3:2:3.00:0.00:b:7 4:4:10.00:10.00:self:4"},
 		{"INSERT INTO g (id, up_id, v, w, label) VALUES (5, 6, 1.00, 2, 'x'), (6, 5, 1.00, 3, 'y')",
 			"1:-:4.00:14.00:-:-1 2:1:14.00:3.00:a:-1 3:2:3.00:0.00:b:7 4:4:10.00:10.00:self:4 5:6:3.00:2.00:y:2 6:5:2.00:3.00:x:3"},
-	} {
-		scalar(t, c, tc.sql)
-		if got := scalar(t, admin, rows); got != tc.want {
-			t.Fatalf("after %s:\n got %s\nwant %s", tc.sql, got, tc.want)
-		}
-	}
-	if n := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); n != "0" {
-		t.Fatalf("verify() found %s rows against their rules", n)
-	}
+	})
 }
 
 // TestTreeAndAnotherParent: rows of a tree that also sum into a parent
@@ -81,19 +86,11 @@ func TestTreeAndAnotherParent(t *testing.T) {
 		"SELECT pgrules.sum('g.sub', 'g.gf', via => 'g_up_id_fkey')",
 	})
 	scalar(t, c, "INSERT INTO c (id) VALUES (1), (2)")
-	for _, tc := range []struct{ sql, want string }{
+	treeSteps(t, c, admin, "SELECT string_agg(id || ':' || s, ' ' ORDER BY id) FROM c", []treeStep{
 		{"INSERT INTO g (id, c_id, v, w) VALUES (1, 1, 14.41, 4)", "1:14.41 2:0.00"},
 		{"INSERT INTO g (id, c_id, up_id, v) VALUES (2, 1, 1, 1.00), (3, 2, 1, 2.00)", "1:15.41 2:2.00"},
 		{"UPDATE g SET v = v + 1", "1:17.41 2:3.00"},
-	} {
-		scalar(t, c, tc.sql)
-		if got := scalar(t, admin, "SELECT string_agg(id || ':' || s, ' ' ORDER BY id) FROM c"); got != tc.want {
-			t.Fatalf("after %s: c is %s, want %s", tc.sql, got, tc.want)
-		}
-	}
-	if n := scalar(t, c, "SELECT count(*) FROM pgrules.verify()"); n != "0" {
-		t.Fatalf("verify() found %s rows against their rules", n)
-	}
+	})
 }
 
 // TestTreeDeletes deletes rows of a table that references itself, as
