@@ -214,7 +214,14 @@ func runOrders(ctx context.Context, h *harness) (report, error) {
 			out *float64
 		}{{"orders_rules", &w.Pgrules}, {"orders_none", &w.Relayed}} {
 			if *tg.out, err = h.writesPerTx(ctx, url(rules, tg.db), script, mode, pg.Port); err != nil {
-				return nil, err
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				// A count that fails (strace not allowed to trace, say)
+				// costs its table, not the measurements above.
+				rep.Writes, rep.WritesSkipped = nil, "counting failed: "+err.Error()
+				h.logf("orders: writes to PostgreSQL not counted: %v", err)
+				return rep, nil
 			}
 		}
 		h.logf("orders %-8s writes to PostgreSQL per transaction: %.1f through pgrules, %.1f relayed", mode, w.Pgrules, w.Relayed)
@@ -262,18 +269,25 @@ func cpuNote(r ordersRun) string {
 // writesPerTx counts pgrules' writes to PostgreSQL (on pgPort) for the
 // order transaction at 1 client against url: the difference between two
 // runs of ordersWriteTxs transactions, so that what a connection does
-// once (its start-up, the first preparing) cancels out.
+// once (its start-up, the first preparing) cancels out. A run before,
+// not traced, leaves out what pgrules does once per database (its first
+// session there starts the catalog's watcher and the outbox's
+// dispatcher, each with a connection of its own).
 func (h *harness) writesPerTx(ctx context.Context, url, script, mode string, pgPort int) (float64, error) {
+	bench := func(txs int) error {
+		out, err := h.pgbench(ctx, "-n", "-f", script, "-M", mode, "-t", strconv.Itoa(txs), "-c", "1", url)
+		if err != nil {
+			return err
+		}
+		_, err = parsePgbench(out, 1)
+		return err
+	}
+	if err := bench(ordersWriteTxs[0]); err != nil {
+		return 0, err
+	}
 	var counts [2]int
 	for i, txs := range ordersWriteTxs {
-		n, err := h.straceWrites(ctx, h.rulesSrv, pgPort, func() error {
-			out, err := h.pgbench(ctx, "-n", "-f", script, "-M", mode, "-t", strconv.Itoa(txs), "-c", "1", url)
-			if err != nil {
-				return err
-			}
-			_, err = parsePgbench(out, 1)
-			return err
-		})
+		n, err := h.straceWrites(ctx, h.rulesSrv, pgPort, func() error { return bench(txs) })
 		if err != nil {
 			return 0, err
 		}

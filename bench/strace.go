@@ -97,9 +97,7 @@ func (h *harness) straceWrites(ctx context.Context, s *server, port int, work fu
 		return 0, ctx.Err()
 	}
 	workErr := work()
-	// After SIGINT strace detaches and exits with 128+SIGINT.
-	var exit *exec.ExitError
-	if err := stop(); err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 128+int(syscall.SIGINT)) && workErr == nil {
+	if err := stop(); err != nil && !interrupted(err) && workErr == nil {
 		workErr = fmt.Errorf("strace: %v: %s", err, msgs.String())
 	}
 	if workErr != nil {
@@ -112,4 +110,15 @@ func (h *harness) straceWrites(ctx context.Context, s *server, port int, work fu
 	defer f.Close()
 	defer os.Remove(out)
 	return countWritesTo(f, port)
+}
+
+// interrupted tells whether err is the exit of a process by SIGINT: how
+// strace ends after detaching on SIGINT.
+func interrupted(err error) bool {
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		return false
+	}
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGINT
 }
