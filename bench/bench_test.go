@@ -130,9 +130,9 @@ func TestParseStatCPU(t *testing.T) {
 }
 
 func TestCountWritesTo(t *testing.T) {
-	// strace -f -yy: writes to the server (port 5432) on two connections,
-	// one interrupted by another thread, a write to the client, to an
-	// eventfd, to an IPv6 server, and a read from the server.
+	// strace -f -yy: writes to the server (port 5432) on three
+	// connections, one write interrupted by another thread; a write to the
+	// client, to an eventfd, to another port, and a read from the server.
 	const out = `101 write(14<TCP:[127.0.0.1:43254->127.0.0.1:5432]>, ""..., 69) = 69
 102 write(5<TCP:[127.0.0.1:6432->127.0.0.1:50186]>, ""..., 417) = 417
 101 writev(16<TCP:[127.0.0.1:43270->127.0.0.1:5432]>, [...], 2 <unfinished ...>
@@ -141,10 +141,14 @@ func TestCountWritesTo(t *testing.T) {
 104 write(9<TCPv6:[[::1]:40000->[::1]:5432]>, ""..., 12) = 12
 105 read(14<TCP:[127.0.0.1:43254->127.0.0.1:5432]>, ""..., 8192) = 20
 106 write(3<TCP:[127.0.0.1:54320->127.0.0.1:15432]>, ""..., 5) = 5
+101 write(14<TCP:[127.0.0.1:43254->127.0.0.1:5432]>, ""..., 12) = 12
+101 write(14<TCP:[127.0.0.1:43254->127.0.0.1:5432]>, ""..., 13) = 13
 `
-	n, err := countWritesTo(strings.NewReader(out), 5432)
-	if err != nil || n != 3 {
-		t.Errorf("countWritesTo = %d, %v; want 3", n, err)
+	for _, c := range []struct{ least, want int }{{1, 5}, {2, 3}, {4, 0}} {
+		n, err := countWritesTo(strings.NewReader(out), 5432, c.least)
+		if err != nil || n != c.want {
+			t.Errorf("countWritesTo(least %d) = %d, %v; want %d", c.least, n, err, c.want)
+		}
 	}
 }
 

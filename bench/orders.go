@@ -84,7 +84,8 @@ type ordersReport struct {
 	// transaction, as its trace reports them.
 	Trips []statementTrips `json:"round_trips"`
 	// Writes are pgrules' writes to PostgreSQL's sockets per transaction,
-	// counted with strace at 1 client; WritesSkipped says why not, if not.
+	// counted with strace at 1 client on the connections that carry one
+	// or more per transaction; WritesSkipped says why not, if not.
 	Writes        []ordersWrites `json:"socket_writes,omitempty"`
 	WritesSkipped string         `json:"socket_writes_skipped,omitempty"`
 }
@@ -272,7 +273,8 @@ func cpuNote(r ordersRun) string {
 // once (its start-up, the first preparing) cancels out. A run before,
 // not traced, leaves out what pgrules does once per database (its first
 // session there starts the catalog's watcher and the outbox's
-// dispatcher, each with a connection of its own).
+// dispatcher, each with a connection of its own). Only connections with
+// a write per transaction or more count (see countWritesTo).
 func (h *harness) writesPerTx(ctx context.Context, url, script, mode string, pgPort int) (float64, error) {
 	bench := func(txs int) error {
 		out, err := h.pgbench(ctx, "-n", "-f", script, "-M", mode, "-t", strconv.Itoa(txs), "-c", "1", url)
@@ -287,7 +289,7 @@ func (h *harness) writesPerTx(ctx context.Context, url, script, mode string, pgP
 	}
 	var counts [2]int
 	for i, txs := range ordersWriteTxs {
-		n, err := h.straceWrites(ctx, h.rulesSrv, pgPort, func() error { return bench(txs) })
+		n, err := h.straceWrites(ctx, h.rulesSrv, pgPort, txs, func() error { return bench(txs) })
 		if err != nil {
 			return 0, err
 		}
