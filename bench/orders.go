@@ -183,11 +183,11 @@ func runOrders(ctx context.Context, h *harness) (report, error) {
 					// The warm-up lets pgrules analyse the statements' shapes
 					// and every target fill its caches before it is timed.
 					if h.opts.warmup > 0 {
-						if _, err := h.ordersRun(ctx, nil, args(h.opts.warmup), clients); err != nil {
+						if _, err := h.pgbenchCPU(ctx, nil, args(h.opts.warmup), clients); err != nil {
 							return nil, fmt.Errorf("orders %s, %s, %d clients, warm-up: %w", t, mode, clients, err)
 						}
 					}
-					r, err := h.ordersRun(ctx, procs[t], args(h.opts.duration), clients)
+					r, err := h.pgbenchCPU(ctx, procs[t], args(h.opts.duration), clients)
 					if err != nil {
 						return nil, fmt.Errorf("orders %s, %s, %d clients: %w", t, mode, clients, err)
 					}
@@ -231,9 +231,9 @@ func runOrders(ctx context.Context, h *harness) (report, error) {
 	return rep, nil
 }
 
-// ordersRun runs pgbench with args and reads proc's CPU time around it,
+// pgbenchCPU runs pgbench with args and reads proc's CPU time around it,
 // when proc is not nil.
-func (h *harness) ordersRun(ctx context.Context, proc *server, args []string, clients int) (ordersRun, error) {
+func (h *harness) pgbenchCPU(ctx context.Context, proc *server, args []string, clients int) (ordersRun, error) {
 	var r ordersRun
 	var before time.Duration
 	var err error

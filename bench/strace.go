@@ -25,7 +25,7 @@ var reSocketWrite = regexp.MustCompile(`\b(?:write|writev|sendto|sendmsg)\(\d+<T
 
 // countWritesTo counts the lines of strace output that are writes to a
 // TCP connection whose remote end is on port, on the connections that
-// carry at least atLeast writes: the proxy's other connections to the same
+// carry atLeast writes or more: the proxy's other connections to the same
 // server (the catalog's watcher, the outbox's dispatcher) write now and
 // then, on their own clock, and would blur a count per transaction.
 func countWritesTo(r io.Reader, port, atLeast int) (int, error) {
@@ -49,8 +49,9 @@ func countWritesTo(r io.Reader, port, atLeast int) (int, error) {
 
 // straceWrites attaches strace to the server's process (every thread) for
 // as long as work runs, and counts the process's writes to sockets whose
-// remote end is on port, on connections with at least atLeast of them. strace slows every system call it traces, so
-// this counts and does not time.
+// remote end is on port, on connections with at least atLeast of them.
+// strace slows every system call it traces, so this counts and does not
+// time.
 func (h *harness) straceWrites(ctx context.Context, s *server, port, atLeast int, work func() error) (int, error) {
 	out := filepath.Join(h.tmp, "strace.out")
 	cmd := exec.Command("strace", "-f", "-yy", "-e", "trace=write,writev,sendto,sendmsg", "-e", "signal=none",
