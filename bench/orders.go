@@ -379,7 +379,7 @@ func (r *ordersReport) print(w io.Writer) {
 		fmt.Fprintf(w, "target: %s: %s (%s)\n", g.Name, verdict, g.Detail)
 	}
 	total := 0
-	fmt.Fprintf(w, "\nround trips from pgrules to PostgreSQL per statement of the transaction, as the engine's trace reports them:\n")
+	fmt.Fprintf(w, "\nround trips from pgrules to PostgreSQL per statement of one transaction in the simple protocol, as the engine's trace reports them:\n")
 	for _, t := range r.Trips {
 		fmt.Fprintf(w, "  %2d  %s\n", t.Trips, t.Statement)
 		total += t.Trips
