@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -157,7 +158,6 @@ func runOrders(ctx context.Context, h *harness) (report, error) {
 		ordersBouncer:  url(bouncer, "orders_bouncer"),
 		ordersNone:     pg.URL(tempdb.SuperUser, "orders_none"),
 	}
-	procs := map[string]*server{ordersPgrules: h.rulesSrv, ordersBouncer: h.bouncerSrv}
 	if err := demo.Exec(ctx, urls[ordersPgrules], demo.Rules); err != nil {
 		return nil, fmt.Errorf("define the rules through pgrules: %w", err)
 	}
@@ -166,37 +166,13 @@ func runOrders(ctx context.Context, h *harness) (report, error) {
 		return nil, err
 	}
 	rep := &ordersReport{Customers: ordersCustomers, DurationS: seconds(h.opts.duration), WarmupS: seconds(h.opts.warmup), Repeat: h.opts.repeat}
-	turn := 0
+	procs := map[string]*server{ordersPgrules: h.rulesSrv, ordersBouncer: h.bouncerSrv}
 	for _, mode := range proxyModes {
 		for _, clients := range creditClients {
-			cell := ordersCell{Protocol: mode, Clients: clients, Threads: min(clients, 2), Results: map[string]*ordersResult{}}
-			for _, t := range ordersTargets {
-				cell.Results[t] = &ordersResult{}
+			cell, err := h.ordersCell(ctx, script, mode, clients, urls, procs, len(rep.Cells))
+			if err != nil {
+				return nil, err
 			}
-			for rep := 1; rep <= h.opts.repeat; rep++ {
-				for i := range ordersTargets {
-					t := ordersTargets[(i+turn)%len(ordersTargets)]
-					args := func(d time.Duration) []string {
-						return []string{"-n", "-f", script, "-M", mode, "-T", strconv.Itoa(seconds(d)),
-							"-c", strconv.Itoa(clients), "-j", strconv.Itoa(cell.Threads), urls[t]}
-					}
-					// The warm-up lets pgrules analyse the statements' shapes
-					// and every target fill its caches before it is timed.
-					if h.opts.warmup > 0 {
-						if _, err := h.pgbenchCPU(ctx, nil, args(h.opts.warmup), clients); err != nil {
-							return nil, fmt.Errorf("orders %s, %s, %d clients, warm-up: %w", t, mode, clients, err)
-						}
-					}
-					r, err := h.pgbenchCPU(ctx, procs[t], args(h.opts.duration), clients)
-					if err != nil {
-						return nil, fmt.Errorf("orders %s, %s, %d clients: %w", t, mode, clients, err)
-					}
-					cell.Results[t].Runs = append(cell.Results[t].Runs, r)
-					h.logf("orders %-8s %d clients run %d/%d  %-18s %7.0f tps%s", mode, clients, rep, h.opts.repeat, t, r.TPS, cpuNote(r))
-				}
-				turn++
-			}
-			cell.summarise()
 			rep.Cells = append(rep.Cells, cell)
 		}
 	}
@@ -204,31 +180,77 @@ func runOrders(ctx context.Context, h *harness) (report, error) {
 	if rep.Trips, err = transactionTrips(ctx, urls[ordersPgrules]); err != nil {
 		return nil, err
 	}
-	if _, err := exec.LookPath("strace"); err != nil {
-		rep.WritesSkipped = "strace is not installed"
-		return rep, nil
+	if rep.Writes, err = h.ordersWrites(ctx, script, rules, pg.Port); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		// A count that fails (strace not installed, or not allowed to
+		// trace) costs its table, not the measurements above.
+		rep.WritesSkipped = err.Error()
+		h.logf("orders: writes to PostgreSQL not counted: %v", err)
 	}
+	return rep, nil
+}
+
+// ordersCell runs every target -repeat times in one mode with clients
+// clients, each run after a warm-up. The order of the targets rotates by
+// one from run to run and, with turn (the cell's number), from cell to
+// cell, so that a steady drift in the machine's load does not always land
+// on the same target.
+func (h *harness) ordersCell(ctx context.Context, script, mode string, clients int, urls map[string]string, procs map[string]*server, turn int) (ordersCell, error) {
+	cell := ordersCell{Protocol: mode, Clients: clients, Threads: min(clients, 2), Results: map[string]*ordersResult{}}
+	for _, t := range ordersTargets {
+		cell.Results[t] = &ordersResult{}
+	}
+	for run := 1; run <= h.opts.repeat; run++ {
+		for i := range ordersTargets {
+			t := ordersTargets[(i+turn+run)%len(ordersTargets)]
+			args := func(d time.Duration) []string {
+				return []string{"-n", "-f", script, "-M", mode, "-T", strconv.Itoa(seconds(d)),
+					"-c", strconv.Itoa(clients), "-j", strconv.Itoa(cell.Threads), urls[t]}
+			}
+			// The warm-up lets pgrules analyse the statements' shapes and
+			// every target fill its caches before it is timed.
+			if h.opts.warmup > 0 {
+				if _, err := h.pgbenchCPU(ctx, nil, args(h.opts.warmup), clients); err != nil {
+					return cell, fmt.Errorf("orders %s, %s, %d clients, warm-up: %w", t, mode, clients, err)
+				}
+			}
+			r, err := h.pgbenchCPU(ctx, procs[t], args(h.opts.duration), clients)
+			if err != nil {
+				return cell, fmt.Errorf("orders %s, %s, %d clients: %w", t, mode, clients, err)
+			}
+			cell.Results[t].Runs = append(cell.Results[t].Runs, r)
+			h.logf("orders %-8s %d clients run %d/%d  %-18s %7.0f tps%s", mode, clients, run, h.opts.repeat, t, r.TPS, cpuNote(r))
+		}
+	}
+	cell.summarise()
+	return cell, nil
+}
+
+// ordersWrites counts pgrules' writes to PostgreSQL per transaction in
+// each mode, with the rules and without logic.
+func (h *harness) ordersWrites(ctx context.Context, script string, rules, pgPort int) ([]ordersWrites, error) {
+	if _, err := exec.LookPath("strace"); err != nil {
+		return nil, errors.New("strace is not installed")
+	}
+	var out []ordersWrites
 	for _, mode := range proxyModes {
 		w := ordersWrites{Protocol: mode}
 		for _, tg := range []struct {
 			db  string
 			out *float64
 		}{{"orders_rules", &w.Pgrules}, {"orders_none", &w.Relayed}} {
-			if *tg.out, err = h.writesPerTx(ctx, url(rules, tg.db), script, mode, pg.Port); err != nil {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				// A count that fails (strace not allowed to trace, say)
-				// costs its table, not the measurements above.
-				rep.Writes, rep.WritesSkipped = nil, "counting failed: "+err.Error()
-				h.logf("orders: writes to PostgreSQL not counted: %v", err)
-				return rep, nil
+			n, err := h.writesPerTx(ctx, url(rules, tg.db), script, mode, pgPort)
+			if err != nil {
+				return nil, fmt.Errorf("counting failed: %w", err)
 			}
+			*tg.out = n
 		}
 		h.logf("orders %-8s writes to PostgreSQL per transaction: %.1f through pgrules, %.1f relayed", mode, w.Pgrules, w.Relayed)
-		rep.Writes = append(rep.Writes, w)
+		out = append(out, w)
 	}
-	return rep, nil
+	return out, nil
 }
 
 // pgbenchCPU runs pgbench with args and reads proc's CPU time around it,
