@@ -18,9 +18,9 @@ import (
 )
 
 // The "orders" section: the check-credit order transaction with little
-// contention, where the credit section's two customers make every order
-// wait for the lock of another until its COMMIT and so hide what a
-// statement costs. Each transaction picks one of ordersCustomers
+// contention. In the credit section every order waits for the lock that
+// another holds on one of two customers until its COMMIT, which hides
+// what a statement costs. Each transaction picks one of ordersCustomers
 // customers at random and pays the order, so that the rules (and the
 // triggers) adjust the customer too. It runs through pgrules with
 // rules.sql, directly with triggers.sql, through PgBouncer (session mode)
@@ -35,7 +35,7 @@ import (
 const ordersCustomers = 1000
 
 // ordersScript is one order: two lines, a quantity change, and payment.
-const ordersScript = `\set cust random(1, 1000)
+var ordersScript = fmt.Sprintf(`\set cust random(1, %d)
 \set qty random(1, 3)
 BEGIN;
 INSERT INTO orders (customer_id) VALUES (:cust) RETURNING id \gset
@@ -44,7 +44,7 @@ INSERT INTO lineitem (order_id, product_id, quantity) VALUES (:id, 2, 1);
 UPDATE lineitem SET quantity = quantity + 1 WHERE order_id = :id AND product_id = 1;
 UPDATE orders SET paid = true WHERE id = :id;
 COMMIT;
-`
+`, ordersCustomers)
 
 // ordersData adds customers to the scenario's two, with credit limits no
 // order comes near: the workload measures speed, not refusals.
@@ -63,7 +63,7 @@ const (
 
 var ordersTargets = []string{ordersPgrules, ordersTriggers, ordersBouncer, ordersNone}
 
-// The issue's targets: pgrules at least this fraction of the triggers'
+// The section's targets: pgrules at least this fraction of the triggers'
 // TPS at targetClients, and at 1 client against the triggers through
 // PgBouncer (the same relay hop as pgrules: the gate) and directly (the
 // aim).
