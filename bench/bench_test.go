@@ -115,3 +115,104 @@ func TestFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestParseStatCPU(t *testing.T) {
+	// A command name with a space and a parenthesis, utime 150, stime 25.
+	const stat = "4242 (pg rules) (x) S 1 4242 4242 0 -1 4194560 900 0 0 0 150 25 0 0 20 0 12 0 100 0 0"
+	if got, err := parseStatCPU(stat); err != nil || got != 175 {
+		t.Errorf("parseStatCPU = %d, %v; want 175", got, err)
+	}
+	for _, bad := range []string{"4242 pgrules S 1", "4242 (pgrules) S 1 2 3", "4242 (pgrules) S 1 4242 4242 0 -1 4194560 900 0 0 0 x 25"} {
+		if _, err := parseStatCPU(bad); err == nil {
+			t.Errorf("parseStatCPU(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCountWritesTo(t *testing.T) {
+	// strace -f -yy: writes to the server (port 5432) on three
+	// connections, one write interrupted by another thread; a write to the
+	// client, to an eventfd, to another port, and a read from the server.
+	const out = `101 write(14<TCP:[127.0.0.1:43254->127.0.0.1:5432]>, ""..., 69) = 69
+102 write(5<TCP:[127.0.0.1:6432->127.0.0.1:50186]>, ""..., 417) = 417
+101 writev(16<TCP:[127.0.0.1:43270->127.0.0.1:5432]>, [...], 2 <unfinished ...>
+103 write(7<anon_inode:[eventfd]>, ""..., 8) = 8
+101 <... writev resumed>) = 120
+104 write(9<TCPv6:[[::1]:40000->[::1]:5432]>, ""..., 12) = 12
+105 read(14<TCP:[127.0.0.1:43254->127.0.0.1:5432]>, ""..., 8192) = 20
+106 write(3<TCP:[127.0.0.1:54320->127.0.0.1:15432]>, ""..., 5) = 5
+101 write(14<TCP:[127.0.0.1:43254->127.0.0.1:5432]>, ""..., 12) = 12
+101 write(14<TCP:[127.0.0.1:43254->127.0.0.1:5432]>, ""..., 13) = 13
+`
+	for _, c := range []struct{ least, want int }{{1, 5}, {2, 3}, {4, 0}} {
+		n, err := countWritesTo(strings.NewReader(out), 5432, c.least)
+		if err != nil || n != c.want {
+			t.Errorf("countWritesTo(least %d) = %d, %v; want %d", c.least, n, err, c.want)
+		}
+	}
+}
+
+func TestPerTx(t *testing.T) {
+	// 10 writes once (start-up), 7 per transaction.
+	if got := perTx([2]int{10 + 7*50, 10 + 7*150}, [2]int{50, 150}); got != 7 {
+		t.Errorf("perTx = %v, want 7", got)
+	}
+}
+
+func TestOrdersGoals(t *testing.T) {
+	ms := func(v float64) *float64 { return &v }
+	cell := func(protocol string, clients int, rules, triggers, bouncer, none float64) ordersCell {
+		c := ordersCell{Protocol: protocol, Clients: clients, Results: map[string]*ordersResult{
+			// Two runs of pgrules: the median of their CPU per transaction.
+			ordersPgrules: {Runs: []ordersRun{
+				{pgbenchRun: pgbenchRun{TPS: rules, Transactions: 1000}, ProxyCPUMS: ms(800)},
+				{pgbenchRun: pgbenchRun{TPS: rules, Transactions: 2000}, ProxyCPUMS: ms(2000)},
+			}},
+			ordersTriggers: {Runs: []ordersRun{{pgbenchRun: pgbenchRun{TPS: triggers}}}},
+			ordersBouncer:  {Runs: []ordersRun{{pgbenchRun: pgbenchRun{TPS: bouncer, Transactions: 1000}, ProxyCPUMS: ms(200)}}},
+			ordersNone:     {Runs: []ordersRun{{pgbenchRun: pgbenchRun{TPS: none}}}},
+		}}
+		c.summarise()
+		return c
+	}
+	r := &ordersReport{Cells: []ordersCell{
+		// At 1 client pgrules passes the gate (0.95 of the triggers
+		// through PgBouncer) but not the aim (0.5 of them directly).
+		cell("simple", 1, 190, 380, 200, 400),
+		cell("simple", 8, 950, 1000, 900, 2000),
+	}}
+	c := r.Cells[0]
+	if c.RatioTriggers != 0.5 || c.RatioBouncer != 0.95 || c.RatioNone != 190.0/400 {
+		t.Errorf("ratios %+v", c)
+	}
+	if got := *c.Results[ordersPgrules].CPUMSPerTx; got != 0.9 {
+		t.Errorf("pgrules CPU %v ms/tx, want the median of 0.8 and 1.0", got)
+	}
+	if got := *c.Results[ordersBouncer].CPUMSPerTx; got != 0.2 {
+		t.Errorf("PgBouncer CPU %v ms/tx, want 0.2", got)
+	}
+	if c.Results[ordersTriggers].CPUMSPerTx != nil {
+		t.Error("CPU reported for a target without a proxy")
+	}
+	g := r.goals()
+	if len(g) != 3 || !g[0].Met || !g[1].Met || g[2].Met {
+		t.Errorf("want the 8-client target and the gate met, the aim missed: %+v", g)
+	}
+	r.Cells = append(r.Cells, cell("prepared", 8, 800, 1000, 900, 2000))
+	if g := r.goals(); g[0].Met || !strings.Contains(g[0].Detail, "prepared 0.80 (missed)") {
+		t.Errorf("8-client target met with prepared at 0.8: %+v", g[0])
+	}
+	r.Goals = g
+	r.WritesSkipped = "strace is not installed"
+	var b strings.Builder
+	r.print(&b)
+	if !strings.Contains(b.String(), "not counted: strace is not installed") {
+		t.Errorf("print left out why the writes were not counted:\n%s", b.String())
+	}
+}
+
+func TestOrdersFlag(t *testing.T) {
+	if _, s, err := parseFlags([]string{"-only", "orders"}, io.Discard); err != nil || len(s) != 1 || s[0].name != "orders" {
+		t.Errorf("-only orders: %v %v", s, err)
+	}
+}

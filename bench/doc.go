@@ -35,6 +35,15 @@
 // direct) is not lost in rounding. pgbench's own figure is in the JSON.
 // Section "credit" runs its three targets the same way (rotated, -repeat
 // times, the run of median TPS reported), without warm-up runs.
+// Section "orders" runs the order transaction with little contention (one
+// of 1,000 customers per order) like the proxy section runs pgbench -S: in
+// the three query modes at 1 and 8 clients, through pgrules, with the
+// triggers directly and through PgBouncer, and directly with no logic,
+// rotated, each run after a warm-up, medians of -repeat runs. It reads the
+// CPU time of pgrules' and PgBouncer's processes (/proc/<pid>/stat) around
+// each measured run, and, where strace is installed, counts pgrules' writes
+// to PostgreSQL's sockets per transaction at 1 client, in runs of their own
+// since strace slows the traced process.
 //
 // Progress goes to stderr, the report to stdout, and with -json a
 // machine-readable copy of all results (every run, not only medians) to a

@@ -48,6 +48,9 @@ type harness struct {
 	rulesPort   int
 	bouncerPort int
 	pgbenchDB   string
+	// The proxies' processes, whose CPU time a section may read.
+	rulesSrv   *server
+	bouncerSrv *server
 }
 
 type cleanup struct {
@@ -236,7 +239,7 @@ func (h *harness) pgrules(ctx context.Context) (int, error) {
 	if err := srv.ready(ctx, url(port, "postgres"), 15*time.Second); err != nil {
 		return 0, err
 	}
-	h.rulesPort = port
+	h.rulesPort, h.rulesSrv = port, srv
 	return port, nil
 }
 
@@ -336,6 +339,6 @@ ignore_startup_parameters = extra_float_digits
 	if err := srv.ready(ctx, url(port, "postgres"), 15*time.Second); err != nil {
 		return 0, err
 	}
-	h.bouncerPort = port
+	h.bouncerPort, h.bouncerSrv = port, srv
 	return port, nil
 }

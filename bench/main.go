@@ -56,6 +56,13 @@ var sections = []section{
 		needs: []string{needPostgres},
 		run:   runRules,
 	},
+	// Last, so that the sections before it run as they did without it.
+	{
+		name:  "orders",
+		about: "the order transaction with little contention (1,000 customers) through pgrules, with triggers directly and through PgBouncer, with no logic; simple, extended, prepared; the proxy's CPU and writes to the server per transaction",
+		needs: []string{needPostgres, needPgbench, needPgbouncer, needPgrules},
+		run:   runOrders,
+	},
 }
 
 type options struct {
@@ -92,7 +99,7 @@ func parseFlags(args []string, stderr io.Writer) (options, []section, error) {
 	fs.SetOutput(stderr)
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured pgbench run (whole seconds)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "length of the warm-up run before each measured run (whole seconds; 0 for none)")
-	fs.IntVar(&o.repeat, "repeat", 1, "runs per cell and target in the proxy and credit sections; the median is reported")
+	fs.IntVar(&o.repeat, "repeat", 1, "runs per cell and target in the proxy, credit and orders sections; the median is reported")
 	fs.IntVar(&o.scale, "scale", 10, "pgbench -i scale factor")
 	fs.StringVar(&only, "only", "", "run only these sections (comma-separated)")
 	fs.Var(&env, "pgrules-env", "KEY=VALUE added to pgrules' environment, e.g. GOMAXPROCS=1 or PGRULES_MAX_CONNECTIONS=50 (repeatable)")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -151,4 +152,46 @@ func tail(s string, n int) string {
 		s = "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// userHZ is the unit of the CPU times in /proc/<pid>/stat: USER_HZ, which
+// Linux fixes at 100 for user space whatever the kernel's own tick rate.
+const userHZ = 100
+
+// cpu is the CPU time the server's process (all its threads) has used so
+// far, user and system time together.
+func (s *server) cpu() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("%s's CPU time: %w", s.name, err)
+	}
+	ticks, err := parseStatCPU(string(b))
+	if err != nil {
+		return 0, fmt.Errorf("%s's CPU time: %w", s.name, err)
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
+}
+
+// parseStatCPU returns utime+stime, in clock ticks, from the line of
+// /proc/<pid>/stat. The fields are counted from the last ")": the
+// command's name before it may itself hold spaces and parentheses.
+func parseStatCPU(stat string) (int64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("no command name in %q", tail(stat, 200))
+	}
+	// After the name come state (field 3) ... utime (14) and stime (15).
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%d fields after the command name in %q", len(f), tail(stat, 200))
+	}
+	var total int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("CPU time %q: %w", v, err)
+		}
+		total += n
+	}
+	return total, nil
 }
