@@ -10,10 +10,11 @@ import (
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
 	"github.com/pgrules/pgrules/sqlparse"
+	"github.com/pgrules/pgrules/stmt"
 )
 
 // The engine runs ON CONFLICT DO UPDATE by looking for the conflicting
-// rows itself (run.go, upsert), by equality of key columns. The arbiter
+// rows itself (upsert, below), by equality of key columns. The arbiter
 // PostgreSQL would take — the constraint named, or the unique indexes the
 // conflict target infers — is resolved here from the catalog to those
 // columns, with the partial index's predicate when the arbiter is one;
@@ -292,4 +293,135 @@ func (r *runner) inIndex(tr *tableRules, predicate string, proposed []*change) (
 		in[i] = string(vals[1]) == "t"
 	}
 	return in, nil
+}
+
+// upsert runs INSERT ... ON CONFLICT (keys) DO UPDATE: the rows that
+// conflict with a row already there (locked, in key order) become updates
+// of it, with the SET values computed by the server from the row and
+// excluded, where the WHERE condition holds; the others are inserted. Both
+// go through the rules; the client gets both parts' RETURNING rows
+// (inserted ones first) and a tag counting both. A row inserted
+// concurrently after the look-up makes the insert fail with the server's
+// unique violation rather than go past the rules.
+// upsertUpdates are the updates of the rows there that the proposed rows
+// conflict with (pairs: old the row there, new the proposed one), where
+// DO UPDATE's WHERE holds: the SET values, computed by the server with the
+// row there as the table's alias and the proposed row as excluded.
+func (r *runner) upsertUpdates(tr *tableRules, w *writeStmt, pairs []*change, p clientParams) ([]*change, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	u, t := w.upsert, w.table
+	var updates []*change
+	if err := r.refuseDerivedSet(tr, u.setCols); err != nil {
+		return nil, r.fail(asPgError(err))
+	}
+	n := len(p.values)
+	var arrays [][]byte
+	ctids := make([][]byte, len(pairs))
+	for i, pc := range pairs {
+		ctids[i] = pc.old.ctid
+	}
+	arrays = append(arrays, textArray(ctids))
+	cols := []string{"CAST(pgrules_u.k AS tid) AS pgrules_ctid"}
+	args := []string{fmt.Sprintf("$%d::text[]", n+1)}
+	unames := []string{"k"}
+	for i, c := range w.insertCols {
+		vals := make([][]byte, len(pairs))
+		for j, pc := range pairs {
+			vals[j] = pc.new.text[tr.index[c.Name]]
+		}
+		arrays = append(arrays, textArray(vals))
+		cols = append(cols, fmt.Sprintf("CAST(pgrules_u.c%d AS %s) AS %s", i+1, c.Type, quoteIdent(c.Name)))
+		args = append(args, fmt.Sprintf("$%d::text[]", n+i+2))
+		unames = append(unames, fmt.Sprintf("c%d", i+1))
+	}
+	where := "true"
+	if u.where != "" {
+		where = "coalesce((" + u.where + "), false)"
+	}
+	// The server's rows come in its own order: they are matched by ctid.
+	sql := fmt.Sprintf("SELECT %s.ctid, %s, %s FROM %s AS %s, (SELECT %s FROM %s AS pgrules_u(%s)) AS excluded WHERE %s.ctid = excluded.pgrules_ctid",
+		w.alias, where, strings.Join(u.values, ", "), qualified(t), w.alias, strings.Join(cols, ", "), unnestFrom(args...), strings.Join(unames, ", "), w.alias)
+	res, err := r.clientStatement(sql, p, nil, arrays...)
+	if err != nil {
+		return nil, err
+	}
+	byCtid := make(map[string]*change, len(pairs))
+	for _, pc := range pairs {
+		byCtid[string(pc.old.ctid)] = pc
+	}
+	for _, vals := range res.Rows {
+		pc := byCtid[string(vals[0])]
+		if pc == nil || string(vals[1]) != "t" {
+			continue // DO UPDATE ... WHERE is false: the row is left
+		}
+		nw := pc.old.clone(t)
+		for i, c := range u.setCols {
+			j := tr.index[c.Name]
+			nw.text[j] = vals[2+i]
+			v, err := ParseValue(c.Kind, nw.text[j])
+			if err != nil {
+				v = string(nw.text[j])
+			}
+			nw.vals[c.Name] = v
+		}
+		updates = append(updates, &change{verb: verbUpdate, old: pc.old, new: nw})
+	}
+	return updates, nil
+}
+
+func (r *runner) upsert(tr *tableRules, w *writeStmt, proposed []*change, p clientParams, resultFormats []int16) (*stmt.Result, error) {
+	r.noFollow = true
+	defer func() { r.noFollow = false }()
+	existing, err := r.conflicts(tr, w.upsert, proposed)
+	if err != nil {
+		return nil, err
+	}
+	var inserts, pairs []*change // pairs conflict: old is the row there, new the proposed one
+	for _, ch := range proposed {
+		if old := existing[ch]; old != nil {
+			pairs = append(pairs, &change{verb: verbUpdate, old: old, new: ch.new})
+		} else {
+			inserts = append(inserts, ch)
+		}
+	}
+	updates, err := r.upsertUpdates(tr, w, pairs, p)
+	if err != nil {
+		return nil, err
+	}
+	r.tracef("ON CONFLICT: %d row(s) to insert, %d to update", len(inserts), len(updates))
+	for _, changes := range [][]*change{inserts, updates} {
+		if err := r.fire(tr, timingEarly, changes, nil, nil); err != nil {
+			return nil, err
+		}
+		if err := r.derive(tr, changes, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.fire(tr, timingPreInsert, inserts, nil, nil); err != nil {
+		return nil, err
+	}
+	ins := *w
+	ins.upsert = nil
+	out, written, err := r.clientWrite(tr, &ins, inserts, p, resultFormats)
+	if err != nil {
+		return nil, err
+	}
+	if len(updates) > 0 {
+		upd := *w
+		upd.upsert, upd.verb, upd.setCols = nil, verbUpdate, w.upsert.setCols
+		res, more, err := r.clientWrite(tr, &upd, updates, p, resultFormats)
+		if err != nil {
+			return nil, err
+		}
+		out.Rows = append(out.Rows, res.Rows...)
+		written = append(written, more...)
+	}
+	out.Tag = tagOf(verbInsert, len(written))
+	r.returnedRows(w, out, written)
+	if err := r.afterWrite(tr, written); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -13,7 +13,7 @@
 // (write.go; its SET list in assign.go, an ON CONFLICT's arbiter in
 // conflict.go, a RETURNING that names a FROM list in returning.go), and
 // runs it on the client's own connection, inside the
-// client's transaction (run.go): materialise the row changes, derive,
+// client's transaction (run.go, a file a step): materialise the row changes, derive,
 // write, adjust parents, check, cascade — a round trip per level of the
 // rules, not per row; an insert whose derivations translate exactly to
 // SQL is one statement and one round trip (onetrip.go). A table's own
