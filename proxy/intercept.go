@@ -640,11 +640,15 @@ func (s *session) runBatch() error {
 	defer s.x.reset()
 	ctx := context.Background()
 	t := &implicitTx{s: s, c: &upstreamConn{s: s}}
+	s.flushed = s.x.forwarded
 	failed, skipping, err := s.runHeld(ctx, t, s.x.msgs[:len(s.x.msgs)-1]) // without the Sync
 	if err != nil {
 		return err
 	}
-	if skipping || !t.open {
+	// Outside the proxy's transaction the batch's Sync is the server's to
+	// answer; but when the engine's statements came last, their own Sync
+	// has already been answered, and the server's state is known.
+	if (skipping || !t.open) && s.flushed {
 		if err := s.syncUpstream(); err != nil {
 			return err
 		}
@@ -724,6 +728,7 @@ func (s *session) relayRun(ctx context.Context, t *implicitTx, run []batchMsg) (
 	if err := s.send(s.x.batch[run[0].start:run[len(run)-1].end], flushMsg); err != nil {
 		return true, err
 	}
+	s.flushed = true
 	s.noteBound(run, false)
 	for _, m := range run {
 		quiet := ""
@@ -758,6 +763,7 @@ func (s *session) syncUpstream() error {
 	if err := s.send(syncMsg); err != nil {
 		return err
 	}
+	s.flushed = false
 	for {
 		typ, body, err := s.readUpstream()
 		if err != nil {

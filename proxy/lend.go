@@ -235,6 +235,7 @@ func (c *upstreamConn) roundTrip(msgs ...pgproto3.FrontendMessage) ([]*stmt.Resu
 	if err := c.send(msgs...); err != nil {
 		return nil, err
 	}
+	c.s.flushed = false
 	berr := c.drained()
 	results, err := c.collect()
 	if berr != nil {

@@ -114,6 +114,11 @@ type session struct {
 	returned   chan struct{} // frontend loop to backend loop: they are back
 	// x is the frontend loop's state of extended-protocol batches.
 	x extState
+	// flushed is set, during a borrow, while what went upstream last ended
+	// with a Flush rather than a Sync or a Query: only then does the
+	// server owe a Sync before the batch's ReadyForQuery. Owned by the
+	// frontend loop.
+	flushed bool
 	// holdTag, while a Query's last statement runs, keeps its
 	// CommandComplete in heldTag instead of sending it: PostgreSQL ends the
 	// Query's transaction before it reports the last statement complete, so
