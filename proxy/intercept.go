@@ -341,7 +341,7 @@ func (s *session) runQuery(text string) error {
 // Query in the batch's transaction and end it there; after an error in the
 // batch it would ignore the Query, as everything else up to the Sync.
 func (s *session) runBatchThenQuery(text string) error {
-	if err := s.borrow(); err != nil {
+	if err := s.borrowHeld(); err != nil {
 		return err
 	}
 	defer s.giveBack()
@@ -633,14 +633,13 @@ func (s *session) readyForQuery() error {
 // engine wants, in the transactions PostgreSQL would run it in
 // (implicit.go).
 func (s *session) runBatch() error {
-	if err := s.borrow(); err != nil {
+	if err := s.borrowHeld(); err != nil {
 		return err
 	}
 	defer s.giveBack()
 	defer s.x.reset()
 	ctx := context.Background()
 	t := &implicitTx{s: s, c: &upstreamConn{s: s}}
-	s.flushed = s.x.forwarded
 	failed, skipping, err := s.runHeld(ctx, t, s.x.msgs[:len(s.x.msgs)-1]) // without the Sync
 	if err != nil {
 		return err
@@ -686,13 +685,70 @@ func (s *session) runHeld(ctx context.Context, t *implicitTx, msgs []batchMsg) (
 		if err != nil {
 			return true, false, err
 		}
+		if j < len(msgs) && msgs[j].exec != nil && aheadable(msgs[i:j]) {
+			s.ahead = msgs[i:j]
+			s.noteBound(s.ahead, false)
+			i = j
+			continue
+		}
 		if failed, err = s.relayRun(ctx, t, msgs[i:j]); err != nil {
 			return true, false, err
 		}
 		skipping = failed
 		i = j
 	}
-	return failed, skipping, nil
+	if err := s.flushAhead(); err != nil {
+		return true, false, err
+	}
+	if s.aheadFailed {
+		s.aheadFailed, failed = false, true
+	}
+	// A failure behind messages that went at a Flush may have left the
+	// server skipping to the next Sync.
+	return failed, skipping || failed && s.flushed, nil
+}
+
+// aheadable reports whether a run of messages may wait to go upstream in
+// front of the engine's statement for the Execute that follows it: it
+// executes nothing, so the server answers each message at once, and no
+// answer but an error changes what the engine does.
+func aheadable(run []batchMsg) bool {
+	for _, m := range run {
+		if m.typ == 'E' || m.typ == 'H' || m.tx != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// flushAhead sends the held-back run on its own, as relayRun would, when
+// something other than the engine's statement must go upstream or to the
+// client first.
+func (s *session) flushAhead() error {
+	run := s.ahead
+	if run == nil {
+		return nil
+	}
+	s.ahead = nil
+	if err := s.send(s.x.batch[run[0].start:run[len(run)-1].end], flushMsg); err != nil {
+		return err
+	}
+	s.flushed = true
+	failed, err := s.relayAhead(run)
+	s.aheadFailed = failed
+	return err
+}
+
+// relayAhead relays the server's answers to a held-back run; it reports
+// whether one was an error.
+func (s *session) relayAhead(run []batchMsg) (bool, error) {
+	for _, m := range run {
+		ok, err := s.relayResponses(m, "")
+		if err != nil || !ok {
+			return true, err
+		}
+	}
+	return false, nil
 }
 
 // heldRun is the end of the run of messages from i that go upstream
@@ -722,6 +778,9 @@ func (s *session) heldRun(t *implicitTx, msgs []batchMsg, i int) (int, error) {
 // relayRun sends a run of batch messages upstream and relays their
 // responses. It reports whether one failed.
 func (s *session) relayRun(ctx context.Context, t *implicitTx, run []batchMsg) (bool, error) {
+	if err := s.flushAhead(); err != nil || s.aheadFailed {
+		return true, err
+	}
 	if err := t.c.flushBegin(ctx); err != nil {
 		return true, err
 	}
@@ -760,6 +819,9 @@ var flushMsg = []byte{'H', 0, 0, 0, 4}
 
 // syncUpstream sends a Sync and waits for its ReadyForQuery.
 func (s *session) syncUpstream() error {
+	if err := s.flushAhead(); err != nil {
+		return err
+	}
 	if err := s.send(syncMsg); err != nil {
 		return err
 	}

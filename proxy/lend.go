@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgrules/pgrules/pgerr"
@@ -30,7 +31,10 @@ import (
 // (acquire) waits for the Sync alone.
 //
 // Either way responses stay in order without a queue of routes, and the
-// relay path pays nothing for it.
+// relay path pays nothing for it. A batch the frontend loop held back
+// whole has nothing on its way (borrowHeld): its handover is at the first
+// send, which carries the batch's messages in front of an Execute the
+// engine runs (session.ahead) with the engine's first statement.
 
 // handover is what a borrow still waits for.
 type handover uint8
@@ -56,6 +60,21 @@ func (s *session) borrow() error {
 		return err
 	}
 	s.unsynced.Store(true) // busy until given back, whatever ReadyForQuery says
+	return nil
+}
+
+// borrowHeld is borrow for running the batch the frontend loop holds back:
+// unless part of it went upstream at a Flush, nothing of it is on its way,
+// and with every earlier request answered the handover needs no Sync.
+func (s *session) borrowHeld() error {
+	s.flushed, s.ahead, s.aheadFailed = s.x.forwarded, nil, false
+	if s.pending.Load() != 0 || s.x.forwarded {
+		return s.borrow()
+	}
+	if !s.beginBatch() {
+		return shutdownError()
+	}
+	s.due = dueFirst
 	return nil
 }
 
@@ -102,6 +121,10 @@ func (s *session) send(data ...[]byte) error {
 // client without having sent anything upstream: it asks for the handover
 // with a Sync alone.
 func (s *session) acquire() error {
+	if s.ahead != nil {
+		// Its answers go to the client first; sending it hands over.
+		return s.flushAhead()
+	}
 	switch s.due {
 	case dueNone:
 		return nil
@@ -155,8 +178,9 @@ type upstreamConn struct {
 	// begin is set while the BEGIN of a transaction the proxy opens around
 	// an autocommit statement has not gone upstream: it goes in front of
 	// the next statement, in the same round trip, and its answer is read
-	// first (drain).
-	begin, drain bool
+	// first (drain). skippedBegin is set when the server skipped it behind
+	// a failed message sent ahead.
+	begin, drain, skippedBegin bool
 	// paramTypes is the last ParameterDescription collect read.
 	paramTypes []uint32
 }
@@ -189,7 +213,22 @@ func (c *upstreamConn) drained() error {
 var _ stmt.Conn = (*upstreamConn)(nil)
 
 func (c *upstreamConn) send(msgs ...pgproto3.FrontendMessage) error {
+	s := c.s
+	if _, synced := msgs[len(msgs)-1].(*pgproto3.Sync); !synced {
+		// A Query behind a failed message would get no answer at all.
+		if err := s.flushAhead(); err != nil {
+			return err
+		}
+	}
+	if s.aheadFailed {
+		return errAheadFailed
+	}
 	buf := c.buf[:0]
+	ahead := s.ahead
+	if ahead != nil {
+		s.ahead = nil
+		buf = append(buf, s.x.batch[ahead[0].start:ahead[len(ahead)-1].end]...)
+	}
 	if c.begin {
 		c.begin, c.drain = false, true
 		msgs = append([]pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}}, msgs...)
@@ -201,8 +240,36 @@ func (c *upstreamConn) send(msgs ...pgproto3.FrontendMessage) error {
 		}
 	}
 	c.buf = buf
-	return c.s.send(buf)
+	if err := s.send(buf); err != nil {
+		return err
+	}
+	if ahead == nil {
+		return nil
+	}
+	failed, err := s.relayAhead(ahead)
+	if err != nil || !failed {
+		return err
+	}
+	// The server skipped the rest up to the Sync, the BEGIN with it.
+	s.aheadFailed, c.drain, c.skippedBegin = true, false, c.drain
+	for {
+		typ, body, err := s.readUpstream()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case 'Z':
+			return errAheadFailed
+		case 'N', 'A':
+			writeMessage(s.cw, typ, body)
+		}
+	}
 }
+
+// errAheadFailed is what the engine's statement gets when a message the
+// client sent in front of it failed: the server skipped the statement, and
+// the client has the server's error.
+var errAheadFailed = errors.New("a message sent ahead of the statement failed")
 
 // Exec implements stmt.Conn.
 func (c *upstreamConn) Exec(ctx context.Context, st stmt.Statement) (*stmt.Result, error) {

@@ -47,9 +47,13 @@ func (s *session) noteBound(msgs []batchMsg, early bool) {
 func (s *session) execPortal(ctx context.Context, t *implicitTx, m batchMsg) (bool, error) {
 	p := m.exec
 	// Every earlier ReadyForQuery must have been read before the
-	// transaction the portal lives in can be told to have ended.
-	if err := s.acquire(); err != nil {
-		return true, err
+	// transaction the portal lives in can be told to have ended. With
+	// nothing on its way, there is none to read, and the messages held
+	// back for the engine's statement go with it.
+	if s.due == dueSync {
+		if err := s.acquire(); err != nil {
+			return true, err
+		}
 	}
 	if !p.sent || p.ends != s.txEnds.Load() && !(p.flushed && s.x.forwarded) {
 		return true, s.portalError(ctx, t, pgerr.InvalidCursorName, "portal \"%s\" does not exist", p.name)
@@ -60,12 +64,26 @@ func (s *session) execPortal(ctx context.Context, t *implicitTx, m batchMsg) (bo
 		}
 		res, err := s.rules.Exec(ctx, t.c, p.st)
 		p.ran = true
+		if ferr := s.flushAhead(); ferr != nil {
+			return true, ferr
+		}
+		if s.aheadFailed {
+			// The client has the server's error for its own message,
+			// and the statement did not run; nor did a BEGIN behind it.
+			if t.c.begin || t.c.skippedBegin {
+				t.c.begin, t.c.skippedBegin, t.open = false, false, false
+			}
+			return true, nil
+		}
 		if err != nil || res.Fields == nil {
 			return err != nil, s.reply(res, err, false)
 		}
 		p.res = res
 	} else if p.res == nil {
 		return true, s.portalError(ctx, t, pgerr.ObjectNotInPrereqState, "portal \"%s\" cannot be run", p.name)
+	}
+	if err := s.acquire(); err != nil {
+		return true, err
 	}
 	rows := p.res.Rows
 	n := len(rows)

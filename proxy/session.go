@@ -119,6 +119,13 @@ type session struct {
 	// server owe a Sync before the batch's ReadyForQuery. Owned by the
 	// frontend loop.
 	flushed bool
+	// ahead is a run of the batch's messages held back to go upstream in
+	// front of the engine's first statement (see relayAhead); aheadFailed
+	// is set once the server answered one of them with an error, after
+	// which the engine's statements are not sent. Owned by the frontend
+	// loop.
+	ahead       []batchMsg
+	aheadFailed bool
 	// holdTag, while a Query's last statement runs, keeps its
 	// CommandComplete in heldTag instead of sending it: PostgreSQL ends the
 	// Query's transaction before it reports the last statement complete, so

@@ -217,6 +217,61 @@ func sqlStateOf(err error) string {
 	return ""
 }
 
+// TestInterceptAheadFails: the client's Parse, Bind and Describe of a
+// statement the engine runs go upstream in front of the engine's first
+// statement, in one exchange. When the server refuses one of them (here a
+// Bind whose binary int4 is two bytes long), the client gets that error
+// and nothing else, the engine's statements do not run, and the session,
+// in a transaction block or not, goes on as the server would have.
+func TestInterceptAheadFails(t *testing.T) {
+	db := shared.newDB(t)
+	admin := connect(t, shared.url("", "", db))
+	scalar(t, admin, "CREATE TABLE t (id serial PRIMARY KEY, v int); CREATE TABLE audit (stmt text)")
+	p := startProxy(t, shared, withRules(&auditRules{}))
+	c := ftDial(t, p.Addr)
+	c.login(db)
+	const insert = "INSERT INTO t(v) VALUES ($1) /*engine*/"
+	batch := func(v []byte) {
+		c.send(&pgproto3.Parse{Query: insert, ParameterOIDs: []uint32{23}},
+			&pgproto3.Bind{ParameterFormatCodes: []int16{1}, Parameters: [][]byte{v}},
+			&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	}
+	expect := func(what string, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			m := c.recv()
+			got := fmt.Sprintf("%T", m)
+			switch m := m.(type) {
+			case *pgproto3.ErrorResponse:
+				got += " " + m.Code
+			case *pgproto3.ReadyForQuery:
+				got += " " + string(m.TxStatus)
+			case *pgproto3.CommandComplete:
+				got += " " + string(m.CommandTag)
+			}
+			if got != w {
+				t.Fatalf("%s: got %s, want %s", what, got, w)
+			}
+		}
+	}
+	bad, good := []byte{0, 1}, []byte{0, 0, 0, 5}
+	batch(bad)
+	expect("bad Bind, autocommit", "*pgproto3.ParseComplete", "*pgproto3.ErrorResponse 08P01", "*pgproto3.ReadyForQuery I")
+	batch(good)
+	expect("good Bind", "*pgproto3.ParseComplete", "*pgproto3.BindComplete", "*pgproto3.NoData", "*pgproto3.CommandComplete INSERT 0 1", "*pgproto3.ReadyForQuery I")
+	c.send(&pgproto3.Query{String: "BEGIN"})
+	expect("BEGIN", "*pgproto3.CommandComplete BEGIN", "*pgproto3.ReadyForQuery T")
+	batch(good)
+	expect("good Bind in a block", "*pgproto3.ParseComplete", "*pgproto3.BindComplete", "*pgproto3.NoData", "*pgproto3.CommandComplete INSERT 0 1", "*pgproto3.ReadyForQuery T")
+	batch(bad)
+	expect("bad Bind in a block", "*pgproto3.ParseComplete", "*pgproto3.ErrorResponse 08P01", "*pgproto3.ReadyForQuery E")
+	c.send(&pgproto3.Query{String: "ROLLBACK"})
+	expect("ROLLBACK", "*pgproto3.CommandComplete ROLLBACK", "*pgproto3.ReadyForQuery I")
+	if got := scalar(t, admin, "SELECT (SELECT count(*) FROM t) || '/' || (SELECT count(*) FROM audit)"); got != "1/1" {
+		t.Fatalf("rows/audit rows: %s, want 1/1 (the good autocommit insert only)", got)
+	}
+}
+
 // TestInterceptFlush: a batch that executes a statement the engine wants
 // and then waits at a Flush cannot be run (the statement and its rules must
 // commit together, which needs the Sync): it is refused with 0A000, the
@@ -308,5 +363,29 @@ func TestInterceptCopyIn(t *testing.T) {
 	c.expectFatal("08P01")
 	if got := scalar(t, admin, "SELECT count(*) FROM t"); got != "3" {
 		t.Fatalf("%s rows after the protocol violation, want 3", got)
+	}
+}
+
+// TestAheadFailsWithRules: the same through the rules engine, in the
+// extended protocol as drivers send it: a Bind the server refuses fails
+// the statement with the server's error, nothing of it is written, and the
+// next statement runs its rules.
+func TestAheadFailsWithRules(t *testing.T) {
+	c, admin, _, _ := rulesDB(t, "CREATE TABLE p (id int PRIMARY KEY, total int); CREATE TABLE c (id int PRIMARY KEY, p_id int REFERENCES p, v int)",
+		[]string{"SELECT pgrules.sum('p.total', 'c.v')"})
+	ctx := context.Background()
+	scalar(t, c, "INSERT INTO p (id) VALUES (1)")
+	const insert = "INSERT INTO c (id, p_id, v) VALUES ($1, 1, $2)"
+	oids := []uint32{23, 23}
+	rr := c.ExecParams(ctx, insert, [][]byte{{0, 0, 0, 1}, {0, 7}}, oids, []int16{1}, nil).Read()
+	if sqlStateOf(rr.Err) != "08P01" || c.TxStatus() != 'I' {
+		t.Fatalf("bad Bind: %v, status %c", rr.Err, c.TxStatus())
+	}
+	rr = c.ExecParams(ctx, insert, [][]byte{{0, 0, 0, 1}, {0, 0, 0, 7}}, oids, []int16{1}, nil).Read()
+	if rr.Err != nil || rr.CommandTag.String() != "INSERT 0 1" {
+		t.Fatalf("good Bind: %+v", rr)
+	}
+	if got := scalar(t, admin, "SELECT (SELECT count(*) FROM c) || '/' || (SELECT total FROM p)"); got != "1/7" {
+		t.Fatalf("children/total: %s, want 1/7", got)
 	}
 }
