@@ -742,6 +742,7 @@ func (s *session) flushAhead() error {
 // relayAhead relays the server's answers to a held-back run; it reports
 // whether one was an error.
 func (s *session) relayAhead(run []batchMsg) (bool, error) {
+	defer s.flushNotices()
 	for _, m := range run {
 		ok, err := s.relayResponses(m, "")
 		if err != nil || !ok {

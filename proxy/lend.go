@@ -49,6 +49,7 @@ const (
 // handed over when the next thing is sent upstream (send), or at acquire.
 // It returns an error when the session is shutting down.
 func (s *session) borrow() error {
+	s.began = s.exchanges
 	if s.pending.Load() == 0 && !s.unsynced.Load() {
 		if !s.beginBatch() { // busy until given back, whatever ReadyForQuery says
 			return shutdownError()
@@ -71,6 +72,7 @@ func (s *session) borrowHeld() error {
 	if s.pending.Load() != 0 || s.x.forwarded {
 		return s.borrow()
 	}
+	s.began = s.exchanges
 	if !s.beginBatch() {
 		return shutdownError()
 	}
@@ -100,6 +102,7 @@ func (s *session) send(data ...[]byte) error {
 		s.lendWanted.Store(true)
 	}
 	s.due = dueNone
+	s.exchanges++
 	for _, d := range data {
 		s.uw.Write(d)
 	}
@@ -127,6 +130,7 @@ func (s *session) acquire() error {
 	}
 	switch s.due {
 	case dueNone:
+		s.flushNotices()
 		return nil
 	case dueFirst:
 		// Nothing is on its way to wake the backend loop: a Sync is.
@@ -134,7 +138,11 @@ func (s *session) acquire() error {
 			return err
 		}
 	}
-	return s.send()
+	if err := s.send(); err != nil {
+		return err
+	}
+	s.flushNotices()
+	return nil
 }
 
 // giveBack returns the upstream reader and the client writer to the
@@ -244,6 +252,7 @@ func (c *upstreamConn) send(msgs ...pgproto3.FrontendMessage) error {
 		return err
 	}
 	if ahead == nil {
+		s.flushNotices()
 		return nil
 	}
 	failed, err := s.relayAhead(ahead)
@@ -343,17 +352,34 @@ func (c *upstreamConn) TxStatus() stmt.TxStatus {
 // TxEnds implements stmt.Conn.
 func (c *upstreamConn) TxEnds() uint64 { return c.s.txEnds.Load() }
 
+// Exchanges implements stmt.Conn.
+func (c *upstreamConn) Exchanges() (now, began uint64) { return c.s.exchanges, c.s.began }
+
 // Parameter implements stmt.Conn.
 func (c *upstreamConn) Parameter(name string) string { return c.s.parameter(name) }
 
 // Notice implements stmt.Conn.
 func (c *upstreamConn) Notice(message string) {
-	if c.s.acquire() != nil {
+	buf, err := (&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: pgerr.SuccessfulCompletion, Message: message}).Encode(nil)
+	if err != nil {
 		return
 	}
-	buf, err := (&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: pgerr.SuccessfulCompletion, Message: message}).Encode(nil)
-	if err == nil {
-		c.s.cw.Write(buf)
+	if c.s.ahead != nil || c.s.due != dueNone {
+		// Held until the client writer is handed over with the answer to
+		// the next exchange (and after the answers to the messages sent
+		// ahead): a notice must not cost an exchange of its own.
+		c.s.notices = append(c.s.notices, buf...)
+		return
+	}
+	c.s.cw.Write(buf)
+}
+
+// flushNotices writes the held notices to the client; the frontend loop
+// holds the client writer.
+func (s *session) flushNotices() {
+	if len(s.notices) > 0 {
+		s.cw.Write(s.notices)
+		s.notices = s.notices[:0]
 	}
 }
 

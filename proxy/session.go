@@ -126,6 +126,14 @@ type session struct {
 	// loop.
 	ahead       []batchMsg
 	aheadFailed bool
+	// notices are the engine's NoticeResponses (its trace) held while
+	// ahead waits: the answers to the client's messages come first.
+	// Owned by the frontend loop.
+	notices []byte
+	// exchanges counts the writes upstream during borrows that await an
+	// answer, began its value when the borrow began (stmt.Conn.Exchanges).
+	// Owned by the frontend loop.
+	exchanges, began uint64
 	// holdTag, while a Query's last statement runs, keeps its
 	// CommandComplete in heldTag instead of sending it: PostgreSQL ends the
 	// Query's transaction before it reports the last statement complete, so

@@ -19,15 +19,20 @@ func (s *session) runWrite(ctx context.Context, conn stmt.Conn, c *compiled, p *
 	if p.writeErr != nil {
 		return nil, failTx(ctx, conn, asPgError(p.writeErr))
 	}
+	// Reading the setting is the trace's own cost, not the statement's.
+	var traceCost uint64
 	if s.traceSet {
+		before, _ := conn.Exchanges()
 		s.readTrace(ctx, conn)
+		after, _ := conn.Exchanges()
+		traceCost = after - before
 	}
 	params, err := s.clientParams(ctx, conn, st)
 	if err != nil {
 		return nil, err
 	}
 	r := &runner{ctx: ctx, conn: conn, s: s, set: c.set, snap: c.snap, c: c}
-	start := s.trips
+	start := s.exchangesFrom(conn)
 	var res *stmt.Result
 	if p.cte != nil {
 		res, err = s.runCTE(r, c, p.cte, params, st.ResultFormats)
@@ -40,7 +45,7 @@ func (s *session) runWrite(ctx context.Context, conn stmt.Conn, c *compiled, p *
 	if err != nil {
 		return nil, r.failureEvents(err)
 	}
-	r.tracef("%d round trip(s) to the server", s.trips-start)
+	r.tracef("%d round trip(s) to the server", s.exchanged(conn)-start-traceCost)
 	return res, nil
 }
 
@@ -145,7 +150,6 @@ func (s *session) clientParams(ctx context.Context, conn stmt.Conn, st stmt.Stat
 	oids, ok := s.paramTypes[key]
 	if !ok {
 		var err error
-		s.trips++
 		if oids, err = conn.ParamTypes(ctx, st.SQL, st.ParamOIDs); err != nil {
 			return clientParams{}, err
 		}

@@ -43,7 +43,6 @@ const pathQuery = `SELECT array_to_json(current_schemas(true))::text,
 
 // readPath reads the session's path, as one round trip of the engine.
 func (s *session) readPath(ctx context.Context, conn stmt.Conn) error {
-	s.trips++
 	rows, err := conn.Query(ctx, pathQuery)
 	if err != nil {
 		return err

@@ -140,7 +140,6 @@ const (
 // built, but for a SELECT (which writes nothing), begins with the guard
 // header of the rules it was computed with (guard.go).
 func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement, flags []runFlags) ([]*stmt.Result, error) {
-	s.trips++
 	if s.hdr != s.preparedHdr {
 		// Prepared with another header: the guard would refuse them.
 		s.prepared, s.preparedHdr = nil, s.hdr
@@ -395,6 +394,5 @@ func traceValue(v any) string {
 // fail puts the client's transaction in the failed state for an error the
 // engine found, and returns it.
 func (r *runner) fail(e *pgerr.Error) error {
-	r.s.trips++
 	return failTx(r.ctx, r.conn, e)
 }

@@ -34,8 +34,9 @@ type session struct {
 	// once the session has touched the setting, from then on read again
 	// before each write (a ROLLBACK may undo a SET).
 	trace, traceSet bool
-	// trips counts the engine's round trips to the server.
-	trips int64
+	// lastExchange is the connection's round trips at the end of the
+	// engine's last statement (exchangesFrom).
+	lastExchange uint64
 	// hdr is the guard header of the rules the statement in progress runs
 	// with, which run puts before the engine's statements.
 	hdr string
@@ -237,12 +238,11 @@ func (s *session) Commit(ctx context.Context, conn stmt.Conn) ([]stmt.Statement,
 	if c.err != nil || c.set == nil {
 		return nil, nil
 	}
-	start := s.trips
+	start := s.exchangesFrom(conn)
 	s.hdr = c.header()
 	pre, err := s.commitWork(ctx, conn, c)
-	if err == nil && (s.trips > start || len(pre) > 0) {
-		s.trips++ // the proxy's COMMIT, which carries pre
-		s.traceCommit(conn, start)
+	if err == nil {
+		s.traceCommit(conn, start, 1) // the proxy's COMMIT, which carries pre, follows
 	}
 	return pre, err
 }

@@ -191,7 +191,7 @@ func (s *session) txControl(ctx context.Context, conn stmt.Conn, c *compiled, st
 // after_commit events. When the work fails the transaction is rolled back,
 // as when a deferred constraint fails at COMMIT.
 func (s *session) commit(ctx context.Context, conn stmt.Conn, c *compiled, st stmt.Statement) (*stmt.Result, error) {
-	start := s.trips
+	start := s.exchangesFrom(conn)
 	var pre []stmt.Statement
 	var err error
 	if e := dateStyleError(conn, c); e != nil && len(s.tx.touched) > 0 {
@@ -205,7 +205,7 @@ func (s *session) commit(ctx context.Context, conn stmt.Conn, c *compiled, st st
 		flags[len(pre)] = unprepared | verbatim
 		results, berr := s.run(ctx, conn, append(pre, st), flags)
 		if berr == nil {
-			s.traceCommit(conn, start)
+			s.traceCommit(conn, start, 0)
 			return results[len(results)-1], nil
 		}
 		if len(results) == len(pre) {
@@ -220,11 +220,26 @@ func (s *session) commit(ctx context.Context, conn stmt.Conn, c *compiled, st st
 }
 
 // traceCommit reports the round trips of a commit since start, the COMMIT
-// itself included.
-func (s *session) traceCommit(conn stmt.Conn, start int64) {
+// itself included: after of them are still to come.
+func (s *session) traceCommit(conn stmt.Conn, start, after uint64) {
 	if s.trace {
-		conn.Notice(fmt.Sprintf("%d round trip(s) to the server at commit", s.trips-start))
+		conn.Notice(fmt.Sprintf("%d round trip(s) to the server at commit", s.exchanged(conn)-start+after))
 	}
+}
+
+// exchangesFrom is where the round trips of the statement that starts
+// count from: the start of the client's message being answered, or the
+// end of the engine's statement before it in that message, whichever came
+// later, so that what the proxy relayed in between counts too.
+func (s *session) exchangesFrom(conn stmt.Conn) uint64 {
+	_, began := conn.Exchanges()
+	return max(began, s.lastExchange)
+}
+
+// exchanged is the round trips so far, noted as the end of a statement's.
+func (s *session) exchanged(conn stmt.Conn) uint64 {
+	s.lastExchange, _ = conn.Exchanges()
+	return s.lastExchange
 }
 
 // touchedGroup is the rows of one table the transaction touched, each

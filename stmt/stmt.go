@@ -78,6 +78,13 @@ type Conn interface {
 	// (committed, rolled back, or an autocommit statement), so the engine
 	// can tell a new transaction from the one it saw last.
 	TxEnds() uint64
+	// Exchanges counts the round trips made on the connection so far
+	// (now): each write to the server that awaits its answer, whoever's
+	// messages it carries (the engine's statements, and the client's
+	// relayed or sent with them); began is the count when the client's
+	// message being answered (a Query, a batch) arrived. The trace reports
+	// their differences, which cannot leave an exchange out.
+	Exchanges() (now, began uint64)
 	// Notice sends a NoticeResponse to the client (e.g. the logic trace).
 	Notice(message string)
 	// Parameter is the value of a run-time parameter as the server last

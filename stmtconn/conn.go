@@ -10,9 +10,10 @@ import (
 )
 
 type conn struct {
-	pg     *pgconn.PgConn
-	notice func(string)
-	ends   uint64
+	pg        *pgconn.PgConn
+	notice    func(string)
+	ends      uint64
+	exchanges uint64
 }
 
 // New returns c as a stmt.Conn. Notice passes its messages to notice; nil
@@ -25,6 +26,7 @@ func New(c *pgconn.PgConn, notice func(string)) stmt.Conn {
 // session is idle, so whatever transaction the call ran in has ended, be
 // it explicit or the implicit one of an autocommit statement.
 func (c *conn) settled() {
+	c.exchanges++ // every call is one round trip
 	if c.TxStatus() == stmt.TxIdle {
 		c.ends++
 	}
@@ -178,6 +180,9 @@ func (c *conn) TxStatus() stmt.TxStatus { return stmt.TxStatus(c.pg.TxStatus()) 
 
 // TxEnds implements stmt.Conn.
 func (c *conn) TxEnds() uint64 { return c.ends }
+
+// Exchanges implements stmt.Conn: no client's message is relayed here.
+func (c *conn) Exchanges() (now, began uint64) { return c.exchanges, c.exchanges }
 
 // Parameter implements stmt.Conn.
 func (c *conn) Parameter(name string) string { return c.pg.ParameterStatus(name) }
