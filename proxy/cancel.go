@@ -17,7 +17,7 @@ func (s *Server) cancel(key []byte) {
 		s.log.Debug().Msg("cancel request with an unknown key ignored")
 		return
 	}
-	ctx, stop := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
+	ctx, stop := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
 	defer stop()
 	conn, err := sess.target.connect(ctx)
 	if err != nil {

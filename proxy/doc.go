@@ -3,8 +3,9 @@
 // It owns the sockets: the listener, TLS on the client side, the startup and
 // authentication relay, one session per client with its own upstream
 // connection, cancel requests, connection and message-size limits (held
-// to PostgreSQL's own before authentication), and graceful shutdown. It keeps each session's transaction state from the
-// status byte of ReadyForQuery.
+// to PostgreSQL's own before authentication), and graceful shutdown. It
+// keeps each session's transaction state from the status byte of
+// ReadyForQuery.
 //
 // Traffic is relayed as raw protocol frames: a message is read into the
 // session's buffered reader, looked at only as far as its type byte (and the
@@ -15,7 +16,10 @@
 // Each session runs two goroutines. The frontend loop owns the client reader
 // and the upstream writer; the backend loop owns the upstream reader and the
 // client writer. Before the loops start and after both have stopped, the
-// session's own goroutine owns all four.
+// session's own goroutine owns all four. A statement the rules engine runs
+// borrows the upstream reader and the client writer from the backend loop
+// (lend.go) and runs under the session's context, which ends with the
+// session or when the server closes its connections.
 //
 // The proxy knows nothing of rule semantics and never imports expr: deciding
 // what a rule means is the rules package's job.

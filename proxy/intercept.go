@@ -332,7 +332,7 @@ func (s *session) runQuery(text string) error {
 		return err
 	}
 	defer s.giveBack()
-	return s.runQueryIn(context.Background(), &implicitTx{s: s, c: &upstreamConn{s: s}}, text)
+	return s.runQueryIn(s.ctx, &implicitTx{s: s, c: &upstreamConn{s: s}}, text)
 }
 
 // runBatchThenQuery runs the held messages of a batch and a Query the
@@ -346,7 +346,7 @@ func (s *session) runBatchThenQuery(text string) error {
 	}
 	defer s.giveBack()
 	defer s.x.reset()
-	ctx := context.Background()
+	ctx := s.ctx
 	t := &implicitTx{s: s, c: &upstreamConn{s: s}}
 	failed, skipping, err := s.runHeld(ctx, t, s.x.msgs)
 	if err != nil {
@@ -638,7 +638,7 @@ func (s *session) runBatch() error {
 	}
 	defer s.giveBack()
 	defer s.x.reset()
-	ctx := context.Background()
+	ctx := s.ctx
 	t := &implicitTx{s: s, c: &upstreamConn{s: s}}
 	failed, skipping, err := s.runHeld(ctx, t, s.x.msgs[:len(s.x.msgs)-1]) // without the Sync
 	if err != nil {

@@ -82,6 +82,11 @@ type Server struct {
 	wg        sync.WaitGroup         // one per connection goroutine
 	done      chan struct{}          // closed when Shutdown starts
 	doneOnce  sync.Once
+	// ctx is the context of everything the server's sessions do; stop
+	// ends it when the server closes the connections left (Close, or
+	// Shutdown's deadline).
+	ctx  context.Context
+	stop context.CancelFunc
 }
 
 // New checks cfg and returns a Server ready to Serve.
@@ -108,7 +113,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	ctx, stop := context.WithCancel(context.Background())
 	return &Server{
+		ctx:       ctx,
+		stop:      stop,
 		cfg:       cfg,
 		targets:   targets,
 		log:       cfg.Logger,
@@ -279,6 +287,7 @@ func (s *Server) closeListeners() {
 }
 
 func (s *Server) closeConns() {
+	s.stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for sess := range s.sessions {

@@ -37,6 +37,11 @@ type session struct {
 	srv   *Server
 	id    uint64
 	start time.Time
+	// ctx ends with the session (end) or when the server closes its
+	// connections: the engine's statements and the session's dials run
+	// under it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// Set by the session goroutine during startup, read-only afterwards.
 	log       zerolog.Logger
@@ -144,7 +149,10 @@ type session struct {
 
 func newSession(srv *Server, conn net.Conn) *session {
 	id := srv.nextID.Add(1)
+	ctx, cancel := context.WithCancel(srv.ctx)
 	s := &session{
+		ctx:      ctx,
+		cancel:   cancel,
 		srv:      srv,
 		id:       id,
 		start:    time.Now(),
@@ -194,6 +202,7 @@ func (s *session) setTxStatus(b byte) {
 
 func (s *session) run() {
 	defer s.client.Close()
+	defer s.cancel()
 	counted := false
 	defer func() {
 		if counted {
@@ -219,7 +228,7 @@ func (s *session) run() {
 	s.upstream.SetDeadline(noDeadline)
 	s.log.Debug().Msg("session started")
 	if s.srv.cfg.Rules != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.StartupTimeout)
+		ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.StartupTimeout)
 		s.rules = s.srv.cfg.Rules.Open(ctx, stmt.SessionInfo{Database: s.database, User: s.user, Log: s.log})
 		cancel()
 		if s.rules != nil {
@@ -336,7 +345,7 @@ func (s *session) startup(counted *bool) error {
 // connectUpstream connects to the first of targets that answers and sends
 // it the client's startup packet.
 func (s *session) connectUpstream(targets []target) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.DialTimeout)
 	defer cancel()
 	up, t, err := dialUpstream(ctx, targets)
 	if err != nil {
@@ -647,6 +656,7 @@ func (s *session) end(err error) {
 	s.endOnce.Do(func() {
 		s.endErr = err
 		close(s.ended)
+		s.cancel()
 	})
 }
 

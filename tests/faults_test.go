@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgrules/pgrules/proxy"
+	"github.com/pgrules/pgrules/stmt"
 )
 
 // Fault and protocol-edge tests: what a client sees when it, the network or
@@ -1172,5 +1173,55 @@ func TestShutdownSilentConnection(t *testing.T) {
 	silent.conn.SetReadDeadline(time.Now().Add(ftTimeout))
 	if _, err := io.ReadAll(silent.conn); err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("silent connection: %v", err)
+	}
+}
+
+// waitingRules is an engine whose statements wait for their context: the
+// engine's work, cut off when the server closes its connections.
+type waitingRules struct {
+	auditRules
+	started chan struct{}
+	ended   chan error
+}
+
+func (r *waitingRules) Open(context.Context, stmt.SessionInfo) stmt.Session { return r }
+
+func (r *waitingRules) Exec(ctx context.Context, c stmt.Conn, st stmt.Statement) (*stmt.Result, error) {
+	close(r.started)
+	select {
+	case <-ctx.Done():
+		r.ended <- ctx.Err()
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		r.ended <- nil
+		return nil, nil
+	}
+}
+
+// TestShutdownEngineContext: the engine runs a statement under a context
+// that comes from the server: a Shutdown whose deadline passes cancels it,
+// and the statement's work stops there instead of outliving the session.
+func TestShutdownEngineContext(t *testing.T) {
+	db := shared.newDB(t)
+	admin := connect(t, shared.url("", "", db))
+	scalar(t, admin, "CREATE TABLE t (v int); CREATE TABLE audit (stmt text)")
+	r := &waitingRules{started: make(chan struct{}), ended: make(chan error, 1)}
+	p := startProxy(t, shared, withRules(r))
+	c := ftDial(t, p.Addr)
+	c.login(db)
+	c.send(&pgproto3.Query{String: "INSERT INTO t VALUES (1) /*engine*/"})
+	<-r.started
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want context.DeadlineExceeded", err)
+	}
+	select {
+	case err := <-r.ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the engine's statement ended with %v, want its context canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the engine's statement still runs after Shutdown")
 	}
 }
