@@ -40,8 +40,8 @@ var sections = []section{
 	},
 	{
 		name:  "credit",
-		about: "the check-credit order transaction through pgrules with rules.sql, with PL/pgSQL triggers and with no logic; round trips per statement; one UPDATE of 1, 100, 10,000 lines",
-		needs: []string{needPostgres, needPgbench, needPgrules},
+		about: "the check-credit order transaction through pgrules with rules.sql, with PL/pgSQL triggers (directly and through PgBouncer) and with no logic, in the three pgbench protocols; round trips per statement; one UPDATE of 1, 100, 10,000 lines",
+		needs: []string{needPostgres, needPgbench, needPgbouncer, needPgrules},
 		run:   runCredit,
 	},
 	{
