@@ -747,9 +747,10 @@ func TestCommitConstraint(t *testing.T) {
 	}
 }
 
-// TestTrace: SET pgrules.trace = on reports, as NOTICEs indented by level,
-// what the logic did.
-func TestTrace(t *testing.T) {
+// creditTraced is a connection through a proxy to a database with the
+// check-credit schema and rules, and the NOTICEs it has received.
+func creditTraced(t *testing.T) (*pgconn.PgConn, *[]string) {
+	t.Helper()
 	db, p, _ := creditDB(t)
 	url := p.url("", "", db)
 	defineCreditRules(t, connect(t, url))
@@ -757,22 +758,29 @@ func TestTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var notices []string
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+	notices := new([]string)
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { *notices = append(*notices, n.Message) }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close(ctx)
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c, notices
+}
+
+// TestTrace: SET pgrules.trace = on reports, as NOTICEs indented by level,
+// what the logic did.
+func TestTrace(t *testing.T) {
+	c, notices := creditTraced(t)
 	scalar(t, c, "INSERT INTO orders (id, customer_id) VALUES (1, 1)")
-	if len(notices) != 0 {
+	if len(*notices) != 0 {
 		t.Fatalf("notices without the trace: %q", notices)
 	}
 	scalar(t, c, "SET pgrules.trace = on")
 	scalar(t, c, "INSERT INTO lineitem (order_id, product_id, quantity) VALUES (1, 2, 2)")
-	got := strings.Join(notices, "\n")
+	got := strings.Join(*notices, "\n")
 	for _, want := range []string{
 		"INSERT on lineitem",
 		"  copy lineitem.unit_price = 25.50",
@@ -785,10 +793,10 @@ func TestTrace(t *testing.T) {
 			t.Fatalf("trace misses %q:\n%s", want, got)
 		}
 	}
-	notices = nil
+	*notices = nil
 	scalar(t, c, "RESET pgrules.trace")
 	scalar(t, c, "UPDATE lineitem SET quantity = 1")
-	if len(notices) != 0 {
+	if len(*notices) != 0 {
 		t.Fatalf("notices after RESET: %q", notices)
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TestExchanges holds the common write forms to the exchanges with the
@@ -20,30 +18,17 @@ import (
 // prepared ones, and its BEGIN and the client's Parse, Bind and Describe
 // cost nothing of their own, once the session has seen the statement.
 func TestExchanges(t *testing.T) {
-	db, p, _ := creditDB(t)
-	url := p.url("", "", db)
-	defineCreditRules(t, connect(t, url))
-	cfg, err := pgconn.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var notices []string
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+	c, notices := creditTraced(t)
 	ctx := context.Background()
-	c, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
 	scalar(t, c, "SET pgrules.trace = on")
 	trips := regexp.MustCompile(`^(\d+) round trip\(s\) to the server$`)
 	// counted is what the trace reported for the statements run by do.
 	counted := func(do func()) string {
 		t.Helper()
-		notices = nil
+		*notices = nil
 		do()
 		var out []string
-		for _, n := range notices {
+		for _, n := range *notices {
 			if m := trips.FindStringSubmatch(n); m != nil {
 				out = append(out, m[1])
 			}
@@ -111,9 +96,9 @@ func TestExchanges(t *testing.T) {
 				t.Fatal(rr.Err)
 			}
 		})
-		commit := slices.Contains(notices, "1 round trip(s) to the server at commit")
+		commit := slices.Contains(*notices, "1 round trip(s) to the server at commit")
 		if round == 1 && (got != "1" || !commit) {
-			t.Errorf("autocommit: the trace reports %q round trips, and at commit: %v; want 1 and 1:\n%s", got, commit, strings.Join(notices, "\n"))
+			t.Errorf("autocommit: the trace reports %q round trips, and at commit: %v; want 1 and 1:\n%s", got, commit, strings.Join(*notices, "\n"))
 		}
 	}
 }

@@ -217,6 +217,20 @@ func sqlStateOf(err error) string {
 	return ""
 }
 
+// auditSession is a raw client logged in through a proxy running
+// auditRules, on a fresh database with their tables, and an administrator's
+// connection to that database.
+func auditSession(t *testing.T) (admin *pgconn.PgConn, c *ftConn) {
+	t.Helper()
+	db := shared.newDB(t)
+	admin = connect(t, shared.url("", "", db))
+	scalar(t, admin, "CREATE TABLE t (id serial PRIMARY KEY, v int); CREATE TABLE audit (stmt text)")
+	p := startProxy(t, shared, withRules(&auditRules{}))
+	c = ftDial(t, p.Addr)
+	c.login(db)
+	return admin, c
+}
+
 // TestInterceptAheadFails: the client's Parse, Bind and Describe of a
 // statement the engine runs go upstream in front of the engine's first
 // statement, in one exchange. When the server refuses one of them (here a
@@ -224,12 +238,7 @@ func sqlStateOf(err error) string {
 // and nothing else, the engine's statements do not run, and the session,
 // in a transaction block or not, goes on as the server would have.
 func TestInterceptAheadFails(t *testing.T) {
-	db := shared.newDB(t)
-	admin := connect(t, shared.url("", "", db))
-	scalar(t, admin, "CREATE TABLE t (id serial PRIMARY KEY, v int); CREATE TABLE audit (stmt text)")
-	p := startProxy(t, shared, withRules(&auditRules{}))
-	c := ftDial(t, p.Addr)
-	c.login(db)
+	admin, c := auditSession(t)
 	const insert = "INSERT INTO t(v) VALUES ($1) /*engine*/"
 	batch := func(v []byte) {
 		c.send(&pgproto3.Parse{Query: insert, ParameterOIDs: []uint32{23}},
@@ -278,12 +287,7 @@ func TestInterceptAheadFails(t *testing.T) {
 // rest of the batch is dropped as after any error, and the client's Sync
 // gets its ReadyForQuery.
 func TestInterceptFlush(t *testing.T) {
-	db := shared.newDB(t)
-	admin := connect(t, shared.url("", "", db))
-	scalar(t, admin, "CREATE TABLE t (id serial PRIMARY KEY, v int); CREATE TABLE audit (stmt text)")
-	p := startProxy(t, shared, withRules(&auditRules{}))
-	c := ftDial(t, p.Addr)
-	c.login(db)
+	admin, c := auditSession(t)
 	c.send(&pgproto3.Parse{Query: "INSERT INTO t(v) VALUES (1) /*engine*/"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Flush{})
 	if e, ok := c.recv().(*pgproto3.ErrorResponse); !ok || e.Code != "0A000" {
 		t.Fatalf("got %#v, want ErrorResponse 0A000", e)
@@ -314,12 +318,7 @@ func TestInterceptFlush(t *testing.T) {
 // client that sends anything but copy messages during the COPY has broken
 // the protocol.
 func TestInterceptCopyIn(t *testing.T) {
-	db := shared.newDB(t)
-	admin := connect(t, shared.url("", "", db))
-	scalar(t, admin, "CREATE TABLE t (id serial PRIMARY KEY, v int); CREATE TABLE audit (stmt text)")
-	p := startProxy(t, shared, withRules(&auditRules{}))
-	c := ftDial(t, p.Addr)
-	c.login(db)
+	admin, c := auditSession(t)
 	copyIn := func(end pgproto3.FrontendMessage) []string {
 		t.Helper()
 		c.send(&pgproto3.Query{String: "INSERT INTO t(v) VALUES (1) /*engine*/; COPY t (v) FROM STDIN"})
