@@ -240,7 +240,6 @@ func TestParseValue(t *testing.T) {
 	}
 }
 
-
 // TestFormatValue: what the engine writes back for each kind of value;
 // a decimal keeps its scale and never takes an exponent.
 func TestFormatValue(t *testing.T) {
