@@ -339,3 +339,38 @@ func TestSameValue(t *testing.T) {
 		}
 	}
 }
+
+// TestIntegerOverflow: integers compute exactly past 64 bits, as the
+// one-trip SQL computes them (as numeric, see exactSQL): a result that
+// does not fit an int is a decimal, never a wrapped int. The column the
+// value is written to decides, as PostgreSQL's assignment does (SELECT
+// 9223372036854775808::numeric::bigint fails with 22003).
+func TestIntegerOverflow(t *testing.T) {
+	const maxInt, minInt = math.MaxInt64, math.MinInt64
+	for _, tc := range []struct {
+		got  any
+		want string
+		kind string
+	}{
+		{must(opAdd(maxInt, 1)), "9223372036854775808", "decimal"},
+		{must(opAdd(minInt, -1)), "-9223372036854775809", "decimal"},
+		{must(opAdd(maxInt, minInt)), "-1", "integer"},
+		{must(opAdd(maxInt-1, 1)), "9223372036854775807", "integer"},
+		{must(opSub(minInt, 1)), "-9223372036854775809", "decimal"},
+		{must(opSub(0, minInt)), "9223372036854775808", "decimal"},
+		{must(opSub(-1, minInt)), "9223372036854775807", "integer"},
+		{must(opSub(maxInt, -1)), "9223372036854775808", "decimal"},
+		{must(opMul(4294967296, 4294967296)), "18446744073709551616", "decimal"},
+		{must(opMul(-1, minInt)), "9223372036854775808", "decimal"},
+		{must(opMul(minInt, -1)), "9223372036854775808", "decimal"},
+		{must(opMul(3037000499, 3037000499)), "9223372030926249001", "integer"},
+		{must(opMul(-3037000499, 3037000499)), "-9223372030926249001", "integer"},
+		{must(opMul(0, minInt)), "0", "integer"},
+		{must(opNeg(minInt)), "9223372036854775808", "decimal"},
+		{must(opNeg(maxInt)), "-9223372036854775807", "integer"},
+	} {
+		if got := string(FormatValue(tc.got)); got != tc.want || typeName(tc.got) != tc.kind {
+			t.Errorf("%s (%s), want %s (%s)", got, typeName(tc.got), tc.want, tc.kind)
+		}
+	}
+}
