@@ -28,6 +28,12 @@ func TestTranslate(t *testing.T) {
 		{"!true || false", `((NOT TRUE) OR FALSE)`},
 		{"row.quantity % 3 == 0", `((t."quantity" % 3) IS NOT DISTINCT FROM 0)`},
 		{"row.quantity <= 2 && row.quantity >= 1 and row.quantity < 9", `(((t."quantity" <= 2) AND (t."quantity" >= 1)) AND (t."quantity" < 9))`},
+		// Text joins with ||, whichever side the text is on: SQL has no
+		// text + text.
+		{"row.note + row.note", `(t."note" || t."note")`},
+		{"row.order.notes + (row.note ?? '-')", `((SELECT p1."notes" FROM "public"."orders" p1 WHERE t."order_id" = p1."id" FOR SHARE) || coalesce(t."note", '-'))`},
+		{"(row.quantity > 1 ? row.note : row.note) + row.note", `((CASE WHEN (t."quantity" > 1) THEN t."note" ELSE t."note" END) || t."note")`},
+		{"row.quantity + row.order_id + row.unit_price", `((t."quantity" + t."order_id") + t."unit_price")`},
 		{"row.product?.price", `(SELECT p1."price" FROM "public"."product" p1 WHERE t."product_id" = p1."id" FOR SHARE)`},
 	} {
 		g := &sqlGen{snap: snap, table: snap.Tables["public.lineitem"], alias: "t", rule: "r", lock: "FOR SHARE"}
