@@ -62,11 +62,23 @@ func (r *row) set(t *catalog.Table, i int, v any) {
 func coerce(c *catalog.Column, v any) any {
 	switch c.Kind {
 	case catalog.KindInt:
+		// A value outside an int's range stays the number it is, for the
+		// server to refuse as out of range when it is written.
 		switch x := v.(type) {
 		case decimal.Decimal:
-			return int(x.Round(0).IntPart())
+			r := x.Round(0)
+			if i := r.BigInt(); i.IsInt64() {
+				return int(i.Int64())
+			}
+			return r
 		case float64:
-			return int(math.RoundToEven(x))
+			r := math.RoundToEven(x)
+			if r >= math.MinInt64 && r < math.MaxInt64 {
+				return int(r)
+			}
+			if !math.IsNaN(r) && !math.IsInf(r, 0) {
+				return toDecimal(r)
+			}
 		}
 	case catalog.KindDecimal:
 		switch v.(type) {

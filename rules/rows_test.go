@@ -43,3 +43,27 @@ func TestCoerce(t *testing.T) {
 		}
 	}
 }
+
+// TestCoerceOutOfRange: a value too large for an integer column is kept
+// as the number it is, for the server to refuse (22003) when it is
+// written, never wrapped to a number that fits (2^64 + 5 is not 5).
+func TestCoerceOutOfRange(t *testing.T) {
+	integer := &catalog.Column{Name: "c", Kind: catalog.KindInt, Type: "integer"}
+	for _, tc := range []struct {
+		in   any
+		want string
+	}{
+		{dec("18446744073709551621"), "18446744073709551621"},
+		{dec("9223372036854775807.4"), "9223372036854775807"},
+		{dec("9223372036854775807.5"), "9223372036854775808"},
+		{dec("-9223372036854775808.5"), "-9223372036854775809"},
+		{dec("-9223372036854775808.4"), "-9223372036854775808"},
+		{1e20, "100000000000000000000"},
+		{-1e19, "-10000000000000000000"},
+		{9.2233720368547e18, "9223372036854700032"},
+	} {
+		if got := string(FormatValue(coerce(integer, tc.in))); got != tc.want {
+			t.Errorf("%v into integer: %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}

@@ -120,7 +120,7 @@ func (g *sqlGen) binary(n *ast.BinaryNode) (string, error) {
 	if n.Operator == "??" {
 		return "coalesce(" + l + ", " + r + ")", nil
 	}
-	if n.Operator == "+" && (isText(n.Left) || isText(n.Right)) {
+	if n.Operator == "+" && (g.isText(n.Left) || g.isText(n.Right)) {
 		return "(" + l + " || " + r + ")", nil
 	}
 	op, ok := sqlOps[n.Operator]
@@ -130,9 +130,24 @@ func (g *sqlGen) binary(n *ast.BinaryNode) (string, error) {
 	return "(" + l + " " + op + " " + r + ")", nil
 }
 
-func isText(n ast.Node) bool {
-	_, ok := n.(*ast.StringNode)
-	return ok
+// isText reports whether n gives text, whose + is SQL's ||: a literal, a
+// text column, or an expression of them (row.a + ' ' + row.b is text all
+// the way up, and text + text is no operator in SQL).
+func (g *sqlGen) isText(n ast.Node) bool {
+	switch n := n.(type) {
+	case *ast.StringNode:
+		return true
+	case *ast.MemberNode:
+		c := g.memberColumn(n)
+		return c != nil && c.Kind == catalog.KindText
+	case *ast.BinaryNode:
+		return (n.Operator == "+" || n.Operator == "??") && (g.isText(n.Left) || g.isText(n.Right))
+	case *ast.ConditionalNode:
+		return g.isText(n.Exp1) || g.isText(n.Exp2)
+	case *ast.ChainNode:
+		return g.isText(n.Node)
+	}
+	return false
 }
 
 // member translates row.column and row.parent[.parent...].column, the

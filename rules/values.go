@@ -3,6 +3,7 @@ package rules
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"time"
@@ -216,6 +217,31 @@ func typeName(v any) string {
 	return reflect.TypeOf(v).String()
 }
 
+// addInt, subInt and mulInt compute integers exactly: a result that does
+// not fit an int is a decimal, as the one-trip SQL computes it in numeric
+// (exactSQL). Wrapped, it would be a wrong number that fits the column.
+func addInt(a, b int) any {
+	if s := a + b; (s > a) == (b > 0) {
+		return s
+	}
+	return decimal.NewFromInt(int64(a)).Add(decimal.NewFromInt(int64(b)))
+}
+
+func subInt(a, b int) any {
+	if s := a - b; (s < a) == (b > 0) {
+		return s
+	}
+	return decimal.NewFromInt(int64(a)).Sub(decimal.NewFromInt(int64(b)))
+}
+
+func mulInt(a, b int) any {
+	p := a * b
+	if a == 0 || p/a == b && !(a == -1 && b == math.MinInt) {
+		return p
+	}
+	return decimal.NewFromInt(int64(a)).Mul(decimal.NewFromInt(int64(b)))
+}
+
 func opAdd(a, b any) (any, error) {
 	if a == nil || b == nil {
 		return nil, nil
@@ -225,7 +251,7 @@ func opAdd(a, b any) (any, error) {
 	}
 	switch widest(a, b) {
 	case isInt:
-		return a.(int) + b.(int), nil
+		return addInt(a.(int), b.(int)), nil
 	case isDecimal:
 		return toDecimal(a).Add(toDecimal(b)), nil
 	case isFloat:
@@ -248,7 +274,7 @@ func opSub(a, b any) (any, error) {
 	}
 	switch widest(a, b) {
 	case isInt:
-		return a.(int) - b.(int), nil
+		return subInt(a.(int), b.(int)), nil
 	case isDecimal:
 		return toDecimal(a).Sub(toDecimal(b)), nil
 	case isFloat:
@@ -266,7 +292,7 @@ func opMul(a, b any) (any, error) {
 	}
 	switch widest(a, b) {
 	case isInt:
-		return a.(int) * b.(int), nil
+		return mulInt(a.(int), b.(int)), nil
 	case isDecimal:
 		return toDecimal(a).Mul(toDecimal(b)), nil
 	case isFloat:
@@ -336,6 +362,9 @@ func opNeg(a any) (any, error) {
 	case nil:
 		return nil, nil
 	case int:
+		if v == math.MinInt {
+			return decimal.NewFromInt(int64(v)).Neg(), nil
+		}
 		return -v, nil
 	case decimal.Decimal:
 		return v.Neg(), nil
