@@ -147,11 +147,7 @@ func (r *runner) readAgain() error {
 	r.tracef("RETURNING read again over %d row(s) the rules wrote again", len(res[0].Rows))
 	nr := w.nReturning
 	for _, vals := range res[0].Rows {
-		probe := &row{text: make([][]byte, len(t.Columns))}
-		for k, j := range idx {
-			probe.text[j] = vals[nr+k]
-		}
-		i, ok := rw.at[keyOf(probe, idx)]
+		i, ok := rw.at[string(joinKey(vals[nr:]))]
 		if !ok {
 			return r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it returns", shortName(t.QualifiedName())))
 		}
