@@ -38,7 +38,13 @@ func statementParents(tr *tableRules, changes []*change) []*change {
 	if len(fks) == 0 {
 		return changes
 	}
-	parents := make(map[*change][]*change)
+	// parents are each row's parents in the statement, by the foreign key
+	// that leads to them.
+	type link struct {
+		fk     *catalog.ForeignKey
+		parent *change
+	}
+	parents := make(map[*change][]link)
 	for _, fk := range fks {
 		idx := tr.columnIndexes(fk.ParentColumns)
 		byKey := make(map[string]*change, len(changes))
@@ -61,7 +67,7 @@ func statementParents(tr *tableRules, changes []*change) []*change {
 				continue
 			}
 			if p := byKey[string(joinKey(key))]; p != nil {
-				parents[ch] = append(parents[ch], p)
+				parents[ch] = append(parents[ch], link{fk, p})
 			}
 		}
 	}
@@ -78,8 +84,8 @@ func statementParents(tr *tableRules, changes []*change) []*change {
 			return
 		}
 		state[ch] = 1
-		for _, p := range parents[ch] {
-			visit(p)
+		for _, l := range parents[ch] {
+			visit(l.parent)
 		}
 		state[ch] = 2
 		order = append(order, ch)
@@ -107,27 +113,15 @@ func statementParents(tr *tableRules, changes []*change) []*change {
 		return false
 	}
 	for _, ch := range order {
-		if len(parents[ch]) == 0 {
-			continue
-		}
-		for _, fk := range fks {
-			key := parentKey(ch.new.vals, fk, tr.t)
-			if key == nil {
+		for _, l := range parents[ch] {
+			p := l.parent
+			ch.new.vals[l.fk.Accessor] = p.new.vals
+			if reaches(p, ch) {
+				// Unrolled as deep as a derivation reads.
+				ch.new.vals[l.fk.Accessor] = unroll(p.new.vals, fks, depth)
 				continue
 			}
-			idx := tr.columnIndexes(fk.ParentColumns)
-			for _, p := range parents[ch] {
-				if keyOf(p.new, idx) != string(joinKey(key)) {
-					continue
-				}
-				ch.new.vals[fk.Accessor] = p.new.vals
-				if reaches(p, ch) {
-					// Unrolled as deep as a derivation reads.
-					ch.new.vals[fk.Accessor] = unroll(p.new.vals, fks, depth)
-					continue
-				}
-				linked[ch] = append(linked[ch], p)
-			}
+			linked[ch] = append(linked[ch], p)
 		}
 	}
 	return order
