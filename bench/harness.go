@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/user"
@@ -179,12 +180,14 @@ func (h *harness) postgres(ctx context.Context) (*tempdb.Cluster, error) {
 		return h.pg, nil
 	}
 	h.logf("starting a throwaway PostgreSQL")
-	c, err := tempdb.Start(tempdb.Options{Settings: map[string]string{
+	settings := map[string]string{
 		// Room for pgbench's scale-10 tables (about 160 MB) in shared
 		// buffers, so reads measure the path through the proxies and not
 		// copies from the kernel's page cache.
 		"shared_buffers": "'512MB'",
-	}})
+	}
+	maps.Copy(settings, statsSettings)
+	c, err := tempdb.Start(tempdb.Options{Settings: settings})
 	if err != nil {
 		return nil, fmt.Errorf("starting PostgreSQL: %w", err)
 	}

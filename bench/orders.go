@@ -84,6 +84,9 @@ type ordersReport struct {
 	// Trips are the engine's round trips for each statement of one order
 	// transaction, as its trace reports them.
 	Trips []statementTrips `json:"round_trips"`
+	// ServerTimes are PostgreSQL's planning and execution time of the
+	// transaction through pgrules and with the triggers.
+	ServerTimes []serverTime `json:"server_times"`
 	// Writes are pgrules' writes to PostgreSQL's sockets per transaction,
 	// counted with strace at 1 client on the connections that carry one
 	// or more per transaction; WritesSkipped says why not, if not.
@@ -178,6 +181,13 @@ func runOrders(ctx context.Context, h *harness) (report, error) {
 	}
 	rep.Goals = rep.goals()
 	if rep.Trips, err = transactionTrips(ctx, urls[ordersPgrules]); err != nil {
+		return nil, err
+	}
+	rep.ServerTimes, err = h.serverTimes(ctx, pg, script, "prepared", []serverTarget{
+		{ordersPgrules, "orders_rules", urls[ordersPgrules]},
+		{ordersTriggers, "orders_triggers", urls[ordersTriggers]},
+	})
+	if err != nil {
 		return nil, err
 	}
 	if rep.Writes, err = h.ordersWrites(ctx, script, rules, pg.Port); err != nil {
@@ -407,6 +417,7 @@ func (r *ordersReport) print(w io.Writer) {
 		total += t.Trips
 	}
 	fmt.Fprintf(w, "  %2d  in all\n", total)
+	printServerTimes(w, r.ServerTimes)
 	if r.WritesSkipped != "" {
 		fmt.Fprintf(w, "\nwrites to PostgreSQL's sockets per transaction: not counted: %s\n", r.WritesSkipped)
 		return
