@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -404,14 +405,8 @@ func (c *upstreamConn) collect() ([]*stmt.Result, error) {
 			}
 			c.paramTypes = append([]uint32(nil), pd.ParameterOIDs...)
 		case 'T':
-			var rd pgproto3.RowDescription
-			if err := rd.Decode(body); err != nil {
-				return nil, pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed RowDescription: %w", err)
-			}
-			cur.Fields = make([]stmt.Field, len(rd.Fields))
-			for i, f := range rd.Fields {
-				cur.Fields[i] = stmt.Field{Name: string(f.Name), TableOID: f.TableOID, TableAttrNum: f.TableAttributeNumber,
-					TypeOID: f.DataTypeOID, TypeSize: f.DataTypeSize, TypeModifier: f.TypeModifier, Format: f.Format}
+			if cur.Fields, err = c.s.decodeRowDescription(body); err != nil {
+				return nil, err
 			}
 		case 'D':
 			row, err := decodeDataRow(body)
@@ -463,18 +458,18 @@ func (s *session) readUpstream() (byte, []byte, error) {
 	return typ, body, nil
 }
 
-// decodeDataRow copies a DataRow's values out of the reader's buffer.
+// decodeDataRow copies a DataRow's values out of the reader's buffer, in
+// one copy of the body that the values share.
 func decodeDataRow(body []byte) ([][]byte, error) {
-	bad := pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed DataRow")
 	if len(body) < 2 {
-		return nil, bad
+		return nil, malformed("DataRow")
 	}
 	n := int(binary.BigEndian.Uint16(body))
-	body = body[2:]
+	body = append([]byte(nil), body[2:]...)
 	row := make([][]byte, n)
 	for i := range row {
 		if len(body) < 4 {
-			return nil, bad
+			return nil, malformed("DataRow")
 		}
 		l := int(int32(binary.BigEndian.Uint32(body)))
 		body = body[4:]
@@ -482,12 +477,55 @@ func decodeDataRow(body []byte) ([][]byte, error) {
 			continue
 		}
 		if len(body) < l {
-			return nil, bad
+			return nil, malformed("DataRow")
 		}
-		row[i] = append([]byte{}, body[:l]...)
+		row[i] = body[:l:l]
 		body = body[l:]
 	}
 	return row, nil
+}
+
+// decodeRowDescription reads a RowDescription's fields. The names are
+// interned: the engine's statements describe the same columns again and
+// again.
+func (s *session) decodeRowDescription(body []byte) ([]stmt.Field, error) {
+	if len(body) < 2 {
+		return nil, malformed("RowDescription")
+	}
+	fields := make([]stmt.Field, binary.BigEndian.Uint16(body))
+	body = body[2:]
+	for i := range fields {
+		end := bytes.IndexByte(body, 0)
+		if end < 0 || len(body) < end+19 {
+			return nil, malformed("RowDescription")
+		}
+		f := body[end+1:]
+		fields[i] = stmt.Field{Name: s.fieldName(body[:end]), TableOID: binary.BigEndian.Uint32(f),
+			TableAttrNum: binary.BigEndian.Uint16(f[4:]), TypeOID: binary.BigEndian.Uint32(f[6:]),
+			TypeSize: int16(binary.BigEndian.Uint16(f[10:])), TypeModifier: int32(binary.BigEndian.Uint32(f[12:])),
+			Format: int16(binary.BigEndian.Uint16(f[16:]))}
+		body = f[18:]
+	}
+	return fields, nil
+}
+
+// maxFieldNames bounds the interned field names of a session.
+const maxFieldNames = 1024
+
+func (s *session) fieldName(b []byte) string {
+	if name, ok := s.fieldNames[string(b)]; ok {
+		return name
+	}
+	if s.fieldNames == nil || len(s.fieldNames) >= maxFieldNames {
+		s.fieldNames = make(map[string]string)
+	}
+	name := string(b)
+	s.fieldNames[name] = name
+	return name
+}
+
+func malformed(message string) error {
+	return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed %s", message)
 }
 
 // upstreamError turns an ErrorResponse body into a *pgerr.Error carrying

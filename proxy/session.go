@@ -135,6 +135,9 @@ type session struct {
 	// ahead waits: the answers to the client's messages come first.
 	// Owned by the frontend loop.
 	notices []byte
+	// fieldNames interns the column names of the results the frontend
+	// loop reads during borrows. Owned by the frontend loop.
+	fieldNames map[string]string
 	// exchanges counts the writes upstream during borrows that await an
 	// answer, began its value when the borrow began (stmt.Conn.Exchanges).
 	// Owned by the frontend loop.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgrules/pgrules/pgerr"
@@ -654,5 +655,76 @@ func TestIssueKey(t *testing.T) {
 	long := append([]byte{0, 0, 0, 1}, make([]byte, 32)...) // protocol 3.2 secrets are up to 256 bytes
 	if k := (&session{}).issueKey(long); len(k) != len(long) {
 		t.Fatalf("key of %d bytes for a %d-byte upstream key", len(k), len(long))
+	}
+}
+
+// TestDecodeResults: the RowDescription and DataRow bodies the frontend
+// loop reads during a borrow decode as pgproto3 encodes them, and every
+// truncation of them is a protocol violation, not a panic.
+func TestDecodeResults(t *testing.T) {
+	rd := &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{
+		{Name: []byte("id"), TableOID: 16384, TableAttributeNumber: 1, DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1, Format: 0},
+		{Name: []byte("amount total"), TableOID: 16384, TableAttributeNumber: 3, DataTypeOID: 1700, DataTypeSize: -1, TypeModifier: 655366, Format: 1},
+		{Name: []byte(""), DataTypeOID: 25, DataTypeSize: -1, TypeModifier: -1},
+	}}
+	msg, err := rd.Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := msg[5:]
+	s := &session{}
+	fields, err := s.decodeRowDescription(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fields) != len(rd.Fields) {
+		t.Fatalf("%d fields, want %d", len(fields), len(rd.Fields))
+	}
+	for i, f := range rd.Fields {
+		got := fields[i]
+		if got.Name != string(f.Name) || got.TableOID != f.TableOID || got.TableAttrNum != f.TableAttributeNumber ||
+			got.TypeOID != f.DataTypeOID || got.TypeSize != f.DataTypeSize || got.TypeModifier != f.TypeModifier || got.Format != f.Format {
+			t.Errorf("field %d: %+v, want %+v", i, got, f)
+		}
+	}
+	again, _ := s.decodeRowDescription(body)
+	if unsafe.StringData(again[1].Name) != unsafe.StringData(fields[1].Name) {
+		t.Error("a field name read twice was not interned")
+	}
+
+	dr := &pgproto3.DataRow{Values: [][]byte{[]byte("7"), nil, {}, []byte("12.50")}}
+	msg, err = dr.Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drBody := msg[5:]
+	row, err := decodeDataRow(drBody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"7", "<nil>", "", "12.50"}
+	for i, v := range row {
+		got := string(v)
+		if v == nil {
+			got = "<nil>"
+		}
+		if got != want[i] {
+			t.Errorf("value %d: %q, want %q", i, got, want[i])
+		}
+	}
+	row[0] = append(row[0], 'x') // a value grown must not spill into the next
+	if string(row[3]) != "12.50" || drBody[6] != '7' {
+		t.Error("values share memory with each other or with the reader's buffer")
+	}
+
+	for n := range len(body) {
+		if _, err := s.decodeRowDescription(body[:n]); pgerr.Code(err) != pgerr.ProtocolViolation {
+			t.Errorf("RowDescription cut to %d bytes: %v", n, err)
+		}
+	}
+	for n := range len(drBody) {
+		if _, err := decodeDataRow(drBody[:n]); pgerr.Code(err) != pgerr.ProtocolViolation {
+			t.Errorf("DataRow cut to %d bytes: %v", n, err)
+		}
 	}
 }

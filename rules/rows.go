@@ -151,14 +151,18 @@ func textArray(vals [][]byte) []byte {
 	return b.Bytes()
 }
 
+var comma = []byte{','}
+
 // parseTextArray reads a one-dimensional text[] as PostgreSQL prints it;
 // a NULL element is nil.
 func parseTextArray(b []byte) ([][]byte, error) {
 	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
 		return nil, fmt.Errorf("not an array: %q", b)
 	}
-	b = b[1 : len(b)-1]
-	var out [][]byte
+	// One copy of the whole holds the unquoted elements, and the count of
+	// commas bounds the elements: two allocations for the usual array.
+	b = append([]byte(nil), b[1:len(b)-1]...)
+	out := make([][]byte, 0, bytes.Count(b, comma)+1)
 	for len(b) > 0 {
 		var elem []byte
 		if b[0] == '"' {
@@ -180,7 +184,7 @@ func parseTextArray(b []byte) ([][]byte, error) {
 				i = len(b)
 			}
 			if string(b[:i]) != "NULL" {
-				elem = append([]byte{}, b[:i]...)
+				elem = b[:i:i]
 			}
 			b = b[i:]
 		}

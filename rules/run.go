@@ -2,6 +2,7 @@ package rules
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strconv"
@@ -144,7 +145,11 @@ func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement,
 		// Prepared with another header: the guard would refuse them.
 		s.prepared, s.preparedHdr = nil, s.hdr
 	}
-	var fresh []string
+	type named struct {
+		key  preparedKey
+		name string
+	}
+	var fresh []named
 	for i := range sts {
 		st := &sts[i]
 		var f runFlags
@@ -153,16 +158,9 @@ func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement,
 		}
 		// A statement that brings its own header (the outbox's) keeps it.
 		headed := f&verbatim == 0 && s.hdr != "" && st.SQL != "" && !strings.HasPrefix(st.SQL, "SELECT ") && !strings.HasPrefix(st.SQL, headerPrefix)
-		// The key is the text without the header, which would make every
-		// execution copy it; the parameter types are part of what was
-		// prepared.
-		key := st.SQL
-		if headed {
-			key = "\x01" + key
-		}
-		if len(st.ParamOIDs) > 0 {
-			key += "\x00" + fmt.Sprint(st.ParamOIDs)
-		}
+		// The key holds the text as it is, without the header: a key
+		// built by concatenation would copy the text at every execution.
+		key := preparedKey{sql: st.SQL, headed: headed, types: paramTypes(st.ParamOIDs)}
 		if name, ok := s.prepared[key]; ok && f&unprepared == 0 {
 			st.Name, st.SQL = name, ""
 			continue
@@ -178,22 +176,42 @@ func (s *session) run(ctx context.Context, conn stmt.Conn, sts []stmt.Statement,
 		}
 		s.named++
 		st.Name = "pgrules_" + strconv.FormatInt(s.named, 10)
-		fresh = append(fresh, key, st.Name)
+		fresh = append(fresh, named{key, st.Name})
 	}
 	res, err := conn.Batch(ctx, sts)
 	if s.prepared == nil {
-		s.prepared = make(map[string]string)
+		s.prepared = make(map[preparedKey]string)
 	}
 	// A statement is known to be prepared when it completed; a name
 	// whose Parse may or may not have run is never used again.
-	for i := 0; i+1 < len(fresh); i += 2 {
+	for _, f := range fresh {
 		for j := range sts {
-			if sts[j].Name == fresh[i+1] && j < len(res) {
-				s.prepared[fresh[i]] = fresh[i+1]
+			if sts[j].Name == f.name && j < len(res) {
+				s.prepared[f.key] = f.name
 			}
 		}
 	}
 	return res, err
+}
+
+// preparedKey is what a statement was prepared from: its text without the
+// guard header, whether it was sent with one, and its parameter types.
+type preparedKey struct {
+	sql    string
+	headed bool
+	types  string
+}
+
+// paramTypes encodes parameter type OIDs as a comparable string.
+func paramTypes(oids []uint32) string {
+	if len(oids) == 0 {
+		return ""
+	}
+	b := make([]byte, 0, 4*len(oids))
+	for _, o := range oids {
+		b = binary.BigEndian.AppendUint32(b, o)
+	}
+	return string(b)
 }
 
 // maxPrepared bounds the statements the engine keeps prepared in a session.

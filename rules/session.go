@@ -42,7 +42,7 @@ type session struct {
 	hdr string
 	// prepared maps the engine's statements to the names they are
 	// prepared under in this session; named counts the names given.
-	prepared    map[string]string
+	prepared    map[preparedKey]string
 	named       int64
 	preparedFor *compiled // the catalog the statements were prepared for
 	preparedHdr string    // the guard header they were prepared with

@@ -385,22 +385,28 @@ func (r *runner) followChanges(a *adjustment, rows [][][]byte, level int) []*cha
 			if v := nw.vals[c.Rule.Column]; err == nil && v != nil {
 				prev, _ := opSub(v, d)
 				old.set(p, ptr.index[c.Rule.Column], prev)
-				sign := "+"
-				if d.IsNegative() {
-					sign = ""
-				}
-				key := make([][]byte, len(a.fk.ParentColumns))
-				for j, k := range a.fk.ParentColumns {
-					key[j] = nw.text[ptr.index[k]]
-				}
-				if !d.IsZero() {
-					r.depth += level
-					r.tracef("adjust %s %s: %s %s%s", shortName(p.QualifiedName()), strings.Join(nullTexts(key), ","), c.Target, sign, d)
-					r.depth -= level
+				if r.s.trace && !d.IsZero() {
+					r.traceFollowed(a, ptr, nw, c, d, level)
 				}
 			}
 		}
 		out = append(out, &change{verb: verbUpdate, old: old, new: nw})
 	}
 	return out
+}
+
+// traceFollowed reports an adjustment of aggregate c by d that the
+// server made to parent row nw.
+func (r *runner) traceFollowed(a *adjustment, ptr *tableRules, nw *row, c *Compiled, d decimal.Decimal, level int) {
+	sign := "+"
+	if d.IsNegative() {
+		sign = ""
+	}
+	key := make([][]byte, len(a.fk.ParentColumns))
+	for j, k := range a.fk.ParentColumns {
+		key[j] = nw.text[ptr.index[k]]
+	}
+	r.depth += level
+	r.tracef("adjust %s %s: %s %s%s", shortName(a.parent.QualifiedName()), strings.Join(nullTexts(key), ","), c.Target, sign, d)
+	r.depth -= level
 }
