@@ -82,7 +82,8 @@ func literalRoots(targets []*pg_query.Node, where *pg_query.Node) []*pg_query.No
 // constant of an UPDATE's SET list (targets, nil for a DELETE) and WHERE
 // clause a parameter: no SET (a, b) = (...), whose columns would each
 // count the row's constants; no sub-select, where a constant can be a
-// position (ORDER BY 1); no string that is not a whole SET value.
+// position (ORDER BY 1); no string that is not a whole SET value, and no
+// bit string.
 // Constants under a type name (its modifiers) stay, and are not looked at:
 // they must be constants.
 func literalsCanBeParams(targets []*pg_query.Node, where *pg_query.Node) bool {
@@ -102,8 +103,10 @@ func literalsCanBeParams(targets []*pg_query.Node, where *pg_query.Node) bool {
 			walkNodes(n.GetTypeCast().Arg, check)
 			return false
 		}
-		if c := n.GetAConst(); c != nil && !c.Isnull && !bare[n] && constantType(c) == "" {
-			ok = false
+		if c := n.GetAConst(); c != nil && !c.Isnull {
+			// A bit string has no text here to pass.
+			_, readable := literalText(c)
+			ok = readable && (bare[n] || constantType(c) != "")
 		}
 		return ok
 	}
