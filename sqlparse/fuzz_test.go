@@ -95,6 +95,11 @@ func FuzzParse(f *testing.F) {
 			if !deparsed(st.Tree.node) {
 				continue
 			}
+			if _, ok := st.Tree.ResultRelation(); ok {
+				if _, err := st.Tree.ModifyTable(); err != nil && pgerr.Code(err) == "" {
+					t.Fatalf("ModifyTable: %v, not a *pgerr.Error", err)
+				}
+			}
 			out, err := deparse(st.Tree.node)
 			if err != nil {
 				if pgerr.Code(err) == "" {

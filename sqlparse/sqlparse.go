@@ -46,11 +46,11 @@ const (
 )
 
 // Parse splits sql into its statements and tells what each does. A syntax
-// error is returned as the parser's error; the server will report it
-// better, so callers usually let the text through to it. A text nested
-// too deeply to parse safely gets a *pgerr.Error with StatementTooComplex
-// (see parseTree), which callers must not let through: the server might
-// run it without pgrules having seen what it writes.
+// error is returned as a *SyntaxError; the server will report it better,
+// so callers usually let the text through to it. A text nested too deeply
+// to parse safely gets a *pgerr.Error with StatementTooComplex (see the
+// package's documentation), which callers must not let through: the
+// server might run it without pgrules having seen what it writes.
 func Parse(sql string) ([]Statement, error) {
 	tree, err := parseTree(sql)
 	if err != nil {
