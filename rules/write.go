@@ -15,10 +15,12 @@ import (
 // analysed once per statement text (the result is cached with the plan)
 // into a writeStmt: a query that materialises the statement's row changes
 // without writing anything, and what the engine's own write needs of the
-// client's statement (its RETURNING list, ON CONFLICT DO NOTHING). The
-// pieces of the client's statement that the engine reuses (expressions,
-// FROM lists, the WHERE clause, a WITH clause) are deparsed from
-// PostgreSQL's own parse tree, so they mean exactly what they meant.
+// client's statement (its RETURNING list, ON CONFLICT DO NOTHING). It is
+// built from what sqlparse reads of the statement (a
+// sqlparse.ModifyTable): the pieces of the client's statement that the
+// engine reuses (expressions, FROM lists, the WHERE clause, a WITH clause)
+// come as SQL deparsed from PostgreSQL's own parse tree, so they mean
+// exactly what they meant.
 
 type verb string
 
