@@ -64,9 +64,9 @@ type ModifyTable struct {
 	// SET values, written in Set and From as LiteralParam(k) (with a
 	// cast to the type PostgreSQL gives a number or a boolean; a string
 	// takes its type from where it stands). An UPDATE or a DELETE with
-	// another constant (a string elsewhere, or one in a sub-select, where
-	// a constant can be a position, as in ORDER BY 1), or with SET (a, b)
-	// = (...), keeps all of its constants.
+	// another constant (a string elsewhere, a bit string, or one in a
+	// sub-select, where a constant can be a position, as in ORDER BY 1),
+	// or with SET (a, b) = (...), keeps all of its constants.
 	Literals []Literal
 	// LiteralsOnly is set when nothing else in the statement varies with
 	// its values (parameters aside), which makes it worth preparing.
