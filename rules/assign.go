@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 
-	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
 	"github.com/pgrules/pgrules/sqlparse"
@@ -31,57 +30,45 @@ type setList struct {
 }
 
 // targetColumn is the column an INSERT's column list or a SET list names.
-func targetColumn(t *catalog.Table, rt *pg_query.ResTarget) (*catalog.Column, error) {
-	if len(rt.Indirection) > 0 {
-		return nil, notSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", rt.Name)
+func targetColumn(t *catalog.Table, tc sqlparse.TargetColumn) (*catalog.Column, error) {
+	if tc.Indirection {
+		return nil, notSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", tc.Name)
 	}
-	c := t.Column(rt.Name)
+	c := t.Column(tc.Name)
 	if c == nil {
-		e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rt.Name, t.Name)
-		e.Schema, e.Table, e.Column = t.Schema, t.Name, rt.Name
+		e := pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", tc.Name, t.Name)
+		e.Schema, e.Table, e.Column = t.Schema, t.Name, tc.Name
 		return nil, e
 	}
 	return c, nil
 }
 
 // assignments reads a SET list.
-func assignments(t *catalog.Table, targets []*pg_query.Node) (setList, error) {
+func assignments(t *catalog.Table, items []sqlparse.Assignment) (setList, error) {
 	var s setList
-	for i, item := range targets {
-		rt := item.GetResTarget()
-		c, err := targetColumn(t, rt)
+	for i, a := range items {
+		c, err := targetColumn(t, a.TargetColumn)
 		if err != nil {
 			return s, err
 		}
 		if slices.Contains(s.cols, c) {
 			// PostgreSQL's own error, which it gives whatever the rows.
-			return s, pgerr.New(pgerr.SyntaxError, "multiple assignments to same column %q", rt.Name)
+			return s, pgerr.New(pgerr.SyntaxError, "multiple assignments to same column %q", a.Name)
 		}
-		val := rt.Val
-		if m := val.GetMultiAssignRef(); m != nil {
-			if sub := m.Source.GetSubLink(); sub != nil {
-				v, err := s.subselectValue(t, targets[i:], m, sub)
-				if err != nil {
-					return s, err
-				}
-				s.add(c, v, true)
-				continue
+		switch {
+		case a.Subselect != nil:
+			v, err := s.subselectValue(t, items[i:])
+			if err != nil {
+				return s, err
 			}
-			row := m.Source.GetRowExpr()
-			if row == nil || int(m.Colno) > len(row.Args) {
-				return s, notSupported(t, "SET (...) = %s is not supported; assign each column", "a row that is neither (x, y) nor (SELECT ...)")
-			}
-			val = row.Args[m.Colno-1]
-		}
-		if val.GetSetToDefault() != nil {
+			s.add(c, v, true)
+		case a.OtherSource:
+			return s, notSupported(t, "SET (...) = %s is not supported; assign each column", "a row that is neither (x, y) nor (SELECT ...)")
+		case a.Default:
 			s.add(c, defaultSQL(c), false)
-			continue
+		default:
+			s.add(c, fmt.Sprintf("CAST((%s) AS %s)", a.Value, c.Type), false)
 		}
-		e, err := exprSQL(val)
-		if err != nil {
-			return s, err
-		}
-		s.add(c, fmt.Sprintf("CAST((%s) AS %s)", e, c.Type), false)
 	}
 	return s, nil
 }
@@ -92,57 +79,34 @@ func (s *setList) add(c *catalog.Column, value string, fromSubselect bool) {
 	s.fromSubselect = append(s.fromSubselect, fromSubselect)
 }
 
-// subselectValue is the value of column m.Colno of SET (...) = (SELECT
+// subselectValue is the value of the column rest[0] of SET (...) = (SELECT
 // ...); the first column's adds the sub-select's array, from the columns
 // of rest, the SET list from that column on.
-func (s *setList) subselectValue(t *catalog.Table, rest []*pg_query.Node, m *pg_query.MultiAssignRef, sub *pg_query.SubLink) (string, error) {
-	if m.Colno == 1 {
-		n, ok := selectWidth(sub.Subselect.GetSelectStmt())
-		if !ok {
+func (s *setList) subselectValue(t *catalog.Table, rest []sqlparse.Assignment) (string, error) {
+	a := rest[0]
+	if a.Colno == 1 {
+		n := a.Subselect.Width
+		if n < 0 {
 			return "", notSupported(t, "SET (...) = (SELECT * ...) is not supported; name the sub-select's columns")
 		}
-		if n != int(m.Ncolumns) || len(rest) < n {
+		if n != a.Ncolumns || len(rest) < n {
 			return "", pgerr.New(pgerr.SyntaxError, "number of columns does not match number of values")
-		}
-		q, err := sqlparse.Deparse(sub.Subselect)
-		if err != nil {
-			return "", err
 		}
 		elems := make([]string, n)
 		names := make([]string, n)
 		for k := range n {
-			c := t.Column(rest[k].GetResTarget().Name)
+			c := t.Column(rest[k].Name)
 			if c == nil {
-				return "", pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rest[k].GetResTarget().Name, t.Name)
+				return "", pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rest[k].Name, t.Name)
 			}
 			elems[k] = fmt.Sprintf("CAST(CAST(pgrules_s.c%d AS %s) AS text)", k+1, c.Type)
 			names[k] = fmt.Sprintf("c%d", k+1)
 		}
 		s.subselects = append(s.subselects, fmt.Sprintf("(SELECT ARRAY[%s] FROM (%s) AS pgrules_s(%s))",
-			strings.Join(elems, ", "), q, strings.Join(names, ", ")))
+			strings.Join(elems, ", "), a.Subselect.SQL, strings.Join(names, ", ")))
 	}
-	c := t.Column(rest[0].GetResTarget().Name)
-	return fmt.Sprintf("CAST(pgrules_x.pgrules_a%d[%d] AS %s)", len(s.subselects), m.Colno, c.Type), nil
-}
-
-// selectWidth is the number of columns a SELECT gives; false when a * in
-// it hides the number.
-func selectWidth(sel *pg_query.SelectStmt) (int, bool) {
-	if sel == nil {
-		return 0, false
-	}
-	if sel.Op != pg_query.SetOperation_SETOP_NONE {
-		return selectWidth(sel.Larg)
-	}
-	if len(sel.ValuesLists) > 0 {
-		return len(sel.ValuesLists[0].GetList().GetItems()), true
-	}
-	for _, item := range sel.TargetList {
-		if ref := item.GetResTarget().GetVal().GetColumnRef(); ref != nil && ref.Fields[len(ref.Fields)-1].GetAStar() != nil {
-			return 0, false
-		}
-	}
-	return len(sel.TargetList), true
+	c := t.Column(a.Name)
+	return fmt.Sprintf("CAST(pgrules_x.pgrules_a%d[%d] AS %s)", len(s.subselects), a.Colno, c.Type), nil
 }
 
 // materialize is an UPDATE's materialising query for its FROM list (with

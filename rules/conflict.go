@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
 	"github.com/pgrules/pgrules/sqlparse"
@@ -30,36 +29,25 @@ type arbiter struct {
 }
 
 // conflictArbiter resolves the conflict target of ON CONFLICT DO UPDATE.
-func conflictArbiter(t *catalog.Table, infer *pg_query.InferClause) (*arbiter, error) {
+func conflictArbiter(t *catalog.Table, infer *sqlparse.InferClause) (*arbiter, error) {
 	if infer == nil {
 		// PostgreSQL's own error, which it gives before any row.
 		return nil, pgerr.New(pgerr.SyntaxError, "ON CONFLICT DO UPDATE requires inference specification or constraint name")
 	}
-	if infer.Conname != "" {
-		return constraintArbiter(t, infer.Conname)
+	if infer.Constraint != "" {
+		return constraintArbiter(t, infer.Constraint)
 	}
-	var names []string
-	for _, e := range infer.IndexElems {
-		ie := e.GetIndexElem()
-		if ie.GetName() == "" || len(ie.Collation) > 0 || len(ie.Opclass) > 0 {
+	for _, name := range infer.Columns {
+		if name == "" {
 			return nil, notSupported(t, "ON CONFLICT DO UPDATE whose conflict target has an expression, a collation or an operator class is not supported; name an index's columns, or its constraint with ON CONFLICT ON CONSTRAINT")
 		}
-		if t.Column(ie.GetName()) == nil {
-			e := pgerr.New(pgerr.UndefinedColumn, "column %q does not exist", ie.GetName())
-			e.Schema, e.Table, e.Column = t.Schema, t.Name, ie.GetName()
+		if t.Column(name) == nil {
+			e := pgerr.New(pgerr.UndefinedColumn, "column %q does not exist", name)
+			e.Schema, e.Table, e.Column = t.Schema, t.Name, name
 			return nil, e
 		}
-		names = append(names, ie.GetName())
 	}
-	where := ""
-	if infer.WhereClause != nil {
-		s, err := exprSQL(infer.WhereClause)
-		if err != nil {
-			return nil, err
-		}
-		where = s
-	}
-	return inferArbiter(t, names, where)
+	return inferArbiter(t, infer.Columns, infer.Where)
 }
 
 // constraintArbiter is ON CONFLICT ON CONSTRAINT name: the columns of a
@@ -144,23 +132,14 @@ func nullsNotDistinct(t *catalog.Table, u *catalog.Unique) *pgerr.Error {
 	return notSupported(t, "ON CONFLICT DO UPDATE on %s, a NULLS NOT DISTINCT index, is not supported; use a unique index whose NULLs are distinct, or write the rows with INSERT and UPDATE", quoteIdent(u.Index))
 }
 
-// normalPredicate is an index predicate as the deparser prints it, to
-// compare with a conflict target's WHERE; the predicate itself when it
-// does not parse.
+// normalPredicate is an index predicate as sqlparse writes a conflict
+// target's WHERE, to compare with it; the predicate itself when it does
+// not parse.
 func normalPredicate(pred string) string {
-	tree, err := sqlparse.ParseTree("SELECT " + pred)
-	if err != nil || len(tree.Stmts) != 1 {
-		return pred
+	if s, ok := sqlparse.NormalExpr(pred); ok {
+		return s
 	}
-	sel := tree.Stmts[0].Stmt.GetSelectStmt()
-	if sel == nil || len(sel.TargetList) != 1 {
-		return pred
-	}
-	s, err := exprSQL(sel.TargetList[0].GetResTarget().GetVal())
-	if err != nil {
-		return pred
-	}
-	return s
+	return pred
 }
 
 func sameColumns(a, b []string) bool {

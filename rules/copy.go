@@ -5,9 +5,6 @@ import (
 	"strconv"
 	"strings"
 
-	pg_query "github.com/pganalyze/pg_query_go/v6"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/pgrules/pgrules/pgerr"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
@@ -35,16 +32,13 @@ func (s *session) CopyIn(ctx context.Context, conn stmt.Conn, st stmt.Statement)
 		return nil, err
 	}
 	p := s.plan(c, st.SQL)
-	if !copyRuled(c, p) || p.tree.GetCopyStmt() == nil {
+	cp := p.tree.Copy()
+	if !copyRuled(c, p) || cp == nil {
 		// Its table has no rules where this session's names resolve.
 		return &stmt.Copy{SQL: st.SQL}, nil
 	}
-	cp := proto.Clone(p.tree.GetCopyStmt()).(*pg_query.CopyStmt)
 	t := c.lookup(p.parts[0].Writes[0])
-	cols := make([]string, 0, len(cp.Attlist))
-	for _, a := range cp.Attlist {
-		cols = append(cols, a.GetString_().GetSval())
-	}
+	cols := cp.Columns
 	if len(cols) == 0 {
 		// COPY's columns, when it names none: all but the generated ones.
 		for _, col := range t.Columns {
@@ -75,12 +69,7 @@ func (s *session) CopyIn(ctx context.Context, conn stmt.Conn, st stmt.Statement)
 	if _, err := conn.Exec(ctx, stmt.Statement{SQL: "CREATE TEMP TABLE pgrules_copy (" + strings.Join(defs, ", ") + ")"}); err != nil {
 		return nil, err
 	}
-	cp.Relation = &pg_query.RangeVar{Schemaname: "pg_temp", Relname: "pgrules_copy", Inh: true, Relpersistence: "p"}
-	cp.Attlist = nil
-	for _, name := range cols {
-		cp.Attlist = append(cp.Attlist, pg_query.MakeStrNode(name))
-	}
-	relay, err := sqlparse.Deparse(&pg_query.Node{Node: &pg_query.Node_CopyStmt{CopyStmt: cp}})
+	relay, err := cp.Into("pg_temp", "pgrules_copy", cols)
 	if tooComplex(err) {
 		return nil, failTx(ctx, conn, asPgError(err))
 	}

@@ -10,8 +10,9 @@
 //
 // The engine (engine.go) is the proxy's stmt.Rules: it decides which
 // statements it wants from their text, analyses a write once per text
-// (write.go; its SET list in assign.go, an ON CONFLICT's arbiter in
-// conflict.go, a RETURNING that names a FROM list in returning.go), and
+// (write.go, from what sqlparse reads of the statement; its SET list in
+// assign.go, an ON CONFLICT's arbiter in conflict.go, a RETURNING that
+// names a FROM list in returning.go), and
 // runs it on the client's own connection, inside the
 // client's transaction (run.go, a file a step): materialise the row changes, derive,
 // write, adjust parents, check, cascade — a round trip per level of the
@@ -33,7 +34,9 @@
 // derived columns with set-based SQL (sqlgen.go translates expressions to
 // SQL for them, and for the inserts of onetrip.go).
 //
-// The package never touches the wire: it reaches PostgreSQL through
+// The package never reads a parse tree: package sqlparse says what a
+// statement writes, in the engine's terms, and writes its pieces as SQL.
+// It never touches the wire: it reaches PostgreSQL through
 // stmt.Conn, and reads the catalog through package catalog; its own
 // connections (the catalog's, and the one that records the entries of
 // failure events after their transaction) come from EngineConfig.Connect.

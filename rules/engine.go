@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
@@ -356,8 +355,8 @@ type plan struct {
 	// The analysis of a write, made on first use, from tree when the
 	// plan's text is that one statement (then set to nil).
 	once     sync.Once
-	tree     *pg_query.Node
+	tree     *sqlparse.Tree
 	write    *writeStmt
-	cte      *pg_query.Node // a statement whose WITH writes a table with rules
+	cte      *sqlparse.ModifyingWith // a statement whose WITH writes a table with rules
 	writeErr error
 }

@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"strings"
 
-	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
-	"google.golang.org/protobuf/proto"
 )
 
 // runWrite runs a client statement that writes a table with rules.
@@ -61,83 +59,46 @@ func (p *plan) analyse(c *compiled, sql string) {
 	})
 }
 
-// analyseText analyses a client's write, parsing it unless its tree n is
+// analyseText analyses a client's write, parsing it unless its tree is
 // given: a write on a table with rules gives its writeStmt; one whose WITH
-// writes such a table is returned as its tree, run CTE by CTE.
-func analyseText(c *compiled, sql string, n *pg_query.Node) (*writeStmt, *pg_query.Node, error) {
-	if n == nil {
-		tree, err := sqlparse.ParseTree(sql)
+// writes such a table is returned as such, run CTE by CTE.
+func analyseText(c *compiled, sql string, tree *sqlparse.Tree) (*writeStmt, *sqlparse.ModifyingWith, error) {
+	if tree == nil {
+		var err error
+		tree, err = sqlparse.ParseStatement(sql)
 		if pgerr.Code(err) != "" {
 			return nil, nil, err
 		}
 		if err != nil {
 			return nil, nil, pgerr.New(pgerr.SyntaxError, "%s", err)
 		}
-		if len(tree.Stmts) != 1 {
-			return nil, nil, pgerr.New(pgerr.InternalError, "pgrules was given %d statements to run as one", len(tree.Stmts))
-		}
-		n = tree.Stmts[0].Stmt
 	}
-	if hasModifyingCTE(withOf(n)) {
-		return nil, n, nil
+	if with := tree.ModifyingWith(); with != nil {
+		return nil, with, nil
 	}
-	t := targetOf(c, n)
+	t := targetOf(c, tree)
 	if t == nil {
-		if e := n.GetExplainStmt(); e != nil {
+		if tree.Explain() {
 			return nil, nil, pgerr.New(pgerr.FeatureNotSupported, "EXPLAIN ANALYZE of a write on a table with rules is not supported: it would run the statement without its rules; EXPLAIN without ANALYZE shows its plan")
 		}
 		return nil, nil, pgerr.New(pgerr.FeatureNotSupported, "pgrules cannot run this statement with its rules")
 	}
-	w, err := analyse(c.snap, t, n)
+	w, err := analyse(c.snap, t, tree)
 	return w, nil, err
 }
 
 // targetOf is the table an INSERT, UPDATE or DELETE writes, when it has
 // rules.
-func targetOf(c *compiled, n *pg_query.Node) *catalog.Table {
-	var rv *pg_query.RangeVar
-	switch x := n.GetNode().(type) {
-	case *pg_query.Node_InsertStmt:
-		rv = x.InsertStmt.Relation
-	case *pg_query.Node_UpdateStmt:
-		rv = x.UpdateStmt.Relation
-	case *pg_query.Node_DeleteStmt:
-		rv = x.DeleteStmt.Relation
-	default:
+func targetOf(c *compiled, tree *sqlparse.Tree) *catalog.Table {
+	rel, ok := tree.ResultRelation()
+	if !ok {
 		return nil
 	}
-	t := c.lookup(sqlparse.Write{Schema: rv.Schemaname, Table: rv.Relname})
+	t := c.lookup(rel)
 	if t == nil || !c.set.Involves(t.QualifiedName()) {
 		return nil
 	}
 	return t
-}
-
-func withOf(n *pg_query.Node) *pg_query.WithClause {
-	switch x := n.GetNode().(type) {
-	case *pg_query.Node_InsertStmt:
-		return x.InsertStmt.WithClause
-	case *pg_query.Node_UpdateStmt:
-		return x.UpdateStmt.WithClause
-	case *pg_query.Node_DeleteStmt:
-		return x.DeleteStmt.WithClause
-	case *pg_query.Node_SelectStmt:
-		return x.SelectStmt.WithClause
-	}
-	return nil
-}
-
-func setWith(n *pg_query.Node, w *pg_query.WithClause) {
-	switch x := n.GetNode().(type) {
-	case *pg_query.Node_InsertStmt:
-		x.InsertStmt.WithClause = w
-	case *pg_query.Node_UpdateStmt:
-		x.UpdateStmt.WithClause = w
-	case *pg_query.Node_DeleteStmt:
-		x.DeleteStmt.WithClause = w
-	case *pg_query.Node_SelectStmt:
-		x.SelectStmt.WithClause = w
-	}
 }
 
 // clientParams are the statement's parameters with the types the server
@@ -167,29 +128,22 @@ func (s *session) clientParams(ctx context.Context, conn stmt.Conn, st stmt.Stat
 // stand in for it, as a CTE over their values, in what follows. Unlike in
 // one PostgreSQL statement, later parts see the rows the earlier ones
 // wrote (documented in the README).
-func (s *session) runCTE(r *runner, c *compiled, n *pg_query.Node, p clientParams, resultFormats []int16) (*stmt.Result, error) {
-	n = proto.Clone(n).(*pg_query.Node) // the plan's tree is shared
-	w := withOf(n)
-	if w.Recursive {
+func (s *session) runCTE(r *runner, c *compiled, with *sqlparse.ModifyingWith, p clientParams, resultFormats []int16) (*stmt.Result, error) {
+	if with.Recursive {
 		return nil, r.fail(pgerr.New(pgerr.FeatureNotSupported, "WITH RECURSIVE with a data-modifying statement on a table with rules is not supported; run the recursive query first (into a temporary table) and write from its rows"))
 	}
 	p = p.expanded()
-	var ctes []*pg_query.Node
-	for _, item := range w.Ctes {
-		cte := item.GetCommonTableExpr()
-		q := cte.Ctequery
-		switch q.GetNode().(type) {
-		case *pg_query.Node_InsertStmt, *pg_query.Node_UpdateStmt, *pg_query.Node_DeleteStmt:
-		case *pg_query.Node_MergeStmt:
+	var ctes []sqlparse.CTE
+	for _, cte := range with.CTEs {
+		switch cte.Verb {
+		case sqlparse.Insert, sqlparse.Update, sqlparse.Delete:
+		case sqlparse.Merge:
 			return nil, r.fail(pgerr.New(pgerr.FeatureNotSupported, "MERGE in a WITH clause is not supported with rules"))
 		default:
-			ctes = append(ctes, item)
+			ctes = append(ctes, cte)
 			continue
 		}
-		if len(ctes) > 0 {
-			setWith(q, &pg_query.WithClause{Ctes: ctes})
-		}
-		sql, err := sqlparse.Deparse(q)
+		sql, err := cte.QuerySQL(ctes)
 		if err != nil {
 			return nil, r.fail(asPgError(err))
 		}
@@ -204,14 +158,11 @@ func (s *session) runCTE(r *runner, c *compiled, n *pg_query.Node, p clientParam
 		if err != nil {
 			return nil, err
 		}
-		tree, err := sqlparse.ParseTree(values)
+		returned, err := cte.As(values)
 		if err != nil {
 			return nil, r.fail(parseFailure(err))
 		}
-		ctes = append(ctes, &pg_query.Node{Node: &pg_query.Node_CommonTableExpr{CommonTableExpr: &pg_query.CommonTableExpr{
-			Ctename: cte.Ctename, Aliascolnames: cte.Aliascolnames, Ctequery: tree.Stmts[0].Stmt,
-			Ctematerialized: pg_query.CTEMaterialize_CTEMaterializeDefault,
-		}}})
+		ctes = append(ctes, returned)
 		for i := range res.Fields {
 			col := make([][]byte, len(res.Rows))
 			for j, row := range res.Rows {
@@ -224,12 +175,7 @@ func (s *session) runCTE(r *runner, c *compiled, n *pg_query.Node, p clientParam
 			}
 		}
 	}
-	if len(ctes) > 0 {
-		setWith(n, &pg_query.WithClause{Ctes: ctes})
-	} else {
-		setWith(n, nil)
-	}
-	sql, err := sqlparse.Deparse(n)
+	sql, err := with.SQL(ctes)
 	if err != nil {
 		return nil, r.fail(asPgError(err))
 	}
@@ -262,13 +208,12 @@ func (p clientParams) expanded() clientParams {
 // runStatement runs one statement of a CTE chain: through the engine when
 // it writes a table with rules, as it is otherwise.
 func (s *session) runStatement(r *runner, c *compiled, sql string, p clientParams, resultFormats []int16) (*stmt.Result, error) {
-	tree, err := sqlparse.ParseTree(sql)
+	tree, err := sqlparse.ParseStatement(sql)
 	if err != nil {
 		return nil, r.fail(parseFailure(err))
 	}
-	n := tree.Stmts[0].Stmt
-	if t := targetOf(c, n); t != nil {
-		w, err := analyse(c.snap, t, n)
+	if t := targetOf(c, tree); t != nil {
+		w, err := analyse(c.snap, t, tree)
 		if err != nil {
 			return nil, r.fail(asPgError(err))
 		}

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/pganalyze/pg_query_go/v6/parser"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/sqlparse"
 )
 
 // The fuzz targets below run their seeds (f.Add and testdata/fuzz/<name>/)
@@ -56,7 +56,7 @@ func FuzzStatementPath(f *testing.F) {
 		s := &session{}
 		p := s.plan(c, sql)
 		if p.parseErr != nil {
-			var syntax *parser.Error
+			var syntax *sqlparse.SyntaxError
 			tooDeep := pgerr.Code(p.parseErr) == pgerr.StatementTooComplex
 			if !tooDeep && utf8.ValidString(sql) && !errors.As(p.parseErr, &syntax) {
 				t.Fatalf("parse: %v (%T), neither a syntax error nor 54001", p.parseErr, p.parseErr)

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"strings"
 
-	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -43,7 +43,7 @@ const endMarker = "pgrules_end"
 // returningOf analyses the statement's RETURNING list into w.returning,
 // w.nReturning and, for a statement with a FROM or USING list whose
 // RETURNING names it, w.from.
-func (w *writeStmt) returningOf(list []*pg_query.Node) error {
+func (w *writeStmt) returningOf(list []sqlparse.ResTarget) error {
 	if len(list) == 0 {
 		return nil
 	}
@@ -52,42 +52,33 @@ func (w *writeStmt) returningOf(list []*pg_query.Node) error {
 	from := &returnedFrom{}
 	outside := false
 	for _, item := range list {
-		rt := item.GetResTarget()
-		if ref := rt.GetVal().GetColumnRef(); ref != nil && ref.Fields[len(ref.Fields)-1].GetAStar() != nil {
+		if item.Star {
 			switch {
-			case !w.joined || len(ref.Fields) > 1 && quoteIdent(ref.Fields[0].GetString_().GetSval()) == alias:
+			case !w.joined || item.Qualifier != "" && quoteIdent(item.Qualifier) == alias:
 				parts = append(parts, alias+".*")
 				from.items = append(from.items, returnItem{write: len(t.Columns)})
-			case len(ref.Fields) == 1:
+			case item.Qualifier == "":
 				parts = append(parts, alias+".*")
 				from.items = append(from.items, returnItem{write: len(t.Columns), from: true, star: true})
 				from.selects = append(from.selects, "*", "NULL AS "+endMarker)
 				outside = true
 			default:
-				s, err := targetsSQL([]*pg_query.Node{item})
-				if err != nil {
-					return err
-				}
 				from.items = append(from.items, returnItem{from: true, star: true})
-				from.selects = append(from.selects, s, "NULL AS "+endMarker)
+				from.selects = append(from.selects, item.SQL, "NULL AS "+endMarker)
 				outside = true
 			}
 			continue
 		}
-		s, err := targetsSQL([]*pg_query.Node{item})
-		if err != nil {
-			return err
-		}
-		if w.joined && w.readsList(rt.GetVal()) {
-			if w.readsTable(rt.GetVal()) {
+		if w.joined && w.readsList(item.ColumnRefs) {
+			if w.readsTable(item.ColumnRefs) {
 				return notSupported(t, "a RETURNING item that reads both %s and the FROM or USING list is not supported; return their columns as items of their own", alias)
 			}
 			from.items = append(from.items, returnItem{from: true})
-			from.selects = append(from.selects, s)
+			from.selects = append(from.selects, item.SQL)
 			outside = true
 			continue
 		}
-		parts = append(parts, s)
+		parts = append(parts, item.SQL)
 		from.items = append(from.items, returnItem{write: 1})
 	}
 	w.returning = strings.Join(parts, ", ")
@@ -100,53 +91,28 @@ func (w *writeStmt) returningOf(list []*pg_query.Node) error {
 	return nil
 }
 
-// readsList reports whether an expression names a column of the FROM or
-// USING list: through another qualifier, or by a name the table has no
-// column of. Inside a sub-select, where names may be its own, only
-// qualifiers count.
-func (w *writeStmt) readsList(n *pg_query.Node) bool {
-	return w.findRef(n, func(ref *pg_query.ColumnRef, inSub bool) bool {
-		first := ref.Fields[0].GetString_().GetSval()
-		if len(ref.Fields) > 1 {
-			return quoteIdent(first) != w.alias
+// readsList reports whether an expression, by its column references,
+// names a column of the FROM or USING list: through another qualifier, or
+// by a name the table has no column of. Inside a sub-select, where names
+// may be its own, only qualifiers count.
+func (w *writeStmt) readsList(refs []sqlparse.ColumnRef) bool {
+	return slices.ContainsFunc(refs, func(ref sqlparse.ColumnRef) bool {
+		if ref.Qualified {
+			return quoteIdent(ref.Head) != w.alias
 		}
-		return !inSub && w.table.Column(first) == nil && quoteIdent(first) != w.alias
+		return !ref.InSubselect && w.table.Column(ref.Head) == nil && quoteIdent(ref.Head) != w.alias
 	})
 }
 
-// readsTable reports whether an expression names a column of the table.
-func (w *writeStmt) readsTable(n *pg_query.Node) bool {
-	return w.findRef(n, func(ref *pg_query.ColumnRef, inSub bool) bool {
-		first := ref.Fields[0].GetString_().GetSval()
-		if len(ref.Fields) > 1 {
-			return quoteIdent(first) == w.alias
+// readsTable reports whether an expression, by its column references,
+// names a column of the table.
+func (w *writeStmt) readsTable(refs []sqlparse.ColumnRef) bool {
+	return slices.ContainsFunc(refs, func(ref sqlparse.ColumnRef) bool {
+		if ref.Qualified {
+			return quoteIdent(ref.Head) == w.alias
 		}
-		return !inSub && (w.table.Column(first) != nil || quoteIdent(first) == w.alias)
+		return !ref.InSubselect && (w.table.Column(ref.Head) != nil || quoteIdent(ref.Head) == w.alias)
 	})
-}
-
-func (w *writeStmt) findRef(n *pg_query.Node, match func(ref *pg_query.ColumnRef, inSub bool) bool) bool {
-	found := false
-	var visit func(inSub bool) func(*pg_query.Node) bool
-	visit = func(inSub bool) func(*pg_query.Node) bool {
-		return func(x *pg_query.Node) bool {
-			if found {
-				return false
-			}
-			if sub := x.GetSubLink(); sub != nil {
-				walkNodes(sub.Testexpr, visit(inSub))
-				walkNodes(sub.Subselect, visit(true))
-				return false
-			}
-			if ref := x.GetColumnRef(); ref != nil {
-				found = ref.Fields[0].GetString_() != nil && match(ref, inSub)
-				return false
-			}
-			return true
-		}
-	}
-	walkNodes(n, visit(false))
-	return found
 }
 
 // selectList is the tail of the materialising query's select list for

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/pgerr"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
@@ -107,25 +106,22 @@ func isTxKeyword(w string) bool {
 func followedTx(sql string, commits bool) bool {
 	k, _ := txKind(sql)
 	switch k {
-	case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT, pg_query.TransactionStmtKind_TRANS_STMT_PREPARE:
+	case stmt.TxCommit, stmt.TxCommitChain, stmt.TxPrepare:
 		return commits
-	case pg_query.TransactionStmtKind_TRANS_STMT_SAVEPOINT, pg_query.TransactionStmtKind_TRANS_STMT_RELEASE,
-		pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+	case stmt.TxSavepoint, stmt.TxRelease, stmt.TxRollbackTo:
 		return true
 	}
 	return false
 }
 
-func txKind(sql string) (pg_query.TransactionStmtKind, string) {
-	tree, err := sqlparse.ParseTree(sql)
-	if err != nil || len(tree.Stmts) != 1 {
-		return 0, ""
+// txKind is what a text of one transaction-control statement does, and
+// the savepoint it names.
+func txKind(sql string) (stmt.TxKind, string) {
+	sts, err := sqlparse.Parse(sql)
+	if err != nil || len(sts) != 1 {
+		return stmt.TxNone, ""
 	}
-	ts := tree.Stmts[0].Stmt.GetTransactionStmt()
-	if ts == nil {
-		return 0, ""
-	}
-	return ts.Kind, ts.SavepointName
+	return sts[0].Tx, sts[0].Savepoint
 }
 
 // touch records the rows a statement wrote in tables whose rows matter at
@@ -155,7 +151,7 @@ func (s *session) txControl(ctx context.Context, conn stmt.Conn, c *compiled, st
 	var res *stmt.Result
 	var err error
 	switch {
-	case conn.TxStatus() == stmt.TxActive && (kind == pg_query.TransactionStmtKind_TRANS_STMT_COMMIT || kind == pg_query.TransactionStmtKind_TRANS_STMT_PREPARE):
+	case conn.TxStatus() == stmt.TxActive && (kind == stmt.TxCommit || kind == stmt.TxCommitChain || kind == stmt.TxPrepare):
 		res, err = s.commit(ctx, conn, c, st)
 	default:
 		res, err = conn.Exec(ctx, st)
@@ -164,14 +160,14 @@ func (s *session) txControl(ctx context.Context, conn stmt.Conn, c *compiled, st
 		return res, err
 	}
 	switch kind {
-	case pg_query.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
+	case stmt.TxSavepoint:
 		s.tx.marks = append(s.tx.marks, savepoint{name: name, at: len(s.tx.touched)})
-	case pg_query.TransactionStmtKind_TRANS_STMT_RELEASE, pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+	case stmt.TxRelease, stmt.TxRollbackTo:
 		for i := len(s.tx.marks) - 1; i >= 0; i-- {
 			if s.tx.marks[i].name != name {
 				continue
 			}
-			if kind == pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO {
+			if kind == stmt.TxRollbackTo {
 				// The rollback released the locks taken since, which
 				// are not told apart: all are taken again.
 				s.tx.locked = nil

@@ -44,13 +44,13 @@ func tooComplex(what string, limit int) *pgerr.Error {
 	return e
 }
 
-// ParseTree parses sql with PostgreSQL's parser, after checking that its
+// parseTree parses sql with PostgreSQL's parser, after checking that its
 // tree cannot nest deeper than the parser can safely go. Every parse of
 // pgrules goes through it. A text beyond the limit gets a
 // StatementTooComplex error, a syntax error the parser's *parser.Error; a
 // text that is not UTF-8 fails to decode. (Within the limit a tree stays
 // far below the 10,000 nested messages protobuf decodes.)
-func ParseTree(sql string) (*pg_query.ParseResult, error) {
+func parseTree(sql string) (*pg_query.ParseResult, error) {
 	if NestingBound(sql, MaxNesting) > MaxNesting {
 		return nil, tooComplex("statement", MaxNesting)
 	}
@@ -67,10 +67,10 @@ var parseTreeVersion = func() int32 {
 	return tree.Version
 }()
 
-// Deparse returns the SQL text of a statement's tree, after checking that
+// deparse returns the SQL text of a statement's tree, after checking that
 // it does not nest deeper than the deparser can safely go. Every deparse
 // of pgrules goes through it. Errors are *pgerr.Error.
-func Deparse(n *pg_query.Node) (string, error) {
+func deparse(n *pg_query.Node) (string, error) {
 	w := treeWalk{limit: MaxDeparseDepth}
 	if w.depth(n.ProtoReflect(), 0) > MaxDeparseDepth {
 		return "", tooComplex("statement pgrules runs for it", MaxDeparseDepth)

@@ -49,9 +49,9 @@ func TestNestingBoundRefusesDeepTexts(t *testing.T) {
 			if b := NestingBound(sql, MaxNesting); b <= MaxNesting {
 				t.Errorf("bound %d for a text nested %d deep", b, MaxNesting+1)
 			}
-			_, err := ParseTree(sql)
+			_, err := parseTree(sql)
 			if pgerr.Code(err) != pgerr.StatementTooComplex {
-				t.Fatalf("ParseTree: %v, want SQLSTATE %s", err, pgerr.StatementTooComplex)
+				t.Fatalf("parseTree: %v, want SQLSTATE %s", err, pgerr.StatementTooComplex)
 			}
 			var e *pgerr.Error
 			if !errors.As(err, &e) || e.Hint == "" {
@@ -126,7 +126,7 @@ func TestWideTextsAreShallow(t *testing.T) {
 			if b := NestingBound(sql, MaxNesting); b > 20 && name != "union" || b > MaxNesting {
 				t.Errorf("bound %d", b)
 			}
-			if _, err := ParseTree(sql); err != nil {
+			if _, err := parseTree(sql); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -141,14 +141,14 @@ func TestDeparseRefusesDeepTrees(t *testing.T) {
 	sel := &pg_query.Node{Node: &pg_query.Node_SelectStmt{SelectStmt: &pg_query.SelectStmt{
 		TargetList: []*pg_query.Node{pg_query.MakeResTargetNodeWithVal(e, 0)},
 	}}}
-	if _, err := Deparse(sel); pgerr.Code(err) != pgerr.StatementTooComplex {
+	if _, err := deparse(sel); pgerr.Code(err) != pgerr.StatementTooComplex {
 		t.Fatalf("Deparse: %v, want SQLSTATE %s", err, pgerr.StatementTooComplex)
 	}
-	tree, err := ParseTree("UPDATE lineitem SET quantity = " + strings.Repeat("0+", MaxNesting/2) + "quantity WHERE id = 1")
+	tree, err := parseTree("UPDATE lineitem SET quantity = " + strings.Repeat("0+", MaxNesting/2) + "quantity WHERE id = 1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Deparse(tree.Stmts[0].Stmt); err != nil {
+	if _, err := deparse(tree.Stmts[0].Stmt); err != nil {
 		t.Fatalf("Deparse of a statement within the limits: %v", err)
 	}
 }
@@ -156,11 +156,11 @@ func TestDeparseRefusesDeepTrees(t *testing.T) {
 // TestDeparseParameterZero: the parser takes $0, which the deparser would
 // write as "?"; Deparse answers as PostgreSQL does instead.
 func TestDeparseParameterZero(t *testing.T) {
-	tree, err := ParseTree("UPDATE t SET a = $0 WHERE id = $1")
+	tree, err := parseTree("UPDATE t SET a = $0 WHERE id = $1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Deparse(tree.Stmts[0].Stmt); pgerr.Code(err) != pgerr.UndefinedParameter {
+	if _, err := deparse(tree.Stmts[0].Stmt); pgerr.Code(err) != pgerr.UndefinedParameter {
 		t.Fatalf("Deparse: %v, want SQLSTATE %s", err, pgerr.UndefinedParameter)
 	}
 }

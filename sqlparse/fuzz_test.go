@@ -61,11 +61,11 @@ func FuzzParse(f *testing.F) {
 		Tx(sql)
 		Shape(sql)
 		bound := NestingBound(sql, MaxNesting)
-		tree, err := ParseTree(sql)
+		tree, err := parseTree(sql)
 		if err != nil {
 			var syntax *parser.Error
 			if utf8.ValidString(sql) && !errors.As(err, &syntax) && pgerr.Code(err) != pgerr.StatementTooComplex {
-				t.Fatalf("ParseTree: %v (%T), neither a syntax error nor 54001", err, err)
+				t.Fatalf("parseTree: %v (%T), neither a syntax error nor 54001", err, err)
 			}
 			if pgerr.Code(err) == pgerr.StatementTooComplex && bound <= MaxNesting {
 				t.Fatalf("54001 for a text of bound %d", bound)
@@ -82,7 +82,7 @@ func FuzzParse(f *testing.F) {
 		}
 		sts, err := Parse(sql)
 		if err != nil {
-			t.Fatalf("Parse after ParseTree: %v", err)
+			t.Fatalf("Parse after parseTree: %v", err)
 		}
 		mayWrite := MayWrite(sql)
 		for _, st := range sts {
@@ -92,24 +92,29 @@ func FuzzParse(f *testing.F) {
 			if len(st.Writes) > 0 && !mayWrite {
 				t.Fatalf("MayWrite is false, but %q writes %v", st.SQL, st.Writes)
 			}
-			if !deparsed(st.Tree) {
+			if !deparsed(st.Tree.node) {
 				continue
 			}
-			out, err := Deparse(st.Tree)
+			if _, ok := st.Tree.ResultRelation(); ok {
+				if _, err := st.Tree.ModifyTable(); err != nil && pgerr.Code(err) == "" {
+					t.Fatalf("ModifyTable: %v, not a *pgerr.Error", err)
+				}
+			}
+			out, err := deparse(st.Tree.node)
 			if err != nil {
 				if pgerr.Code(err) == "" {
 					t.Fatalf("Deparse: %v, not a *pgerr.Error", err)
 				}
 				continue
 			}
-			again, err := ParseTree(out)
+			again, err := parseTree(out)
 			if err != nil {
 				t.Fatalf("%q deparsed to %q, which does not parse: %v", st.SQL, out, err)
 			}
 			if len(again.Stmts) != 1 {
 				t.Fatalf("%q deparsed to %q, %d statements", st.SQL, out, len(again.Stmts))
 			}
-			if out2, err := Deparse(again.Stmts[0].Stmt); err != nil || out2 != out {
+			if out2, err := deparse(again.Stmts[0].Stmt); err != nil || out2 != out {
 				t.Fatalf("%q deparsed to %q, and that to %q (%v)", st.SQL, out, out2, err)
 			}
 		}

@@ -17,11 +17,13 @@ type Statement struct {
 	// TRANSACTION and the like; Tx says which.
 	TxControl bool
 	Tx        stmt.TxKind
+	// Savepoint is the savepoint SAVEPOINT, RELEASE or ROLLBACK TO names.
+	Savepoint string
 	// DDL marks statements that change the schema.
 	DDL bool
 	// Tree is the statement's parse tree, for a caller that goes on to
 	// analyse it; its locations are offsets in the whole text.
-	Tree *pg_query.Node
+	Tree *Tree
 }
 
 // Write is one table a statement writes, and how.
@@ -44,13 +46,13 @@ const (
 )
 
 // Parse splits sql into its statements and tells what each does. A syntax
-// error is returned as the parser's error; the server will report it
-// better, so callers usually let the text through to it. A text nested
-// too deeply to parse safely gets a *pgerr.Error with StatementTooComplex
-// (see ParseTree), which callers must not let through: the server might
-// run it without pgrules having seen what it writes.
+// error is returned as a *SyntaxError; the server will report it better,
+// so callers usually let the text through to it. A text nested too deeply
+// to parse safely gets a *pgerr.Error with StatementTooComplex (see the
+// package's documentation), which callers must not let through: the
+// server might run it without pgrules having seen what it writes.
 func Parse(sql string) ([]Statement, error) {
-	tree, err := ParseTree(sql)
+	tree, err := parseTree(sql)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +62,7 @@ func Parse(sql string) ([]Statement, error) {
 		if strings.TrimSpace(text) == "" {
 			continue
 		}
-		st := Statement{SQL: text, Tree: raw.Stmt}
+		st := Statement{SQL: text, Tree: &Tree{node: raw.Stmt}}
 		describe(&st, raw.Stmt)
 		out = append(out, st)
 	}
@@ -114,6 +116,7 @@ func describe(st *Statement, n *pg_query.Node) {
 	case *pg_query.Node_TransactionStmt:
 		st.TxControl = true
 		st.Tx = txKind(n.TransactionStmt)
+		st.Savepoint = n.TransactionStmt.SavepointName
 	case *pg_query.Node_CreateStmt, *pg_query.Node_AlterTableStmt, *pg_query.Node_DropStmt,
 		*pg_query.Node_RenameStmt, *pg_query.Node_IndexStmt, *pg_query.Node_CreateSchemaStmt,
 		*pg_query.Node_CreateDomainStmt, *pg_query.Node_AlterDomainStmt, *pg_query.Node_CreateEnumStmt,

@@ -46,3 +46,17 @@ func TestTextsOfOneShape(t *testing.T) {
 		t.Fatalf("through pgrules:\n%s\nwith the triggers:\n%s", got, want)
 	}
 }
+
+// TestBitStringConstant: a bit string in an UPDATE stays a constant (it
+// has no text the engine could pass as a parameter), and is written.
+func TestBitStringConstant(t *testing.T) {
+	c, admin, _, _ := rulesDB(t, demo.Schema+demo.Data+"ALTER TABLE orders ADD flags bit(3)", nil)
+	defineCreditRules(t, c)
+	scalar(t, c, "INSERT INTO orders (customer_id) VALUES (1)")
+	if e := pgError(t, c, "UPDATE orders SET flags = B'101' WHERE id = 1"); e != nil {
+		t.Fatal(e)
+	}
+	if got := scalar(t, admin, "SELECT flags::text FROM orders WHERE id = 1"); got != "101" {
+		t.Fatalf("flags %q, want 101", got)
+	}
+}
