@@ -8,6 +8,8 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/sqlparse"
 )
 
@@ -33,7 +35,7 @@ type setList struct {
 // targetColumn is the column an INSERT's column list or a SET list names.
 func targetColumn(t *catalog.Table, rt *pg_query.ResTarget) (*catalog.Column, error) {
 	if len(rt.Indirection) > 0 {
-		return nil, notSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", rt.Name)
+		return nil, compiler.WriteNotSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", rt.Name)
 	}
 	c := t.Column(rt.Name)
 	if c == nil {
@@ -69,7 +71,7 @@ func assignments(t *catalog.Table, targets []*pg_query.Node) (setList, error) {
 			}
 			row := m.Source.GetRowExpr()
 			if row == nil || int(m.Colno) > len(row.Args) {
-				return s, notSupported(t, "SET (...) = %s is not supported; assign each column", "a row that is neither (x, y) nor (SELECT ...)")
+				return s, compiler.WriteNotSupported(t, "SET (...) = %s is not supported; assign each column", "a row that is neither (x, y) nor (SELECT ...)")
 			}
 			val = row.Args[m.Colno-1]
 		}
@@ -99,7 +101,7 @@ func (s *setList) subselectValue(t *catalog.Table, rest []*pg_query.Node, m *pg_
 	if m.Colno == 1 {
 		n, ok := selectWidth(sub.Subselect.GetSelectStmt())
 		if !ok {
-			return "", notSupported(t, "SET (...) = (SELECT * ...) is not supported; name the sub-select's columns")
+			return "", compiler.WriteNotSupported(t, "SET (...) = (SELECT * ...) is not supported; name the sub-select's columns")
 		}
 		if n != int(m.Ncolumns) || len(rest) < n {
 			return "", pgerr.New(pgerr.SyntaxError, "number of columns does not match number of values")
@@ -156,7 +158,7 @@ func (s setList) materialize(t *catalog.Table, alias, from, lock, extra string) 
 	inner := []string{alias + ".ctid AS pgrules_ctid", alias + ".*"}
 	outer := []string{"pgrules_x.pgrules_ctid"}
 	for _, c := range t.Columns {
-		outer = append(outer, "pgrules_x."+quoteIdent(c.Name))
+		outer = append(outer, "pgrules_x."+sqltext.Ident(c.Name))
 	}
 	for i, v := range s.values {
 		if s.fromSubselect[i] {

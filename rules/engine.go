@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
 	"github.com/rs/zerolog"
@@ -101,7 +103,7 @@ type compiled struct {
 	src    *catalog.Snapshot
 	srcErr error
 	snap   *catalog.Snapshot
-	set    *Set
+	set    *runSet
 	err    error // the catalog could not be loaded
 	plans  textCache[*plan]
 	// shapes are the analysed writes whose texts differ only in their
@@ -274,7 +276,7 @@ func (db *database) current(ctx context.Context) *compiled {
 		c.snap, c.err = &catalog.Snapshot{Tables: map[string]*catalog.Table{}}, nil
 	}
 	if c.err == nil {
-		c.set = Compile(c.snap)
+		c.set = newRunSet(compiler.Compile(c.snap))
 	}
 	db.state.Store(c)
 	return c
@@ -303,7 +305,7 @@ func (e *Engine) RunTx(ctx context.Context, database string, conn stmt.Conn, rol
 	db.current(ctx)
 	s := &session{e: e, name: database, db: db, user: role, log: e.cfg.Logger.With().Str("database", database).Str("role", role).Logger()}
 	defer s.flushFailures(ctx)
-	if _, err := conn.Simple(ctx, "BEGIN; SET LOCAL ROLE "+quoteIdent(role)); err != nil {
+	if _, err := conn.Simple(ctx, "BEGIN; SET LOCAL ROLE "+sqltext.Ident(role)); err != nil {
 		conn.Simple(ctx, "ROLLBACK")
 		return err
 	}

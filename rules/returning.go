@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -55,7 +57,7 @@ func (w *writeStmt) returningOf(list []*pg_query.Node) error {
 		rt := item.GetResTarget()
 		if ref := rt.GetVal().GetColumnRef(); ref != nil && ref.Fields[len(ref.Fields)-1].GetAStar() != nil {
 			switch {
-			case !w.joined || len(ref.Fields) > 1 && quoteIdent(ref.Fields[0].GetString_().GetSval()) == alias:
+			case !w.joined || len(ref.Fields) > 1 && sqltext.Ident(ref.Fields[0].GetString_().GetSval()) == alias:
 				parts = append(parts, alias+".*")
 				from.items = append(from.items, returnItem{write: len(t.Columns)})
 			case len(ref.Fields) == 1:
@@ -80,7 +82,7 @@ func (w *writeStmt) returningOf(list []*pg_query.Node) error {
 		}
 		if w.joined && w.readsList(rt.GetVal()) {
 			if w.readsTable(rt.GetVal()) {
-				return notSupported(t, "a RETURNING item that reads both %s and the FROM or USING list is not supported; return their columns as items of their own", alias)
+				return compiler.WriteNotSupported(t, "a RETURNING item that reads both %s and the FROM or USING list is not supported; return their columns as items of their own", alias)
 			}
 			from.items = append(from.items, returnItem{from: true})
 			from.selects = append(from.selects, s)
@@ -108,9 +110,9 @@ func (w *writeStmt) readsList(n *pg_query.Node) bool {
 	return w.findRef(n, func(ref *pg_query.ColumnRef, inSub bool) bool {
 		first := ref.Fields[0].GetString_().GetSval()
 		if len(ref.Fields) > 1 {
-			return quoteIdent(first) != w.alias
+			return sqltext.Ident(first) != w.alias
 		}
-		return !inSub && w.table.Column(first) == nil && quoteIdent(first) != w.alias
+		return !inSub && w.table.Column(first) == nil && sqltext.Ident(first) != w.alias
 	})
 }
 
@@ -119,9 +121,9 @@ func (w *writeStmt) readsTable(n *pg_query.Node) bool {
 	return w.findRef(n, func(ref *pg_query.ColumnRef, inSub bool) bool {
 		first := ref.Fields[0].GetString_().GetSval()
 		if len(ref.Fields) > 1 {
-			return quoteIdent(first) == w.alias
+			return sqltext.Ident(first) == w.alias
 		}
-		return !inSub && (w.table.Column(first) != nil || quoteIdent(first) == w.alias)
+		return !inSub && (w.table.Column(first) != nil || sqltext.Ident(first) == w.alias)
 	})
 }
 
@@ -244,7 +246,7 @@ func (f *returnedFrom) formats(t *writeStmt, client []int16, base int) (write, m
 		client = slices.Repeat(client, known)
 	}
 	if len(client) == 1 || stars > 1 {
-		return nil, nil, notSupported(t.table, "RETURNING * or list.* of the FROM or USING list in binary is supported only with a format per column, and one such item; name the columns")
+		return nil, nil, compiler.WriteNotSupported(t.table, "RETURNING * or list.* of the FROM or USING list in binary is supported only with a format per column, and one such item; name the columns")
 	}
 	starCols := []int{}
 	if stars == 1 {

@@ -9,6 +9,8 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/sqlparse"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -302,7 +304,7 @@ func analyseUpsert(t *catalog.Table, alias string, oc *pg_query.OnConflictClause
 		return nil, err
 	}
 	if len(set.subselects) > 0 {
-		return nil, notSupported(t, "ON CONFLICT DO UPDATE SET (...) = (SELECT ...) is not supported; assign each column")
+		return nil, compiler.WriteNotSupported(t, "ON CONFLICT DO UPDATE SET (...) = (SELECT ...) is not supported; assign each column")
 	}
 	u.setCols, u.values = set.cols, set.values
 	if oc.WhereClause != nil {
@@ -313,16 +315,6 @@ func analyseUpsert(t *catalog.Table, alias string, oc *pg_query.OnConflictClause
 		u.where = e
 	}
 	return u, nil
-}
-
-// notSupported is the error for a form of write the engine does not run:
-// refused, never let past its rules.
-func notSupported(t *catalog.Table, format string, args ...any) *pgerr.Error {
-	e := pgerr.New(pgerr.FeatureNotSupported, "%s on table %s, which has rules: "+format,
-		append([]any{"this write", shortName(t.QualifiedName())}, args...)...)
-	e.Schema, e.Table = t.Schema, t.Name
-	e.Hint = "pgrules runs the rules of INSERT (VALUES, SELECT, ON CONFLICT), UPDATE (with FROM) and DELETE (with USING), with RETURNING; the README lists the forms it refuses and what to write instead."
-	return e
 }
 
 func selectNode(sel *pg_query.SelectStmt) *pg_query.Node {
@@ -381,9 +373,9 @@ func hasModifyingCTE(w *pg_query.WithClause) bool {
 
 func relationAlias(rv *pg_query.RangeVar) string {
 	if rv.Alias != nil && rv.Alias.Aliasname != "" {
-		return quoteIdent(rv.Alias.Aliasname)
+		return sqltext.Ident(rv.Alias.Aliasname)
 	}
-	return quoteIdent(rv.Relname)
+	return sqltext.Ident(rv.Relname)
 }
 
 // walkNodes calls fn on n and on every node below it, depth first; fn
@@ -430,7 +422,7 @@ func analyse(snap *catalog.Snapshot, t *catalog.Table, n *pg_query.Node) (*write
 	case *pg_query.Node_DeleteStmt:
 		return analyseDelete(t, n.DeleteStmt)
 	}
-	return nil, notSupported(t, "only INSERT, UPDATE and DELETE are run with rules")
+	return nil, compiler.WriteNotSupported(t, "only INSERT, UPDATE and DELETE are run with rules")
 }
 
 func analyseInsert(t *catalog.Table, ins *pg_query.InsertStmt) (*writeStmt, error) {
@@ -613,7 +605,7 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 		return nil, err
 	}
 	if up.WhereClause.GetCurrentOfExpr() != nil {
-		return nil, notSupported(t, "WHERE CURRENT OF is not supported; name the row by its key in the WHERE clause")
+		return nil, compiler.WriteNotSupported(t, "WHERE CURRENT OF is not supported; name the row by its key in the WHERE clause")
 	}
 	w.literals, w.literalAt, w.literalsOnly = literalParams(up.TargetList, up.WhereClause, up.WithClause == nil && len(up.FromClause) == 0)
 	var set setList
@@ -636,7 +628,7 @@ func analyseUpdate(t *catalog.Table, up *pg_query.UpdateStmt) (*writeStmt, error
 		return nil, err
 	}
 	if w.from != nil && len(set.subselects) > 0 {
-		return nil, notSupported(t, "RETURNING the FROM list's columns from an UPDATE with SET (...) = (SELECT ...) is not supported; return the table's columns")
+		return nil, compiler.WriteNotSupported(t, "RETURNING the FROM list's columns from an UPDATE with SET (...) = (SELECT ...) is not supported; return the table's columns")
 	}
 	w.materialize = markLiterals(with+set.materialize(t, w.alias, from, lock, w.from.selectList()), len(w.literals))
 	return w, nil
@@ -649,7 +641,7 @@ func analyseDelete(t *catalog.Table, del *pg_query.DeleteStmt) (*writeStmt, erro
 		return nil, err
 	}
 	if del.WhereClause.GetCurrentOfExpr() != nil {
-		return nil, notSupported(t, "WHERE CURRENT OF is not supported; name the row by its key in the WHERE clause")
+		return nil, compiler.WriteNotSupported(t, "WHERE CURRENT OF is not supported; name the row by its key in the WHERE clause")
 	}
 	w.literals, w.literalAt, w.literalsOnly = literalParams(nil, del.WhereClause, del.WithClause == nil && len(del.UsingClause) == 0)
 	from, err := fromSQL(append([]*pg_query.Node{{Node: &pg_query.Node_RangeVar{RangeVar: del.Relation}}}, del.UsingClause...), del.WhereClause)
@@ -675,7 +667,7 @@ func keyOrder(t *catalog.Table, alias string) string {
 	}
 	cols := make([]string, len(t.PrimaryKey))
 	for i, k := range t.PrimaryKey {
-		cols[i] = alias + "." + quoteIdent(k)
+		cols[i] = alias + "." + sqltext.Ident(k)
 	}
 	return strings.Join(cols, ", ")
 }

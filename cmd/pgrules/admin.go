@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/rules"
+	"github.com/pgrules/pgrules/rules/compiler"
 	pgsql "github.com/pgrules/pgrules/sql"
 )
 
@@ -119,7 +120,7 @@ func explain(ctx context.Context, args []string, out io.Writer) error {
 	if t == nil {
 		return fmt.Errorf("no table %q in database %s", rest[0], snap.Database)
 	}
-	set := rules.Compile(snap)
+	set := compiler.Compile(snap)
 	for _, e := range set.Errors() {
 		fmt.Fprintf(out, "broken: %s\n", e.Message)
 	}
@@ -168,7 +169,7 @@ func maintain(ctx context.Context, args []string, out io.Writer, rebuild bool) e
 		}
 		table = t.QualifiedName()
 	}
-	set := rules.Compile(snap)
+	set := compiler.Compile(snap)
 	if !rebuild {
 		drift, err := rules.Verify(ctx, q, snap, set, table)
 		if err != nil {

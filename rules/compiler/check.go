@@ -1,4 +1,4 @@
-package rules
+package compiler
 
 import (
 	"fmt"
@@ -107,7 +107,7 @@ func sumHolds(dst, src *catalog.Column) bool {
 // get operands they can combine, and it records the columns read.
 type checker struct {
 	set    *Set
-	c      *Compiled
+	c      *Rule
 	table  *catalog.Table
 	part   string
 	src    string
@@ -226,7 +226,7 @@ func (ck *checker) check(n ast.Node) kind {
 		if len(names) > 0 {
 			hint = " (its parents are " + strings.Join(names, ", ") + ")"
 		}
-		return ck.fail(n.Property, pgerr.UndefinedColumn, "table %s has no column or parent %q%s", shortName(t.QualifiedName()), prop.Value, hint)
+		return ck.fail(n.Property, pgerr.UndefinedColumn, "table %s has no column or parent %q%s", catalog.ShortName(t.QualifiedName()), prop.Value, hint)
 	case *ast.ChainNode:
 		return ck.check(n.Node)
 	case *ast.UnaryNode:
@@ -339,7 +339,7 @@ func (ck *checker) call(n *ast.CallNode) kind {
 		switch id.Value {
 		case "set":
 			if ck.table.Column(name.Value) == nil {
-				return ck.fail(name, pgerr.UndefinedColumn, "set: column %q of table %s does not exist", name.Value, shortName(ck.table.QualifiedName()))
+				return ck.fail(name, pgerr.UndefinedColumn, "set: column %q of table %s does not exist", name.Value, catalog.ShortName(ck.table.QualifiedName()))
 			}
 		case "insert", "update", "delete":
 			if ck.set.snap.Lookup(name.Value) == nil {
