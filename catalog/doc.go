@@ -12,5 +12,5 @@
 // Watcher) and on a client's upstream connection inside its transaction
 // (to check a definition against what that transaction sees). It knows
 // nothing of the wire protocol or of expr: compiling rules is package
-// rules' job.
+// rules/compiler's job.
 package catalog

@@ -10,10 +10,26 @@ import (
 	"github.com/pgrules/pgrules/rules/sqltext"
 )
 
+// runSet is a compiled Set with what the engine works out from it once,
+// before it runs a write: the rules of each table, with the SQL of their
+// statements. Like the Set, it is immutable and shared by every session of
+// the database.
+type runSet struct {
+	*compiler.Set
+	tables map[string]*tableRules
+}
+
+func newRunSet(set *compiler.Set) *runSet {
+	s := &runSet{Set: set}
+	s.buildTables()
+	return s
+}
+
 // tableRules is what the engine runs for the rows of one table, worked out
-// once per Set: the table's own derivations in the order they run, the
-// aggregates its rows feed, its constraints, the formulas of other tables
-// that read its columns, and the SQL of its parent adjustments.
+// once per compiled Set (newRunSet): the table's own derivations in the
+// order they run, the aggregates its rows feed, its constraints, the
+// formulas of other tables that read its columns, and the SQL of its
+// parent adjustments.
 type tableRules struct {
 	t     *catalog.Table
 	index map[string]int // column name → position in t.Columns
@@ -98,21 +114,7 @@ type cascade struct {
 	formula *compiler.Rule
 }
 
-// runSet is a compiled Set with what the engine works out from it once,
-// before it runs a write: the rules of each table, with the SQL of their
-// statements. Like the Set, it is immutable and shared by every session of
-// the database.
-type runSet struct {
-	*compiler.Set
-	tables map[string]*tableRules
-}
-
-func newRunSet(set *compiler.Set) *runSet {
-	s := &runSet{Set: set}
-	s.buildTables()
-	return s
-}
-
+// buildTables works out the rules of each table from the compiled rules.
 func (s *runSet) buildTables() {
 	s.tables = make(map[string]*tableRules)
 	get := func(name string) *tableRules {

@@ -18,7 +18,7 @@ import (
 // bool, time.Time, decoded JSON, and nil for NULL.
 //
 // Every arithmetic and comparison operator of a rule expression is
-// rewritten into a call of one of the functions below (see compile.go),
+// rewritten into a call of one of the functions below (see expression.go),
 // which decide by the operands' run-time types: an integer meeting a decimal
 // becomes a decimal, a float meeting a decimal becomes the decimal of its
 // shortest representation, so 0.1 + 0.2 == 0.3 holds and money stays
