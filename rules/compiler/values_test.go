@@ -324,3 +324,42 @@ func TestIntegerOverflow(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineValueHelpers: the value functions the engine uses besides the
+// operators: JSON with exact decimals, the special numerics, decimals of
+// ints and floats, and type names for messages.
+func TestEngineValueHelpers(t *testing.T) {
+	for _, tc := range []struct {
+		v    any
+		json string
+	}{
+		{dec("0.30"), `0.30`},
+		{map[string]any{"a": dec("1.10"), "b": []any{nan, nil, "x"}}, `{"a":1.10,"b":["NaN",null,"x"]}`},
+		{time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), `"2026-01-02T03:04:05Z"`},
+		{3, `3`},
+	} {
+		if got, err := EncodeJSON(tc.v); err != nil || string(got) != tc.json {
+			t.Errorf("EncodeJSON(%v) = %s, %v; want %s", tc.v, got, err, tc.json)
+		}
+	}
+	for _, tc := range []struct {
+		v       any
+		special bool
+		name    string
+	}{
+		{nan, true, "decimal"}, {posInf, true, "decimal"}, {negInf, true, "decimal"}, {dec("1"), false, "decimal"},
+		{1, false, "integer"}, {1.5, false, "float"}, {"NaN", false, "text"}, {nil, false, "nil"}, {[]int{}, false, "[]int"},
+	} {
+		if IsSpecial(tc.v) != tc.special || TypeName(tc.v) != tc.name {
+			t.Errorf("%v: IsSpecial %v, TypeName %s", tc.v, IsSpecial(tc.v), TypeName(tc.v))
+		}
+	}
+	for _, tc := range []struct {
+		v    any
+		want string
+	}{{3, "3"}, {0.1, "0.1"}, {-2.5e-7, "-0.00000025"}, {dec("1.50"), "1.5"}} {
+		if got := ToDecimal(tc.v); got.String() != tc.want {
+			t.Errorf("ToDecimal(%v) = %s, want %s", tc.v, got, tc.want)
+		}
+	}
+}
