@@ -88,8 +88,8 @@ func (s *Set) findBeforeTrigger(w, t *catalog.Table, verb string, done map[strin
 }
 
 // ownBeforeTriggerError refuses the writes on t that its own BEFORE ROW
-// trigger would make inexact; the others see each row as stored
-// (runner.rederive) and give a skipped row no logic. The engine deletes
+// trigger would make inexact; for the others the engine reads each row as
+// stored (rules/before.go) and gives a skipped row no logic. The engine deletes
 // the children of the rows a delete cascades to before it deletes them, so
 // a skipped row would have lost its children.
 func (s *Set) ownBeforeTriggerError(t *catalog.Table, verb, name string) *pgerr.Error {
