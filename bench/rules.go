@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/catalog/watch"
 	"github.com/pgrules/pgrules/internal/demo"
 	"github.com/pgrules/pgrules/internal/tempdb"
 	"github.com/pgrules/pgrules/rules/compiler"
@@ -68,7 +69,7 @@ func runRules(ctx context.Context, h *harness) (report, error) {
 	if _, err := credit.Exec(ctx, demo.Rules); err != nil {
 		return nil, err
 	}
-	snap, err := catalog.Load(ctx, catalog.PgxQuerier(credit))
+	snap, err := catalog.Load(ctx, watch.PgxQuerier(credit))
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +129,7 @@ func runRules(ctx context.Context, h *harness) (report, error) {
 	}
 	var times []time.Duration
 	for range 9 {
-		q := &countingQuerier{Querier: catalog.PgxQuerier(big)}
+		q := &countingQuerier{Querier: watch.PgxQuerier(big)}
 		start := time.Now()
 		if _, err := catalog.Load(ctx, q); err != nil {
 			return nil, err

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/catalog/watch"
 	"github.com/pgrules/pgrules/rules/compiler"
 	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/sqlparse"
@@ -78,7 +79,7 @@ func (e *Engine) Close() {
 
 // database is one database's rules.
 type database struct {
-	watcher *catalog.Watcher
+	watcher *watch.Watcher
 	state   atomic.Pointer[compiled]
 	mu      sync.Mutex // serializes compiling a new snapshot
 
@@ -193,7 +194,7 @@ func (e *Engine) database(name string) *database {
 	}
 	if db == nil {
 		db = &database{connect: func(ctx context.Context) (*pgx.Conn, error) { return e.cfg.Connect(ctx, name) }}
-		db.watcher = catalog.NewWatcher(catalog.WatcherConfig{
+		db.watcher = watch.New(watch.Config{
 			Connect: db.connect,
 			Setup:   e.cfg.Setup,
 			Logger:  e.cfg.Logger.With().Str("database", name).Logger(),

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/catalog/watch"
 	"github.com/pgrules/pgrules/rules"
 	"github.com/pgrules/pgrules/rules/compiler"
 	pgsql "github.com/pgrules/pgrules/sql"
@@ -112,7 +113,7 @@ func explain(ctx context.Context, args []string, out io.Writer) error {
 	if len(rest) != 1 {
 		return errors.New("name one table: pgrules explain --upstream URL <table>")
 	}
-	snap, err := catalog.Load(ctx, catalog.PgxQuerier(conn))
+	snap, err := catalog.Load(ctx, watch.PgxQuerier(conn))
 	if err != nil {
 		return err
 	}
@@ -156,7 +157,7 @@ func maintain(ctx context.Context, args []string, out io.Writer, rebuild bool) e
 		return err
 	}
 	defer tx.Rollback(ctx)
-	q := catalog.PgxQuerier(conn)
+	q := watch.PgxQuerier(conn)
 	snap, err := catalog.Load(ctx, q)
 	if err != nil {
 		return err
