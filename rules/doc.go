@@ -32,7 +32,8 @@
 // their expressions, and those of the inserts of onetrip.go).
 //
 // The package never touches the wire: it reaches PostgreSQL through
-// stmt.Conn, and reads the catalog through package catalog; its own
-// connections (the catalog's, and the one that records the entries of
-// failure events after their transaction) come from EngineConfig.Connect.
+// stmt.Conn, and reads the catalog through package catalog (kept current
+// by catalog/watch); its own connections (the catalog's, and the one that
+// records the entries of failure events after their transaction) come
+// from EngineConfig.Connect.
 package rules
