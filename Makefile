@@ -30,7 +30,7 @@ fuzz: deps-test
 # their seeds and testdata/fuzz corpora. A failing input is written to the
 # package's testdata/fuzz/<Target>/, where it stays as a regression seed.
 FUZZTARGETS ?= ./proxy:FuzzMsgReader ./proxy:FuzzStartupPacket ./proxy:FuzzUpstreamBodies \
-	./sqlparse:FuzzParse ./rules:FuzzStatementPath ./rules:FuzzCompileExpression
+	./sqlparse:FuzzParse ./rules:FuzzStatementPath ./rules/compiler:FuzzCompileExpression
 fuzz-targets:
 	@set -e; for t in $(FUZZTARGETS); do \
 		pkg=$${t%%:*}; name=$${t#*:}; \

@@ -10,9 +10,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/catalog/watch"
 	"github.com/pgrules/pgrules/internal/demo"
 	"github.com/pgrules/pgrules/internal/tempdb"
-	"github.com/pgrules/pgrules/rules"
+	"github.com/pgrules/pgrules/rules/compiler"
 	pgsql "github.com/pgrules/pgrules/sql"
 	"github.com/shopspring/decimal"
 )
@@ -68,11 +69,11 @@ func runRules(ctx context.Context, h *harness) (report, error) {
 	if _, err := credit.Exec(ctx, demo.Rules); err != nil {
 		return nil, err
 	}
-	snap, err := catalog.Load(ctx, catalog.PgxQuerier(credit))
+	snap, err := catalog.Load(ctx, watch.PgxQuerier(credit))
 	if err != nil {
 		return nil, err
 	}
-	set := rules.Compile(snap)
+	set := compiler.Compile(snap)
 	if errs := set.Errors(); len(errs) > 0 {
 		return nil, errs[0]
 	}
@@ -85,13 +86,13 @@ func runRules(ctx context.Context, h *harness) (report, error) {
 	start := time.Now()
 	const compiles = 5
 	for range compiles {
-		rules.Compile(&many)
+		compiler.Compile(&many)
 	}
 	rep.CompileMS = float64(time.Since(start).Microseconds()) / 1000 / compiles
 
 	formula, constraint := set.Rule("lineitem.amount"), set.Rule("credit_limit")
-	line := rules.Env{Row: map[string]any{"quantity": 3, "unit_price": decimal.RequireFromString("25.50")}, Verb: "insert"}
-	customer := rules.Env{Row: map[string]any{"balance": decimal.RequireFromString("81.00"), "credit_limit": decimal.RequireFromString("1000.00")}, Verb: "update"}
+	line := compiler.Env{Row: map[string]any{"quantity": 3, "unit_price": decimal.RequireFromString("25.50")}, Verb: "insert"}
+	customer := compiler.Env{Row: map[string]any{"balance": decimal.RequireFromString("81.00"), "credit_limit": decimal.RequireFromString("1000.00")}, Verb: "update"}
 	fr := testing.Benchmark(func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -128,7 +129,7 @@ func runRules(ctx context.Context, h *harness) (report, error) {
 	}
 	var times []time.Duration
 	for range 9 {
-		q := &countingQuerier{Querier: catalog.PgxQuerier(big)}
+		q := &countingQuerier{Querier: watch.PgxQuerier(big)}
 		start := time.Now()
 		if _, err := catalog.Load(ctx, q); err != nil {
 			return nil, err

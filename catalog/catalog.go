@@ -61,6 +61,10 @@ type Table struct {
 // QualifiedName is "schema.table", the key of Snapshot.Tables.
 func (t *Table) QualifiedName() string { return t.Schema + "." + t.Name }
 
+// ShortName is a qualified name as messages show it: without the public
+// schema.
+func ShortName(qualified string) string { return strings.TrimPrefix(qualified, "public.") }
+
 // Column returns the named column, or nil.
 func (t *Table) Column(name string) *Column {
 	if t.columns == nil {

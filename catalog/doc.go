@@ -9,8 +9,10 @@
 //
 // catalog reads Postgres through the small Querier interface, so the same
 // loader runs on the proxy's own connection (committed state, for the
-// Watcher) and on a client's upstream connection inside its transaction
-// (to check a definition against what that transaction sees). It knows
+// watcher of package catalog/watch) and on a client's upstream connection
+// inside its transaction (to check a definition against what that
+// transaction sees). It holds no connection and imports no driver, so that
+// the compiler can read its data without knowing connections. It knows
 // nothing of the wire protocol or of expr: compiling rules is package
-// rules' job.
+// rules/compiler's job.
 package catalog

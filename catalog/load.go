@@ -7,29 +7,14 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/pgrules/pgrules/pgerr"
 )
 
 // Querier runs a query with text parameters and returns its rows as text
 // (nil for NULL). The proxy implements it on a client's own upstream
-// connection; PgxQuerier adapts a pgx connection.
+// connection; watch.PgxQuerier adapts a pgx connection.
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...string) ([][][]byte, error)
-}
-
-// PgxQuerier adapts a pgx connection to Querier.
-func PgxQuerier(conn *pgx.Conn) Querier { return pgxQuerier{conn} }
-
-type pgxQuerier struct{ conn *pgx.Conn }
-
-func (q pgxQuerier) Query(ctx context.Context, sql string, args ...string) ([][][]byte, error) {
-	params := make([][]byte, len(args))
-	for i, a := range args {
-		params[i] = []byte(a)
-	}
-	res := q.conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil).Read()
-	return res.Rows, res.Err
 }
 
 // The catalog is read with four queries, each returning one JSON document,

@@ -1,17 +1,17 @@
-package catalog
+package catalog_test
 
 import (
 	"context"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/catalog/watch"
 	"github.com/pgrules/pgrules/internal/demo"
 	"github.com/pgrules/pgrules/internal/pgtest"
 	"github.com/pgrules/pgrules/pgerr"
 	pgsql "github.com/pgrules/pgrules/sql"
-	"github.com/rs/zerolog"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -33,7 +33,7 @@ func setup(t *testing.T, extra string) (string, *pgx.Conn) {
 
 func TestLoadWithoutSchema(t *testing.T) {
 	_, conn := setup(t, "")
-	if _, err := Load(context.Background(), PgxQuerier(conn)); pgerr.Code(err) != pgerr.ObjectNotInPrereqState {
+	if _, err := catalog.Load(context.Background(), watch.PgxQuerier(conn)); pgerr.Code(err) != pgerr.ObjectNotInPrereqState {
 		t.Fatalf("load without the pgrules schema: %v, want 55000", err)
 	}
 }
@@ -54,7 +54,7 @@ func TestLoad(t *testing.T) {
 	if _, _, err := pgsql.Install(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := Load(ctx, PgxQuerier(conn))
+	snap, err := catalog.Load(ctx, watch.PgxQuerier(conn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,11 +65,11 @@ func TestLoad(t *testing.T) {
 	if lead == nil || lead.QualifiedName() != "sales.lead" || snap.Lookup("sales.lead") != lead || snap.Lookup("customer") == nil {
 		t.Fatalf("lookup: %v", lead)
 	}
-	kinds := map[string]Kind{}
+	kinds := map[string]catalog.Kind{}
 	for _, c := range lead.Columns {
 		kinds[c.Name] = c.Kind
 	}
-	want := map[string]Kind{"id": KindInt, "worth": KindDecimal, "mood": KindText, "doc": KindJSON, "at": KindTime, "twice": KindInt, "customer_id": KindInt, "orders_id": KindInt}
+	want := map[string]catalog.Kind{"id": catalog.KindInt, "worth": catalog.KindDecimal, "mood": catalog.KindText, "doc": catalog.KindJSON, "at": catalog.KindTime, "twice": catalog.KindInt, "customer_id": catalog.KindInt, "orders_id": catalog.KindInt}
 	for name, k := range want {
 		if kinds[name] != k {
 			t.Errorf("column %s is %v, want %v", name, kinds[name], k)
@@ -121,7 +121,7 @@ func TestLoadRules(t *testing.T) {
 	}
 	defer tx.Rollback(ctx)
 	tx.Exec(ctx, "SELECT pgrules.count('orders.amount_total', 'lineitem', 'row.quantity > 1')")
-	snap, err := Load(ctx, PgxQuerier(conn))
+	snap, err := catalog.Load(ctx, watch.PgxQuerier(conn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,67 +132,7 @@ func TestLoadRules(t *testing.T) {
 	if a.Name != "lineitem.amount" || a.ChangedInTx || a.Table != "public.lineitem" || a.Expression != "row.quantity * row.unit_price" {
 		t.Errorf("first rule %+v", a)
 	}
-	if c.Kind != Count || !c.ChangedInTx || c.SourceTable != "public.lineitem" || c.SourceColumn != "" || c.Filter != "row.quantity > 1" || !c.Enabled {
+	if c.Kind != catalog.Count || !c.ChangedInTx || c.SourceTable != "public.lineitem" || c.SourceColumn != "" || c.Filter != "row.quantity > 1" || !c.Enabled {
 		t.Errorf("second rule %+v", c)
-	}
-}
-
-// TestWatcher: a rule committed elsewhere reaches the watcher within a
-// second; a lost connection is re-made and what changed meanwhile is seen.
-func TestWatcher(t *testing.T) {
-	url, conn := setup(t, "")
-	ctx := context.Background()
-	w := NewWatcher(WatcherConfig{
-		Connect: func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, url) },
-		Setup:   func(ctx context.Context, c *pgx.Conn) error { _, _, err := pgsql.Install(ctx, c); return err },
-		Logger:  zerolog.Nop(),
-	})
-	w.Start(ctx)
-	defer w.Close()
-	first, err := w.Snapshot(ctx)
-	if err != nil || len(first.Rules) != 0 {
-		t.Fatalf("first snapshot: %v %v", first, err)
-	}
-	waitRules := func(n int) {
-		t.Helper()
-		deadline := time.Now().Add(time.Second)
-		for {
-			s, _ := w.Snapshot(ctx)
-			if len(s.Rules) == n {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d rules after a second, want %d", len(s.Rules), n)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	conn.Exec(ctx, "SELECT pgrules.formula('lineitem.amount', 'row.quantity')")
-	waitRules(1)
-	conn.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN pgrules' OR (datname = current_database() AND pid <> pg_backend_pid())")
-	conn.Exec(ctx, "SELECT pgrules.formula('orders.amount_total', '0')")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s, _ := w.Snapshot(ctx)
-		if len(s.Rules) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the watcher did not come back after its connection was killed")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	conn.Exec(ctx, "CREATE TABLE extra (id int)")
-	w.Reload()
-	deadline = time.Now().Add(time.Second)
-	for {
-		s, _ := w.Snapshot(ctx)
-		if s.Tables["public.extra"] != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("new table not seen after Reload")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

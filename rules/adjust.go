@@ -7,6 +7,7 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
 	"github.com/pgrules/pgrules/stmt"
 	"github.com/shopspring/decimal"
 )
@@ -19,7 +20,7 @@ func (r *runner) afterWrite(tr *tableRules, changes []*change) error {
 		return nil
 	}
 	if r.depth > maxDepth {
-		return r.fail(pgerr.New(pgerr.ProgramLimitExceeded, "the rules of %s went %d levels deep without settling", shortName(tr.t.QualifiedName()), maxDepth))
+		return r.fail(pgerr.New(pgerr.ProgramLimitExceeded, "the rules of %s went %d levels deep without settling", catalog.ShortName(tr.t.QualifiedName()), maxDepth))
 	}
 	r.noteRewrite(tr, changes)
 	if err := r.adjustParents(tr, changes); err != nil {
@@ -93,7 +94,7 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 			return r.fail(asPgError(err))
 		}
 		if len(deltas) == 0 {
-			r.tracef("%s pruned: no parent of %s changes", aggNames(a), shortName(a.parent.QualifiedName()))
+			r.tracef("%s pruned: no parent of %s changes", aggNames(a), catalog.ShortName(a.parent.QualifiedName()))
 			continue
 		}
 		var held, fresh []*delta
@@ -259,7 +260,7 @@ func (r *runner) lightChanges(ad adjusting, rows [][][]byte) []*change {
 			for i, c := range ad.aggs {
 				j := ptr.index[c.Rule.Column]
 				if v, ok := nw.vals[c.Rule.Column]; ok && v != nil {
-					prev, _ := opSub(v, d.add[i])
+					prev, _ := compiler.Sub(v, d.add[i])
 					old.set(p, j, prev)
 				}
 			}
@@ -274,7 +275,7 @@ func (r *runner) lightChanges(ad adjusting, rows [][][]byte) []*change {
 func additiveParams(a *adjustment, d *delta) [][]byte {
 	params := append([][]byte(nil), d.key...)
 	for i := range a.aggs {
-		params = append(params, FormatValue(d.add[i]))
+		params = append(params, compiler.FormatValue(d.add[i]))
 	}
 	return params
 }
@@ -296,13 +297,13 @@ func adjustParams(a *adjustment, deltas []*delta) [][]byte {
 		case catalog.Sum, catalog.Count:
 			col := make([][]byte, len(deltas))
 			for j, d := range deltas {
-				col[j] = FormatValue(d.add[i])
+				col[j] = compiler.FormatValue(d.add[i])
 			}
 			params = append(params, textArray(col))
 		default:
 			arrive, leave := make([][]byte, len(deltas)), make([][]byte, len(deltas))
 			for j, d := range deltas {
-				arrive[j], leave[j] = FormatValue(d.arrive[i]), FormatValue(d.leave[i])
+				arrive[j], leave[j] = compiler.FormatValue(d.arrive[i]), compiler.FormatValue(d.leave[i])
 			}
 			params = append(params, textArray(arrive), textArray(leave))
 		}
@@ -328,10 +329,10 @@ func (r *runner) traceDelta(a *adjustment, d *delta) {
 		case catalog.Sum, catalog.Count:
 			if !isZero(d.add[i]) {
 				sign := "+"
-				if c, _ := compare(d.add[i], 0); c < 0 {
+				if c, _ := compiler.Compare(d.add[i], 0); c < 0 {
 					sign = ""
 				}
-				parts = append(parts, fmt.Sprintf("%s %s%s", c.Target, sign, FormatValue(d.add[i])))
+				parts = append(parts, fmt.Sprintf("%s %s%s", c.Target, sign, compiler.FormatValue(d.add[i])))
 			}
 		default:
 			if d.arrive[i] != nil || d.leave[i] != nil {
@@ -339,7 +340,7 @@ func (r *runner) traceDelta(a *adjustment, d *delta) {
 			}
 		}
 	}
-	r.tracef("adjust %s %s: %s", shortName(a.parent.QualifiedName()), strings.Join(nullTexts(d.key), ","), strings.Join(parts, ", "))
+	r.tracef("adjust %s %s: %s", catalog.ShortName(a.parent.QualifiedName()), strings.Join(nullTexts(d.key), ","), strings.Join(parts, ", "))
 }
 
 func nullTexts(vals [][]byte) []string {
@@ -412,10 +413,10 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 			switch c.Rule.Kind {
 			case catalog.Sum, catalog.Count:
 				if oldIn {
-					od.add[i], _ = opSub(od.add[i], addend(c, ov))
+					od.add[i], _ = compiler.Sub(od.add[i], addend(c, ov))
 				}
 				if newIn {
-					nd.add[i], _ = opAdd(nd.add[i], addend(c, nv))
+					nd.add[i], _ = compiler.Add(nd.add[i], addend(c, nv))
 				}
 			case catalog.Min, catalog.Max:
 				same := oldIn && newIn && od == nd && sameValue(ov, nv)
@@ -448,17 +449,17 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 
 // addend is what a qualifying child row adds to a sum (its value, NULL
 // counting as 0) or a count (1).
-func addend(c *Compiled, v any) any {
+func addend(c *compiler.Rule, v any) any {
 	switch {
 	case c.Rule.Kind == catalog.Count:
 		return decimal.NewFromInt(1)
 	case v == nil:
 		return decimal.Zero
 	}
-	if s, ok := v.(special); ok {
-		return s // a sum that adds NaN stays NaN, as PostgreSQL adds it
+	if compiler.IsSpecial(v) {
+		return v // a sum that adds NaN stays NaN, as PostgreSQL adds it
 	}
-	return toDecimal(v)
+	return compiler.ToDecimal(v)
 }
 
 // isZero reports whether a sum's delta adds nothing.
@@ -473,7 +474,7 @@ func extreme(k catalog.RuleKind, a, b any) any {
 	if a == nil {
 		return b
 	}
-	c, ok := compare(a, b)
+	c, ok := compiler.Compare(a, b)
 	if !ok || (k == catalog.Min) == (c <= 0) {
 		return a
 	}
@@ -510,7 +511,7 @@ func (r *runner) checkConstraints(tr *tableRules, changes []*change) error {
 			if ch.new == nil {
 				continue
 			}
-			env := Env{Row: ch.new.vals, Old: oldVals(ch), Verb: string(ch.verb)}
+			env := compiler.Env{Row: ch.new.vals, Old: oldVals(ch), Verb: string(ch.verb)}
 			ok, err := c.Holds(env)
 			if err != nil {
 				return r.rowError(tr, err, ch.new)
@@ -523,12 +524,12 @@ func (r *runner) checkConstraints(tr *tableRules, changes []*change) error {
 				return r.rowError(tr, err, ch.new)
 			}
 			if msg == "" {
-				msg = fmt.Sprintf("constraint %q of %s is not met", c.Rule.Name, shortName(tr.t.QualifiedName()))
+				msg = fmt.Sprintf("constraint %q of %s is not met", c.Rule.Name, catalog.ShortName(tr.t.QualifiedName()))
 			}
 			r.tracef("constraint %s fails on %s: %s", c.Rule.Name, describeKey(tr, ch.new), msg)
 			e := pgerr.New(pgerr.CheckViolation, "%s", msg)
 			e.Constraint, e.Schema, e.Table = c.Rule.Name, tr.t.Schema, tr.t.Name
-			e.Detail = fmt.Sprintf("Failing row of %s: %s.", shortName(tr.t.QualifiedName()), describeKey(tr, ch.new))
+			e.Detail = fmt.Sprintf("Failing row of %s: %s.", catalog.ShortName(tr.t.QualifiedName()), describeKey(tr, ch.new))
 			return r.fail(e)
 		}
 		r.tracef("constraint %s holds on %d row(s)", c.Rule.Name, len(live))

@@ -7,6 +7,8 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/sqlparse"
 )
 
@@ -32,7 +34,7 @@ type setList struct {
 // targetColumn is the column an INSERT's column list or a SET list names.
 func targetColumn(t *catalog.Table, tc sqlparse.TargetColumn) (*catalog.Column, error) {
 	if tc.Indirection {
-		return nil, notSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", tc.Name)
+		return nil, compiler.WriteNotSupported(t, "assigning to a part of column %q (an array element or a field) is not supported; assign the whole column", tc.Name)
 	}
 	c := t.Column(tc.Name)
 	if c == nil {
@@ -63,7 +65,7 @@ func assignments(t *catalog.Table, items []sqlparse.Assignment) (setList, error)
 			}
 			s.add(c, v, true)
 		case a.OtherSource:
-			return s, notSupported(t, "SET (...) = %s is not supported; assign each column", "a row that is neither (x, y) nor (SELECT ...)")
+			return s, compiler.WriteNotSupported(t, "SET (...) = %s is not supported; assign each column", "a row that is neither (x, y) nor (SELECT ...)")
 		case a.Default:
 			s.add(c, defaultSQL(c), false)
 		default:
@@ -87,7 +89,7 @@ func (s *setList) subselectValue(t *catalog.Table, rest []sqlparse.Assignment) (
 	if a.Colno == 1 {
 		n := a.Subselect.Width
 		if n < 0 {
-			return "", notSupported(t, "SET (...) = (SELECT * ...) is not supported; name the sub-select's columns")
+			return "", compiler.WriteNotSupported(t, "SET (...) = (SELECT * ...) is not supported; name the sub-select's columns")
 		}
 		if n != a.Ncolumns || len(rest) < n {
 			return "", pgerr.New(pgerr.SyntaxError, "number of columns does not match number of values")
@@ -120,7 +122,7 @@ func (s setList) materialize(t *catalog.Table, alias, from, lock, extra string) 
 	inner := []string{alias + ".ctid AS pgrules_ctid", alias + ".*"}
 	outer := []string{"pgrules_x.pgrules_ctid"}
 	for _, c := range t.Columns {
-		outer = append(outer, "pgrules_x."+quoteIdent(c.Name))
+		outer = append(outer, "pgrules_x."+sqltext.Ident(c.Name))
 	}
 	for i, v := range s.values {
 		if s.fromSubselect[i] {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -14,7 +16,7 @@ import (
 // derivations this transaction defined or redefined, and of everything
 // downstream of them, in dependency order: one set-based UPDATE per
 // derivation (a sidecar to an existing database must start consistent).
-func (s *session) computeExisting(ctx context.Context, conn stmt.Conn, snap *catalog.Snapshot, set *Set) error {
+func (s *session) computeExisting(ctx context.Context, conn stmt.Conn, snap *catalog.Snapshot, set *compiler.Set) error {
 	changed := make(map[string]bool)
 	for _, r := range snap.Rules {
 		if r.ChangedInTx && r.Enabled && r.Kind.IsDerivation() && s.computed[r.Name] != fingerprint(r) {
@@ -59,13 +61,13 @@ func fingerprint(r *catalog.Rule) string {
 // backfillSQL is the statement that computes a derivation for every row of
 // its table (for a copy, every row whose target is empty: values already
 // there are history, a price frozen on an order line).
-func backfillSQL(snap *catalog.Snapshot, set *Set, r *catalog.Rule) (string, error) {
+func backfillSQL(snap *catalog.Snapshot, set *compiler.Set, r *catalog.Rule) (string, error) {
 	t, value, err := definitionSQL(snap, set, r)
 	if err != nil {
 		return "", err
 	}
-	target := quoteIdent(r.Column)
-	sql := fmt.Sprintf("UPDATE %s t SET %s = %s", qualified(t), target, value)
+	target := sqltext.Ident(r.Column)
+	sql := fmt.Sprintf("UPDATE %s t SET %s = %s", sqltext.Table(t), target, value)
 	if r.Kind == catalog.Copy {
 		sql += " WHERE t." + target + " IS NULL"
 	}
@@ -74,14 +76,14 @@ func backfillSQL(snap *catalog.Snapshot, set *Set, r *catalog.Rule) (string, err
 
 // definitionSQL is a derivation's value as a SQL expression over the row
 // t of its table.
-func definitionSQL(snap *catalog.Snapshot, set *Set, r *catalog.Rule) (*catalog.Table, string, error) {
+func definitionSQL(snap *catalog.Snapshot, set *compiler.Set, r *catalog.Rule) (*catalog.Table, string, error) {
 	t := snap.Tables[r.Table]
 	if t == nil {
 		return nil, "", pgerr.New(pgerr.UndefinedTable, "rule %q: no table %s", r.Name, r.Table)
 	}
 	if r.Kind == catalog.Formula {
-		g := &sqlGen{snap: snap, table: t, alias: "t", rule: r.Name}
-		e, err := g.translate(r.Expression)
+		g := &compiler.Translator{Snap: snap, Table: t, Alias: "t", Rule: r.Name}
+		e, err := g.Translate(r.Expression)
 		return t, e, err
 	}
 	fk := set.Relationship(r.Name)
@@ -90,12 +92,12 @@ func definitionSQL(snap *catalog.Snapshot, set *Set, r *catalog.Rule) (*catalog.
 		return nil, "", pgerr.New(pgerr.InvalidObjectDefinition, "rule %q: no relationship to %s", r.Name, r.SourceTable)
 	}
 	if r.Kind == catalog.Copy {
-		return t, fmt.Sprintf("(SELECT p.%s FROM %s p WHERE %s)", quoteIdent(r.SourceColumn), qualified(other), keyMatch(fk, "t", "p")), nil
+		return t, fmt.Sprintf("(SELECT p.%s FROM %s p WHERE %s)", sqltext.Ident(r.SourceColumn), sqltext.Table(other), sqltext.KeyMatch(fk, "t", "p")), nil
 	}
-	where := keyMatch(fk, "c", "t")
+	where := sqltext.KeyMatch(fk, "c", "t")
 	if r.Filter != "" {
-		g := &sqlGen{snap: snap, table: other, alias: "c", rule: r.Name}
-		f, err := g.translate(r.Filter)
+		g := &compiler.Translator{Snap: snap, Table: other, Alias: "c", Rule: r.Name}
+		f, err := g.Translate(r.Filter)
 		if err != nil {
 			return nil, "", err
 		}
@@ -104,17 +106,17 @@ func definitionSQL(snap *catalog.Snapshot, set *Set, r *catalog.Rule) (*catalog.
 	var agg string
 	switch r.Kind {
 	case catalog.Sum:
-		agg = "coalesce(sum(c." + quoteIdent(r.SourceColumn) + "), 0)"
+		agg = "coalesce(sum(c." + sqltext.Ident(r.SourceColumn) + "), 0)"
 	case catalog.Count:
 		agg = "count(*)"
 	case catalog.Min:
-		agg = "min(c." + quoteIdent(r.SourceColumn) + ")"
+		agg = "min(c." + sqltext.Ident(r.SourceColumn) + ")"
 	case catalog.Max:
-		agg = "max(c." + quoteIdent(r.SourceColumn) + ")"
+		agg = "max(c." + sqltext.Ident(r.SourceColumn) + ")"
 	default:
 		return nil, "", pgerr.New(pgerr.InternalError, "rule %q: %s is not a derivation", r.Name, r.Kind)
 	}
-	return t, fmt.Sprintf("(SELECT %s FROM %s c WHERE %s)", agg, qualified(other), where), nil
+	return t, fmt.Sprintf("(SELECT %s FROM %s c WHERE %s)", agg, sqltext.Table(other), where), nil
 }
 
 // emptyBackfill is the statement that computes r when its expression
@@ -123,7 +125,7 @@ func definitionSQL(snap *catalog.Snapshot, set *Set, r *catalog.Rule) (*catalog.
 // are none, the aggregate without its filter, which gives the same value
 // (0, or NULL for min and max). Otherwise the definition fails with
 // untranslatable: existing rows would be left uncomputed.
-func (s *session) emptyBackfill(ctx context.Context, conn stmt.Conn, snap *catalog.Snapshot, set *Set, r *catalog.Rule, untranslatable error) (string, error) {
+func (s *session) emptyBackfill(ctx context.Context, conn stmt.Conn, snap *catalog.Snapshot, set *compiler.Set, r *catalog.Rule, untranslatable error) (string, error) {
 	over := r.Table
 	if r.Kind != catalog.Formula {
 		over = r.SourceTable
@@ -132,7 +134,7 @@ func (s *session) emptyBackfill(ctx context.Context, conn stmt.Conn, snap *catal
 	if t == nil {
 		return "", untranslatable
 	}
-	rows, err := conn.Query(ctx, "SELECT 1 FROM "+qualified(t)+" LIMIT 1")
+	rows, err := conn.Query(ctx, "SELECT 1 FROM "+sqltext.Table(t)+" LIMIT 1")
 	if err != nil {
 		return "", err
 	}

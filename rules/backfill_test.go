@@ -5,20 +5,22 @@ import (
 	"testing"
 
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/internal/ruletest"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
 )
 
 // TestBackfillSQL: the statements that compute a new derivation for the
 // rows a table has already, one per kind of rule, golden.
 func TestBackfillSQL(t *testing.T) {
-	rules := append(creditRules(),
+	rules := append(ruletest.CreditRules(),
 		&catalog.Rule{Name: "orders.weight", Table: "public.orders", Kind: catalog.Max, Column: "weight", SourceTable: "public.lineitem", SourceColumn: "amount", Filter: "row.quantity > 0"},
 		&catalog.Rule{Name: "orders.raw", Table: "public.orders", Kind: catalog.Min, Column: "raw", SourceTable: "public.lineitem", SourceColumn: "unit_price"},
 		&catalog.Rule{Name: "lineitem.note", Table: "public.lineitem", Kind: catalog.Formula, Column: "note", Expression: "row.order.customer.name + ': ' + row.note"},
 		&catalog.Rule{Name: "product.weight", Table: "public.product", Kind: catalog.Formula, Column: "weight", Expression: "len(row.name)"},
 	)
-	snap := creditSnapshot(rules...)
-	set := Compile(snap)
+	snap := ruletest.CreditSnapshot(rules...)
+	set := compiler.Compile(snap)
 	if errs := set.Errors(); len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -56,7 +58,7 @@ func TestBackfillSQL(t *testing.T) {
 	if _, err := backfillSQL(snap, set, &catalog.Rule{Name: "x", Table: "public.nope", Kind: catalog.Formula, Column: "c", Expression: "1"}); pgerr.Code(err) != pgerr.UndefinedTable {
 		t.Errorf("no table: %v", err)
 	}
-	if a, b := fingerprint(rules[0]), fingerprint(rules[1]); a == b || a != fingerprint(creditRules()[0]) {
+	if a, b := fingerprint(rules[0]), fingerprint(rules[1]); a == b || a != fingerprint(ruletest.CreditRules()[0]) {
 		t.Errorf("fingerprints %q %q", a, b)
 	}
 }
@@ -64,7 +66,7 @@ func TestBackfillSQL(t *testing.T) {
 // TestChildrenSQL: the rows of a child reached from its grandparents'
 // keys, locked in key order; and the distinct keys of rows.
 func TestChildrenSQL(t *testing.T) {
-	snap := creditSnapshot()
+	snap := ruletest.CreditSnapshot()
 	lineitem := snap.Tables["public.lineitem"]
 	path := []*catalog.ForeignKey{lineitem.Parents[0], snap.Tables["public.orders"].Parents[0]}
 	sql, params := childrenSQL(snap, lineitem, path, [][][]byte{texts("10", "11")})

@@ -5,6 +5,7 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -34,7 +35,7 @@ func beforeRowWriteError(tr *tableRules, w *writeStmt) *pgerr.Error {
 	if w.upsert != nil {
 		for _, v := range []verb{verbInsert, verbUpdate} {
 			if name := beforeRow(t, v); name != "" {
-				e := notSupported(t, "INSERT ... ON CONFLICT DO UPDATE, when BEFORE ROW trigger %q on %s may change or skip the rows after pgrules computed both the insert and the update", name, shortName(t.QualifiedName()))
+				e := compiler.WriteNotSupported(t, "INSERT ... ON CONFLICT DO UPDATE, when BEFORE ROW trigger %q on %s may change or skip the rows after pgrules computed both the insert and the update", name, catalog.ShortName(t.QualifiedName()))
 				e.Hint = "Write the insert and the update as statements of their own, make the trigger an AFTER trigger, or write what it does as rules or events."
 				return e
 			}
@@ -43,7 +44,7 @@ func beforeRowWriteError(tr *tableRules, w *writeStmt) *pgerr.Error {
 	}
 	name := beforeRow(t, w.verb)
 	if name != "" && w.verb == verbUpdate && w.from != nil && w.returning != "" && len(tr.derivations) > 0 {
-		e := notSupported(t, "a RETURNING list that names the FROM list and the table, when BEFORE ROW trigger %q on %s may change what the derived columns are computed from", name, shortName(t.QualifiedName()))
+		e := compiler.WriteNotSupported(t, "a RETURNING list that names the FROM list and the table, when BEFORE ROW trigger %q on %s may change what the derived columns are computed from", name, catalog.ShortName(t.QualifiedName()))
 		e.Hint = "Return only the columns of the table, or read the joined values in a query after the update."
 		return e
 	}
@@ -175,7 +176,7 @@ func (r *runner) writeAgain(sql string, params [][]byte, ret *clientReturning) (
 // beforeTriggerAgain is the error when the table's BEFORE UPDATE trigger
 // changes or skips a row as the engine writes the columns derived from it.
 func beforeTriggerAgain(t *catalog.Table, name, what string) *pgerr.Error {
-	e := notSupported(t, "BEFORE ROW trigger %q on %s %s a row again when pgrules wrote the columns derived from the row as stored", name, shortName(t.QualifiedName()), what)
+	e := compiler.WriteNotSupported(t, "BEFORE ROW trigger %q on %s %s a row again when pgrules wrote the columns derived from the row as stored", name, catalog.ShortName(t.QualifiedName()), what)
 	e.Hint = "Make the trigger leave a row it already changed as it is when it fires again (or fire only on the columns it reads, BEFORE UPDATE OF ...), make it an AFTER trigger, or write what it does as rules."
 	return e
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 )
 
 // parentChanged runs a parent's logic after its aggregates were adjusted:
@@ -73,7 +75,7 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row, 
 			}
 			params = append(params, textArray(vals))
 			names = append(names, fmt.Sprintf("k%d", i+1))
-			where = append(where, fmt.Sprintf("%s.%s = CAST(pgrules_v.k%d AS %s)", alias, quoteIdent(k), i+1, t.Column(k).Type))
+			where = append(where, fmt.Sprintf("%s.%s = CAST(pgrules_v.k%d AS %s)", alias, sqltext.Ident(k), i+1, t.Column(k).Type))
 		}
 	}
 	sets := make([]string, len(cols))
@@ -85,7 +87,7 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row, 
 		}
 		params = append(params, textArray(vals))
 		names = append(names, fmt.Sprintf("c%d", i+1))
-		sets[i] = fmt.Sprintf("%s = CAST(pgrules_v.c%d AS %s)", quoteIdent(c.Name), i+1, c.Type)
+		sets[i] = fmt.Sprintf("%s = CAST(pgrules_v.c%d AS %s)", sqltext.Ident(c.Name), i+1, c.Type)
 	}
 	args := make([]string, len(params))
 	for i := range params {
@@ -98,7 +100,7 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row, 
 		returning = ret.w.returning + ", " + returning
 	}
 	sql := fmt.Sprintf("UPDATE %s AS %s SET %s FROM %s AS pgrules_v(%s) WHERE %s RETURNING %s",
-		qualified(t), alias, strings.Join(sets, ", "), unnestFrom(args...), strings.Join(names, ", "), strings.Join(where, " AND "), returning)
+		sqltext.Table(t), alias, strings.Join(sets, ", "), unnestFrom(args...), strings.Join(names, ", "), strings.Join(where, " AND "), returning)
 	res, err := r.writeAgain(sql, params, ret)
 	if err != nil {
 		return err
@@ -107,7 +109,7 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row, 
 		if name := t.BeforeRow["UPDATE"]; name != "" {
 			return r.fail(beforeTriggerAgain(t, name, "skipped"))
 		}
-		return r.fail(pgerr.New(pgerr.InternalError, "pgrules wrote %d of %d rows of %s", len(res.Rows), len(changes), shortName(t.QualifiedName())))
+		return r.fail(pgerr.New(pgerr.InternalError, "pgrules wrote %d of %d rows of %s", len(res.Rows), len(changes), catalog.ShortName(t.QualifiedName())))
 	}
 	return r.takeRewritten(tr, changes, res.Rows, nr, ret)
 }
@@ -134,7 +136,7 @@ func (r *runner) takeRewritten(tr *tableRules, changes []*change, rows [][][]byt
 		}
 		i, ok := byKey[found]
 		if !ok {
-			return r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it updated", shortName(t.QualifiedName())))
+			return r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it updated", catalog.ShortName(t.QualifiedName())))
 		}
 		ch := changes[i]
 		// The derived columns changed, not the foreign keys: the parents
@@ -166,7 +168,7 @@ func (r *runner) cascadeChildren(tr *tableRules, changes []*change) error {
 	type group struct {
 		child  *catalog.Table
 		path   []*catalog.ForeignKey
-		reason map[ColumnRef]bool
+		reason map[compiler.ColumnRef]bool
 	}
 	var groups []*group
 	for _, cs := range tr.down {
@@ -184,12 +186,12 @@ func (r *runner) cascadeChildren(tr *tableRules, changes []*change) error {
 			}
 		}
 		if g == nil {
-			g = &group{child: cs.child, path: cs.path, reason: make(map[ColumnRef]bool)}
+			g = &group{child: cs.child, path: cs.path, reason: make(map[compiler.ColumnRef]bool)}
 			groups = append(groups, g)
 		}
 		for _, c := range cs.columns {
 			if changed[c] {
-				g.reason[ColumnRef{tr.t.QualifiedName(), c}] = true
+				g.reason[compiler.ColumnRef{Table: tr.t.QualifiedName(), Column: c}] = true
 			}
 		}
 	}
@@ -214,7 +216,7 @@ func (r *runner) cascadeChildren(tr *tableRules, changes []*change) error {
 		if len(res.Rows) == 0 {
 			continue
 		}
-		r.tracef("%d row(s) of %s read changed columns of %s", len(res.Rows), shortName(g.child.QualifiedName()), shortName(tr.t.QualifiedName()))
+		r.tracef("%d row(s) of %s read changed columns of %s", len(res.Rows), catalog.ShortName(g.child.QualifiedName()), catalog.ShortName(tr.t.QualifiedName()))
 		r.depth++
 		kids := make([]*change, len(res.Rows))
 		before := make([]*row, len(res.Rows))
@@ -263,11 +265,11 @@ func distinctKeys(rows []*row, idx []int) [][][]byte {
 // childrenSQL selects, locked in key order, the rows of child whose path
 // of foreign keys leads to one of the keys of its last table.
 func childrenSQL(snap *catalog.Snapshot, child *catalog.Table, path []*catalog.ForeignKey, keys [][][]byte) (string, [][]byte) {
-	from := qualified(child) + " c"
+	from := sqltext.Table(child) + " c"
 	alias := "c"
 	for i, fk := range path[:len(path)-1] {
 		pa := fmt.Sprintf("p%d", i+1)
-		from += fmt.Sprintf(" JOIN %s %s ON %s", qualified(snap.Tables[fk.Parent]), pa, keyMatch(fk, alias, pa))
+		from += fmt.Sprintf(" JOIN %s %s ON %s", sqltext.Table(snap.Tables[fk.Parent]), pa, sqltext.KeyMatch(fk, alias, pa))
 		alias = pa
 	}
 	last := path[len(path)-1]
@@ -278,7 +280,7 @@ func childrenSQL(snap *catalog.Snapshot, child *catalog.Table, path []*catalog.F
 	ks := make([]string, len(last.Columns))
 	params := make([][]byte, len(last.Columns))
 	for i, c := range last.Columns {
-		names[i] = alias + "." + quoteIdent(c)
+		names[i] = alias + "." + sqltext.Ident(c)
 		casts[i] = fmt.Sprintf("CAST(k%d AS %s)", i+1, parent.Column(last.ParentColumns[i]).Type)
 		args[i] = fmt.Sprintf("$%d::text[]", i+1)
 		ks[i] = fmt.Sprintf("k%d", i+1)
@@ -298,7 +300,7 @@ func (r *runner) cascadeDeletes(tr *tableRules, changes []*change) error {
 		return nil
 	}
 	if r.depth > maxDepth {
-		return r.fail(pgerr.New(pgerr.ProgramLimitExceeded, "the deletes of %s cascaded %d levels deep", shortName(tr.t.QualifiedName()), maxDepth))
+		return r.fail(pgerr.New(pgerr.ProgramLimitExceeded, "the deletes of %s cascaded %d levels deep", catalog.ShortName(tr.t.QualifiedName()), maxDepth))
 	}
 	name := tr.t.QualifiedName()
 	if r.deleting == nil {
@@ -345,7 +347,7 @@ func (r *runner) cascadeDeletes(tr *tableRules, changes []*change) error {
 		if len(rows) == 0 {
 			continue
 		}
-		r.tracef("%d row(s) of %s go with them (ON DELETE %s)", len(rows), shortName(fk.Child), map[byte]string{'c': "CASCADE", 'n': "SET NULL", 'd': "SET DEFAULT"}[fk.OnDelete])
+		r.tracef("%d row(s) of %s go with them (ON DELETE %s)", len(rows), catalog.ShortName(fk.Child), map[byte]string{'c': "CASCADE", 'n': "SET NULL", 'd': "SET DEFAULT"}[fk.OnDelete])
 		r.depth++
 		err = r.cascadeChild(ctr, fk, rows)
 		r.depth--
@@ -400,7 +402,7 @@ func (r *runner) cascadeChild(ctr *tableRules, fk *catalog.ForeignKey, rows [][]
 				}
 				j := ctr.index[c]
 				ch.new.text[j] = v
-				ch.new.vals[c], _ = ParseValue(child.Column(c).Kind, v)
+				ch.new.vals[c], _ = compiler.ParseValue(child.Column(c).Kind, v)
 			}
 		}
 		if err := r.derive(ctr, changes, nil); err != nil {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
 )
@@ -39,7 +41,7 @@ func conflictArbiter(t *catalog.Table, infer *sqlparse.InferClause) (*arbiter, e
 	}
 	for _, name := range infer.Columns {
 		if name == "" {
-			return nil, notSupported(t, "ON CONFLICT DO UPDATE whose conflict target has an expression, a collation or an operator class is not supported; name an index's columns, or its constraint with ON CONFLICT ON CONSTRAINT")
+			return nil, compiler.WriteNotSupported(t, "ON CONFLICT DO UPDATE whose conflict target has an expression, a collation or an operator class is not supported; name an index's columns, or its constraint with ON CONFLICT ON CONSTRAINT")
 		}
 		if t.Column(name) == nil {
 			e := pgerr.New(pgerr.UndefinedColumn, "column %q does not exist", name)
@@ -65,7 +67,7 @@ func constraintArbiter(t *catalog.Table, name string) (*arbiter, error) {
 		case u.NullsNotDistinct:
 			return nil, nullsNotDistinct(t, u)
 		case u.Expressions || u.Predicate != "":
-			return nil, notSupported(t, "ON CONFLICT ON CONSTRAINT %s, whose index has expressions or a predicate, is not supported; name the columns of a unique index", quoteIdent(name))
+			return nil, compiler.WriteNotSupported(t, "ON CONFLICT ON CONSTRAINT %s, whose index has expressions or a predicate, is not supported; name the columns of a unique index", sqltext.Ident(name))
 		}
 		return &arbiter{keys: columnsOf(t, u.Columns)}, nil
 	}
@@ -113,7 +115,7 @@ func inferArbiter(t *catalog.Table, names []string, where string) (*arbiter, err
 	case len(implied) > 0:
 		return &arbiter{keys: columnsOf(t, names), predicate: implied[0].Predicate}, nil
 	case where != "" && len(partial) > 0:
-		return nil, notSupported(t, "ON CONFLICT (%s) WHERE %s: pgrules takes a partial unique index as the conflict target when the WHERE is its predicate as written in the index; write WHERE %s",
+		return nil, compiler.WriteNotSupported(t, "ON CONFLICT (%s) WHERE %s: pgrules takes a partial unique index as the conflict target when the WHERE is its predicate as written in the index; write WHERE %s",
 			strings.Join(quoteIdents(names), ", "), where, normalPredicate(partial[0].Predicate))
 	}
 	return nil, pgerr.New(pgerr.InvalidColumnReference, "there is no unique or exclusion constraint matching the ON CONFLICT specification")
@@ -129,7 +131,7 @@ func deferrableArbiter(t *catalog.Table, u *catalog.Unique) *pgerr.Error {
 // nullsNotDistinct refuses an arbiter whose NULLs conflict: the engine
 // finds conflicts by equality, where NULL conflicts with nothing.
 func nullsNotDistinct(t *catalog.Table, u *catalog.Unique) *pgerr.Error {
-	return notSupported(t, "ON CONFLICT DO UPDATE on %s, a NULLS NOT DISTINCT index, is not supported; use a unique index whose NULLs are distinct, or write the rows with INSERT and UPDATE", quoteIdent(u.Index))
+	return compiler.WriteNotSupported(t, "ON CONFLICT DO UPDATE on %s, a NULLS NOT DISTINCT index, is not supported; use a unique index whose NULLs are distinct, or write the rows with INSERT and UPDATE", sqltext.Ident(u.Index))
 }
 
 // normalPredicate is an index predicate as sqlparse writes a conflict
@@ -158,7 +160,7 @@ func columnsOf(t *catalog.Table, names []string) []*catalog.Column {
 func quoteIdents(names []string) []string {
 	out := make([]string, len(names))
 	for i, n := range names {
-		out[i] = quoteIdent(n)
+		out[i] = sqltext.Ident(n)
 	}
 	return out
 }
@@ -254,7 +256,7 @@ func (r *runner) inIndex(tr *tableRules, predicate string, proposed []*change) (
 			vals[i] = ch.new.text[tr.index[c.Name]]
 		}
 		arrays = append(arrays, textArray(vals))
-		cols = append(cols, fmt.Sprintf("CAST(pgrules_v.c%d AS %s) AS %s", j, c.Type, quoteIdent(c.Name)))
+		cols = append(cols, fmt.Sprintf("CAST(pgrules_v.c%d AS %s) AS %s", j, c.Type, sqltext.Ident(c.Name)))
 		args = append(args, fmt.Sprintf("$%d::text[]", len(args)+1))
 		vnames = append(vnames, fmt.Sprintf("c%d", j))
 	}
@@ -311,7 +313,7 @@ func (r *runner) upsertUpdates(tr *tableRules, w *writeStmt, pairs []*change, p 
 			vals[j] = pc.new.text[tr.index[c.Name]]
 		}
 		arrays = append(arrays, textArray(vals))
-		cols = append(cols, fmt.Sprintf("CAST(pgrules_u.c%d AS %s) AS %s", i+1, c.Type, quoteIdent(c.Name)))
+		cols = append(cols, fmt.Sprintf("CAST(pgrules_u.c%d AS %s) AS %s", i+1, c.Type, sqltext.Ident(c.Name)))
 		args = append(args, fmt.Sprintf("$%d::text[]", n+i+2))
 		unames = append(unames, fmt.Sprintf("c%d", i+1))
 	}
@@ -321,7 +323,7 @@ func (r *runner) upsertUpdates(tr *tableRules, w *writeStmt, pairs []*change, p 
 	}
 	// The server's rows come in its own order: they are matched by ctid.
 	sql := fmt.Sprintf("SELECT %s.ctid, %s, %s FROM %s AS %s, (SELECT %s FROM %s AS pgrules_u(%s)) AS excluded WHERE %s.ctid = excluded.pgrules_ctid",
-		w.alias, where, strings.Join(u.values, ", "), qualified(t), w.alias, strings.Join(cols, ", "), unnestFrom(args...), strings.Join(unames, ", "), w.alias)
+		w.alias, where, strings.Join(u.values, ", "), sqltext.Table(t), w.alias, strings.Join(cols, ", "), unnestFrom(args...), strings.Join(unames, ", "), w.alias)
 	res, err := r.clientStatement(sql, p, nil, arrays...)
 	if err != nil {
 		return nil, err
@@ -339,7 +341,7 @@ func (r *runner) upsertUpdates(tr *tableRules, w *writeStmt, pairs []*change, p 
 		for i, c := range u.setCols {
 			j := tr.index[c.Name]
 			nw.text[j] = vals[2+i]
-			v, err := ParseValue(c.Kind, nw.text[j])
+			v, err := compiler.ParseValue(c.Kind, nw.text[j])
 			if err != nil {
 				v = string(nw.text[j])
 			}
@@ -371,14 +373,14 @@ func (r *runner) upsert(tr *tableRules, w *writeStmt, proposed []*change, p clie
 	}
 	r.tracef("ON CONFLICT: %d row(s) to insert, %d to update", len(inserts), len(updates))
 	for _, changes := range [][]*change{inserts, updates} {
-		if err := r.fire(tr, timingEarly, changes, nil, nil); err != nil {
+		if err := r.fire(tr, timingEarly, changes, nil); err != nil {
 			return nil, err
 		}
 		if err := r.derive(tr, changes, nil); err != nil {
 			return nil, err
 		}
 	}
-	if err := r.fire(tr, timingPreInsert, inserts, nil, nil); err != nil {
+	if err := r.fire(tr, timingPreInsert, inserts, nil); err != nil {
 		return nil, err
 	}
 	ins := *w

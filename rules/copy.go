@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
 )
@@ -63,7 +64,7 @@ func (s *session) CopyIn(ctx context.Context, conn stmt.Conn, st stmt.Statement)
 		// The catalog's type names are qualified (format_type under an
 		// empty search_path): the staging column reads the data as the
 		// table's column would.
-		defs[i] = quoteIdent(name) + " " + col.Type
+		defs[i] = sqltext.Ident(name) + " " + col.Type
 	}
 	list := strings.Join(quoteIdents(cols), ", ")
 	if _, err := conn.Exec(ctx, stmt.Statement{SQL: "CREATE TEMP TABLE pgrules_copy (" + strings.Join(defs, ", ") + ")"}); err != nil {
@@ -76,7 +77,7 @@ func (s *session) CopyIn(ctx context.Context, conn stmt.Conn, st stmt.Statement)
 	if err != nil {
 		return nil, failTx(ctx, conn, pgerr.New(pgerr.InternalError, "pgrules could not write the COPY into its staging table: %w", err))
 	}
-	insert := "INSERT INTO " + qualified(t) + " (" + list + ")" + overriding + " SELECT " + list + " FROM " + copyStaging
+	insert := "INSERT INTO " + sqltext.Table(t) + " (" + list + ")" + overriding + " SELECT " + list + " FROM " + copyStaging
 	return &stmt.Copy{SQL: relay, Finish: func(ctx context.Context, conn stmt.Conn) (*stmt.Result, error) {
 		res, err := s.Exec(ctx, conn, stmt.Statement{SQL: insert})
 		if err != nil {

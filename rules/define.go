@@ -85,10 +85,10 @@ func (s *session) defineIn(ctx context.Context, conn stmt.Conn, c *compiled, st 
 	}
 	txRules, err := s.loadTx(ctx, conn)
 	if err == nil {
-		if perr := s.firstError(txRules.snap, txRules.set); perr != nil {
+		if perr := s.firstError(txRules.snap, txRules.set.Set); perr != nil {
 			err = perr
 		} else {
-			err = s.computeExisting(ctx, conn, txRules.snap, txRules.set)
+			err = s.computeExisting(ctx, conn, txRules.snap, txRules.set.Set)
 		}
 	}
 	if err != nil {
@@ -140,9 +140,9 @@ func (s *session) maintenance(ctx context.Context, conn stmt.Conn, st stmt.State
 		}
 		var answer any
 		if strings.EqualFold(call[1], "verify") {
-			answer, err = Verify(ctx, conn, snap, set, table)
+			answer, err = Verify(ctx, conn, snap, set.Set, table)
 		} else {
-			answer, err = Rebuild(ctx, conn, snap, set, table)
+			answer, err = Rebuild(ctx, conn, snap, set.Set, table)
 		}
 		if err != nil {
 			// A failure of our own SQL (not the server's) must fail the

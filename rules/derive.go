@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -34,7 +36,7 @@ func bytes2Equal(a, b []byte) bool {
 // dependency order. On insert every derivation runs; on update a copy runs
 // when its foreign key changed and a formula when a column it reads
 // changed, in the row or, for parentChanged, in a parent.
-func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[ColumnRef]bool) error {
+func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[compiler.ColumnRef]bool) error {
 	if len(tr.derivations) == 0 && !hasAggregateTargets(tr) {
 		return nil
 	}
@@ -90,7 +92,7 @@ func (r *runner) derive(tr *tableRules, changes []*change, parentChanged map[Col
 					r.tracef("formula %s pruned: nothing it reads changed", d.Target)
 					continue
 				}
-				v, err := d.Eval(Env{Row: ch.new.vals, Old: oldVals(ch), Verb: string(ch.verb)})
+				v, err := d.Eval(compiler.Env{Row: ch.new.vals, Old: oldVals(ch), Verb: string(ch.verb)})
 				if err != nil {
 					return r.rowError(tr, err, ch.new)
 				}
@@ -139,7 +141,7 @@ func fkChanged(tr *tableRules, fk *catalog.ForeignKey, ch *change) bool {
 
 // readsChanged reports whether a column a rule reads changed in the row,
 // or is among the parent columns that changed.
-func (r *runner) readsChanged(tr *tableRules, d *Compiled, ch *change, parentChanged map[ColumnRef]bool) bool {
+func (r *runner) readsChanged(tr *tableRules, d *compiler.Rule, ch *change, parentChanged map[compiler.ColumnRef]bool) bool {
 	for _, ref := range d.Reads {
 		// In a table that references itself a column read names the
 		// row's own and its parent's alike: either changing counts.
@@ -256,7 +258,7 @@ func parentKey(m map[string]any, fk *catalog.ForeignKey, parent *catalog.Table) 
 		if m[c] == nil {
 			return nil
 		}
-		vals[i] = FormatValue(coerce(parent.Column(fk.ParentColumns[i]), m[c]))
+		vals[i] = compiler.FormatValue(coerce(parent.Column(fk.ParentColumns[i]), m[c]))
 	}
 	return vals
 }
@@ -281,10 +283,10 @@ func selectByKey(t *catalog.Table, cols []string, keys [][][]byte, lock string) 
 		conds := make([]string, len(cols))
 		params := make([][]byte, len(cols))
 		for i, c := range cols {
-			conds[i] = fmt.Sprintf("p.%s = CAST($%d AS %s)", quoteIdent(c), i+1, t.Column(c).Type)
+			conds[i] = fmt.Sprintf("p.%s = CAST($%d AS %s)", sqltext.Ident(c), i+1, t.Column(c).Type)
 			params[i] = keys[i][0]
 		}
-		sql := fmt.Sprintf("SELECT p.ctid, p.* FROM %s p WHERE %s", qualified(t), strings.Join(conds, " AND "))
+		sql := fmt.Sprintf("SELECT p.ctid, p.* FROM %s p WHERE %s", sqltext.Table(t), strings.Join(conds, " AND "))
 		if lock != "" {
 			sql += " " + lock + " OF p"
 		}
@@ -296,14 +298,14 @@ func selectByKey(t *catalog.Table, cols []string, keys [][][]byte, lock string) 
 	ks := make([]string, len(cols))
 	params := make([][]byte, len(cols))
 	for i, c := range cols {
-		names[i] = "p." + quoteIdent(c)
+		names[i] = "p." + sqltext.Ident(c)
 		casts[i] = fmt.Sprintf("CAST(k%d AS %s)", i+1, t.Column(c).Type)
 		args[i] = fmt.Sprintf("$%d::text[]", i+1)
 		ks[i] = fmt.Sprintf("k%d", i+1)
 		params[i] = textArray(keys[i])
 	}
 	sql := fmt.Sprintf("SELECT p.ctid, p.* FROM %s p WHERE (%s) IN (SELECT %s FROM %s AS k(%s))",
-		qualified(t), strings.Join(names, ", "), strings.Join(casts, ", "), unnestFrom(args...), strings.Join(ks, ", "))
+		sqltext.Table(t), strings.Join(names, ", "), strings.Join(casts, ", "), unnestFrom(args...), strings.Join(ks, ", "))
 	if lock != "" {
 		sql += " ORDER BY " + strings.Join(names, ", ") + " " + lock + " OF p"
 	}

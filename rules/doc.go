@@ -1,12 +1,10 @@
-// Package rules compiles the rules of a database and runs them on writes.
+// Package rules is the engine: it runs the compiled rules of a database
+// on writes.
 //
-// Compiling (compile.go, check.go) turns the rule rows of a catalog
-// snapshot into a Set: every expression parsed and type-checked with expr
-// against the tables it reads, relationships resolved, the columns each
-// rule reads recorded, derivations ordered by dependency, cycles and
-// double derivations reported with the SQLSTATEs of rules-api.md §6. A Set
-// is immutable and shared by every session of its database. Values are
-// exact (values.go): numeric is a decimal, never a float64.
+// Package compiler (rules/compiler) turns a catalog snapshot's rule rows
+// into an immutable Set; the engine works out once from each Set what it
+// runs per table (tables.go: a runSet) and shares both with every session
+// of the database.
 //
 // The engine (engine.go) is the proxy's stmt.Rules: it decides which
 // statements it wants from their text, analyses a write once per text
@@ -31,13 +29,14 @@
 // search_path and temporary tables do, not the catalog connection's.
 // Definitions made through the proxy are compiled in the defining
 // transaction (engine.go); verify.go and backfill.go recompute
-// derived columns with set-based SQL (sqlgen.go translates expressions to
-// SQL for them, and for the inserts of onetrip.go).
+// derived columns with set-based SQL (the compiler's Translator writes
+// their expressions, and those of the inserts of onetrip.go).
 //
 // The package never reads a parse tree: package sqlparse says what a
 // statement writes, in the engine's terms, and writes its pieces as SQL.
-// It never touches the wire: it reaches PostgreSQL through
-// stmt.Conn, and reads the catalog through package catalog; its own
-// connections (the catalog's, and the one that records the entries of
-// failure events after their transaction) come from EngineConfig.Connect.
+// It never touches the wire: it reaches PostgreSQL through stmt.Conn,
+// and reads the catalog through package catalog (kept current by
+// catalog/watch); its own connections (the catalog's, and the one that
+// records the entries of failure events after their transaction) come
+// from EngineConfig.Connect.
 package rules

@@ -10,6 +10,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/catalog/watch"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
 	"github.com/rs/zerolog"
@@ -75,7 +78,7 @@ func (e *Engine) Close() {
 
 // database is one database's rules.
 type database struct {
-	watcher *catalog.Watcher
+	watcher *watch.Watcher
 	state   atomic.Pointer[compiled]
 	mu      sync.Mutex // serializes compiling a new snapshot
 
@@ -100,7 +103,7 @@ type compiled struct {
 	src    *catalog.Snapshot
 	srcErr error
 	snap   *catalog.Snapshot
-	set    *Set
+	set    *runSet
 	err    error // the catalog could not be loaded
 	plans  textCache[*plan]
 	// shapes are the analysed writes whose texts differ only in their
@@ -190,7 +193,7 @@ func (e *Engine) database(name string) *database {
 	}
 	if db == nil {
 		db = &database{connect: func(ctx context.Context) (*pgx.Conn, error) { return e.cfg.Connect(ctx, name) }}
-		db.watcher = catalog.NewWatcher(catalog.WatcherConfig{
+		db.watcher = watch.New(watch.Config{
 			Connect: db.connect,
 			Setup:   e.cfg.Setup,
 			Logger:  e.cfg.Logger.With().Str("database", name).Logger(),
@@ -273,7 +276,7 @@ func (db *database) current(ctx context.Context) *compiled {
 		c.snap, c.err = &catalog.Snapshot{Tables: map[string]*catalog.Table{}}, nil
 	}
 	if c.err == nil {
-		c.set = Compile(c.snap)
+		c.set = newRunSet(compiler.Compile(c.snap))
 	}
 	db.state.Store(c)
 	return c
@@ -302,7 +305,7 @@ func (e *Engine) RunTx(ctx context.Context, database string, conn stmt.Conn, rol
 	db.current(ctx)
 	s := &session{e: e, name: database, db: db, user: role, log: e.cfg.Logger.With().Str("database", database).Str("role", role).Logger()}
 	defer s.flushFailures(ctx)
-	if _, err := conn.Simple(ctx, "BEGIN; SET LOCAL ROLE "+quoteIdent(role)); err != nil {
+	if _, err := conn.Simple(ctx, "BEGIN; SET LOCAL ROLE "+sqltext.Ident(role)); err != nil {
 		conn.Simple(ctx, "ROLLBACK")
 		return err
 	}

@@ -8,9 +8,10 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/expr-lang/expr"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -46,12 +47,12 @@ const (
 const maxEventRounds = 16
 
 // fires reports whether an event runs for rows written with verb.
-func fires(ev *Compiled, v verb) bool {
+func fires(ev *compiler.Rule, v verb) bool {
 	return len(ev.Rule.Verbs) == 0 || slices.Contains(ev.Rule.Verbs, string(v))
 }
 
 // eventsOf are the events of a table at a timing.
-func (tr *tableRules) eventsOf(timing string) []*Compiled {
+func (tr *tableRules) eventsOf(timing string) []*compiler.Rule {
 	if tr == nil {
 		return nil
 	}
@@ -77,7 +78,7 @@ func (v *vetoError) Error() string { return v.e.Message }
 // may change and where their effects go.
 type actions struct {
 	r      *runner
-	ev     *Compiled
+	ev     *compiler.Rule
 	tr     *tableRules
 	verb   verb
 	rw     *row // the row set() changes; nil where it cannot
@@ -110,7 +111,8 @@ type outboxEntry struct {
 	hasArgs                         bool
 }
 
-func (a *actions) call(name string, args []any) (any, error) {
+// Call carries out one function call of the action (compiler.Actions).
+func (a *actions) Call(name string, args []any) (any, error) {
 	switch name {
 	case "set":
 		return nil, a.setColumn(args[0], args[1])
@@ -145,7 +147,7 @@ func (a *actions) call(name string, args []any) (any, error) {
 		}
 		params := make([][]byte, len(args)-1)
 		for i, v := range args[1:] {
-			params[i] = FormatValue(v)
+			params[i] = compiler.FormatValue(v)
 		}
 		if a.outbox != nil {
 			a.record("sql", query, nil, params)
@@ -179,7 +181,7 @@ func (a *actions) setColumn(name, value any) error {
 	t := a.tr.t
 	c := t.Column(col)
 	if c == nil {
-		return pgerr.New(pgerr.UndefinedColumn, "set: column %q of table %s does not exist", col, shortName(t.QualifiedName()))
+		return pgerr.New(pgerr.UndefinedColumn, "set: column %q of table %s does not exist", col, catalog.ShortName(t.QualifiedName()))
 	}
 	if d := a.tr.derived[col]; d != nil && d.Rule.Kind != catalog.Copy {
 		return pgerr.New(pgerr.GeneratedAlways, "set: column %q is derived by rule %q (%s)", col, d.Rule.Name, d.Rule.Kind)
@@ -219,7 +221,7 @@ func (a *actions) write(v verb, args []any) error {
 		return err
 	}
 	if v != verbInsert && len(e.key) == 0 {
-		return pgerr.New(pgerr.InvalidParameterValue, "%s: the key of the row of %s is empty", v, shortName(t.QualifiedName()))
+		return pgerr.New(pgerr.InvalidParameterValue, "%s: the key of the row of %s is empty", v, catalog.ShortName(t.QualifiedName()))
 	}
 	if a.outbox != nil {
 		sql, params := effectSQL([]effect{e})
@@ -234,15 +236,15 @@ func (a *actions) write(v verb, args []any) error {
 func columnValues(t *catalog.Table, fn string, m any) ([]colValue, error) {
 	vals, ok := m.(map[string]any)
 	if !ok && m != nil {
-		return nil, pgerr.New(pgerr.InvalidParameterValue, "%s: expected a map of columns to values, not %s", fn, typeName(m))
+		return nil, pgerr.New(pgerr.InvalidParameterValue, "%s: expected a map of columns to values, not %s", fn, compiler.TypeName(m))
 	}
 	out := make([]colValue, 0, len(vals))
 	for name, v := range vals {
 		c := t.Column(name)
 		if c == nil {
-			return nil, pgerr.New(pgerr.UndefinedColumn, "%s: column %q of table %s does not exist", fn, name, shortName(t.QualifiedName()))
+			return nil, pgerr.New(pgerr.UndefinedColumn, "%s: column %q of table %s does not exist", fn, name, catalog.ShortName(t.QualifiedName()))
 		}
-		out = append(out, colValue{col: c, text: FormatValue(coerce(c, v))})
+		out = append(out, colValue{col: c, text: compiler.FormatValue(coerce(c, v))})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].col.Name < out[j].col.Name })
 	return out, nil
@@ -252,7 +254,7 @@ func textOf(v any) string {
 	if v == nil {
 		return ""
 	}
-	return string(FormatValue(v))
+	return string(compiler.FormatValue(v))
 }
 
 // payloadOf is a notification's payload or a post's body: a string as it
@@ -261,7 +263,7 @@ func payloadOf(v any) []byte {
 	if s, ok := v.(string); ok {
 		return []byte(s)
 	}
-	b, err := json.Marshal(jsonable(v))
+	b, err := compiler.EncodeJSON(v)
 	if err != nil {
 		return []byte(textOf(v))
 	}
@@ -280,35 +282,27 @@ func validSQLState(s string) bool {
 	return true
 }
 
-// evalEvent runs one event's action on one row. A veto (reject(), or a
+// evalEvent runs one event's action on one row; failure is the error a
+// failure event handles (nil for the others). A veto (reject(), or a
 // non-empty string as the action's value) is returned apart from a
 // failure of the action itself.
-func (r *runner) evalEvent(a *actions, ch *change, extra map[string]any) (veto *vetoError, err error) {
-	env := map[string]any{"verb": string(ch.verb), actionsVar: a, "old": nil, "row": nil}
+func (r *runner) evalEvent(a *actions, ch *change, failure map[string]any) (veto *vetoError, err error) {
+	env := compiler.Env{Verb: string(ch.verb), Error: failure}
 	if ch.new != nil {
-		env["row"] = ch.new.vals
+		env.Row = ch.new.vals
 	} else if ch.old != nil {
-		env["row"] = ch.old.vals // a delete's events see the row it deletes
+		env.Row = ch.old.vals // a delete's events see the row it deletes
 	}
 	if ch.old != nil {
-		env["old"] = ch.old.vals
+		env.Old = ch.old.vals
 	}
-	for k, v := range extra {
-		env[k] = v
-	}
-	out, err := expr.Run(a.ev.program, env)
+	out, err := a.ev.Act(env, a)
 	var ve *vetoError
 	switch {
 	case errors.As(err, &ve):
 		return ve, nil
 	case err != nil:
-		code := pgerr.DataException
-		var pe *pgerr.Error
-		if errors.As(err, &pe) {
-			code = pe.Code
-			err = errors.New(pe.Message)
-		}
-		return nil, ruleError(a.ev.Rule, code, "%s", err)
+		return nil, a.ev.Failure(err)
 	}
 	if s, ok := out.(string); ok && s != "" && a.ev.Rule.Timing != timingAfterCommit {
 		return &vetoError{e: pgerr.New(pgerr.RaiseException, "%s", s)}, nil
@@ -324,7 +318,7 @@ type vetoes struct {
 	msgs  []string
 }
 
-func (v *vetoes) add(ev *Compiled, tr *tableRules, e *pgerr.Error) {
+func (v *vetoes) add(ev *compiler.Rule, tr *tableRules, e *pgerr.Error) {
 	if v.first == nil {
 		e.Schema, e.Table = tr.t.Schema, tr.t.Name
 		e.Err = vetoCause{ev.Rule.Name}
@@ -346,8 +340,7 @@ func (v *vetoes) err() *pgerr.Error {
 
 // fire runs the events of a timing on rows of one table, then their queued
 // effects; outbox, when set, receives the effects of after_commit events.
-// extra are variables the actions see besides row, old and verb.
-func (r *runner) fire(tr *tableRules, timing string, changes []*change, outbox *[]outboxEntry, extra map[string]any) error {
+func (r *runner) fire(tr *tableRules, timing string, changes []*change, outbox *[]outboxEntry) error {
 	evs := tr.eventsOf(timing)
 	if len(evs) == 0 || len(changes) == 0 {
 		return nil
@@ -389,7 +382,7 @@ func (r *runner) fire(tr *tableRules, timing string, changes []*change, outbox *
 				a.rw = ch.new
 			}
 			r.tracef("event %s (%s) on %s", ev.Rule.Name, timing, describeKey(tr, rw))
-			veto, err := r.evalEvent(a, ch, extra)
+			veto, err := r.evalEvent(a, ch, nil)
 			if err != nil {
 				return r.rowError(tr, err, rw)
 			}
@@ -486,7 +479,7 @@ func effectSQL(list []effect) (string, [][]byte) {
 		return "SELECT pg_notify(n.c, n.p) FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(c, p, o) ORDER BY n.o",
 			[][]byte{textArray(chans), textArray(payloads)}
 	}
-	t := qualified(e.table)
+	t := sqltext.Table(e.table)
 	switch e.verb {
 	case verbInsert:
 		if len(e.vals) == 0 {
@@ -494,7 +487,7 @@ func effectSQL(list []effect) (string, [][]byte) {
 		}
 		cols := make([]string, len(e.vals))
 		for i, cv := range e.vals {
-			cols[i] = quoteIdent(cv.col.Name)
+			cols[i] = sqltext.Ident(cv.col.Name)
 		}
 		rows := make([]string, len(list))
 		for i, x := range list {
@@ -510,11 +503,11 @@ func effectSQL(list []effect) (string, [][]byte) {
 	var names, match, sets []string
 	for i, cv := range e.key {
 		names = append(names, fmt.Sprintf("k%d", i+1))
-		match = append(match, fmt.Sprintf("pgrules_t.%s = CAST(pgrules_v.k%d AS %s)", quoteIdent(cv.col.Name), i+1, cv.col.Type))
+		match = append(match, fmt.Sprintf("pgrules_t.%s = CAST(pgrules_v.k%d AS %s)", sqltext.Ident(cv.col.Name), i+1, cv.col.Type))
 	}
 	for i, cv := range e.vals {
 		names = append(names, fmt.Sprintf("v%d", i+1))
-		sets = append(sets, fmt.Sprintf("%s = CAST(pgrules_v.v%d AS %s)", quoteIdent(cv.col.Name), i+1, cv.col.Type))
+		sets = append(sets, fmt.Sprintf("%s = CAST(pgrules_v.v%d AS %s)", sqltext.Ident(cv.col.Name), i+1, cv.col.Type))
 	}
 	rows := make([]string, len(list))
 	for i, x := range list {
@@ -530,7 +523,7 @@ func effectSQL(list []effect) (string, [][]byte) {
 	}
 	if len(sets) == 0 {
 		// Nothing to set: the row is written as it is, so its rules run.
-		sets = append(sets, fmt.Sprintf("%s = pgrules_t.%s", quoteIdent(e.key[0].col.Name), quoteIdent(e.key[0].col.Name)))
+		sets = append(sets, fmt.Sprintf("%s = pgrules_t.%s", sqltext.Ident(e.key[0].col.Name), sqltext.Ident(e.key[0].col.Name)))
 	}
 	return fmt.Sprintf("UPDATE %s AS pgrules_t SET %s FROM %s WHERE %s", t, strings.Join(sets, ", "), from, strings.Join(match, " AND ")), params
 }
@@ -582,7 +575,7 @@ func (r *runner) eventSQL(q *[]effect, query string, params [][]byte) (any, erro
 	for i, vals := range res.Rows {
 		m := make(map[string]any, len(vals))
 		for j, f := range res.Fields {
-			v, err := ParseValue(catalog.KindOf(f.TypeOID), vals[j])
+			v, err := compiler.ParseValue(catalog.KindOf(f.TypeOID), vals[j])
 			if err != nil {
 				v = string(vals[j])
 			}
@@ -649,7 +642,7 @@ func (r *runner) rowEvents() error {
 		}
 		if round == maxEventRounds {
 			return r.fail(pgerr.New(pgerr.ProgramLimitExceeded, "row events went %d rounds without settling: their writes keep changing rows whose events then run (event %s on %s)",
-				maxEventRounds, pending[0].tr.eventsOf(timingRow)[0].Rule.Name, shortName(pending[0].tr.t.QualifiedName())))
+				maxEventRounds, pending[0].tr.eventsOf(timingRow)[0].Rule.Name, catalog.ShortName(pending[0].tr.t.QualifiedName())))
 		}
 		var order []*tableRules
 		by := make(map[*tableRules][]*change)
@@ -661,7 +654,7 @@ func (r *runner) rowEvents() error {
 			by[l.tr] = append(by[l.tr], l.ch)
 		}
 		for _, tr := range order {
-			if err := r.fire(tr, timingRow, by[tr], nil, nil); err != nil {
+			if err := r.fire(tr, timingRow, by[tr], nil); err != nil {
 				return err
 			}
 		}
@@ -712,7 +705,7 @@ func (r *runner) failureEvents(err error) error {
 				continue
 			}
 			a := &actions{r: r, ev: ev, tr: f.tr, verb: ch.verb, outbox: &entries, key: key}
-			veto, everr := r.evalEvent(a, ch, map[string]any{"error": errVal})
+			veto, everr := r.evalEvent(a, ch, errVal)
 			if everr != nil {
 				r.s.log.Warn().Err(everr).Str("rule", ev.Rule.Name).Msg("a failure event failed; the client gets the statement's own error")
 				continue

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
 )
@@ -260,7 +261,7 @@ func (s *session) valuesCTE(r *runner, res *stmt.Result, first int) (string, err
 	args := make([]string, len(res.Fields))
 	names := make([]string, len(res.Fields))
 	for i, f := range res.Fields {
-		cols[i] = fmt.Sprintf("CAST(v.c%d AS %s) AS %s", i+1, s.typeNames[[2]uint32{f.TypeOID, uint32(f.TypeModifier)}], quoteIdent(f.Name))
+		cols[i] = fmt.Sprintf("CAST(v.c%d AS %s) AS %s", i+1, s.typeNames[[2]uint32{f.TypeOID, uint32(f.TypeModifier)}], sqltext.Ident(f.Name))
 		args[i] = fmt.Sprintf("$%d::text[]", first+i)
 		names[i] = fmt.Sprintf("c%d", i+1)
 	}

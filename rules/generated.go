@@ -7,6 +7,8 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -15,8 +17,8 @@ import (
 // PostgreSQL will store (rules-api.md §8), not NULL on insert or the
 // value before an update: generate computes it with the column's own
 // expression, in one query for the statement's rows, before the
-// derivations run. Its inputs must not be derived (checkGenerated): a
-// derivation's value is known only once the derivations have run.
+// derivations run. Its inputs must not be derived (the compiler refuses
+// that): a derivation's value is known only once the derivations have run.
 
 // generatedRead are the generated columns of tr's table that its
 // derivations read.
@@ -33,31 +35,6 @@ func generatedRead(tr *tableRules) []*catalog.Column {
 		}
 	}
 	return out
-}
-
-// checkGenerated refuses a formula that reads a generated column computed
-// from a derived column of its table.
-func (s *Set) checkGenerated(writer map[ColumnRef]*Compiled) {
-	for _, c := range s.rules {
-		if !c.Rule.Enabled || c.Rule.Kind != catalog.Formula || s.errs[c.Rule.Name] != nil {
-			continue
-		}
-		t := s.snap.Tables[c.Rule.Table]
-		for _, ref := range c.Reads {
-			col := t.Column(ref.Column)
-			if ref.Table != c.Rule.Table || col == nil || !col.Generated {
-				continue
-			}
-			for _, in := range col.GenerationReads {
-				if w := writer[ColumnRef{ref.Table, in}]; w != nil {
-					s.errs[c.Rule.Name] = ruleError(c.Rule, pgerr.FeatureNotSupported,
-						"the formula reads generated column %s, which is computed from %s, derived by rule %q: PostgreSQL computes it only when the row is written, after the rules",
-						col.Name, in, w.Rule.Name)
-					break
-				}
-			}
-		}
-	}
 }
 
 // generate gives the rows whose generated columns a derivation reads the
@@ -90,7 +67,7 @@ func (r *runner) generate(tr *tableRules, changes []*change) error {
 		n := len(params)
 		arrays = append(arrays, fmt.Sprintf("$%d::text[]", n))
 		names = append(names, fmt.Sprintf("c%d", n))
-		casts = append(casts, fmt.Sprintf("CAST(pgrules_u.c%d AS %s) AS %s", n, c.Type, quoteIdent(c.Name)))
+		casts = append(casts, fmt.Sprintf("CAST(pgrules_u.c%d AS %s) AS %s", n, c.Type, sqltext.Ident(c.Name)))
 	}
 	exprs := make([]string, len(tr.generated))
 	for i, g := range tr.generated {
@@ -103,11 +80,11 @@ func (r *runner) generate(tr *tableRules, changes []*change) error {
 		return err
 	}
 	if len(res[0].Rows) != len(rows) {
-		return r.fail(pgerr.New(pgerr.InternalError, "pgrules computed %d generated rows of %s for %d", len(res[0].Rows), shortName(tr.t.QualifiedName()), len(rows)))
+		return r.fail(pgerr.New(pgerr.InternalError, "pgrules computed %d generated rows of %s for %d", len(res[0].Rows), catalog.ShortName(tr.t.QualifiedName()), len(rows)))
 	}
 	for i, vals := range res[0].Rows {
 		for j, g := range tr.generated {
-			v, err := ParseValue(g.Kind, vals[j])
+			v, err := compiler.ParseValue(g.Kind, vals[j])
 			if err != nil {
 				v = string(vals[j])
 			}

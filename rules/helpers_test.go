@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/internal/ruletest"
+	"github.com/pgrules/pgrules/rules/compiler"
 	"github.com/shopspring/decimal"
 )
 
@@ -141,7 +143,7 @@ func ordersRow(snap *catalog.Snapshot, vals ...string) *row {
 // one change per row, from the row before the first to the row after the
 // last.
 func TestMergeChanges(t *testing.T) {
-	snap := creditSnapshot()
+	snap := ruletest.CreditSnapshot()
 	orders := snap.Tables["public.orders"]
 	v := func(id, amount string) *row { return ordersRow(snap, id, "1", amount, "f", "NULL", "NULL", "NULL") }
 	first := []*change{
@@ -175,7 +177,7 @@ func TestMergeChanges(t *testing.T) {
 // kind stays text), set's coercion, changed columns, and the key a message
 // names.
 func TestRowHelpers(t *testing.T) {
-	snap := creditSnapshot()
+	snap := ruletest.CreditSnapshot()
 	tr := &tableRules{t: snap.Tables["public.orders"], index: indexOf(snap.Tables["public.orders"])}
 	r := ordersRow(snap, "1", "NULL", "12.50", "t", "x", "oops", "NaN")
 	if r.vals["customer_id"] != nil || !sameValue(r.vals["amount_total"], dec("12.5")) || r.vals["paid"] != true || r.vals["weight"] != "oops" || r.vals["raw"] != nan {
@@ -207,8 +209,8 @@ func TestRowHelpers(t *testing.T) {
 // subtract, a moved row moves its contribution, NULL keys belong to no
 // parent, and parents with nothing to add are left out.
 func TestDeltas(t *testing.T) {
-	snap := creditSnapshot(creditRules()...)
-	set := Compile(snap)
+	snap := ruletest.CreditSnapshot(ruletest.CreditRules()...)
+	set := newRunSet(compiler.Compile(snap))
 	if errs := set.Errors(); len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -244,7 +246,7 @@ func TestDeltas(t *testing.T) {
 		}
 		var got []string
 		for _, d := range ds {
-			got = append(got, fmt.Sprintf("%s: %s %s", d.key[0], FormatValue(d.add[0]), FormatValue(d.add[1])))
+			got = append(got, fmt.Sprintf("%s: %s %s", d.key[0], compiler.FormatValue(d.add[0]), compiler.FormatValue(d.add[1])))
 		}
 		if g := strings.Join(got, ", "); g != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, g, tc.want)
@@ -269,8 +271,8 @@ func TestDeltas(t *testing.T) {
 // TestMinMaxDeltas: the values arriving at and leaving a parent's min or
 // max; a row whose value and parent stay is neither.
 func TestMinMaxDeltas(t *testing.T) {
-	snap := creditSnapshot(&catalog.Rule{Name: "orders.weight", Table: "public.orders", Kind: catalog.Max, Column: "weight", SourceTable: "public.lineitem", SourceColumn: "amount", Filter: "row.quantity > 0"})
-	set := Compile(snap)
+	snap := ruletest.CreditSnapshot(&catalog.Rule{Name: "orders.weight", Table: "public.orders", Kind: catalog.Max, Column: "weight", SourceTable: "public.lineitem", SourceColumn: "amount", Filter: "row.quantity > 0"})
+	set := newRunSet(compiler.Compile(snap))
 	if errs := set.Errors(); len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -301,7 +303,7 @@ func TestMinMaxDeltas(t *testing.T) {
 		}
 		var got []string
 		for _, d := range ds {
-			got = append(got, fmt.Sprintf("%s: +%s -%s", d.key[0], nullText(FormatValue(d.arrive[0])), nullText(FormatValue(d.leave[0]))))
+			got = append(got, fmt.Sprintf("%s: +%s -%s", d.key[0], nullText(compiler.FormatValue(d.arrive[0])), nullText(compiler.FormatValue(d.leave[0]))))
 		}
 		if g := strings.Join(got, ", "); g != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, g, tc.want)
@@ -316,23 +318,37 @@ func TestMinMaxDeltas(t *testing.T) {
 		{catalog.Max, dec("1"), dec("2"), "2"}, {catalog.Max, 3, dec("2"), "3"}, {catalog.Max, posInf, dec("2"), "Infinity"},
 		{catalog.Max, nan, posInf, "NaN"}, {catalog.Min, "x", 1, "x"},
 	} {
-		if got := string(FormatValue(extreme(tc.k, tc.a, tc.b))); got != tc.want {
+		if got := string(compiler.FormatValue(extreme(tc.k, tc.a, tc.b))); got != tc.want {
 			t.Errorf("%s(%v, %v) = %s, want %s", tc.k, tc.a, tc.b, got, tc.want)
 		}
 	}
-	sum := &Compiled{Rule: &catalog.Rule{Kind: catalog.Sum}}
-	count := &Compiled{Rule: &catalog.Rule{Kind: catalog.Count}}
+	sum := &compiler.Rule{Rule: &catalog.Rule{Kind: catalog.Sum}}
+	count := &compiler.Rule{Rule: &catalog.Rule{Kind: catalog.Count}}
 	for _, tc := range []struct {
-		c    *Compiled
+		c    *compiler.Rule
 		v    any
 		want string
 	}{{sum, nil, "0"}, {sum, 3, "3"}, {sum, 0.5, "0.5"}, {sum, dec("1.50"), "1.50"}, {sum, negInf, "-Infinity"}, {count, dec("9"), "1"}, {count, nil, "1"}} {
 		got := addend(tc.c, tc.v)
-		if string(FormatValue(got)) != tc.want || typeName(got) != "decimal" {
+		if string(compiler.FormatValue(got)) != tc.want || compiler.TypeName(got) != "decimal" {
 			t.Errorf("addend %s %v = %#v, want %s", tc.c.Rule.Kind, tc.v, got, tc.want)
 		}
 	}
 	if !isZero(decimal.Zero) || !isZero(dec("0.00")) || isZero(dec("0.01")) || isZero(0) || isZero(nan) {
 		t.Error("isZero")
 	}
+}
+
+func dec(s string) decimal.Decimal { return decimal.RequireFromString(s) }
+
+// nan, posInf and negInf are numeric's special values, as the engine reads
+// them from PostgreSQL.
+var nan, posInf, negInf = numeric("NaN"), numeric("Infinity"), numeric("-Infinity")
+
+func numeric(text string) any {
+	v, err := compiler.ParseValue(catalog.KindDecimal, []byte(text))
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

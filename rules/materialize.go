@@ -7,6 +7,8 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 )
 
 // parentsJoined are the parents an insert's derivations read directly
@@ -43,7 +45,7 @@ func joinParents(w *writeStmt, materialize string, fks []*catalog.ForeignKey, lo
 		alias := fmt.Sprintf("pgrules_p%d", i+1)
 		conds := make([]string, len(fk.Columns))
 		for j, c := range fk.Columns {
-			conds[j] = fmt.Sprintf("p.%s = pgrules_m.c%d", quoteIdent(fk.ParentColumns[j]), pos[c])
+			conds[j] = fmt.Sprintf("p.%s = pgrules_m.c%d", sqltext.Ident(fk.ParentColumns[j]), pos[c])
 		}
 		cols = append(cols, ", "+alias+".*")
 		joins = append(joins, fmt.Sprintf(" LEFT JOIN LATERAL (SELECT p.ctid, p.* FROM %s p WHERE %s%s) %s ON true",
@@ -67,7 +69,7 @@ func parentLock(tr *tableRules) string {
 // quoteIdentQualified quotes a "schema.table" name.
 func quoteIdentQualified(name string) string {
 	schema, table, _ := strings.Cut(name, ".")
-	return quoteIdent(schema) + "." + quoteIdent(table)
+	return sqltext.Ident(schema) + "." + sqltext.Ident(table)
 }
 
 func indexOf(t *catalog.Table) map[string]int {
@@ -85,7 +87,7 @@ func indexOf(t *catalog.Table) map[string]int {
 func (r *runner) refuseDerivedSet(tr *tableRules, cols []*catalog.Column) error {
 	for _, c := range cols {
 		if d := tr.derived[c.Name]; d != nil && d.Rule.Kind != catalog.Copy {
-			e := pgerr.New(pgerr.GeneratedAlways, "column %q of table %s is derived by rule %q (%s) and cannot be set", c.Name, shortName(tr.t.QualifiedName()), d.Rule.Name, d.Rule.Kind)
+			e := pgerr.New(pgerr.GeneratedAlways, "column %q of table %s is derived by rule %q (%s) and cannot be set", c.Name, catalog.ShortName(tr.t.QualifiedName()), d.Rule.Name, d.Rule.Kind)
 			e.Schema, e.Table, e.Column = tr.t.Schema, tr.t.Name, c.Name
 			e.Hint = "Change what the rule reads instead; pgrules.rebuild() recomputes derived columns."
 			return e
@@ -160,7 +162,7 @@ func (r *runner) materialize(tr *tableRules, w *writeStmt, p clientParams, resul
 			for i, c := range w.setCols {
 				j := tr.index[c.Name]
 				nw.text[j] = vals[1+n+i]
-				v, err := ParseValue(c.Kind, nw.text[j])
+				v, err := compiler.ParseValue(c.Kind, nw.text[j])
 				if err != nil {
 					v = string(nw.text[j])
 				}
@@ -199,12 +201,12 @@ func writeSQL(tr *tableRules, w *writeStmt, changes []*change, n int) (sql strin
 		cols := make([]string, len(w.insertCols))
 		vals := make([]string, len(w.insertCols))
 		for i, c := range w.insertCols {
-			cols[i] = quoteIdent(c.Name)
+			cols[i] = sqltext.Ident(c.Name)
 			vals[i] = fmt.Sprintf("CAST($%d AS %s)", n+i+1, c.Type)
 			arrays = append(arrays, changes[0].new.text[tr.index[c.Name]])
 		}
 		sql = fmt.Sprintf("INSERT INTO %s AS %s (%s) %s VALUES (%s) %s",
-			qualified(t), w.alias, strings.Join(cols, ", "), w.overriding, strings.Join(vals, ", "), w.conflict)
+			sqltext.Table(t), w.alias, strings.Join(cols, ", "), w.overriding, strings.Join(vals, ", "), w.conflict)
 	case one && w.verb == verbUpdate:
 		cols := changedColumns(tr, changes)
 		for _, c := range w.setCols {
@@ -218,20 +220,20 @@ func writeSQL(tr *tableRules, w *writeStmt, changes []*change, n int) (sql strin
 		sets := make([]string, len(cols))
 		for i, j := range cols {
 			c := t.Columns[j]
-			sets[i] = fmt.Sprintf("%s = CAST($%d AS %s)", quoteIdent(c.Name), n+i+2, c.Type)
+			sets[i] = fmt.Sprintf("%s = CAST($%d AS %s)", sqltext.Ident(c.Name), n+i+2, c.Type)
 			arrays = append(arrays, changes[0].new.text[j])
 		}
 		sql = fmt.Sprintf("UPDATE %s AS %s SET %s WHERE %s.ctid = CAST($%d AS tid)",
-			qualified(t), w.alias, strings.Join(sets, ", "), w.alias, n+1)
+			sqltext.Table(t), w.alias, strings.Join(sets, ", "), w.alias, n+1)
 	case one && w.verb == verbDelete:
 		arrays = append(arrays, changes[0].old.ctid)
-		sql = fmt.Sprintf("DELETE FROM %s AS %s WHERE %s.ctid = CAST($%d AS tid)", qualified(t), w.alias, w.alias, n+1)
+		sql = fmt.Sprintf("DELETE FROM %s AS %s WHERE %s.ctid = CAST($%d AS tid)", sqltext.Table(t), w.alias, w.alias, n+1)
 	case w.verb == verbInsert:
 		cols := make([]string, len(w.insertCols))
 		casts := make([]string, len(w.insertCols))
 		names := make([]string, len(w.insertCols))
 		for i, c := range w.insertCols {
-			cols[i] = quoteIdent(c.Name)
+			cols[i] = sqltext.Ident(c.Name)
 			casts[i] = fmt.Sprintf("CAST(v.c%d AS %s)", i+1, c.Type)
 			names[i] = fmt.Sprintf("c%d", i+1)
 			vals := make([][]byte, len(changes))
@@ -245,7 +247,7 @@ func writeSQL(tr *tableRules, w *writeStmt, changes []*change, n int) (sql strin
 			params[i] = fmt.Sprintf("$%d::text[]", n+i+1)
 		}
 		sql = fmt.Sprintf("INSERT INTO %s AS %s (%s) %s SELECT %s FROM %s WITH ORDINALITY AS v(%s, pgrules_ord) ORDER BY pgrules_ord %s",
-			qualified(t), w.alias, strings.Join(cols, ", "), w.overriding, strings.Join(casts, ", "), unnestFrom(params...), strings.Join(names, ", "), w.conflict)
+			sqltext.Table(t), w.alias, strings.Join(cols, ", "), w.overriding, strings.Join(casts, ", "), unnestFrom(params...), strings.Join(names, ", "), w.conflict)
 	case w.verb == verbUpdate:
 		cols := changedColumns(tr, changes)
 		for _, c := range w.setCols {
@@ -263,7 +265,7 @@ func writeSQL(tr *tableRules, w *writeStmt, changes []*change, n int) (sql strin
 		names := []string{"pgrules_k"}
 		for i, j := range cols {
 			c := t.Columns[j]
-			sets[i] = fmt.Sprintf("%s = CAST(pgrules_v.pgrules_c%d AS %s)", quoteIdent(c.Name), i+1, c.Type)
+			sets[i] = fmt.Sprintf("%s = CAST(pgrules_v.pgrules_c%d AS %s)", sqltext.Ident(c.Name), i+1, c.Type)
 			names = append(names, fmt.Sprintf("pgrules_c%d", i+1))
 			vals := make([][]byte, len(changes))
 			for k, ch := range changes {
@@ -276,14 +278,14 @@ func writeSQL(tr *tableRules, w *writeStmt, changes []*change, n int) (sql strin
 			params[i] = fmt.Sprintf("$%d::text[]", n+i+1)
 		}
 		sql = fmt.Sprintf("UPDATE %s AS %s SET %s FROM %s AS pgrules_v(%s) WHERE %s.ctid = ANY($%d::text[]::tid[]) AND %s.ctid = CAST(pgrules_v.pgrules_k AS tid)",
-			qualified(t), w.alias, strings.Join(sets, ", "), unnestFrom(params...), strings.Join(names, ", "), w.alias, n+1, w.alias)
+			sqltext.Table(t), w.alias, strings.Join(sets, ", "), unnestFrom(params...), strings.Join(names, ", "), w.alias, n+1, w.alias)
 	case w.verb == verbDelete:
 		ctids := make([][]byte, len(changes))
 		for i, ch := range changes {
 			ctids[i] = ch.old.ctid
 		}
 		arrays = append(arrays, textArray(ctids))
-		sql = fmt.Sprintf("DELETE FROM %s AS %s WHERE %s.ctid = ANY($%d::text[]::tid[])", qualified(t), w.alias, w.alias, n+1)
+		sql = fmt.Sprintf("DELETE FROM %s AS %s WHERE %s.ctid = ANY($%d::text[]::tid[])", sqltext.Table(t), w.alias, w.alias, n+1)
 	}
 	return sql, arrays, okey
 }

@@ -5,9 +5,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/expr-lang/expr/ast"
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -63,8 +64,8 @@ type tripFollows struct {
 // oneTripFor works out t's oneTrip. The conditions: no early, pre_insert
 // or failure events (they need the rows in the engine before the write,
 // or what it was writing); every derivation translates exactly (see
-// exactSQL); every aggregate the rows feed has a follow statement.
-func (s *Set) oneTripFor(tr *tableRules) *oneTrip {
+// Translator.Exact); every aggregate the rows feed has a follow statement.
+func (s *runSet) oneTripFor(tr *tableRules) *oneTrip {
 	if len(tr.events[timingEarly])+len(tr.events[timingPreInsert])+len(tr.events[timingFailure]) > 0 {
 		return nil
 	}
@@ -86,9 +87,9 @@ func (s *Set) oneTripFor(tr *tableRules) *oneTrip {
 	}
 	cols := make([]string, len(tr.t.Columns))
 	for i, c := range tr.t.Columns {
-		cols[i] = quoteIdent(c.Name)
+		cols[i] = sqltext.Ident(c.Name)
 	}
-	o.delete, o.deletes = s.tripFollows(tr, "(SELECT * FROM "+qualified(tr.t)+" WHERE false)", "(SELECT (pgrules_row).* FROM pgrules_d)")
+	o.delete, o.deletes = s.tripFollows(tr, "(SELECT * FROM "+sqltext.Table(tr.t)+" WHERE false)", "(SELECT (pgrules_row).* FROM pgrules_d)")
 	if o.update, ok = s.tripFollows(tr, "(SELECT (pgrules_row).* FROM pgrules_u)", "(SELECT "+strings.Join(cols, ", ")+" FROM pgrules_o)"); !ok {
 		return o
 	}
@@ -106,24 +107,12 @@ func (s *Set) oneTripFor(tr *tableRules) *oneTrip {
 		}
 		changed := []string{"false"}
 		for _, c := range reads {
-			changed = append(changed, fmt.Sprintf("%s.%s IS DISTINCT FROM %s.pgrules_o%d", alias, quoteIdent(c), alias, tr.index[c]+1))
+			changed = append(changed, fmt.Sprintf("%s.%s IS DISTINCT FROM %s.pgrules_o%d", alias, sqltext.Ident(c), alias, tr.index[c]+1))
 		}
 		o.conds = append(o.conds, strings.Join(changed, " OR "))
 	}
 	o.updates = true
 	return o
-}
-
-// cascadesTo reports whether deleting rows of t deletes or changes rows
-// of a table whose rules must run (ON DELETE CASCADE, SET NULL, SET
-// DEFAULT; see cascadeDeletes): the engine runs those first.
-func (s *Set) cascadesTo(t *catalog.Table) bool {
-	for _, fk := range t.Children {
-		if (fk.OnDelete == 'c' || fk.OnDelete == 'n' || fk.OnDelete == 'd') && s.Involves(fk.Child) {
-			return true
-		}
-	}
-	return false
 }
 
 // tripFollows builds the follow statements of tr's adjustments over the
@@ -133,7 +122,7 @@ func (s *Set) cascadesTo(t *catalog.Table) bool {
 // updates of a row in one statement, so a parent adjusted along two
 // foreign keys (or reached twice up the chains, or the written table
 // itself) would lose an adjustment. Such a write takes the usual steps.
-func (s *Set) tripFollows(tr *tableRules, src, oldSrc string) (tripFollows, bool) {
+func (s *runSet) tripFollows(tr *tableRules, src, oldSrc string) (tripFollows, bool) {
 	var f tripFollows
 	var rows []string
 	written := map[*catalog.Table]bool{tr.t: true}
@@ -149,7 +138,7 @@ func (s *Set) tripFollows(tr *tableRules, src, oldSrc string) (tripFollows, bool
 			return f, false
 		}
 		prefix := fmt.Sprintf("pgrules_a%d_", i+1)
-		chain, with, selects := s.chainParts(a, followSQL(s.snap, tr.t, a, src, oldSrc), prefix)
+		chain, with, selects := s.chainParts(a, followSQL(s.Snapshot(), tr.t, a, src, oldSrc), prefix)
 		if len(chain) != len(a.chain) {
 			return f, false
 		}
@@ -170,16 +159,16 @@ func (s *Set) tripFollows(tr *tableRules, src, oldSrc string) (tripFollows, bool
 
 // derivationSQL is d's value for a new row, in SQL over the row aliased
 // alias, when it is exactly what the engine computes; false otherwise.
-func (s *Set) derivationSQL(tr *tableRules, d *Compiled, alias string) (string, bool) {
+func (s *runSet) derivationSQL(tr *tableRules, d *compiler.Rule, alias string) (string, bool) {
 	target := tr.t.Column(d.Rule.Column)
 	switch d.Rule.Kind {
 	case catalog.Copy:
-		parent := s.snap.Tables[d.FK.Parent]
+		parent := s.Snapshot().Tables[d.FK.Parent]
 		src := parent.Column(d.Rule.SourceColumn)
 		if src == nil || src.Kind != target.Kind || !copyable[target.Kind] {
 			return "", false
 		}
-		e := fmt.Sprintf("(SELECT p.%s FROM %s p WHERE %s)", quoteIdent(src.Name), qualified(parent), keyMatch(d.FK, alias, "p"))
+		e := fmt.Sprintf("(SELECT p.%s FROM %s p WHERE %s)", sqltext.Ident(src.Name), sqltext.Table(parent), sqltext.KeyMatch(d.FK, alias, "p"))
 		if target.Kind == catalog.KindDecimal {
 			// Rounded to the column's scale, as coerce does.
 			e = "CAST(" + e + " AS " + target.Type + ")"
@@ -189,12 +178,8 @@ func (s *Set) derivationSQL(tr *tableRules, d *Compiled, alias string) (string, 
 		if target.Kind != catalog.KindInt && target.Kind != catalog.KindDecimal || d.Accumulates {
 			return "", false
 		}
-		tree, err := parseExpr(d.Rule.Expression)
-		if err != nil {
-			return "", false
-		}
-		g := &sqlGen{snap: s.snap, table: tr.t, alias: alias, rule: d.Rule.Name, lock: parentLock(tr)}
-		e, ok := g.exactSQL(tree.Node)
+		g := &compiler.Translator{Snap: s.Snapshot(), Table: tr.t, Alias: alias, Rule: d.Rule.Name, Lock: parentLock(tr)}
+		e, ok := g.Exact(d.Rule.Expression)
 		if !ok {
 			return "", false
 		}
@@ -208,82 +193,6 @@ func (s *Set) derivationSQL(tr *tableRules, d *Compiled, alias string) (string, 
 // copyable are the kinds whose values a copy passes through unchanged in
 // the engine, as the server would.
 var copyable = map[catalog.Kind]bool{catalog.KindInt: true, catalog.KindDecimal: true, catalog.KindText: true, catalog.KindBool: true}
-
-// exactSQL translates the part of the expression language whose SQL gives
-// what the engine's evaluation gives, value for value: numbers (integer
-// and decimal columns of the row and its parents, literals), +, -, *,
-// unary minus and ??. Integers are computed as numeric, since the engine's
-// do not overflow at 32 bits. Division, comparisons, conditions and text
-// are left to the engine: their NULLs or scales differ in SQL.
-func (g *sqlGen) exactSQL(n ast.Node) (string, bool) {
-	switch n := n.(type) {
-	case *ast.NilNode:
-		return "NULL", true
-	case *ast.IntegerNode:
-		return "CAST(" + strconv.Itoa(n.Value) + " AS numeric)", true
-	case *ast.FloatNode:
-		x, err := g.node(n)
-		return x, err == nil
-	case *ast.UnaryNode:
-		if n.Operator != "-" && n.Operator != "+" {
-			return "", false
-		}
-		x, ok := g.exactSQL(n.Node)
-		if !ok {
-			return "", false
-		}
-		return "(" + n.Operator + x + ")", true
-	case *ast.BinaryNode:
-		op := n.Operator
-		if op != "+" && op != "-" && op != "*" && op != "??" {
-			return "", false
-		}
-		l, ok := g.exactSQL(n.Left)
-		if !ok {
-			return "", false
-		}
-		r, ok := g.exactSQL(n.Right)
-		if !ok {
-			return "", false
-		}
-		if op == "??" {
-			return "coalesce(" + l + ", " + r + ")", true
-		}
-		return "(" + l + " " + op + " " + r + ")", true
-	case *ast.MemberNode:
-		c := g.memberColumn(n)
-		if c == nil || c.Generated || c.Kind != catalog.KindInt && c.Kind != catalog.KindDecimal {
-			return "", false
-		}
-		x, err := g.member(n)
-		if err != nil {
-			return "", false
-		}
-		return "CAST(" + x + " AS numeric)", true
-	}
-	return "", false
-}
-
-// memberColumn is the column row.x or row.parent[.parent...].x names, nil
-// when it names none.
-func (g *sqlGen) memberColumn(n *ast.MemberNode) *catalog.Column {
-	if n.Optional {
-		return nil
-	}
-	path, err := g.memberPath(n)
-	if err != nil {
-		return nil
-	}
-	t := g.table
-	for _, name := range path[:len(path)-1] {
-		fk := parentByAccessor(t, name)
-		if fk == nil {
-			return nil
-		}
-		t = g.snap.Tables[fk.Parent]
-	}
-	return t.Column(path[len(path)-1])
-}
 
 // inOneTrip reports whether the write w can run in one round trip: an
 // insert without ON CONFLICT, an update without FROM that keeps its rows'
@@ -304,7 +213,7 @@ func (r *runner) inOneTrip(tr *tableRules, w *writeStmt, p clientParams) bool {
 	case verbUpdate:
 		return o.updates && !w.joined && !w.setsKey && w.params(p).stable
 	case verbDelete:
-		return o.deletes && !w.joined && !r.set.cascadesTo(w.table) && w.params(p).stable
+		return o.deletes && !w.joined && !r.set.CascadesTo(w.table) && w.params(p).stable
 	}
 	return false
 }
@@ -321,7 +230,7 @@ func (o *oneTrip) layers(tr *tableRules, cols []*catalog.Column, base string, up
 			list = append(list, alias+".pgrules_ctid")
 		}
 		for _, c := range cols {
-			v := alias + "." + quoteIdent(c.Name)
+			v := alias + "." + sqltext.Ident(c.Name)
 			switch {
 			case c.Name != d.Rule.Column:
 			case update:
@@ -329,7 +238,7 @@ func (o *oneTrip) layers(tr *tableRules, cols []*catalog.Column, base string, up
 			default:
 				v = o.exprs[i]
 			}
-			list = append(list, v+" AS "+quoteIdent(c.Name))
+			list = append(list, v+" AS "+sqltext.Ident(c.Name))
 		}
 		if update {
 			for j := range tr.t.Columns {
@@ -374,7 +283,7 @@ func insertOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 	t, o := w.table, tr.oneTrip
 	names := make([]string, len(w.insertCols))
 	for i, c := range w.insertCols {
-		names[i] = quoteIdent(c.Name)
+		names[i] = sqltext.Ident(c.Name)
 	}
 	// The first layer is the materialised rows with a new row's sums and
 	// counts (0) and min and max (NULL).
@@ -392,7 +301,7 @@ func insertOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 	base := fmt.Sprintf("(SELECT %s FROM (%s) AS pgrules_m(%s)) AS pgrules_l0", strings.Join(first, ", "), w.materializeSQL(nParams), strings.Join(names, ", "))
 	returning := oneTripReturning(w, "")
 	with := append([]string{fmt.Sprintf("pgrules_i AS (INSERT INTO %s AS %s (%s) %s SELECT %s FROM %s RETURNING %s)",
-		qualified(t), w.alias, strings.Join(names, ", "), w.overriding, strings.Join(names, ", "), o.layers(tr, w.insertCols, base, false), returning)}, o.insert.ctes...)
+		sqltext.Table(t), w.alias, strings.Join(names, ", "), w.overriding, strings.Join(names, ", "), o.layers(tr, w.insertCols, base, false), returning)}, o.insert.ctes...)
 	return "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_i.*, (pgrules_i.pgrules_row).*, " + o.insert.column() + " FROM pgrules_i"
 }
 
@@ -437,33 +346,33 @@ func updateOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 	first := []string{"pgrules_ctid"}
 	for _, c := range t.Columns {
 		if i := set[c.Name]; i > 0 {
-			first = append(first, fmt.Sprintf("pgrules_s%d AS %s", i, quoteIdent(c.Name)))
+			first = append(first, fmt.Sprintf("pgrules_s%d AS %s", i, sqltext.Ident(c.Name)))
 		} else {
-			first = append(first, quoteIdent(c.Name))
+			first = append(first, sqltext.Ident(c.Name))
 		}
 	}
 	for j, c := range t.Columns {
-		first = append(first, fmt.Sprintf("%s AS pgrules_o%d", quoteIdent(c.Name), j+1))
+		first = append(first, fmt.Sprintf("%s AS pgrules_o%d", sqltext.Ident(c.Name), j+1))
 	}
 	// The new rows, under names that the client's RETURNING cannot mean.
 	final := fmt.Sprintf("pgrules_l%d", len(tr.derivations))
 	renamed := []string{final + ".pgrules_ctid AS pgrules_n0"}
 	var sets []string
 	for j, c := range t.Columns {
-		renamed = append(renamed, fmt.Sprintf("%s.%s AS pgrules_n%d", final, quoteIdent(c.Name), j+1))
+		renamed = append(renamed, fmt.Sprintf("%s.%s AS pgrules_n%d", final, sqltext.Ident(c.Name), j+1))
 		if d := tr.derived[c.Name]; set[c.Name] > 0 || d != nil && (d.Rule.Kind == catalog.Copy || d.Rule.Kind == catalog.Formula) {
-			sets = append(sets, fmt.Sprintf("%s = pgrules_n.pgrules_n%d", quoteIdent(c.Name), j+1))
+			sets = append(sets, fmt.Sprintf("%s = pgrules_n.pgrules_n%d", sqltext.Ident(c.Name), j+1))
 		}
 	}
 	var keys []string
 	for _, c := range t.PrimaryKey {
-		keys = append(keys, fmt.Sprintf("%s.%s = pgrules_n.pgrules_n%d", w.alias, quoteIdent(c), tr.index[c]+1))
+		keys = append(keys, fmt.Sprintf("%s.%s = pgrules_n.pgrules_n%d", w.alias, sqltext.Ident(c), tr.index[c]+1))
 	}
 	base := fmt.Sprintf("(SELECT %s FROM pgrules_o) AS pgrules_l0", strings.Join(first, ", "))
 	with := append([]string{
 		lockedRows(w, nParams, extra),
 		fmt.Sprintf("pgrules_u AS (UPDATE %s AS %s SET %s FROM (SELECT %s FROM %s) AS pgrules_n WHERE %s RETURNING %s)",
-			qualified(t), w.alias, strings.Join(sets, ", "), strings.Join(renamed, ", "), o.layers(tr, t.Columns, base, true), strings.Join(keys, " AND "), oneTripReturning(w, "pgrules_n.pgrules_n0")),
+			sqltext.Table(t), w.alias, strings.Join(sets, ", "), strings.Join(renamed, ", "), o.layers(tr, t.Columns, base, true), strings.Join(keys, " AND "), oneTripReturning(w, "pgrules_n.pgrules_n0")),
 	}, o.update.ctes...)
 	// Every locked row, with what became of it: a row without its update
 	// is one whose key a concurrent transaction changed.
@@ -503,13 +412,13 @@ func deleteOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 	var keys []string
 	for _, c := range t.PrimaryKey {
 		j := tr.index[c] + 1
-		renamed = append(renamed, fmt.Sprintf("%s AS pgrules_n%d", quoteIdent(c), j))
-		keys = append(keys, fmt.Sprintf("%s.%s = pgrules_n.pgrules_n%d", w.alias, quoteIdent(c), j))
+		renamed = append(renamed, fmt.Sprintf("%s AS pgrules_n%d", sqltext.Ident(c), j))
+		keys = append(keys, fmt.Sprintf("%s.%s = pgrules_n.pgrules_n%d", w.alias, sqltext.Ident(c), j))
 	}
 	with := append([]string{
 		lockedRows(w, nParams, nil),
 		fmt.Sprintf("pgrules_d AS (DELETE FROM %s AS %s USING (SELECT %s FROM pgrules_o) AS pgrules_n WHERE %s RETURNING %s)",
-			qualified(t), w.alias, strings.Join(renamed, ", "), strings.Join(keys, " AND "), oneTripReturning(w, "pgrules_n.pgrules_n0")),
+			sqltext.Table(t), w.alias, strings.Join(renamed, ", "), strings.Join(keys, " AND "), oneTripReturning(w, "pgrules_n.pgrules_n0")),
 	}, o.delete.ctes...)
 	// Every locked row, with what became of it (see updateOneTrip).
 	return "WITH " + strings.Join(with, ",\n") + "\nSELECT pgrules_d.*, (pgrules_d.pgrules_row).*, " + o.delete.column() +
@@ -522,7 +431,7 @@ func deleteOneTripSQL(tr *tableRules, w *writeStmt, nParams int) string {
 func lockedRows(w *writeStmt, nParams int, extra []string) string {
 	cols := []string{"pgrules_ctid"}
 	for _, c := range w.table.Columns {
-		cols = append(cols, quoteIdent(c.Name))
+		cols = append(cols, sqltext.Ident(c.Name))
 	}
 	return fmt.Sprintf("pgrules_o(%s) AS MATERIALIZED (%s)", strings.Join(append(cols, extra...), ", "), w.materializeSQL(nParams))
 }
@@ -544,7 +453,7 @@ func oneTripReturning(w *writeStmt, key string) string {
 // keyChanged is the error of a one-trip write that found a row it had
 // locked under another key: a concurrent transaction changed it.
 func keyChanged(t *catalog.Table, verb string) *pgerr.Error {
-	e := pgerr.New(pgerr.SerializationFailure, "could not %s a row of %s: a concurrent transaction changed its key", verb, shortName(t.QualifiedName()))
+	e := pgerr.New(pgerr.SerializationFailure, "could not %s a row of %s: a concurrent transaction changed its key", verb, catalog.ShortName(t.QualifiedName()))
 	e.Hint = "Retry the transaction."
 	return e
 }
@@ -667,7 +576,7 @@ func (r *runner) missedParent(tr *tableRules, a *adjustment, changes, adjusted [
 	if len(adjusted) >= len(deltas) {
 		return nil
 	}
-	e := pgerr.New(pgerr.SerializationFailure, "could not adjust %s: a concurrent transaction inserted or replaced a row of it that %s refers to", shortName(a.parent.QualifiedName()), shortName(tr.t.QualifiedName()))
+	e := pgerr.New(pgerr.SerializationFailure, "could not adjust %s: a concurrent transaction inserted or replaced a row of it that %s refers to", catalog.ShortName(a.parent.QualifiedName()), catalog.ShortName(tr.t.QualifiedName()))
 	e.Schema, e.Table = a.parent.Schema, a.parent.Name
 	e.Hint = "Retry the transaction."
 	return r.fail(e)

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
 )
@@ -54,7 +56,7 @@ func (w *writeStmt) returningOf(list []sqlparse.ResTarget) error {
 	for _, item := range list {
 		if item.Star {
 			switch {
-			case !w.joined || item.Qualifier != "" && quoteIdent(item.Qualifier) == alias:
+			case !w.joined || item.Qualifier != "" && sqltext.Ident(item.Qualifier) == alias:
 				parts = append(parts, alias+".*")
 				from.items = append(from.items, returnItem{write: len(t.Columns)})
 			case item.Qualifier == "":
@@ -71,7 +73,7 @@ func (w *writeStmt) returningOf(list []sqlparse.ResTarget) error {
 		}
 		if w.joined && w.readsList(item.ColumnRefs) {
 			if w.readsTable(item.ColumnRefs) {
-				return notSupported(t, "a RETURNING item that reads both %s and the FROM or USING list is not supported; return their columns as items of their own", alias)
+				return compiler.WriteNotSupported(t, "a RETURNING item that reads both %s and the FROM or USING list is not supported; return their columns as items of their own", alias)
 			}
 			from.items = append(from.items, returnItem{from: true})
 			from.selects = append(from.selects, item.SQL)
@@ -98,9 +100,9 @@ func (w *writeStmt) returningOf(list []sqlparse.ResTarget) error {
 func (w *writeStmt) readsList(refs []sqlparse.ColumnRef) bool {
 	return slices.ContainsFunc(refs, func(ref sqlparse.ColumnRef) bool {
 		if ref.Qualified {
-			return quoteIdent(ref.Head) != w.alias
+			return sqltext.Ident(ref.Head) != w.alias
 		}
-		return !ref.InSubselect && w.table.Column(ref.Head) == nil && quoteIdent(ref.Head) != w.alias
+		return !ref.InSubselect && w.table.Column(ref.Head) == nil && sqltext.Ident(ref.Head) != w.alias
 	})
 }
 
@@ -109,9 +111,9 @@ func (w *writeStmt) readsList(refs []sqlparse.ColumnRef) bool {
 func (w *writeStmt) readsTable(refs []sqlparse.ColumnRef) bool {
 	return slices.ContainsFunc(refs, func(ref sqlparse.ColumnRef) bool {
 		if ref.Qualified {
-			return quoteIdent(ref.Head) == w.alias
+			return sqltext.Ident(ref.Head) == w.alias
 		}
-		return !ref.InSubselect && (w.table.Column(ref.Head) != nil || quoteIdent(ref.Head) == w.alias)
+		return !ref.InSubselect && (w.table.Column(ref.Head) != nil || sqltext.Ident(ref.Head) == w.alias)
 	})
 }
 
@@ -210,7 +212,7 @@ func (f *returnedFrom) formats(t *writeStmt, client []int16, base int) (write, m
 		client = slices.Repeat(client, known)
 	}
 	if len(client) == 1 || stars > 1 {
-		return nil, nil, notSupported(t.table, "RETURNING * or list.* of the FROM or USING list in binary is supported only with a format per column, and one such item; name the columns")
+		return nil, nil, compiler.WriteNotSupported(t.table, "RETURNING * or list.* of the FROM or USING list in binary is supported only with a format per column, and one such item; name the columns")
 	}
 	starCols := []int{}
 	if stars == 1 {

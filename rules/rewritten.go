@@ -5,7 +5,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -106,7 +109,7 @@ func (r *runner) readAgain() error {
 	}
 	w, t := rw.w, rw.w.table
 	if rw.blind {
-		e := notSupported(t, "a RETURNING list, when its rules write rows of %s again in the same statement and the table has no primary key to find them by", shortName(t.QualifiedName()))
+		e := compiler.WriteNotSupported(t, "a RETURNING list, when its rules write rows of %s again in the same statement and the table has no primary key to find them by", catalog.ShortName(t.QualifiedName()))
 		e.Hint = "Give the table a primary key, or read the rows in a query after the statement."
 		return r.fail(e)
 	}
@@ -127,7 +130,7 @@ func (r *runner) readAgain() error {
 		}
 		arrays[k] = textArray(vals)
 		c := t.Columns[j]
-		keys[k] = w.alias + "." + quoteIdent(c.Name)
+		keys[k] = w.alias + "." + sqltext.Ident(c.Name)
 		names[k] = fmt.Sprintf("k%d", k+1)
 		casts[k] = fmt.Sprintf("CAST(k%d AS %s)", k+1, c.Type)
 	}
@@ -136,7 +139,7 @@ func (r *runner) readAgain() error {
 		args[k] = fmt.Sprintf("$%d::text[]", n+k+1)
 	}
 	sql := fmt.Sprintf("SELECT %s, %s FROM %s AS %s WHERE (%s) IN (SELECT %s FROM %s AS pgrules_k(%s))",
-		w.returning, strings.Join(keys, ", "), qualified(t), w.alias,
+		w.returning, strings.Join(keys, ", "), sqltext.Table(t), w.alias,
 		strings.Join(keys, ", "), strings.Join(casts, ", "), unnestFrom(args...), strings.Join(names, ", "))
 	values, pformats, oids := rw.p.with(arrays...)
 	res, err := r.batch([]stmt.Statement{{SQL: sql, Params: values, ParamFormats: pformats, ParamOIDs: oids,
@@ -149,7 +152,7 @@ func (r *runner) readAgain() error {
 	for _, vals := range res[0].Rows {
 		i, ok := rw.at[string(joinKey(vals[nr:]))]
 		if !ok {
-			return r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it returns", shortName(t.QualifiedName())))
+			return r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it returns", catalog.ShortName(t.QualifiedName())))
 		}
 		if rw.cols == nil {
 			rw.out.Rows[i] = vals[:nr]

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/rules/compiler"
 	"github.com/shopspring/decimal"
 )
 
@@ -26,7 +27,7 @@ type row struct {
 func newRow(t *catalog.Table, ctid []byte, text [][]byte) *row {
 	r := &row{ctid: ctid, text: text, vals: make(map[string]any, len(t.Columns))}
 	for i, c := range t.Columns {
-		v, err := ParseValue(c.Kind, text[i])
+		v, err := compiler.ParseValue(c.Kind, text[i])
 		if err != nil {
 			v = string(text[i])
 		}
@@ -50,7 +51,7 @@ func (r *row) set(t *catalog.Table, i int, v any) {
 	c := t.Columns[i]
 	v = coerce(c, v)
 	r.vals[c.Name] = v
-	r.text[i] = FormatValue(v)
+	r.text[i] = compiler.FormatValue(v)
 }
 
 // coerce converts a rule's value to what the column stores, as an
@@ -77,13 +78,13 @@ func coerce(c *catalog.Column, v any) any {
 				return int(r)
 			}
 			if !math.IsNaN(r) && !math.IsInf(r, 0) {
-				return toDecimal(r)
+				return compiler.ToDecimal(r)
 			}
 		}
 	case catalog.KindDecimal:
 		switch v.(type) {
 		case int, float64:
-			v = toDecimal(v)
+			v = compiler.ToDecimal(v)
 		}
 		if d, ok := v.(decimal.Decimal); ok && c.HasScale {
 			return d.Round(c.Scale)
@@ -95,7 +96,7 @@ func coerce(c *catalog.Column, v any) any {
 // sameValue reports whether two values of a column are equal, as the
 // engine decides whether a rule's input changed.
 func sameValue(a, b any) bool {
-	eq, err := opEq(a, b)
+	eq, err := compiler.Equal(a, b)
 	return err == nil && eq.(bool)
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
 	"github.com/pgrules/pgrules/stmt"
 )
 
@@ -57,7 +58,7 @@ type runner struct {
 	ctx  context.Context
 	conn stmt.Conn
 	s    *session
-	set  *Set
+	set  *runSet
 	snap *catalog.Snapshot
 	// deleting holds, per table, the keys of rows this statement deletes:
 	// their children's deletions do not adjust them.
@@ -280,9 +281,9 @@ func (r *runner) write(w *writeStmt, p clientParams, resultFormats []int16) (*st
 func (r *runner) writeTable(w *writeStmt, p clientParams, resultFormats []int16, top bool) (*stmt.Result, error) {
 	tr := r.set.table(w.table.QualifiedName())
 	if tr == nil {
-		tr = &tableRules{t: w.table, index: indexOf(w.table), derived: map[string]*Compiled{}}
+		tr = &tableRules{t: w.table, index: indexOf(w.table), derived: map[string]*compiler.Rule{}}
 	}
-	r.tracef("%s on %s", strings.ToUpper(string(w.verb)), shortName(w.table.QualifiedName()))
+	r.tracef("%s on %s", strings.ToUpper(string(w.verb)), catalog.ShortName(w.table.QualifiedName()))
 	if top {
 		r.failing = &failing{tr: tr, verb: w.verb}
 	}
@@ -311,7 +312,7 @@ func (r *runner) writeTable(w *writeStmt, p clientParams, resultFormats []int16,
 	if w.upsert != nil {
 		return r.upsert(tr, w, changes, p, resultFormats)
 	}
-	if err := r.fire(tr, timingEarly, changes, nil, nil); err != nil {
+	if err := r.fire(tr, timingEarly, changes, nil); err != nil {
 		return nil, err
 	}
 	if w.verb == verbDelete {
@@ -322,7 +323,7 @@ func (r *runner) writeTable(w *writeStmt, p clientParams, resultFormats []int16,
 		return nil, err
 	}
 	if w.verb == verbInsert {
-		if err := r.fire(tr, timingPreInsert, changes, nil, nil); err != nil {
+		if err := r.fire(tr, timingPreInsert, changes, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -406,7 +407,7 @@ func traceValue(v any) string {
 	if v == nil {
 		return "NULL"
 	}
-	return string(FormatValue(v))
+	return string(compiler.FormatValue(v))
 }
 
 // fail puts the client's transaction in the failed state for an error the

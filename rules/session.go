@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
 	"github.com/rs/zerolog"
@@ -346,7 +347,7 @@ func settingsError(conn stmt.Conn, c *compiled) *pgerr.Error {
 // dateStyleError is settingsError's DateStyle half, which holds at COMMIT
 // too: the commit constraints read the rows again.
 func dateStyleError(conn stmt.Conn, c *compiled) *pgerr.Error {
-	if ds := conn.Parameter("DateStyle"); c.set != nil && c.set.readsTime && ds != "" && !strings.HasPrefix(ds, "ISO") {
+	if ds := conn.Parameter("DateStyle"); c.set != nil && c.set.ReadsTime() && ds != "" && !strings.HasPrefix(ds, "ISO") {
 		return pgerr.New(pgerr.FeatureNotSupported, "pgrules runs rules that read dates and times only with DateStyle ISO, and this session has DateStyle %s; SET DateStyle = ISO (the order of the fields, DMY or MDY, may stay)", ds)
 	}
 	return nil
@@ -389,7 +390,7 @@ func (s *session) refuseBroken(ctx context.Context, conn stmt.Conn, c *compiled,
 				w.Verb != sqlparse.Insert && w.Verb != sqlparse.Update && w.Verb != sqlparse.Delete && c.set.Involves(t.QualifiedName()) {
 				return failTx(ctx, conn, refusedVerb(t, w.Verb))
 			}
-			if e := c.set.beforeTriggerError(t, string(w.Verb)); e != nil {
+			if e := c.set.BeforeTriggerError(t, string(w.Verb)); e != nil {
 				return failTx(ctx, conn, e)
 			}
 		}
@@ -404,13 +405,13 @@ func refusedVerb(t *catalog.Table, v sqlparse.Verb) *pgerr.Error {
 	var e *pgerr.Error
 	switch v {
 	case sqlparse.CopyFrom:
-		e = notSupported(t, "COPY FROM runs its rules only when sent as a simple Query")
+		e = compiler.WriteNotSupported(t, "COPY FROM runs its rules only when sent as a simple Query")
 		e.Hint = "Send the COPY as a simple Query, on its own or among other statements, as psql's \\copy and the COPY functions of pgx, JDBC, psycopg and node-postgres do; or load the rows with INSERT."
 	case sqlparse.Truncate:
-		e = notSupported(t, "TRUNCATE does not run rules")
+		e = compiler.WriteNotSupported(t, "TRUNCATE does not run rules")
 		e.Hint = "Use DELETE, which runs the rules; after a TRUNCATE behind the proxy's back, SELECT * FROM pgrules.rebuild() puts the derived columns right."
 	default:
-		e = notSupported(t, "%s is not supported", v)
+		e = compiler.WriteNotSupported(t, "%s is not supported", v)
 		e.Hint = "Write it as INSERT ... ON CONFLICT, UPDATE and DELETE statements."
 	}
 	return e
@@ -477,7 +478,7 @@ func (s *session) loadTx(ctx context.Context, conn stmt.Conn) (*compiled, error)
 	if base := s.db.current(ctx); base.snap != nil {
 		snap.GuardKey = base.snap.GuardKey
 	}
-	c := &compiled{snap: snap, set: Compile(snap)}
+	c := &compiled{snap: snap, set: newRunSet(compiler.Compile(snap))}
 	s.hdr = c.header()
 	return c, nil
 }
@@ -485,7 +486,7 @@ func (s *session) loadTx(ctx context.Context, conn stmt.Conn) (*compiled, error)
 // firstError is the first compile error of a rule this transaction wrote.
 // Rules broken before it are not its fault: they refuse writes to their
 // tables instead.
-func (s *session) firstError(snap *catalog.Snapshot, set *Set) *pgerr.Error {
+func (s *session) firstError(snap *catalog.Snapshot, set *compiler.Set) *pgerr.Error {
 	for _, r := range snap.Rules {
 		if !r.ChangedInTx {
 			continue

@@ -3,14 +3,17 @@ package rules
 import (
 	"reflect"
 	"testing"
+
+	"github.com/pgrules/pgrules/internal/ruletest"
+	"github.com/pgrules/pgrules/rules/compiler"
 )
 
 // TestShapes checks that a text of a learnt shape gets, without being
 // parsed, the very analysis a parse of it would give.
 func TestShapes(t *testing.T) {
 	newCompiled := func() *compiled {
-		snap := creditSnapshot(creditRules()...)
-		return &compiled{snap: snap, set: Compile(snap)}
+		snap := ruletest.CreditSnapshot(ruletest.CreditRules()...)
+		return &compiled{snap: snap, set: newRunSet(compiler.Compile(snap))}
 	}
 	s := &session{}
 	for _, tc := range []struct {

@@ -6,27 +6,45 @@ import (
 	"strings"
 
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 )
 
+// runSet is a compiled Set with what the engine works out from it once,
+// before it runs a write: the rules of each table, with the SQL of their
+// statements. Like the Set, it is immutable and shared by every session of
+// the database.
+type runSet struct {
+	*compiler.Set
+	tables map[string]*tableRules
+}
+
+func newRunSet(set *compiler.Set) *runSet {
+	s := &runSet{Set: set}
+	s.buildTables()
+	return s
+}
+
 // tableRules is what the engine runs for the rows of one table, worked out
-// once per Set: the table's own derivations in the order they run, the
-// aggregates its rows feed, its constraints, the formulas of other tables
-// that read its columns, and the SQL of its parent adjustments.
+// once per compiled Set (newRunSet): the table's own derivations in the
+// order they run, the aggregates its rows feed, its constraints, the
+// formulas of other tables that read its columns, and the SQL of its
+// parent adjustments.
 type tableRules struct {
 	t     *catalog.Table
 	index map[string]int // column name → position in t.Columns
 	// derivations are the copies and formulas of the table, each after
 	// what it reads.
-	derivations []*Compiled
+	derivations []*compiler.Rule
 	// derived maps each derived column of the table to its rule.
-	derived map[string]*Compiled
+	derived map[string]*compiler.Rule
 	// parentFormulas is set when a formula of the table reads a parent.
 	parentFormulas bool
 	// up are the aggregates this table's rows feed, grouped by the
 	// foreign key to the parent that holds them.
 	up []*adjustment
 	// constraints and commitConstraints check the table's rows.
-	constraints, commitConstraints []*Compiled
+	constraints, commitConstraints []*compiler.Rule
 	// down are the formulas of child tables that read this table's
 	// columns through a path ending here.
 	down []*cascade
@@ -36,7 +54,7 @@ type tableRules struct {
 	derivePaths, filterPaths, checkPaths pathSet
 	// events are the table's enabled events by timing, in definition
 	// order; eventPaths the parents their actions read.
-	events     map[string][]*Compiled
+	events     map[string][]*compiler.Rule
 	eventPaths pathSet
 	// oneTrip is set when an insert can run in one round trip.
 	oneTrip *oneTrip
@@ -56,7 +74,7 @@ type pathSet struct {
 type adjustment struct {
 	fk     *catalog.ForeignKey
 	parent *catalog.Table
-	aggs   []*Compiled
+	aggs   []*compiler.Rule
 	// sql adjusts the parents named by the key arrays by the deltas, and
 	// locks them first; held does the same for parents the transaction
 	// has locked already. err is why they could not be made (a min or max
@@ -93,19 +111,20 @@ type cascade struct {
 	child   *catalog.Table
 	path    []*catalog.ForeignKey
 	columns []string // the columns of this table it reads
-	formula *Compiled
+	formula *compiler.Rule
 }
 
-func (s *Set) buildTables() {
+// buildTables works out the rules of each table from the compiled rules.
+func (s *runSet) buildTables() {
 	s.tables = make(map[string]*tableRules)
 	get := func(name string) *tableRules {
 		tr := s.tables[name]
 		if tr == nil {
-			t := s.snap.Tables[name]
+			t := s.Snapshot().Tables[name]
 			if t == nil {
 				return nil
 			}
-			tr = &tableRules{t: t, index: make(map[string]int, len(t.Columns)), derived: make(map[string]*Compiled)}
+			tr = &tableRules{t: t, index: make(map[string]int, len(t.Columns)), derived: make(map[string]*compiler.Rule)}
 			for i, c := range t.Columns {
 				tr.index[c.Name] = i
 			}
@@ -113,7 +132,7 @@ func (s *Set) buildTables() {
 		}
 		return tr
 	}
-	for _, c := range s.order {
+	for _, c := range s.Derivations() {
 		tr := get(c.Rule.Table)
 		if tr == nil {
 			continue
@@ -144,8 +163,8 @@ func (s *Set) buildTables() {
 			child.filterPaths.add(c.Paths, c.Paths)
 		}
 	}
-	for _, c := range s.rules {
-		if !c.Rule.Enabled || s.errs[c.Rule.Name] != nil {
+	for _, c := range s.Rules() {
+		if !c.Rule.Enabled || s.RuleError(c.Rule.Name) != nil {
 			continue
 		}
 		switch c.Rule.Kind {
@@ -166,7 +185,7 @@ func (s *Set) buildTables() {
 				continue
 			}
 			if tr.events == nil {
-				tr.events = make(map[string][]*Compiled)
+				tr.events = make(map[string][]*compiler.Rule)
 			}
 			tr.events[c.Rule.Timing] = append(tr.events[c.Rule.Timing], c)
 			tr.eventPaths.add(c.Paths, c.OldPaths)
@@ -175,9 +194,9 @@ func (s *Set) buildTables() {
 	defer s.finishTables()
 	for _, tr := range s.tables {
 		for _, a := range tr.up {
-			a.sql, a.err = adjustSQL(s.snap, tr.t, a, true)
+			a.sql, a.err = adjustSQL(s.Snapshot(), tr.t, a, true)
 			if a.err == nil {
-				a.held, _ = adjustSQL(s.snap, tr.t, a, false)
+				a.held, _ = adjustSQL(s.Snapshot(), tr.t, a, false)
 			}
 			a.additive = true
 			for _, c := range a.aggs {
@@ -185,7 +204,7 @@ func (s *Set) buildTables() {
 			}
 			if a.additive {
 				a.one, a.many = additiveSQL(a, true), additiveSQL(a, false)
-				a.follow = followSQL(s.snap, tr.t, a, "", "")
+				a.follow = followSQL(s.Snapshot(), tr.t, a, "", "")
 				for _, c := range a.aggs {
 					if len(c.Paths) > 0 {
 						a.follow = "" // the old rows' filters need their parents first
@@ -198,7 +217,7 @@ func (s *Set) buildTables() {
 
 // finishTables works out what needs every table's adjustments: the chained
 // follows and the writes in one trip.
-func (s *Set) finishTables() {
+func (s *runSet) finishTables() {
 	for _, tr := range s.tables {
 		for _, a := range tr.up {
 			// A parent that another foreign key of the table also adjusts
@@ -251,17 +270,17 @@ func (ps *pathSet) add(paths, old [][]*catalog.ForeignKey) {
 	}
 }
 
-func (tr *tableRules) addAggregate(s *Set, c *Compiled) {
+func (tr *tableRules) addAggregate(s *runSet, c *compiler.Rule) {
 	for _, a := range tr.up {
 		if a.fk == c.FK {
 			a.aggs = append(a.aggs, c)
 			return
 		}
 	}
-	tr.up = append(tr.up, &adjustment{fk: c.FK, parent: s.snap.Tables[c.FK.Parent], aggs: []*Compiled{c}})
+	tr.up = append(tr.up, &adjustment{fk: c.FK, parent: s.Snapshot().Tables[c.FK.Parent], aggs: []*compiler.Rule{c}})
 }
 
-func (tr *tableRules) addCascade(child *catalog.Table, pr ParentRead, f *Compiled) {
+func (tr *tableRules) addCascade(child *catalog.Table, pr compiler.ParentRead, f *compiler.Rule) {
 	for _, cs := range tr.down {
 		if cs.formula == f && slices.Equal(cs.path, pr.Path) {
 			if !slices.Contains(cs.columns, pr.Column) {
@@ -274,7 +293,7 @@ func (tr *tableRules) addCascade(child *catalog.Table, pr ParentRead, f *Compile
 }
 
 // table returns the rules of a table, or nil when it has none.
-func (s *Set) table(name string) *tableRules { return s.tables[name] }
+func (s *runSet) table(name string) *tableRules { return s.tables[name] }
 
 // additiveSQL is the light adjustment of sums and counts: for one parent
 // with scalar parameters (its key, then each delta), for many with text
@@ -286,15 +305,15 @@ func additiveSQL(a *adjustment, one bool) string {
 	for i, k := range a.fk.ParentColumns {
 		typ := p.Column(k).Type
 		if one {
-			where = append(where, fmt.Sprintf("p.%s = CAST($%d AS %s)", quoteIdent(k), i+1, typ))
+			where = append(where, fmt.Sprintf("p.%s = CAST($%d AS %s)", sqltext.Ident(k), i+1, typ))
 		} else {
-			where = append(where, fmt.Sprintf("p.%s = CAST(d.k%d AS %s)", quoteIdent(k), i+1, typ))
+			where = append(where, fmt.Sprintf("p.%s = CAST(d.k%d AS %s)", sqltext.Ident(k), i+1, typ))
 			args = append(args, fmt.Sprintf("$%d::text[]", i+1))
 			cols = append(cols, fmt.Sprintf("k%d", i+1))
 		}
 	}
 	for i, c := range a.aggs {
-		target := quoteIdent(c.Rule.Column)
+		target := sqltext.Ident(c.Rule.Column)
 		v := fmt.Sprintf("$%d", n+i+1)
 		if !one {
 			v = fmt.Sprintf("d.a%d", i+1)
@@ -307,7 +326,7 @@ func additiveSQL(a *adjustment, one bool) string {
 	if !one {
 		from = fmt.Sprintf(" FROM %s AS d(%s)", unnestFrom(args...), strings.Join(cols, ", "))
 	}
-	return fmt.Sprintf("UPDATE %s AS p SET %s%s WHERE %s RETURNING p.ctid, p.*", qualified(p), strings.Join(sets, ", "), from, strings.Join(where, " AND "))
+	return fmt.Sprintf("UPDATE %s AS p SET %s%s WHERE %s RETURNING p.ctid, p.*", sqltext.Table(p), strings.Join(sets, ", "), from, strings.Join(where, " AND "))
 }
 
 // followSQL is an adjustment's follow statement (see adjustment.follow).
@@ -322,7 +341,7 @@ func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, src,
 	p := a.parent
 	var pk, pkIn, pkArgs, pkCols []string
 	for i, k := range child.PrimaryKey {
-		pk = append(pk, "c."+quoteIdent(k))
+		pk = append(pk, "c."+sqltext.Ident(k))
 		pkIn = append(pkIn, fmt.Sprintf("CAST(w.k%d AS %s)", i+1, child.Column(k).Type))
 		pkArgs = append(pkArgs, fmt.Sprintf("$%d::text[]", i+1))
 		pkCols = append(pkCols, fmt.Sprintf("k%d", i+1))
@@ -331,21 +350,21 @@ func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, src,
 	var newCols, oldCols, oldArgs, oldNames, keyNames, sums, sets, where, having []string
 	for i, k := range a.fk.Columns {
 		typ := p.Column(a.fk.ParentColumns[i]).Type
-		newCols = append(newCols, fmt.Sprintf("CAST(c.%s AS %s)", quoteIdent(k), typ))
+		newCols = append(newCols, fmt.Sprintf("CAST(c.%s AS %s)", sqltext.Ident(k), typ))
 		oldCols = append(oldCols, fmt.Sprintf("CAST(o.k%d AS %s)", i+1, typ))
 		oldArgs = append(oldArgs, fmt.Sprintf("$%d::text[]", n+len(oldArgs)+1))
 		oldNames = append(oldNames, fmt.Sprintf("k%d", i+1))
 		keyNames = append(keyNames, fmt.Sprintf("k%d", i+1))
-		where = append(where, fmt.Sprintf("p.%s = d.k%d", quoteIdent(a.fk.ParentColumns[i]), i+1))
+		where = append(where, fmt.Sprintf("p.%s = d.k%d", sqltext.Ident(a.fk.ParentColumns[i]), i+1))
 	}
 	for i, c := range a.aggs {
 		v := "1"
 		if c.Rule.Kind == catalog.Sum {
-			v = "coalesce(c." + quoteIdent(c.Rule.SourceColumn) + ", 0)"
+			v = "coalesce(c." + sqltext.Ident(c.Rule.SourceColumn) + ", 0)"
 		}
 		if c.Rule.Filter != "" {
-			g := &sqlGen{snap: snap, table: child, alias: "c", rule: c.Rule.Name}
-			f, err := g.translate(c.Rule.Filter)
+			g := &compiler.Translator{Snap: snap, Table: child, Alias: "c", Rule: c.Rule.Name}
+			f, err := g.Translate(c.Rule.Filter)
 			if err != nil {
 				return ""
 			}
@@ -358,7 +377,7 @@ func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, src,
 		keyNames = append(keyNames, fmt.Sprintf("a%d", i+1))
 		sums = append(sums, fmt.Sprintf("sum(x.a%d) AS a%d", i+1, i+1))
 		having = append(having, fmt.Sprintf("sum(x.a%d) <> 0", i+1))
-		sets = append(sets, fmt.Sprintf("%s = coalesce(p.%s, 0) + d.a%d", quoteIdent(c.Rule.Column), quoteIdent(c.Rule.Column), i+1))
+		sets = append(sets, fmt.Sprintf("%s = coalesce(p.%s, 0) + d.a%d", sqltext.Ident(c.Rule.Column), sqltext.Ident(c.Rule.Column), i+1))
 	}
 	keys := strings.Join(keyNames[:len(a.fk.Columns)], ", ")
 	deltas := make([]string, len(a.aggs))
@@ -367,7 +386,7 @@ func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, src,
 	}
 	rows := fmt.Sprintf(`SELECT %s FROM %s c WHERE (%s) IN (SELECT %s FROM %s AS w(%s))
   UNION ALL SELECT %s FROM %s AS o(%s)`,
-		strings.Join(newCols, ", "), qualified(child), strings.Join(pk, ", "), strings.Join(pkIn, ", "), unnestFrom(pkArgs...), strings.Join(pkCols, ", "),
+		strings.Join(newCols, ", "), sqltext.Table(child), strings.Join(pk, ", "), strings.Join(pkIn, ", "), unnestFrom(pkArgs...), strings.Join(pkCols, ", "),
 		strings.Join(oldCols, ", "), unnestFrom(oldArgs...), strings.Join(oldNames, ", "))
 	if src != "" {
 		rows = fmt.Sprintf("SELECT %s FROM %s c", strings.Join(newCols, ", "), src)
@@ -382,7 +401,7 @@ func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, src,
 	return fmt.Sprintf(`UPDATE %s AS p SET %s FROM (SELECT %s, %s FROM (
   %s) x(%s)
  GROUP BY %s HAVING %s) d WHERE %s RETURNING %s, p.ctid, p.*`,
-		qualified(p), strings.Join(sets, ", "), keys, strings.Join(sums, ", "),
+		sqltext.Table(p), strings.Join(sets, ", "), keys, strings.Join(sums, ", "),
 		rows, strings.Join(keyNames, ", "),
 		keys, strings.Join(having, " OR "), strings.Join(where, " AND "), strings.Join(deltas, ", "))
 }
@@ -391,7 +410,7 @@ func followSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, src,
 // parents (see adjustment.chained). It chains each adjustment b of the
 // parent that is additive and whose filters translate to SQL, when no
 // derivation of the parent reads what a changes.
-func (s *Set) chainSQL(a *adjustment) ([]*adjustment, string) {
+func (s *runSet) chainSQL(a *adjustment) ([]*adjustment, string) {
 	chain, with, selects := s.chainParts(a, a.follow, "")
 	if len(chain) == 0 {
 		return nil, ""
@@ -404,7 +423,7 @@ func (s *Set) chainSQL(a *adjustment) ([]*adjustment, string) {
 // follow's rows (level 0) and those of each level of the chain, as text
 // arrays tagged with the level. Without a chain, the first CTE is the
 // follow and the only select returns its rows.
-func (s *Set) chainParts(a *adjustment, follow, prefix string) (chain []*adjustment, with, selects []string) {
+func (s *runSet) chainParts(a *adjustment, follow, prefix string) (chain []*adjustment, with, selects []string) {
 	p := a.parent
 	targets := make(map[string]int) // a's target columns → their delta
 	for i, c := range a.aggs {
@@ -413,7 +432,7 @@ func (s *Set) chainParts(a *adjustment, follow, prefix string) (chain []*adjustm
 	cols := func(t *catalog.Table) []string {
 		out := make([]string, len(t.Columns))
 		for i, c := range t.Columns {
-			out[i] = quoteIdent(c.Name)
+			out[i] = sqltext.Ident(c.Name)
 		}
 		return out
 	}
@@ -429,9 +448,9 @@ func (s *Set) chainParts(a *adjustment, follow, prefix string) (chain []*adjustm
 	old := make([]string, len(p.Columns))
 	for i, c := range p.Columns {
 		if j := targets[c.Name]; j > 0 {
-			old[i] = fmt.Sprintf("%s - pgrules_d%d AS %s", quoteIdent(c.Name), j, quoteIdent(c.Name))
+			old[i] = fmt.Sprintf("%s - pgrules_d%d AS %s", sqltext.Ident(c.Name), j, sqltext.Ident(c.Name))
 		} else {
-			old[i] = quoteIdent(c.Name)
+			old[i] = sqltext.Ident(c.Name)
 		}
 	}
 	with = append(with, fmt.Sprintf("%so0 AS (SELECT pgrules_ctid, %s FROM %su0)", prefix, strings.Join(old, ", "), prefix))
@@ -467,21 +486,21 @@ func (s *Set) chainParts(a *adjustment, follow, prefix string) (chain []*adjustm
 		var keys, keyNames, vals, sums, having, sets, lockKeys, joins []string
 		for i, k := range b.fk.Columns {
 			typ := gp.Column(b.fk.ParentColumns[i]).Type
-			keys = append(keys, fmt.Sprintf("CAST(n.%s AS %s) AS k%d", quoteIdent(k), typ, i+1))
+			keys = append(keys, fmt.Sprintf("CAST(n.%s AS %s) AS k%d", sqltext.Ident(k), typ, i+1))
 			keyNames = append(keyNames, fmt.Sprintf("k%d", i+1))
-			lockKeys = append(lockKeys, "g."+quoteIdent(b.fk.ParentColumns[i]))
-			joins = append(joins, fmt.Sprintf("p.%s = l.%s AND l.%s = d.k%d", quoteIdent(b.fk.ParentColumns[i]), quoteIdent(b.fk.ParentColumns[i]), quoteIdent(b.fk.ParentColumns[i]), i+1))
+			lockKeys = append(lockKeys, "g."+sqltext.Ident(b.fk.ParentColumns[i]))
+			joins = append(joins, fmt.Sprintf("p.%s = l.%s AND l.%s = d.k%d", sqltext.Ident(b.fk.ParentColumns[i]), sqltext.Ident(b.fk.ParentColumns[i]), sqltext.Ident(b.fk.ParentColumns[i]), i+1))
 		}
 		ok := true
 		for i, c := range b.aggs {
 			contribution := func(alias string) string {
 				v := "1"
 				if c.Rule.Kind == catalog.Sum {
-					v = "coalesce(" + alias + "." + quoteIdent(c.Rule.SourceColumn) + ", 0)"
+					v = "coalesce(" + alias + "." + sqltext.Ident(c.Rule.SourceColumn) + ", 0)"
 				}
 				if c.Rule.Filter != "" {
-					g := &sqlGen{snap: s.snap, table: p, alias: alias, rule: c.Rule.Name}
-					f, err := g.translate(c.Rule.Filter)
+					g := &compiler.Translator{Snap: s.Snapshot(), Table: p, Alias: alias, Rule: c.Rule.Name}
+					f, err := g.Translate(c.Rule.Filter)
 					if err != nil || len(c.Paths) > 0 {
 						ok = false
 						return ""
@@ -493,7 +512,7 @@ func (s *Set) chainParts(a *adjustment, follow, prefix string) (chain []*adjustm
 			vals = append(vals, fmt.Sprintf("%s - %s AS a%d", contribution("n"), contribution("o"), i+1))
 			sums = append(sums, fmt.Sprintf("sum(a%d) AS a%d", i+1, i+1))
 			having = append(having, fmt.Sprintf("sum(a%d) <> 0", i+1))
-			sets = append(sets, fmt.Sprintf("%s = coalesce(p.%s, 0) + d.a%d", quoteIdent(c.Rule.Column), quoteIdent(c.Rule.Column), i+1))
+			sets = append(sets, fmt.Sprintf("%s = coalesce(p.%s, 0) + d.a%d", sqltext.Ident(c.Rule.Column), sqltext.Ident(c.Rule.Column), i+1))
 		}
 		if !ok {
 			continue
@@ -506,9 +525,9 @@ func (s *Set) chainParts(a *adjustment, follow, prefix string) (chain []*adjustm
 			fmt.Sprintf("%[1]sd%[2]d AS (SELECT %[3]s, %[4]s FROM (SELECT %[5]s, %[6]s FROM %[1]su0 n JOIN %[1]so0 o ON o.pgrules_ctid = n.pgrules_ctid) x GROUP BY %[3]s HAVING %[7]s)",
 				prefix, j, strings.Join(keyNames, ", "), strings.Join(sums, ", "), strings.Join(keys, ", "), strings.Join(vals, ", "), strings.Join(having, " OR ")),
 			fmt.Sprintf("%[1]sl%[2]d AS MATERIALIZED (SELECT g.* FROM %[3]s g WHERE (%[4]s) IN (SELECT %[5]s FROM %[1]sd%[2]d) ORDER BY %[4]s FOR NO KEY UPDATE OF g)",
-				prefix, j, qualified(gp), strings.Join(lockKeys, ", "), strings.Join(keyNames, ", ")),
+				prefix, j, sqltext.Table(gp), strings.Join(lockKeys, ", "), strings.Join(keyNames, ", ")),
 			fmt.Sprintf("%[1]su%[2]d(%[3]s, pgrules_ctid, %[4]s) AS (UPDATE %[5]s AS p SET %[6]s FROM %[1]sd%[2]d d, %[1]sl%[2]d l WHERE %[7]s RETURNING %[8]s, p.ctid, p.*)",
-				prefix, j, strings.Join(deltaNames(len(b.aggs)), ", "), strings.Join(cols(gp), ", "), qualified(gp), strings.Join(sets, ", "),
+				prefix, j, strings.Join(deltaNames(len(b.aggs)), ", "), strings.Join(cols(gp), ", "), sqltext.Table(gp), strings.Join(sets, ", "),
 				strings.Join(joins, " AND "), strings.Join(deltas, ", ")))
 		u := fmt.Sprintf("%su%d", prefix, j)
 		selects = append(selects, fmt.Sprintf("SELECT %d, %s FROM %s", j, arrayOf(u, len(b.aggs), gp), u))
@@ -536,19 +555,19 @@ func adjustSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, lock
 		keyArgs = append(keyArgs, fmt.Sprintf("$%d::text[]", i+1))
 		keyCols = append(keyCols, fmt.Sprintf("k%d", i+1))
 		keyIn = append(keyIn, fmt.Sprintf("CAST(k%d AS %s)", i+1, typ))
-		keyJoin = append(keyJoin, fmt.Sprintf("l.%s = CAST(d.k%d AS %s)", quoteIdent(k), i+1, typ))
-		pJoin = append(pJoin, fmt.Sprintf("p.%s = l.%s", quoteIdent(k), quoteIdent(k)))
-		order = append(order, "p."+quoteIdent(k))
+		keyJoin = append(keyJoin, fmt.Sprintf("l.%s = CAST(d.k%d AS %s)", sqltext.Ident(k), i+1, typ))
+		pJoin = append(pJoin, fmt.Sprintf("p.%s = l.%s", sqltext.Ident(k), sqltext.Ident(k)))
+		order = append(order, "p."+sqltext.Ident(k))
 	}
 	pkey := make([]string, n)
 	for i, k := range a.fk.ParentColumns {
-		pkey[i] = "p." + quoteIdent(k)
+		pkey[i] = "p." + sqltext.Ident(k)
 	}
 	args := slices.Clone(keyArgs)
 	cols := slices.Clone(keyCols)
 	var sets []string
 	for _, c := range a.aggs {
-		target := quoteIdent(c.Rule.Column)
+		target := sqltext.Ident(c.Rule.Column)
 		i := len(args) + 1
 		switch c.Rule.Kind {
 		case catalog.Sum, catalog.Count:
@@ -560,10 +579,10 @@ func adjustSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, lock
 			typ := src.Column(c.Rule.SourceColumn).Type
 			args = append(args, fmt.Sprintf("$%d::text[]", i), fmt.Sprintf("$%d::text[]", i+1))
 			cols = append(cols, fmt.Sprintf("a%d", i), fmt.Sprintf("r%d", i+1))
-			where := keyMatch(a.fk, "c", "p")
+			where := sqltext.KeyMatch(a.fk, "c", "p")
 			if c.Rule.Filter != "" {
-				g := &sqlGen{snap: snap, table: src, alias: "c", rule: c.Rule.Name}
-				f, err := g.translate(c.Rule.Filter)
+				g := &compiler.Translator{Snap: snap, Table: src, Alias: "c", Rule: c.Rule.Name}
+				f, err := g.Translate(c.Rule.Filter)
 				if err != nil {
 					return "", err
 				}
@@ -578,7 +597,7 @@ func adjustSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, lock
 			// now; otherwise the arriving values are compared with it.
 			sets = append(sets, fmt.Sprintf(
 				"%s = CASE WHEN d.r%d IS NOT NULL AND p.%s IS NOT NULL AND CAST(d.r%d AS %s) %s p.%s THEN (SELECT %s(c.%s) FROM %s c WHERE %s) ELSE %s(p.%s, CAST(d.a%d AS %s)) END",
-				target, i+1, target, i+1, typ, cmp, target, agg, quoteIdent(c.Rule.SourceColumn), qualified(src), where, pick, target, i, typ))
+				target, i+1, target, i+1, typ, cmp, target, agg, sqltext.Ident(c.Rule.SourceColumn), sqltext.Table(src), where, pick, target, i, typ))
 		}
 	}
 	locking := ""
@@ -587,7 +606,25 @@ func adjustSQL(snap *catalog.Snapshot, child *catalog.Table, a *adjustment, lock
 	}
 	sql := fmt.Sprintf(`WITH l AS MATERIALIZED (SELECT p.ctid AS pgrules_ctid, p.* FROM %s p WHERE (%s) IN (SELECT %s FROM %s AS k(%s)) ORDER BY %s%s)
 UPDATE %s AS p SET %s FROM l, %s AS d(%s) WHERE %s AND %s RETURNING l.*, p.ctid, p.*`,
-		qualified(p), strings.Join(pkey, ", "), strings.Join(keyIn, ", "), unnestFrom(keyArgs...), strings.Join(keyCols, ", "), strings.Join(order, ", "), locking,
-		qualified(p), strings.Join(sets, ", "), unnestFrom(args...), strings.Join(cols, ", "), strings.Join(pJoin, " AND "), strings.Join(keyJoin, " AND "))
+		sqltext.Table(p), strings.Join(pkey, ", "), strings.Join(keyIn, ", "), unnestFrom(keyArgs...), strings.Join(keyCols, ", "), strings.Join(order, ", "), locking,
+		sqltext.Table(p), strings.Join(sets, ", "), unnestFrom(args...), strings.Join(cols, ", "), strings.Join(pJoin, " AND "), strings.Join(keyJoin, " AND "))
 	return sql, nil
+}
+
+// unnestFrom is unnest(arrays...) for a FROM clause, through
+// pgrules._unnest, which the planner expects one element of. unnest's own
+// estimate depends on the array: a custom plan sees its length, a generic
+// plan assumes ten. The engine's statements are prepared once and run with
+// the keys of a statement's rows, mostly a few; with unnest every generic
+// plan looked dearer than the custom ones, so the server planned each
+// execution anew, which cost more than running it.
+func unnestFrom(arrays ...string) string {
+	if len(arrays) == 1 {
+		return "pgrules._unnest(" + arrays[0] + ")"
+	}
+	fns := make([]string, len(arrays))
+	for i, a := range arrays {
+		fns[i] = "pgrules._unnest(" + a + ")"
+	}
+	return "ROWS FROM (" + strings.Join(fns, ", ") + ")"
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
 	"github.com/pgrules/pgrules/sqlparse"
 	"github.com/pgrules/pgrules/stmt"
 )
@@ -58,7 +60,7 @@ func (s *session) syncTx(conn stmt.Conn) {
 
 // hasCommitWork reports whether commits need the engine: some table has
 // commit constraints, commit or after_commit events.
-func (s *Set) hasCommitWork() bool {
+func (s *runSet) hasCommitWork() bool {
 	for _, tr := range s.tables {
 		if tr.commitWork() {
 			return true
@@ -264,7 +266,7 @@ func (s *session) touchedGroups(c *compiled, want func(*tableRules) bool, skip m
 				continue
 			}
 			if len(tr.t.PrimaryKey) == 0 {
-				return nil, pgerr.New(pgerr.FeatureNotSupported, "the commit constraints and commit events of %s need a primary key to find the rows a transaction touched", shortName(tr.t.QualifiedName()))
+				return nil, pgerr.New(pgerr.FeatureNotSupported, "the commit constraints and commit events of %s need a primary key to find the rows a transaction touched", catalog.ShortName(tr.t.QualifiedName()))
 			}
 			g = &touchedGroup{tr: tr, keys: make([][][]byte, len(t.key)), first: make(map[string]*row)}
 			by[t.table] = g
@@ -339,7 +341,7 @@ func (s *session) commitWork(ctx context.Context, conn stmt.Conn, c *compiled) (
 			break
 		}
 		if round == maxEventRounds {
-			return nil, r.fail(pgerr.New(pgerr.ProgramLimitExceeded, "commit events went %d rounds without settling: their writes keep touching rows whose commit events then run (table %s)", maxEventRounds, shortName(groups[0].tr.t.QualifiedName())))
+			return nil, r.fail(pgerr.New(pgerr.ProgramLimitExceeded, "commit events went %d rounds without settling: their writes keep touching rows whose commit events then run (table %s)", maxEventRounds, catalog.ShortName(groups[0].tr.t.QualifiedName())))
 		}
 		for _, g := range groups {
 			for _, k := range g.order {
@@ -351,7 +353,7 @@ func (s *session) commitWork(ctx context.Context, conn stmt.Conn, c *compiled) (
 			return nil, err
 		}
 		for i, g := range groups {
-			if err := r.fire(g.tr, timingCommit, changes[i], nil, nil); err != nil {
+			if err := r.fire(g.tr, timingCommit, changes[i], nil); err != nil {
 				return nil, err
 			}
 		}
@@ -379,7 +381,7 @@ func (s *session) commitWork(ctx context.Context, conn stmt.Conn, c *compiled) (
 	}
 	var entries []outboxEntry
 	for i, g := range groups {
-		if err := r.fire(g.tr, timingAfterCommit, changes[i], &entries, nil); err != nil {
+		if err := r.fire(g.tr, timingAfterCommit, changes[i], &entries); err != nil {
 			return nil, err
 		}
 	}
@@ -405,7 +407,7 @@ func (r *runner) commitConstraints(tr *tableRules, changes []*change) error {
 	}
 	for _, cc := range tr.commitConstraints {
 		for _, rw := range live {
-			env := Env{Row: rw.vals, Verb: "commit"}
+			env := compiler.Env{Row: rw.vals, Verb: "commit"}
 			ok, err := cc.Holds(env)
 			if err != nil {
 				return r.rowError(tr, err, rw)
@@ -418,12 +420,12 @@ func (r *runner) commitConstraints(tr *tableRules, changes []*change) error {
 				return r.rowError(tr, err, rw)
 			}
 			if msg == "" {
-				msg = fmt.Sprintf("commit constraint %q of %s is not met", cc.Rule.Name, shortName(tr.t.QualifiedName()))
+				msg = fmt.Sprintf("commit constraint %q of %s is not met", cc.Rule.Name, catalog.ShortName(tr.t.QualifiedName()))
 			}
 			r.tracef("commit constraint %s fails on %s: %s", cc.Rule.Name, describeKey(tr, rw), msg)
 			e := pgerr.New(pgerr.CheckViolation, "%s", msg)
 			e.Constraint, e.Schema, e.Table = cc.Rule.Name, tr.t.Schema, tr.t.Name
-			e.Detail = fmt.Sprintf("Failing row of %s: %s, checked at commit.", shortName(tr.t.QualifiedName()), describeKey(tr, rw))
+			e.Detail = fmt.Sprintf("Failing row of %s: %s, checked at commit.", catalog.ShortName(tr.t.QualifiedName()), describeKey(tr, rw))
 			return r.fail(e)
 		}
 		r.tracef("commit constraint %s holds on %d row(s)", cc.Rule.Name, len(live))

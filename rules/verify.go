@@ -7,6 +7,8 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 )
 
 // Drift is a row whose derived value differs from its definition
@@ -37,9 +39,9 @@ const maxDrift = 1000
 // accumulating formulas are left out, their values are history by
 // definition (a price frozen on an order line may differ from today's; a
 // stock kept by what ships started from a value no query knows).
-func (s *Set) verifiable(table string) []*Compiled {
-	var out []*Compiled
-	for _, c := range s.order {
+func verifiable(set *compiler.Set, table string) []*compiler.Rule {
+	var out []*compiler.Rule
+	for _, c := range set.Derivations() {
 		if c.Rule.Kind != catalog.Copy && !c.Accumulates && (table == "" || c.Rule.Table == table) {
 			out = append(out, c)
 		}
@@ -54,7 +56,7 @@ func keyText(t *catalog.Table) string {
 	}
 	parts := make([]string, len(t.PrimaryKey))
 	for i, k := range t.PrimaryKey {
-		parts[i] = "t." + quoteIdent(k) + "::text"
+		parts[i] = "t." + sqltext.Ident(k) + "::text"
 	}
 	return "concat_ws(',', " + strings.Join(parts, ", ") + ")"
 }
@@ -68,7 +70,7 @@ const unguardedQuery = `SELECT u.table_name, format('%s by %s at %s, with pgrule
 // empty) with set-based SQL and returns the rows that drift, in rule order,
 // after the writes made with the guard lifted, which the rules may not
 // have seen.
-func Verify(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set *Set, table string) ([]Drift, error) {
+func Verify(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set *compiler.Set, table string) ([]Drift, error) {
 	var out []Drift
 	rows, err := q.Query(ctx, unguardedQuery, regclassText(snap, table))
 	if err != nil {
@@ -77,7 +79,7 @@ func Verify(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set 
 	for _, r := range rows {
 		out = append(out, Drift{Rule: guardDrift, Table: string(r[0]), Stored: string(r[1])})
 	}
-	for _, c := range set.verifiable(table) {
+	for _, c := range verifiable(set, table) {
 		t, value, err := definitionSQL(snap, set, c.Rule)
 		if untranslatable(err) {
 			continue
@@ -86,12 +88,12 @@ func Verify(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set 
 			return nil, err
 		}
 		col := t.Column(c.Rule.Column)
-		target := "t." + quoteIdent(c.Rule.Column)
+		target := "t." + sqltext.Ident(c.Rule.Column)
 		// The definition is cast to the column's type, so that it is
 		// rounded as the stored value was.
 		computed := fmt.Sprintf("(%s)::%s", value, col.Type)
 		rows, err := q.Query(ctx, fmt.Sprintf("SELECT %s, %s::text, %s::text FROM %s t WHERE %s IS DISTINCT FROM %s LIMIT %d",
-			keyText(t), target, computed, qualified(t), target, computed, maxDrift))
+			keyText(t), target, computed, sqltext.Table(t), target, computed, maxDrift))
 		if err != nil {
 			return nil, err
 		}
@@ -125,12 +127,12 @@ type Rebuilt struct {
 // Rebuild sets every derived column of table (every table when it is
 // empty) to its definition, in dependency order, and everything downstream
 // of them, and returns how many rows each rule corrected.
-func Rebuild(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set *Set, table string) ([]Rebuilt, error) {
+func Rebuild(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set *compiler.Set, table string) ([]Rebuilt, error) {
 	// The guard lets the engine's statements through: they carry its
 	// header, with the key this snapshot was loaded with.
 	hdr := guardHeader(snap, snap.GuardKey)
 	names := make(map[string]bool)
-	for _, c := range set.verifiable(table) {
+	for _, c := range verifiable(set, table) {
 		names[c.Rule.Name] = true
 	}
 	var out []Rebuilt
@@ -145,10 +147,10 @@ func Rebuild(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set
 		if err != nil {
 			return nil, err
 		}
-		target := "t." + quoteIdent(r.Column)
+		target := "t." + sqltext.Ident(r.Column)
 		computed := fmt.Sprintf("(%s)::%s", value, t.Column(r.Column).Type)
 		rows, err := q.Query(ctx, fmt.Sprintf("%sUPDATE %s t SET %s = %s WHERE %s IS DISTINCT FROM %s RETURNING 1",
-			hdr, qualified(t), quoteIdent(r.Column), computed, target, computed))
+			hdr, sqltext.Table(t), sqltext.Ident(r.Column), computed, target, computed))
 		if err != nil {
 			return nil, err
 		}
@@ -164,7 +166,7 @@ func Rebuild(ctx context.Context, q catalog.Querier, snap *catalog.Snapshot, set
 // none).
 func regclassText(snap *catalog.Snapshot, table string) string {
 	if t := snap.Tables[table]; t != nil {
-		return qualified(t)
+		return sqltext.Table(t)
 	}
 	return table
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/sqlparse"
 )
 
@@ -173,20 +175,10 @@ func analyseUpsert(t *catalog.Table, oc *sqlparse.OnConflict) (*upsert, error) {
 		return nil, err
 	}
 	if len(set.subselects) > 0 {
-		return nil, notSupported(t, "ON CONFLICT DO UPDATE SET (...) = (SELECT ...) is not supported; assign each column")
+		return nil, compiler.WriteNotSupported(t, "ON CONFLICT DO UPDATE SET (...) = (SELECT ...) is not supported; assign each column")
 	}
 	u.setCols, u.values, u.where = set.cols, set.values, oc.Where
 	return u, nil
-}
-
-// notSupported is the error for a form of write the engine does not run:
-// refused, never let past its rules.
-func notSupported(t *catalog.Table, format string, args ...any) *pgerr.Error {
-	e := pgerr.New(pgerr.FeatureNotSupported, "%s on table %s, which has rules: "+format,
-		append([]any{"this write", shortName(t.QualifiedName())}, args...)...)
-	e.Schema, e.Table = t.Schema, t.Name
-	e.Hint = "pgrules runs the rules of INSERT (VALUES, SELECT, ON CONFLICT), UPDATE (with FROM) and DELETE (with USING), with RETURNING; the README lists the forms it refuses and what to write instead."
-	return e
 }
 
 // analyse turns a parsed INSERT, UPDATE or DELETE on table t into a
@@ -197,9 +189,9 @@ func analyse(snap *catalog.Snapshot, t *catalog.Table, tree *sqlparse.Tree) (*wr
 		return nil, err
 	}
 	if m.CurrentOf {
-		return nil, notSupported(t, "WHERE CURRENT OF is not supported; name the row by its key in the WHERE clause")
+		return nil, compiler.WriteNotSupported(t, "WHERE CURRENT OF is not supported; name the row by its key in the WHERE clause")
 	}
-	w := &writeStmt{table: t, alias: quoteIdent(m.Relation.RefName()), joined: m.Joined, oneTrip: new(atomic.Pointer[builtSQL])}
+	w := &writeStmt{table: t, alias: sqltext.Ident(m.Relation.RefName()), joined: m.Joined, oneTrip: new(atomic.Pointer[builtSQL])}
 	w.literalsOf(m)
 	switch m.Operation {
 	case sqlparse.Insert:
@@ -364,7 +356,7 @@ func (w *writeStmt) analyseUpdate(m *sqlparse.ModifyTable) error {
 		return err
 	}
 	if w.from != nil && len(set.subselects) > 0 {
-		return notSupported(t, "RETURNING the FROM list's columns from an UPDATE with SET (...) = (SELECT ...) is not supported; return the table's columns")
+		return compiler.WriteNotSupported(t, "RETURNING the FROM list's columns from an UPDATE with SET (...) = (SELECT ...) is not supported; return the table's columns")
 	}
 	w.materialize = markLiterals(m.With+set.materialize(t, w.alias, m.From, lock, w.from.selectList()), len(w.literals))
 	return nil
@@ -391,7 +383,7 @@ func keyOrder(t *catalog.Table, alias string) string {
 	}
 	cols := make([]string, len(t.PrimaryKey))
 	for i, k := range t.PrimaryKey {
-		cols[i] = alias + "." + quoteIdent(k)
+		cols[i] = alias + "." + sqltext.Ident(k)
 	}
 	return strings.Join(cols, ", ")
 }

@@ -5,7 +5,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgrules/pgrules/catalog"
 	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/rules/compiler"
+	"github.com/pgrules/pgrules/rules/sqltext"
 	"github.com/pgrules/pgrules/stmt"
 	"github.com/shopspring/decimal"
 )
@@ -105,7 +108,7 @@ func (r *runner) returnGone(w *writeStmt, gone []*change, p clientParams, format
 		arrays[j] = textArray(vals)
 		args[j] = fmt.Sprintf("$%d::text[]", n+j+1)
 		names[j] = fmt.Sprintf("k%d", j+1)
-		cols[j] = fmt.Sprintf("CAST(k%d AS %s) AS %s", j+1, c.Type, quoteIdent(c.Name))
+		cols[j] = fmt.Sprintf("CAST(k%d AS %s) AS %s", j+1, c.Type, sqltext.Ident(c.Name))
 	}
 	sql := fmt.Sprintf("SELECT %s FROM (SELECT %s FROM %s AS pgrules_k(%s)) AS %s",
 		w.returning, strings.Join(cols, ", "), unnestFrom(args...), strings.Join(names, ", "), w.alias)
@@ -149,7 +152,7 @@ func (r *runner) takeWritten(w *writeStmt, changes []*change, res *stmt.Result, 
 		case verbUpdate:
 			ch := byCtid[string(vals[k-1])]
 			if ch == nil {
-				return nil, nil, nil, r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it updated", shortName(t.QualifiedName())))
+				return nil, nil, nil, r.fail(pgerr.New(pgerr.InternalError, "pgrules lost track of a row of %s it updated", catalog.ShortName(t.QualifiedName())))
 			}
 			ch.new = stored
 			written = append(written, ch)
@@ -166,7 +169,7 @@ func (r *runner) takeWritten(w *writeStmt, changes []*change, res *stmt.Result, 
 		// The statement deleted them, as it would have without the engine.
 		if w.returning != "" {
 			if ret != nil {
-				e := notSupported(t, "DELETE ... USING ... RETURNING the USING list, of rows that a cycle of ON DELETE CASCADE in %s deletes before the statement reaches them", shortName(t.QualifiedName()))
+				e := compiler.WriteNotSupported(t, "DELETE ... USING ... RETURNING the USING list, of rows that a cycle of ON DELETE CASCADE in %s deletes before the statement reaches them", catalog.ShortName(t.QualifiedName()))
 				e.Hint = "Return only the table's columns, or read the rows before deleting them."
 				return nil, nil, nil, r.fail(e)
 			}
@@ -282,7 +285,7 @@ func (r *runner) followStatement(tr *tableRules, a *adjustment, changes []*chang
 			if in {
 				v = addend(c, ch.old.vals[c.Rule.SourceColumn])
 			}
-			olds[len(fkIdx)+i] = append(olds[len(fkIdx)+i], FormatValue(v))
+			olds[len(fkIdx)+i] = append(olds[len(fkIdx)+i], compiler.FormatValue(v))
 		}
 	}
 	if len(skip) > 0 && len(pks) > 0 && len(pks[0]) > 0 {
@@ -383,7 +386,7 @@ func (r *runner) followChanges(a *adjustment, rows [][][]byte, level int) []*cha
 		for i, c := range a.aggs {
 			d, err := decimal.NewFromString(string(vals[i]))
 			if v := nw.vals[c.Rule.Column]; err == nil && v != nil {
-				prev, _ := opSub(v, d)
+				prev, _ := compiler.Sub(v, d)
 				old.set(p, ptr.index[c.Rule.Column], prev)
 				if r.s.trace && !d.IsZero() {
 					r.traceFollowed(a, ptr, nw, c, d, level)
@@ -397,7 +400,7 @@ func (r *runner) followChanges(a *adjustment, rows [][][]byte, level int) []*cha
 
 // traceFollowed reports an adjustment of aggregate c by d that the
 // server made to parent row nw.
-func (r *runner) traceFollowed(a *adjustment, ptr *tableRules, nw *row, c *Compiled, d decimal.Decimal, level int) {
+func (r *runner) traceFollowed(a *adjustment, ptr *tableRules, nw *row, c *compiler.Rule, d decimal.Decimal, level int) {
 	sign := "+"
 	if d.IsNegative() {
 		sign = ""
@@ -407,6 +410,6 @@ func (r *runner) traceFollowed(a *adjustment, ptr *tableRules, nw *row, c *Compi
 		key[j] = nw.text[ptr.index[k]]
 	}
 	r.depth += level
-	r.tracef("adjust %s %s: %s %s%s", shortName(a.parent.QualifiedName()), strings.Join(nullTexts(key), ","), c.Target, sign, d)
+	r.tracef("adjust %s %s: %s %s%s", catalog.ShortName(a.parent.QualifiedName()), strings.Join(nullTexts(key), ","), c.Target, sign, d)
 	r.depth -= level
 }

@@ -11,7 +11,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/catalog/watch"
 	"github.com/pgrules/pgrules/rules"
+	"github.com/pgrules/pgrules/rules/compiler"
 	pgsql "github.com/pgrules/pgrules/sql"
 )
 
@@ -111,7 +113,7 @@ func explain(ctx context.Context, args []string, out io.Writer) error {
 	if len(rest) != 1 {
 		return errors.New("name one table: pgrules explain --upstream URL <table>")
 	}
-	snap, err := catalog.Load(ctx, catalog.PgxQuerier(conn))
+	snap, err := catalog.Load(ctx, watch.PgxQuerier(conn))
 	if err != nil {
 		return err
 	}
@@ -119,7 +121,7 @@ func explain(ctx context.Context, args []string, out io.Writer) error {
 	if t == nil {
 		return fmt.Errorf("no table %q in database %s", rest[0], snap.Database)
 	}
-	set := rules.Compile(snap)
+	set := compiler.Compile(snap)
 	for _, e := range set.Errors() {
 		fmt.Fprintf(out, "broken: %s\n", e.Message)
 	}
@@ -155,7 +157,7 @@ func maintain(ctx context.Context, args []string, out io.Writer, rebuild bool) e
 		return err
 	}
 	defer tx.Rollback(ctx)
-	q := catalog.PgxQuerier(conn)
+	q := watch.PgxQuerier(conn)
 	snap, err := catalog.Load(ctx, q)
 	if err != nil {
 		return err
@@ -168,7 +170,7 @@ func maintain(ctx context.Context, args []string, out io.Writer, rebuild bool) e
 		}
 		table = t.QualifiedName()
 	}
-	set := rules.Compile(snap)
+	set := compiler.Compile(snap)
 	if !rebuild {
 		drift, err := rules.Verify(ctx, q, snap, set, table)
 		if err != nil {

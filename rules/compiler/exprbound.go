@@ -1,4 +1,4 @@
-package rules
+package compiler
 
 import (
 	"github.com/expr-lang/expr/parser"

@@ -1,4 +1,4 @@
-package catalog
+package watch
 
 import (
 	"context"
@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgrules/pgrules/catalog"
 	"github.com/rs/zerolog"
 )
 
-// WatcherConfig is what a Watcher needs.
-type WatcherConfig struct {
+// Config is what a Watcher needs.
+type Config struct {
 	// Connect opens the watcher's own connection to the database.
 	Connect func(ctx context.Context) (*pgx.Conn, error)
 	// Setup, if set, runs on every new connection before the first load
@@ -27,8 +28,8 @@ type WatcherConfig struct {
 // each burst of notifications and after Reload, and reconnects with backoff
 // when the connection is lost, keeping the last good snapshot meanwhile.
 type Watcher struct {
-	cfg    WatcherConfig
-	snap   atomic.Pointer[Snapshot]
+	cfg    Config
+	snap   atomic.Pointer[catalog.Snapshot]
 	reload chan struct{} // capacity 1: requests coalesce
 
 	mu      sync.Mutex
@@ -46,8 +47,8 @@ type Watcher struct {
 	done   chan struct{}
 }
 
-// NewWatcher returns a watcher; Start runs it.
-func NewWatcher(cfg WatcherConfig) *Watcher {
+// New returns a watcher; Start runs it.
+func New(cfg Config) *Watcher {
 	return &Watcher{cfg: cfg, reload: make(chan struct{}, 1), first: make(chan struct{}), done: make(chan struct{}), servedCh: make(chan struct{})}
 }
 
@@ -99,7 +100,7 @@ func (w *Watcher) Refresh(ctx context.Context) error {
 
 // Snapshot returns the current snapshot, waiting (within ctx) for the
 // first load. Until one succeeded it returns the load's error.
-func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
+func (w *Watcher) Snapshot(ctx context.Context) (*catalog.Snapshot, error) {
 	if s := w.snap.Load(); s != nil {
 		return s, nil
 	}
@@ -116,7 +117,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	return nil, w.lastErr
 }
 
-func (w *Watcher) loaded(s *Snapshot, err error) {
+func (w *Watcher) loaded(s *catalog.Snapshot, err error) {
 	if err == nil {
 		w.snap.Store(s)
 	} else {
@@ -135,7 +136,7 @@ func (w *Watcher) run(ctx context.Context) {
 			return
 		}
 		ev := w.cfg.Logger.Warn()
-		if errors.Is(err, ErrNoSchema) {
+		if errors.Is(err, catalog.ErrNoSchema) {
 			ev = w.cfg.Logger.Debug() // no rules here; look again later
 		}
 		ev.Err(err).Dur("retry_in", backoff).Msg("catalog watcher: no snapshot")
@@ -169,7 +170,7 @@ func (w *Watcher) session(ctx context.Context) error {
 	}
 	for {
 		began := w.asked.Load()
-		s, err := Load(ctx, PgxQuerier(conn))
+		s, err := catalog.Load(ctx, PgxQuerier(conn))
 		w.loaded(s, err)
 		w.mu.Lock()
 		w.served = max(w.served, began)

@@ -1,4 +1,4 @@
-package rules
+package compiler
 
 import (
 	"fmt"
@@ -107,7 +107,7 @@ func sumHolds(dst, src *catalog.Column) bool {
 // get operands they can combine, and it records the columns read.
 type checker struct {
 	set    *Set
-	c      *Compiled
+	c      *Rule
 	table  *catalog.Table
 	part   string
 	src    string
@@ -164,6 +164,8 @@ func (ck *checker) rowOf(n ast.Node, t *catalog.Table, old bool, path []*catalog
 	return kRow
 }
 
+// check infers the kind of n, checking it and what it is made of; the
+// first failure is kept in ck.err.
 func (ck *checker) check(n ast.Node) kind {
 	switch n := n.(type) {
 	case *ast.NilNode:
@@ -189,61 +191,11 @@ func (ck *checker) check(n ast.Node) kind {
 		}
 		return ck.fail(n, pgerr.UndefinedColumn, "unknown name %q (expressions see row, old and verb)", n.Value)
 	case *ast.MemberNode:
-		base := ck.check(n.Node)
-		if base != kRow {
-			return kAny
-		}
-		prop, ok := n.Property.(*ast.StringNode)
-		if !ok {
-			return ck.fail(n, pgerr.InvalidObjectDefinition, "a row's columns are named, not indexed")
-		}
-		t, old, path := ck.rows[n.Node], ck.old[n.Node], ck.paths[n.Node]
-		if col := t.Column(prop.Value); col != nil {
-			if !old {
-				ck.read(t, prop.Value)
-				if len(path) > 0 {
-					ck.c.ParentReads = append(ck.c.ParentReads, ParentRead{Path: path, Column: prop.Value})
-				}
-			}
-			return kindOf(col.Kind)
-		}
-		if fk := parentByAccessor(t, prop.Value); fk != nil {
-			for _, c := range fk.Columns {
-				if !old {
-					ck.read(t, c)
-					if len(path) > 0 {
-						ck.c.ParentReads = append(ck.c.ParentReads, ParentRead{Path: path, Column: c})
-					}
-				}
-			}
-			return ck.rowOf(n, ck.set.snap.Tables[fk.Parent], old, append(slices.Clip(path), fk))
-		}
-		var names []string
-		for _, fk := range t.Parents {
-			names = append(names, fk.Accessor)
-		}
-		hint := ""
-		if len(names) > 0 {
-			hint = " (its parents are " + strings.Join(names, ", ") + ")"
-		}
-		return ck.fail(n.Property, pgerr.UndefinedColumn, "table %s has no column or parent %q%s", shortName(t.QualifiedName()), prop.Value, hint)
+		return ck.member(n)
 	case *ast.ChainNode:
 		return ck.check(n.Node)
 	case *ast.UnaryNode:
-		k := ck.check(n.Node)
-		switch n.Operator {
-		case "not", "!":
-			if k != kBool && k != kAny && k != kNil {
-				return ck.fail(n, pgerr.DatatypeMismatch, "%s applies to a boolean, not %s", n.Operator, k)
-			}
-			return kBool
-		case "-", "+":
-			if !k.numeric() && k != kAny && k != kNil {
-				return ck.fail(n, pgerr.DatatypeMismatch, "%s applies to a number, not %s", n.Operator, k)
-			}
-			return k
-		}
-		return kAny
+		return ck.unary(n)
 	case *ast.BinaryNode:
 		return ck.binary(n)
 	case *ast.ConditionalNode:
@@ -274,6 +226,67 @@ func (ck *checker) check(n ast.Node) kind {
 			}
 		}
 		return kAny
+	}
+	return kAny
+}
+
+// member checks row.column, row.parent and so on: a column of the row's
+// table, read (a dependency unless reached from old), or a parent through
+// its accessor, whose foreign key columns are read.
+func (ck *checker) member(n *ast.MemberNode) kind {
+	base := ck.check(n.Node)
+	if base != kRow {
+		return kAny
+	}
+	prop, ok := n.Property.(*ast.StringNode)
+	if !ok {
+		return ck.fail(n, pgerr.InvalidObjectDefinition, "a row's columns are named, not indexed")
+	}
+	t, old, path := ck.rows[n.Node], ck.old[n.Node], ck.paths[n.Node]
+	if col := t.Column(prop.Value); col != nil {
+		if !old {
+			ck.read(t, prop.Value)
+			if len(path) > 0 {
+				ck.c.ParentReads = append(ck.c.ParentReads, ParentRead{Path: path, Column: prop.Value})
+			}
+		}
+		return kindOf(col.Kind)
+	}
+	if fk := parentByAccessor(t, prop.Value); fk != nil {
+		for _, c := range fk.Columns {
+			if !old {
+				ck.read(t, c)
+				if len(path) > 0 {
+					ck.c.ParentReads = append(ck.c.ParentReads, ParentRead{Path: path, Column: c})
+				}
+			}
+		}
+		return ck.rowOf(n, ck.set.snap.Tables[fk.Parent], old, append(slices.Clip(path), fk))
+	}
+	var names []string
+	for _, fk := range t.Parents {
+		names = append(names, fk.Accessor)
+	}
+	hint := ""
+	if len(names) > 0 {
+		hint = " (its parents are " + strings.Join(names, ", ") + ")"
+	}
+	return ck.fail(n.Property, pgerr.UndefinedColumn, "table %s has no column or parent %q%s", catalog.ShortName(t.QualifiedName()), prop.Value, hint)
+}
+
+func (ck *checker) unary(n *ast.UnaryNode) kind {
+	k := ck.check(n.Node)
+	switch n.Operator {
+	case "not", "!":
+		if k != kBool && k != kAny && k != kNil {
+			return ck.fail(n, pgerr.DatatypeMismatch, "%s applies to a boolean, not %s", n.Operator, k)
+		}
+		return kBool
+	case "-", "+":
+		if !k.numeric() && k != kAny && k != kNil {
+			return ck.fail(n, pgerr.DatatypeMismatch, "%s applies to a number, not %s", n.Operator, k)
+		}
+		return k
 	}
 	return kAny
 }
@@ -339,7 +352,7 @@ func (ck *checker) call(n *ast.CallNode) kind {
 		switch id.Value {
 		case "set":
 			if ck.table.Column(name.Value) == nil {
-				return ck.fail(name, pgerr.UndefinedColumn, "set: column %q of table %s does not exist", name.Value, shortName(ck.table.QualifiedName()))
+				return ck.fail(name, pgerr.UndefinedColumn, "set: column %q of table %s does not exist", name.Value, catalog.ShortName(ck.table.QualifiedName()))
 			}
 		case "insert", "update", "delete":
 			if ck.set.snap.Lookup(name.Value) == nil {

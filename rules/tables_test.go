@@ -1,92 +1,29 @@
 package rules
 
 import (
-	"errors"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/pgrules/pgrules/catalog"
-	"github.com/pgrules/pgrules/pgerr"
+	"github.com/pgrules/pgrules/internal/ruletest"
+	"github.com/pgrules/pgrules/rules/compiler"
 )
 
-// TestTranslate: the SQL of rule expressions over the rows of a table
-// (set-based derivations and verification), golden.
-func TestTranslate(t *testing.T) {
-	snap := creditSnapshot()
-	for _, tc := range []struct{ expr, want string }{
-		{"row.quantity * row.unit_price", `(t."quantity" * t."unit_price")`},
-		{"row.order.customer.credit_limit - row.amount", `((SELECT p2."credit_limit" FROM "public"."orders" p1, "public"."customer" p2 WHERE t."order_id" = p1."id" AND p1."customer_id" = p2."id" FOR SHARE) - t."amount")`},
-		{"row.amount / 2", `(t."amount"::numeric / 2)`},
-		{"not row.order.paid and row.note != 'it'", `((NOT (SELECT p1."paid" FROM "public"."orders" p1 WHERE t."order_id" = p1."id" FOR SHARE)) AND (t."note" IS DISTINCT FROM 'it'))`},
-		{`row.note + "it's"`, `(t."note" || 'it''s')`},
-		{`"x\\y" + row.note`, `(E'x\\y' || t."note")`},
-		{"row.amount ?? 0", `coalesce(t."amount", 0)`},
-		{"row.quantity > 1 ? 1.50 : nil", `(CASE WHEN (t."quantity" > 1) THEN 1.5::numeric ELSE NULL END)`},
-		{"-row.amount", `(-t."amount")`},
-		{"+row.amount", `t."amount"`},
-		{"!true || false", `((NOT TRUE) OR FALSE)`},
-		{"row.quantity % 3 == 0", `((t."quantity" % 3) IS NOT DISTINCT FROM 0)`},
-		{"row.quantity <= 2 && row.quantity >= 1 and row.quantity < 9", `(((t."quantity" <= 2) AND (t."quantity" >= 1)) AND (t."quantity" < 9))`},
-		// Text joins with ||, whichever side the text is on: SQL has no
-		// text + text.
-		{"row.note + row.note", `(t."note" || t."note")`},
-		{"row.order.notes + (row.note ?? '-')", `((SELECT p1."notes" FROM "public"."orders" p1 WHERE t."order_id" = p1."id" FOR SHARE) || coalesce(t."note", '-'))`},
-		{"(row.quantity > 1 ? row.note : row.note) + row.note", `((CASE WHEN (t."quantity" > 1) THEN t."note" ELSE t."note" END) || t."note")`},
-		{"row.quantity + row.order_id + row.unit_price", `((t."quantity" + t."order_id") + t."unit_price")`},
-		{"row.product?.price", `(SELECT p1."price" FROM "public"."product" p1 WHERE t."product_id" = p1."id" FOR SHARE)`},
-	} {
-		g := &sqlGen{snap: snap, table: snap.Tables["public.lineitem"], alias: "t", rule: "r", lock: "FOR SHARE"}
-		got, err := g.translate(tc.expr)
-		if err != nil || got != tc.want {
-			t.Errorf("%s:\n got %s (%v)\nwant %s", tc.expr, got, err, tc.want)
-		}
-	}
-	// Without a lock, a parent's column is a plain subquery.
-	g := &sqlGen{snap: snap, table: snap.Tables["public.lineitem"], alias: "c", rule: "r"}
-	if got, _ := g.translate("row.product.price"); got != `(SELECT p1."price" FROM "public"."product" p1 WHERE c."product_id" = p1."id")` {
-		t.Errorf("unlocked parent read: %s", got)
-	}
-}
-
-// TestTranslateRefuses: what SQL cannot compute is refused with 0A000
-// naming the construct, and a name the table does not have with 42703;
-// never a translation of something else.
-func TestTranslateRefuses(t *testing.T) {
-	snap := creditSnapshot()
-	for _, tc := range []struct{ expr, code, says string }{
-		{"row.quantity ** 2", pgerr.FeatureNotSupported, "operator **"},
-		{"row.note matches 'a'", pgerr.FeatureNotSupported, "operator matches"},
-		{"len(row.note)", pgerr.FeatureNotSupported, "BuiltinNode"},
-		{"row.note[0]", pgerr.FeatureNotSupported, "an index or method"},
-		{"old.amount", pgerr.FeatureNotSupported, "a name other than row"},
-		{"row.order", pgerr.UndefinedColumn, `no column "order"`},
-		{"[1, 2]", pgerr.FeatureNotSupported, "ArrayNode"},
-		{"row.quantity > 1 ? len(row.note) : 0", pgerr.FeatureNotSupported, "BuiltinNode"},
-		{"-len(row.note)", pgerr.FeatureNotSupported, "BuiltinNode"},
-		{"1 + len(row.note)", pgerr.FeatureNotSupported, "BuiltinNode"},
-		{"row.nope", pgerr.UndefinedColumn, `no column "nope"`},
-		{"row.order.nope", pgerr.UndefinedColumn, `no column "nope"`},
-		{"row.customer.id", pgerr.UndefinedColumn, `no parent "customer"`},
-		{"row.quantity *", pgerr.InvalidObjectDefinition, `rule "r"`},
-	} {
-		g := &sqlGen{snap: snap, table: snap.Tables["public.lineitem"], alias: "t", rule: "r"}
-		got, err := g.translate(tc.expr)
-		var e *pgerr.Error
-		if !errors.As(err, &e) || e.Code != tc.code || !strings.Contains(e.Message, tc.says) {
-			t.Errorf("%s: %q, %v; want %s saying %q", tc.expr, got, err, tc.code, tc.says)
-		}
-	}
+// compileRun compiles the check-credit schema with rules and works out
+// what the engine runs from it.
+func compileRun(rules ...*catalog.Rule) *runSet {
+	return newRunSet(compiler.Compile(ruletest.CreditSnapshot(rules...)))
 }
 
 // TestOneTripSQL: the derivations a write computes in its own statement,
 // exactly as the engine would, and when an update recomputes each.
 func TestOneTripSQL(t *testing.T) {
-	set := Compile(creditSnapshot(
+	set := compileRun(
 		&catalog.Rule{Name: "lineitem.unit_price", Table: "public.lineitem", Kind: catalog.Copy, Column: "unit_price", SourceTable: "public.product", SourceColumn: "price"},
 		&catalog.Rule{Name: "lineitem.q", Table: "public.lineitem", Kind: catalog.Formula, Column: "quantity", Expression: "-row.product_id + 2"},
 		&catalog.Rule{Name: "lineitem.amount", Table: "public.lineitem", Kind: catalog.Formula, Column: "amount", Expression: "row.quantity * row.unit_price - (row.order.customer.credit_limit ?? 0) + 1.5"},
-	))
+	)
 	if errs := set.Errors(); len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -134,7 +71,7 @@ func TestExactSQLRefuses(t *testing.T) {
 		{"amount", "row.order.paid ? 1 : 0"},
 	} {
 		t.Run(tc.expr, func(t *testing.T) {
-			set := Compile(creditSnapshot(&catalog.Rule{Name: "f", Table: "public.lineitem", Kind: catalog.Formula, Column: tc.column, Expression: tc.expr}))
+			set := compileRun(&catalog.Rule{Name: "f", Table: "public.lineitem", Kind: catalog.Formula, Column: tc.column, Expression: tc.expr})
 			if errs := set.Errors(); len(errs) > 0 {
 				t.Fatalf("does not compile: %v", errs)
 			}
@@ -145,7 +82,7 @@ func TestExactSQLRefuses(t *testing.T) {
 	}
 	// The same formula with a translatable expression is in one trip:
 	// the refusals above are the expression's.
-	set := Compile(creditSnapshot(&catalog.Rule{Name: "f", Table: "public.lineitem", Kind: catalog.Formula, Column: "amount", Expression: "row.quantity * 2"}))
+	set := compileRun(&catalog.Rule{Name: "f", Table: "public.lineitem", Kind: catalog.Formula, Column: "amount", Expression: "row.quantity * 2"})
 	if set.table("public.lineitem").oneTrip == nil {
 		t.Fatal("row.quantity * 2 is not in one trip")
 	}
@@ -155,12 +92,12 @@ func TestExactSQLRefuses(t *testing.T) {
 // (additive: one parent, many, and the follow of a write) and their min
 // and max (recomputed from the children when the extreme leaves), golden.
 func TestAdjustmentSQL(t *testing.T) {
-	set := Compile(creditSnapshot(
+	set := compileRun(
 		&catalog.Rule{Name: "orders.weight", Table: "public.orders", Kind: catalog.Max, Column: "weight", SourceTable: "public.lineitem", SourceColumn: "amount", Filter: "row.quantity > 0"},
 		&catalog.Rule{Name: "orders.raw", Table: "public.orders", Kind: catalog.Min, Column: "raw", SourceTable: "public.lineitem", SourceColumn: "unit_price"},
 		&catalog.Rule{Name: "customer.balance", Table: "public.customer", Kind: catalog.Sum, Column: "balance", SourceTable: "public.orders", SourceColumn: "amount_total", Filter: "not row.paid"},
 		&catalog.Rule{Name: "customer.unpaid_order_count", Table: "public.customer", Kind: catalog.Count, Column: "unpaid_order_count", SourceTable: "public.orders"},
-	))
+	)
 	if errs := set.Errors(); len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -197,7 +134,7 @@ func TestAdjustmentSQL(t *testing.T) {
 // TestSelectByKey: the query of rows by keys, with scalar parameters for
 // one key and text arrays (NULL elements included) for many.
 func TestSelectByKey(t *testing.T) {
-	tab := creditSnapshot().Tables["public.lineitem"]
+	tab := ruletest.CreditSnapshot().Tables["public.lineitem"]
 	for _, tc := range []struct {
 		cols   []string
 		keys   [][][]byte
@@ -226,20 +163,9 @@ func TestSelectByKey(t *testing.T) {
 	}
 }
 
-// TestQuoting: identifiers and literals read back as what they quote
-// whatever standard_conforming_strings is (SELECT E'a\\b' is a\b in
-// either setting).
-func TestQuoting(t *testing.T) {
-	for in, want := range map[string]string{`a`: `"a"`, `Mixed Case`: `"Mixed Case"`, `a"b`: `"a""b"`, ``: `""`} {
-		if got := quoteIdent(in); got != want {
-			t.Errorf("quoteIdent(%s) = %s, want %s", in, got, want)
-		}
-	}
-	for in, want := range map[string]string{`a`: `'a'`, `it's`: `'it''s'`, `a\b`: `E'a\\b'`, `it's\`: `E'it''s\\'`, ``: `''`} {
-		if got := quoteLiteral(in); got != want {
-			t.Errorf("quoteLiteral(%s) = %s, want %s", in, got, want)
-		}
-	}
+// TestEngineSQLHelpers: a qualified name from the catalog quoted part by
+// part, and the planner-friendly unnest of key arrays.
+func TestEngineSQLHelpers(t *testing.T) {
 	if got := quoteIdentQualified("my schema.T"); got != `"my schema"."T"` {
 		t.Errorf("quoteIdentQualified: %s", got)
 	}
@@ -248,9 +174,5 @@ func TestQuoting(t *testing.T) {
 	}
 	if got := unnestFrom("$1", "$2"); got != "ROWS FROM (pgrules._unnest($1), pgrules._unnest($2))" {
 		t.Errorf("unnestFrom two: %s", got)
-	}
-	fk := &catalog.ForeignKey{Columns: []string{"a", "b"}, ParentColumns: []string{"x", "y"}}
-	if got := keyMatch(fk, "c", "p"); got != `c."a" = p."x" AND c."b" = p."y"` {
-		t.Errorf("keyMatch: %s", got)
 	}
 }

@@ -1,4 +1,4 @@
-package rules
+package compiler
 
 import (
 	"encoding/json"
@@ -18,7 +18,7 @@ import (
 // bool, time.Time, decoded JSON, and nil for NULL.
 //
 // Every arithmetic and comparison operator of a rule expression is
-// rewritten into a call of one of the functions below (see compile.go),
+// rewritten into a call of one of the functions below (see expression.go),
 // which decide by the operands' run-time types: an integer meeting a decimal
 // becomes a decimal, a float meeting a decimal becomes the decimal of its
 // shortest representation, so 0.1 + 0.2 == 0.3 holds and money stays
@@ -94,7 +94,7 @@ func sign(v any) int {
 	if s, ok := v.(special); ok {
 		return int(s)
 	}
-	return toDecimal(v).Sign()
+	return ToDecimal(v).Sign()
 }
 
 // specialArith is op on two numbers of which one at least is special.
@@ -155,13 +155,21 @@ func compareSpecial(a, b any) int {
 	return cmpOrdered(rank(a), rank(b))
 }
 
+// IsSpecial reports whether v is numeric's NaN, Infinity or -Infinity.
+func IsSpecial(v any) bool {
+	_, ok := v.(special)
+	return ok
+}
+
 func hasSpecial(a, b any) bool {
 	_, aok := a.(special)
 	_, bok := b.(special)
 	return (aok || bok) && numeric(a) != notNumber && numeric(b) != notNumber
 }
 
-func toDecimal(v any) decimal.Decimal {
+// ToDecimal is a finite number as a decimal: an int exactly, a float64 as
+// the decimal of its shortest representation.
+func ToDecimal(v any) decimal.Decimal {
 	switch v := v.(type) {
 	case int:
 		return decimal.NewFromInt(int64(v))
@@ -194,10 +202,11 @@ func widest(a, b any) numKind {
 }
 
 func typeError(op string, a, b any) error {
-	return pgerr.New(pgerr.DataException, "operator %s cannot combine %s and %s", op, typeName(a), typeName(b))
+	return pgerr.New(pgerr.DataException, "operator %s cannot combine %s and %s", op, TypeName(a), TypeName(b))
 }
 
-func typeName(v any) string {
+// TypeName names the type of a value, for messages.
+func TypeName(v any) string {
 	switch v.(type) {
 	case nil:
 		return "nil"
@@ -242,7 +251,9 @@ func mulInt(a, b int) any {
 	return decimal.NewFromInt(int64(a)).Mul(decimal.NewFromInt(int64(b)))
 }
 
-func opAdd(a, b any) (any, error) {
+// Add is + of the expression language: numbers in the widest of their
+// types, exactly; text joined; nil with nil.
+func Add(a, b any) (any, error) {
 	if a == nil || b == nil {
 		return nil, nil
 	}
@@ -253,7 +264,7 @@ func opAdd(a, b any) (any, error) {
 	case isInt:
 		return addInt(a.(int), b.(int)), nil
 	case isDecimal:
-		return toDecimal(a).Add(toDecimal(b)), nil
+		return ToDecimal(a).Add(ToDecimal(b)), nil
 	case isFloat:
 		return toFloat(a) + toFloat(b), nil
 	}
@@ -265,7 +276,8 @@ func opAdd(a, b any) (any, error) {
 	return nil, typeError("+", a, b)
 }
 
-func opSub(a, b any) (any, error) {
+// Sub is - of the expression language.
+func Sub(a, b any) (any, error) {
 	if a == nil || b == nil {
 		return nil, nil
 	}
@@ -276,7 +288,7 @@ func opSub(a, b any) (any, error) {
 	case isInt:
 		return subInt(a.(int), b.(int)), nil
 	case isDecimal:
-		return toDecimal(a).Sub(toDecimal(b)), nil
+		return ToDecimal(a).Sub(ToDecimal(b)), nil
 	case isFloat:
 		return toFloat(a) - toFloat(b), nil
 	}
@@ -294,7 +306,7 @@ func opMul(a, b any) (any, error) {
 	case isInt:
 		return mulInt(a.(int), b.(int)), nil
 	case isDecimal:
-		return toDecimal(a).Mul(toDecimal(b)), nil
+		return ToDecimal(a).Mul(ToDecimal(b)), nil
 	case isFloat:
 		return toFloat(a) * toFloat(b), nil
 	}
@@ -320,11 +332,11 @@ func opDiv(a, b any) (any, error) {
 		}
 		return toFloat(a) / toFloat(b), nil
 	}
-	d := toDecimal(b)
+	d := ToDecimal(b)
 	if d.IsZero() {
 		return nil, pgerr.New(pgerr.DivisionByZero, "division by zero")
 	}
-	q := toDecimal(a).DivRound(d, divisionPrecision)
+	q := ToDecimal(a).DivRound(d, divisionPrecision)
 	// Trailing zeros of a terminating quotient are noise: 1.00 / 4 is 0.25.
 	return trimZeros(q), nil
 }
@@ -349,10 +361,10 @@ func opMod(a, b any) (any, error) {
 		}
 		return a.(int) % b.(int), nil
 	case isDecimal:
-		if toDecimal(b).IsZero() {
+		if ToDecimal(b).IsZero() {
 			return nil, pgerr.New(pgerr.DivisionByZero, "division by zero")
 		}
-		return toDecimal(a).Mod(toDecimal(b)), nil
+		return ToDecimal(a).Mod(ToDecimal(b)), nil
 	}
 	return nil, typeError("%", a, b)
 }
@@ -376,7 +388,7 @@ func opNeg(a any) (any, error) {
 		}
 		return -v, nil
 	}
-	return nil, pgerr.New(pgerr.DataException, "operator - cannot apply to %s", typeName(a))
+	return nil, pgerr.New(pgerr.DataException, "operator - cannot apply to %s", TypeName(a))
 }
 
 // opNot is NOT as SQL has it: NOT NULL is NULL (a filter "not row.paid"
@@ -388,12 +400,12 @@ func opNot(a any) (any, error) {
 	case bool:
 		return !v, nil
 	}
-	return nil, pgerr.New(pgerr.DataException, "operator not cannot apply to %s", typeName(a))
+	return nil, pgerr.New(pgerr.DataException, "operator not cannot apply to %s", TypeName(a))
 }
 
-// compare orders two non-nil values; ok is false when they are of kinds
+// Compare orders two non-nil values; ok is false when they are of kinds
 // that do not compare.
-func compare(a, b any) (c int, ok bool) {
+func Compare(a, b any) (c int, ok bool) {
 	if hasSpecial(a, b) {
 		return compareSpecial(a, b), true
 	}
@@ -402,7 +414,7 @@ func compare(a, b any) (c int, ok bool) {
 		x, y := a.(int), b.(int)
 		return cmpOrdered(x, y), true
 	case isDecimal:
-		return toDecimal(a).Cmp(toDecimal(b)), true
+		return ToDecimal(a).Cmp(ToDecimal(b)), true
 	case isFloat:
 		return cmpOrdered(toFloat(a), toFloat(b)), true
 	}
@@ -439,18 +451,20 @@ func cmpOrdered[T int | float64 | string](x, y T) int {
 	return 0
 }
 
-func opEq(a, b any) (any, error) {
+// Equal is == of the expression language: nil equals nil, numbers equal
+// by value whatever their types.
+func Equal(a, b any) (any, error) {
 	if a == nil || b == nil {
 		return a == nil && b == nil, nil
 	}
-	if c, ok := compare(a, b); ok {
+	if c, ok := Compare(a, b); ok {
 		return c == 0, nil
 	}
 	return reflect.DeepEqual(a, b), nil
 }
 
 func opNe(a, b any) (any, error) {
-	eq, err := opEq(a, b)
+	eq, err := Equal(a, b)
 	return !eq.(bool), err
 }
 
@@ -459,7 +473,7 @@ func ordering(op string, test func(int) bool) func(a, b any) (any, error) {
 		if a == nil || b == nil {
 			return false, nil
 		}
-		c, ok := compare(a, b)
+		c, ok := Compare(a, b)
 		if !ok {
 			return nil, typeError(op, a, b)
 		}
@@ -537,7 +551,7 @@ func FormatValue(v any) []byte {
 	case string:
 		return []byte(v)
 	case map[string]any, []any:
-		b, err := json.Marshal(jsonable(v))
+		b, err := EncodeJSON(v)
 		if err != nil {
 			return []byte(fmt.Sprint(v))
 		}
@@ -545,6 +559,9 @@ func FormatValue(v any) []byte {
 	}
 	return []byte(fmt.Sprint(v))
 }
+
+// EncodeJSON is v as JSON, its decimals exact.
+func EncodeJSON(v any) ([]byte, error) { return json.Marshal(jsonable(v)) }
 
 // jsonable turns an expression value into one encoding/json writes
 // exactly: a decimal as the number it is (never through a float64), a time

@@ -1,4 +1,4 @@
-package rules
+package compiler
 
 import (
 	"fmt"
@@ -7,62 +7,13 @@ import (
 	"testing"
 
 	"github.com/pgrules/pgrules/catalog"
+	"github.com/pgrules/pgrules/internal/ruletest"
 	"github.com/pgrules/pgrules/pgerr"
 	"github.com/shopspring/decimal"
 )
 
-// creditSnapshot is the check-credit schema, built by hand.
-func creditSnapshot(rules ...*catalog.Rule) *catalog.Snapshot {
-	col := func(name string, k catalog.Kind, typ string) *catalog.Column {
-		return &catalog.Column{Name: name, Kind: k, Type: typ}
-	}
-	num := func(name string) *catalog.Column {
-		c := col(name, catalog.KindDecimal, "numeric(14,2)")
-		c.Scale, c.HasScale = 2, true
-		return c
-	}
-	scaled := func(name, typ string, scale int32) *catalog.Column {
-		c := col(name, catalog.KindDecimal, typ)
-		c.Scale, c.HasScale = scale, true
-		return c
-	}
-	id := func(name string) *catalog.Column { return col(name, catalog.KindInt, "integer") }
-	tables := []*catalog.Table{
-		catalog.NewTable("public", "customer", []*catalog.Column{id("id"), col("name", catalog.KindText, "text"), num("balance"), num("credit_limit"), id("unpaid_order_count"),
-			scaled("weight_total", "numeric(14,4)", 4), col("raw_total", catalog.KindDecimal, "numeric"), scaled("hundreds", "numeric(14,-2)", -2)}, []string{"id"}),
-		catalog.NewTable("public", "product", []*catalog.Column{id("id"), col("name", catalog.KindText, "text"), num("price"), scaled("weight", "numeric(14,4)", 4)}, []string{"id"}),
-		catalog.NewTable("public", "orders", []*catalog.Column{id("id"), id("customer_id"), num("amount_total"), col("paid", catalog.KindBool, "boolean"), col("notes", catalog.KindText, "text"),
-			scaled("weight", "numeric(14,4)", 4), col("raw", catalog.KindDecimal, "numeric")}, []string{"id"}),
-		catalog.NewTable("public", "lineitem", []*catalog.Column{id("id"), id("order_id"), id("product_id"), id("quantity"), num("unit_price"), num("amount"), col("note", catalog.KindText, "text")}, []string{"id"}),
-	}
-	fk := func(name, child, col, parent, acc string) *catalog.ForeignKey {
-		return &catalog.ForeignKey{Name: name, Child: "public." + child, Parent: "public." + parent, Columns: []string{col}, ParentColumns: []string{"id"}, Accessor: acc}
-	}
-	fks := []*catalog.ForeignKey{
-		fk("orders_customer_id_fkey", "orders", "customer_id", "customer", "customer"),
-		fk("lineitem_order_id_fkey", "lineitem", "order_id", "orders", "order"),
-		fk("lineitem_product_id_fkey", "lineitem", "product_id", "product", "product"),
-	}
-	for i, r := range rules {
-		r.Seq, r.Enabled = int64(i+1), true
-	}
-	return catalog.NewSnapshot("test", tables, fks, rules)
-}
-
-// The check-credit rules, as rules.sql defines them.
-func creditRules() []*catalog.Rule {
-	return []*catalog.Rule{
-		{Name: "lineitem.unit_price", Table: "public.lineitem", Kind: catalog.Copy, Column: "unit_price", SourceTable: "public.product", SourceColumn: "price"},
-		{Name: "lineitem.amount", Table: "public.lineitem", Kind: catalog.Formula, Column: "amount", Expression: "row.quantity * row.unit_price"},
-		{Name: "orders.amount_total", Table: "public.orders", Kind: catalog.Sum, Column: "amount_total", SourceTable: "public.lineitem", SourceColumn: "amount"},
-		{Name: "customer.balance", Table: "public.customer", Kind: catalog.Sum, Column: "balance", SourceTable: "public.orders", SourceColumn: "amount_total", Filter: "not row.paid"},
-		{Name: "customer.unpaid_order_count", Table: "public.customer", Kind: catalog.Count, Column: "unpaid_order_count", SourceTable: "public.orders", Filter: "not row.paid"},
-		{Name: "credit_limit", Table: "public.customer", Kind: catalog.Constraint, Expression: "row.balance <= row.credit_limit", Message: "balance {row.balance} exceeds credit limit {row.credit_limit}"},
-	}
-}
-
 func TestCompileCheckCredit(t *testing.T) {
-	set := Compile(creditSnapshot(creditRules()...))
+	set := Compile(ruletest.CreditSnapshot(ruletest.CreditRules()...))
 	if errs := set.Errors(); len(errs) != 0 {
 		t.Fatalf("errors: %v", errs)
 	}
@@ -100,7 +51,7 @@ func TestReads(t *testing.T) {
 			[]string{"product.price", "lineitem.product_id"}},
 	} {
 		t.Run(tc.rule.Expression+tc.rule.Filter, func(t *testing.T) {
-			set := Compile(creditSnapshot(tc.rule))
+			set := Compile(ruletest.CreditSnapshot(tc.rule))
 			if errs := set.Errors(); len(errs) > 0 {
 				t.Fatal(errs)
 			}
@@ -120,7 +71,7 @@ func TestFormulaOrderAndCycles(t *testing.T) {
 		return &catalog.Rule{Name: name, Table: "public.lineitem", Kind: catalog.Formula, Column: col, Expression: expr}
 	}
 	// Defined out of order: the one that reads runs after the one it reads.
-	set := Compile(creditSnapshot(f("amount", "amount", "row.quantity * row.unit_price"), f("price", "unit_price", "row.quantity * 2")))
+	set := Compile(ruletest.CreditSnapshot(f("amount", "amount", "row.quantity * row.unit_price"), f("price", "unit_price", "row.quantity * 2")))
 	if got := set.Explain("public.lineitem"); len(got) != 2 || got[0].Rule != "price" || got[1].Rule != "amount" ||
 		!slices.Equal(got[1].DependsOn, []string{"price"}) || !slices.Equal(got[0].UsedBy, []string{"amount"}) {
 		t.Fatalf("explain: %+v", got)
@@ -128,7 +79,7 @@ func TestFormulaOrderAndCycles(t *testing.T) {
 	// A formula reading its own target accumulates (rules-api.md §8): it
 	// reads the value before the change, and is no cycle; one reading it
 	// through another formula is.
-	set = Compile(creditSnapshot(f("a", "amount", "row.amount + row.quantity"), f("b", "unit_price", "row.amount * 2")))
+	set = Compile(ruletest.CreditSnapshot(f("a", "amount", "row.amount + row.quantity"), f("b", "unit_price", "row.amount * 2")))
 	if errs := set.Errors(); len(errs) > 0 || !set.Rule("a").Accumulates || set.Rule("b").Accumulates {
 		t.Fatalf("an accumulating formula: %v, accumulates %v %v", errs, set.Rule("a").Accumulates, set.Rule("b").Accumulates)
 	}
@@ -138,7 +89,7 @@ func TestFormulaOrderAndCycles(t *testing.T) {
 		"3-cycle":              {f("a", "amount", "row.unit_price"), f("b", "unit_price", "row.quantity"), f("c", "quantity", "row.amount")},
 	} {
 		t.Run(name, func(t *testing.T) {
-			set := Compile(creditSnapshot(rules...))
+			set := Compile(ruletest.CreditSnapshot(rules...))
 			for _, r := range rules {
 				e := set.RuleError(r.Name)
 				if e == nil || e.Code != pgerr.InvalidObjectDefinition || !strings.Contains(e.Message, "cycle") {
@@ -180,7 +131,7 @@ func TestCompileErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.rule.Name = "r_" + strings.ReplaceAll(tc.name, " ", "_")
-			e := Compile(creditSnapshot(tc.rule)).RuleError(tc.rule.Name)
+			e := Compile(ruletest.CreditSnapshot(tc.rule)).RuleError(tc.rule.Name)
 			if e == nil {
 				t.Fatal("compiled")
 			}
@@ -195,7 +146,7 @@ func TestCompileErrors(t *testing.T) {
 		})
 	}
 	t.Run("ambiguous relationship", func(t *testing.T) {
-		snap := creditSnapshot(&catalog.Rule{Name: "r", Table: "public.customer", Kind: catalog.Sum, Column: "balance", SourceTable: "public.orders", SourceColumn: "amount_total"})
+		snap := ruletest.CreditSnapshot(&catalog.Rule{Name: "r", Table: "public.customer", Kind: catalog.Sum, Column: "balance", SourceTable: "public.orders", SourceColumn: "amount_total"})
 		second := &catalog.ForeignKey{Name: "billed_to", Child: "public.orders", Parent: "public.customer", Columns: []string{"id"}, ParentColumns: []string{"id"}, Accessor: "billed_to"}
 		snap.Tables["public.orders"].Parents = append(snap.Tables["public.orders"].Parents, second)
 		e := Compile(snap).RuleError("r")
@@ -208,7 +159,7 @@ func TestCompileErrors(t *testing.T) {
 		}
 	})
 	t.Run("derived twice", func(t *testing.T) {
-		set := Compile(creditSnapshot(
+		set := Compile(ruletest.CreditSnapshot(
 			&catalog.Rule{Name: "a", Table: "public.lineitem", Kind: catalog.Formula, Column: "amount", Expression: "1"},
 			&catalog.Rule{Name: "b", Table: "public.lineitem", Kind: catalog.Formula, Column: "amount", Expression: "2"}))
 		if e := set.RuleError("b"); e == nil || !strings.Contains(e.Message, `"a"`) {
@@ -259,7 +210,7 @@ func TestDerivationTargetTypes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.rule.Name = "r"
-			e := Compile(creditSnapshot(tc.rule)).RuleError("r")
+			e := Compile(ruletest.CreditSnapshot(tc.rule)).RuleError("r")
 			if tc.says == nil {
 				if e != nil {
 					t.Fatal(e)
@@ -314,12 +265,12 @@ func TestArithmetic(t *testing.T) {
 	} {
 		t.Run(tc.expr, func(t *testing.T) {
 			r := &catalog.Rule{Name: "x", Table: "public.lineitem", Kind: catalog.Constraint, Expression: tc.expr, Message: "m"}
-			set := Compile(creditSnapshot(r))
+			set := Compile(ruletest.CreditSnapshot(r))
 			c := set.Rule("x")
 			if e := set.RuleError("x"); e != nil {
 				// Non-boolean results are checked as formulas instead.
 				r.Kind, r.Column = catalog.Formula, "note"
-				set = Compile(creditSnapshot(r))
+				set = Compile(ruletest.CreditSnapshot(r))
 				if e := set.RuleError("x"); e != nil {
 					t.Fatal(e)
 				}
@@ -352,7 +303,7 @@ func TestSumOfAThousandDimes(t *testing.T) {
 	total := any(0)
 	for range 1000 {
 		var err error
-		if total, err = opAdd(total, dec("0.10")); err != nil {
+		if total, err = Add(total, dec("0.10")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -362,7 +313,7 @@ func TestSumOfAThousandDimes(t *testing.T) {
 }
 
 func TestMessage(t *testing.T) {
-	set := Compile(creditSnapshot(creditRules()...))
+	set := Compile(ruletest.CreditSnapshot(ruletest.CreditRules()...))
 	msg, err := set.Rule("credit_limit").Message(Env{Row: map[string]any{"balance": dec("510.00"), "credit_limit": dec("500.00")}})
 	if err != nil || msg != "balance 510.00 exceeds credit limit 500.00" {
 		t.Fatalf("%q, %v", msg, err)
@@ -414,11 +365,11 @@ func manyRules(n int) *catalog.Snapshot {
 		rules = append(rules, &catalog.Rule{Name: fmt.Sprintf("c%d", i), Table: "public.lineitem", Kind: catalog.Constraint,
 			Expression: fmt.Sprintf("row.quantity * row.unit_price <= %d.50 or row.order.customer.credit_limit > 0", i), Message: "m {row.id}"})
 	}
-	return creditSnapshot(rules...)
+	return ruletest.CreditSnapshot(rules...)
 }
 
 func BenchmarkEvalFormula(b *testing.B) {
-	c := Compile(creditSnapshot(creditRules()...)).Rule("lineitem.amount")
+	c := Compile(ruletest.CreditSnapshot(ruletest.CreditRules()...)).Rule("lineitem.amount")
 	env := Env{Row: map[string]any{"quantity": 3, "unit_price": dec("25.50")}, Verb: "insert"}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -427,7 +378,7 @@ func BenchmarkEvalFormula(b *testing.B) {
 }
 
 func BenchmarkEvalConstraint(b *testing.B) {
-	c := Compile(creditSnapshot(creditRules()...)).Rule("credit_limit")
+	c := Compile(ruletest.CreditSnapshot(ruletest.CreditRules()...)).Rule("credit_limit")
 	env := Env{Row: map[string]any{"balance": dec("81.00"), "credit_limit": dec("1000.00")}, Verb: "update"}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -445,12 +396,12 @@ func TestNumericSpecials(t *testing.T) {
 		a, b any
 		want string // FormatValue of the result, or the error's SQLSTATE
 	}{
-		{opAdd, nan, 1, "NaN"},
+		{Add, nan, 1, "NaN"},
 		{opMul, nan, 0, "NaN"},
-		{opSub, dec("2.5"), nan, "NaN"},
-		{opAdd, posInf, dec("-1e100"), "Infinity"},
-		{opSub, posInf, posInf, "NaN"},
-		{opAdd, negInf, negInf, "-Infinity"},
+		{Sub, dec("2.5"), nan, "NaN"},
+		{Add, posInf, dec("-1e100"), "Infinity"},
+		{Sub, posInf, posInf, "NaN"},
+		{Add, negInf, negInf, "-Infinity"},
 		{opMul, posInf, -2, "-Infinity"},
 		{opMul, negInf, dec("0"), "NaN"},
 		{opDiv, 1, posInf, "0"},
@@ -460,8 +411,8 @@ func TestNumericSpecials(t *testing.T) {
 		{opDiv, posInf, 0, pgerr.DivisionByZero},
 		{opMod, 7, posInf, "7"},
 		{opMod, posInf, 7, "NaN"},
-		{opEq, nan, nan, "t"},
-		{opEq, nan, posInf, "f"},
+		{Equal, nan, nan, "t"},
+		{Equal, nan, posInf, "f"},
 		{opGt, nan, posInf, "t"},
 		{opLt, negInf, dec("-1e100"), "t"},
 		{opGt, posInf, 1, "t"},
@@ -471,7 +422,7 @@ func TestNumericSpecials(t *testing.T) {
 		got, err := tc.op(tc.a, tc.b)
 		out := string(FormatValue(got))
 		if err != nil {
-			out = asPgError(err).Code
+			out = pgerr.Code(err)
 		}
 		if out != tc.want {
 			t.Errorf("%v, %v: %s, want %s", tc.a, tc.b, out, tc.want)

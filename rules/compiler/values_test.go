@@ -1,4 +1,4 @@
-package rules
+package compiler
 
 import (
 	"errors"
@@ -33,8 +33,8 @@ func result(v any, err error) string {
 // fails.
 func TestOperators(t *testing.T) {
 	ops := map[string]func(a, b any) (any, error){
-		"+": opAdd, "-": opSub, "*": opMul, "/": opDiv, "%": opMod,
-		"==": opEq, "!=": opNe, "<": opLt, "<=": opLe, ">": opGt, ">=": opGe,
+		"+": Add, "-": Sub, "*": opMul, "/": opDiv, "%": opMod,
+		"==": Equal, "!=": opNe, "<": opLt, "<=": opLe, ">": opGt, ">=": opGe,
 	}
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, tc := range []struct {
@@ -95,19 +95,19 @@ func TestOperatorResultKinds(t *testing.T) {
 		got  any
 		want string
 	}{
-		{must(opAdd(1, 2)), "integer"}, {must(opMul(1, 2)), "integer"}, {must(opSub(1, 2)), "integer"},
+		{must(Add(1, 2)), "integer"}, {must(opMul(1, 2)), "integer"}, {must(Sub(1, 2)), "integer"},
 		{must(opDiv(4, 2)), "decimal"}, {must(opMod(4, 3)), "integer"},
-		{must(opAdd(1, dec("2"))), "decimal"}, {must(opAdd(0.5, dec("2"))), "decimal"}, {must(opAdd(0.5, 2)), "float"},
+		{must(Add(1, dec("2"))), "decimal"}, {must(Add(0.5, dec("2"))), "decimal"}, {must(Add(0.5, 2)), "float"},
 		{must(opDiv(0.5, 2)), "float"}, {must(opMod(dec("4"), 3)), "decimal"}, {must(opNeg(dec("1"))), "decimal"},
-		{must(opAdd(posInf, 1)), "decimal"},
+		{must(Add(posInf, 1)), "decimal"},
 	} {
-		if n := typeName(tc.got); n != tc.want {
+		if n := TypeName(tc.got); n != tc.want {
 			t.Errorf("%v is %s, want %s", tc.got, n, tc.want)
 		}
 	}
 	for v, want := range map[any]string{nil: "nil", "x": "text", true: "boolean", time.Time{}: "time", int8(1): "int8", nan: "decimal"} {
-		if n := typeName(v); n != want {
-			t.Errorf("typeName(%v) = %s, want %s", v, n, want)
+		if n := TypeName(v); n != want {
+			t.Errorf("TypeName(%v) = %s, want %s", v, n, want)
 		}
 	}
 }
@@ -164,10 +164,10 @@ func TestSpecialArithmetic(t *testing.T) {
 		}
 	}
 	// A special meets a number only: with text it is a type error.
-	if got := result(opAdd(posInf, "x")); got != pgerr.DataException {
+	if got := result(Add(posInf, "x")); got != pgerr.DataException {
 		t.Errorf("Infinity + 'x' = %s", got)
 	}
-	if _, ok := compare(nan, "x"); ok {
+	if _, ok := Compare(nan, "x"); ok {
 		t.Error("NaN compares with text")
 	}
 }
@@ -178,10 +178,10 @@ func TestSpecialOrder(t *testing.T) {
 	order := []any{negInf, dec("-1e30"), -1, 0, 0.5, dec("1e30"), posInf, nan}
 	for i, a := range order {
 		for j, b := range order {
-			c, ok := compare(a, b)
+			c, ok := Compare(a, b)
 			want := cmpOrdered(i, j)
 			if !ok || c != want {
-				t.Errorf("compare(%v, %v) = %d %v, want %d", a, b, c, ok, want)
+				t.Errorf("Compare(%v, %v) = %d %v, want %d", a, b, c, ok, want)
 			}
 		}
 	}
@@ -219,11 +219,11 @@ func TestParseValue(t *testing.T) {
 			t.Errorf("%s %q: %v", tc.kind, tc.text, err)
 			continue
 		}
-		if eq, _ := opEq(got, tc.want); eq != true {
+		if eq, _ := Equal(got, tc.want); eq != true {
 			t.Errorf("%s %q = %#v, want %#v", tc.kind, tc.text, got, tc.want)
 		}
-		if typeName(got) != typeName(tc.want) {
-			t.Errorf("%s %q is a %s, want a %s", tc.kind, tc.text, typeName(got), typeName(tc.want))
+		if TypeName(got) != TypeName(tc.want) {
+			t.Errorf("%s %q is a %s, want a %s", tc.kind, tc.text, TypeName(got), TypeName(tc.want))
 		}
 	}
 	for _, tc := range []struct {
@@ -290,56 +290,6 @@ func TestValuesRoundTrip(t *testing.T) {
 	}
 }
 
-// TestCoerceMore: the conversions TestCoerce leaves out: specials, values
-// of other kinds, and negative halves (PostgreSQL: SELECT
-// (-0.5)::numeric::int is -1, (-0.5)::float8::int is -0, -1.5::float8::int
-// is -2, 2.675::numeric(14,2) is 2.68 although 2.675::float8 is below it).
-func TestCoerceMore(t *testing.T) {
-	num := &catalog.Column{Name: "c", Kind: catalog.KindDecimal, Type: "numeric(14,2)", Scale: 2, HasScale: true}
-	num4 := &catalog.Column{Name: "c", Kind: catalog.KindDecimal, Type: "numeric(14,4)", Scale: 4, HasScale: true}
-	integer := &catalog.Column{Name: "c", Kind: catalog.KindInt, Type: "integer"}
-	text := &catalog.Column{Name: "c", Kind: catalog.KindText, Type: "text"}
-	for _, tc := range []struct {
-		col  *catalog.Column
-		in   any
-		want string
-	}{
-		{integer, dec("-0.5"), "-1"}, {integer, dec("0.49999999999999999999"), "0"}, {integer, -0.5, "0"},
-		{integer, -1.5, "-2"}, {integer, dec("1e3"), "1000"}, {integer, nil, "NULL"}, {integer, "x", "x"},
-		{num, 2.675, "2.68"}, {num, dec("-0.005"), "-0.01"}, {num, dec("0.004999"), "0.00"}, {num, -3, "-3.00"},
-		{num, posInf, "Infinity"}, {num, nan, "NaN"}, {num4, dec("1.23456"), "1.2346"}, {num4, dec("1.2"), "1.2000"},
-		{num, "12.345", "12.345"}, {text, dec("1.5"), "1.5"}, {text, 3, "3"},
-	} {
-		if got := result(coerce(tc.col, tc.in), nil); got != tc.want {
-			t.Errorf("%v into %s: %s, want %s", tc.in, tc.col.Type, got, tc.want)
-		}
-	}
-	// An integer column receives an int whatever it was given: a decimal
-	// left as one would write the same text but compare as another kind.
-	if v := coerce(integer, dec("2.5")); typeName(v) != "integer" {
-		t.Errorf("a decimal into an integer column is a %s", typeName(v))
-	}
-	if v := coerce(num, 3); typeName(v) != "decimal" {
-		t.Errorf("an int into a numeric column is a %s", typeName(v))
-	}
-}
-
-// TestSameValue: the engine's test of whether a rule's input changed.
-func TestSameValue(t *testing.T) {
-	for _, tc := range []struct {
-		a, b any
-		want bool
-	}{
-		{dec("1.0"), dec("1.00"), true}, {1, dec("1"), true}, {nil, nil, true}, {nil, 0, false},
-		{nan, nan, true}, {nan, posInf, false}, {"a", "b", false}, {"1", 1, false},
-		{map[string]any{"a": 1.0}, map[string]any{"a": 1.0}, true},
-	} {
-		if got := sameValue(tc.a, tc.b); got != tc.want {
-			t.Errorf("sameValue(%v, %v) = %v", tc.a, tc.b, got)
-		}
-	}
-}
-
 // TestIntegerOverflow: integers compute exactly past 64 bits, as the
 // one-trip SQL computes them (as numeric, see exactSQL): a result that
 // does not fit an int is a decimal, never a wrapped int. The column the
@@ -352,14 +302,14 @@ func TestIntegerOverflow(t *testing.T) {
 		want string
 		kind string
 	}{
-		{must(opAdd(maxInt, 1)), "9223372036854775808", "decimal"},
-		{must(opAdd(minInt, -1)), "-9223372036854775809", "decimal"},
-		{must(opAdd(maxInt, minInt)), "-1", "integer"},
-		{must(opAdd(maxInt-1, 1)), "9223372036854775807", "integer"},
-		{must(opSub(minInt, 1)), "-9223372036854775809", "decimal"},
-		{must(opSub(0, minInt)), "9223372036854775808", "decimal"},
-		{must(opSub(-1, minInt)), "9223372036854775807", "integer"},
-		{must(opSub(maxInt, -1)), "9223372036854775808", "decimal"},
+		{must(Add(maxInt, 1)), "9223372036854775808", "decimal"},
+		{must(Add(minInt, -1)), "-9223372036854775809", "decimal"},
+		{must(Add(maxInt, minInt)), "-1", "integer"},
+		{must(Add(maxInt-1, 1)), "9223372036854775807", "integer"},
+		{must(Sub(minInt, 1)), "-9223372036854775809", "decimal"},
+		{must(Sub(0, minInt)), "9223372036854775808", "decimal"},
+		{must(Sub(-1, minInt)), "9223372036854775807", "integer"},
+		{must(Sub(maxInt, -1)), "9223372036854775808", "decimal"},
 		{must(opMul(4294967296, 4294967296)), "18446744073709551616", "decimal"},
 		{must(opMul(-1, minInt)), "9223372036854775808", "decimal"},
 		{must(opMul(minInt, -1)), "9223372036854775808", "decimal"},
@@ -369,8 +319,47 @@ func TestIntegerOverflow(t *testing.T) {
 		{must(opNeg(minInt)), "9223372036854775808", "decimal"},
 		{must(opNeg(maxInt)), "-9223372036854775807", "integer"},
 	} {
-		if got := string(FormatValue(tc.got)); got != tc.want || typeName(tc.got) != tc.kind {
-			t.Errorf("%s (%s), want %s (%s)", got, typeName(tc.got), tc.want, tc.kind)
+		if got := string(FormatValue(tc.got)); got != tc.want || TypeName(tc.got) != tc.kind {
+			t.Errorf("%s (%s), want %s (%s)", got, TypeName(tc.got), tc.want, tc.kind)
+		}
+	}
+}
+
+// TestEngineValueHelpers: the value functions the engine uses besides the
+// operators: JSON with exact decimals, the special numerics, decimals of
+// ints and floats, and type names for messages.
+func TestEngineValueHelpers(t *testing.T) {
+	for _, tc := range []struct {
+		v    any
+		json string
+	}{
+		{dec("0.30"), `0.30`},
+		{map[string]any{"a": dec("1.10"), "b": []any{nan, nil, "x"}}, `{"a":1.10,"b":["NaN",null,"x"]}`},
+		{time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), `"2026-01-02T03:04:05Z"`},
+		{3, `3`},
+	} {
+		if got, err := EncodeJSON(tc.v); err != nil || string(got) != tc.json {
+			t.Errorf("EncodeJSON(%v) = %s, %v; want %s", tc.v, got, err, tc.json)
+		}
+	}
+	for _, tc := range []struct {
+		v       any
+		special bool
+		name    string
+	}{
+		{nan, true, "decimal"}, {posInf, true, "decimal"}, {negInf, true, "decimal"}, {dec("1"), false, "decimal"},
+		{1, false, "integer"}, {1.5, false, "float"}, {"NaN", false, "text"}, {nil, false, "nil"}, {[]int{}, false, "[]int"},
+	} {
+		if IsSpecial(tc.v) != tc.special || TypeName(tc.v) != tc.name {
+			t.Errorf("%v: IsSpecial %v, TypeName %s", tc.v, IsSpecial(tc.v), TypeName(tc.v))
+		}
+	}
+	for _, tc := range []struct {
+		v    any
+		want string
+	}{{3, "3"}, {0.1, "0.1"}, {-2.5e-7, "-0.00000025"}, {dec("1.50"), "1.5"}} {
+		if got := ToDecimal(tc.v); got.String() != tc.want {
+			t.Errorf("ToDecimal(%v) = %s, want %s", tc.v, got, tc.want)
 		}
 	}
 }
