@@ -2,6 +2,7 @@ package compiler
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/vm"
@@ -17,8 +18,9 @@ type Env struct {
 	Error    map[string]any
 }
 
-func (e Env) vars() map[string]any {
-	vars := map[string]any{"row": nil, "old": nil, "verb": e.Verb}
+// fill sets the variables of an evaluation.
+func (e Env) fill(vars map[string]any) {
+	vars["row"], vars["old"], vars["verb"] = nil, nil, e.Verb
 	if e.Row != nil {
 		vars["row"] = e.Row
 	}
@@ -28,12 +30,26 @@ func (e Env) vars() map[string]any {
 	if e.Error != nil {
 		vars["error"] = e.Error
 	}
-	return vars
 }
+
+// evaluation is a VM and the variables of one run of a program, kept in
+// evaluations between runs: rules run for every row a statement changes,
+// and a VM and a map of its own for each run were the most of what
+// evaluating allocated.
+type evaluation struct {
+	vm   vm.VM
+	vars map[string]any
+}
+
+var evaluations = sync.Pool{New: func() any { return &evaluation{vars: make(map[string]any, 4)} }}
 
 // run evaluates a program; a failure becomes a 22xxx error naming the rule.
 func (c *Rule) run(p *vm.Program, env Env) (any, error) {
-	out, err := expr.Run(p, env.vars())
+	ev := evaluations.Get().(*evaluation)
+	env.fill(ev.vars)
+	out, err := ev.vm.Run(p, ev.vars)
+	clear(ev.vars)
+	evaluations.Put(ev)
 	if err != nil {
 		return nil, c.Failure(err)
 	}
@@ -65,7 +81,8 @@ type Actions interface {
 // a. Its error is returned as the action gave it, for the engine to tell
 // a veto from a failure (which Failure turns into the rule's error).
 func (c *Rule) Act(env Env, a Actions) (any, error) {
-	vars := env.vars()
+	vars := make(map[string]any, 5)
+	env.fill(vars)
 	vars[actionsVar] = a
 	return expr.Run(c.program, vars)
 }
