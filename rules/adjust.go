@@ -351,6 +351,9 @@ func nullTexts(vals [][]byte) []string {
 	return out
 }
 
+// zero is decimal.Zero as an any, boxed once: every delta starts from it.
+var zero any = decimal.Zero
+
 // deltas works out, per parent, what the changes add to each aggregate of
 // one foreign key (LogicBank's adjustment table): a row that arrives or
 // starts to qualify adds its value, one that leaves or stops qualifying
@@ -373,9 +376,11 @@ func (r *runner) deltas(tr *tableRules, a *adjustment, changes []*change) ([]*de
 			for i, j := range kidx {
 				key[i] = rw.text[j]
 			}
-			d = &delta{key: key, add: make([]any, len(a.aggs)), arrive: make([]any, len(a.aggs)), leave: make([]any, len(a.aggs))}
+			n := len(a.aggs)
+			vals := make([]any, 3*n)
+			d = &delta{key: key, add: vals[:n:n], arrive: vals[n : 2*n : 2*n], leave: vals[2*n:]}
 			for i := range d.add {
-				d.add[i] = decimal.Zero
+				d.add[i] = zero
 			}
 			byKey[k] = d
 			order = append(order, d)

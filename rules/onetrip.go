@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -506,6 +507,8 @@ func (r *runner) tookOneTrip(tr *tableRules, w *writeStmt, res *stmt.Result, wri
 	return out, nil
 }
 
+var space = []byte{' '}
+
 // takeOneTripFollows keeps the parents' changes of an insert in one trip,
 // as takeFollow does a follow statement's: f is their text array.
 func (r *runner) takeOneTripFollows(tr *tableRules, f []byte) error {
@@ -519,13 +522,13 @@ func (r *runner) takeOneTripFollows(tr *tableRules, f []byte) error {
 			return bad(err)
 		}
 		for _, item := range items {
-			a, rest, _ := strings.Cut(string(item), " ")
-			level, row, ok := strings.Cut(rest, " ")
-			i, err := strconv.Atoi(a)
+			a, rest, _ := bytes.Cut(item, space)
+			level, row, ok := bytes.Cut(rest, space)
+			i, err := strconv.Atoi(string(a))
 			if err != nil || !ok || i < 0 || i >= len(rows) {
 				return bad(fmt.Errorf("%q", item))
 			}
-			rows[i] = append(rows[i], [][]byte{[]byte(level), []byte(row)})
+			rows[i] = append(rows[i], [][]byte{level, row})
 		}
 	}
 	if r.followed == nil {
