@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"maps"
 	"math"
 	"strings"
 	"testing"
@@ -129,7 +130,7 @@ func TestParseStatCPU(t *testing.T) {
 	}
 }
 
-func TestCountWritesTo(t *testing.T) {
+func TestCountCalls(t *testing.T) {
 	// strace -f -yy: writes to the server (port 5432) on three
 	// connections, one write interrupted by another thread; a write to the
 	// client, to an eventfd, to another port, and a read from the server.
@@ -145,10 +146,16 @@ func TestCountWritesTo(t *testing.T) {
 101 write(14<TCP:[127.0.0.1:43254->127.0.0.1:5432]>, ""..., 13) = 13
 `
 	for _, c := range []struct{ least, want int }{{1, 5}, {2, 3}, {4, 0}} {
-		n, err := countWritesTo(strings.NewReader(out), 5432, c.least)
-		if err != nil || n != c.want {
-			t.Errorf("countWritesTo(least %d) = %d, %v; want %d", c.least, n, err, c.want)
+		n, err := countCalls(strings.NewReader(out), 5432, c.least)
+		if err != nil || n.writes != c.want {
+			t.Errorf("countCalls(least %d) writes = %d, %v; want %d", c.least, n.writes, err, c.want)
 		}
+	}
+	// Every call counts once by name, an interrupted one at its start.
+	n, _ := countCalls(strings.NewReader(out+"107 futex(0xc000, FUTEX_WAKE_PRIVATE, 1) = 1\nnanosleep({tv_sec=0, tv_nsec=20000}, NULL) = 0\n"), 5432, 1)
+	want := map[string]int{"write": 7, "writev": 1, "read": 1, "futex": 1, "nanosleep": 1}
+	if !maps.Equal(n.calls, want) {
+		t.Errorf("countCalls calls = %v, want %v", n.calls, want)
 	}
 }
 

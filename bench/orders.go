@@ -129,6 +129,10 @@ type ordersWrites struct {
 	// on the database without logic.
 	Pgrules float64 `json:"pgrules"`
 	Relayed float64 `json:"relayed"`
+	// PgrulesCalls and RelayedCalls are the system calls of pgrules'
+	// process per transaction, by name.
+	PgrulesCalls map[string]float64 `json:"pgrules_calls"`
+	RelayedCalls map[string]float64 `json:"relayed_calls"`
 }
 
 func runOrders(ctx context.Context, h *harness) (report, error) {
@@ -238,8 +242,8 @@ func (h *harness) ordersCell(ctx context.Context, script, mode string, clients i
 	return cell, nil
 }
 
-// ordersWrites counts pgrules' writes to PostgreSQL per transaction in
-// each mode, with the rules and without logic.
+// ordersWrites counts pgrules' writes to PostgreSQL and its system calls
+// per transaction in each mode, with the rules and without logic.
 func (h *harness) ordersWrites(ctx context.Context, script string, rules, pgPort int) ([]ordersWrites, error) {
 	if _, err := exec.LookPath("strace"); err != nil {
 		return nil, errors.New("strace is not installed")
@@ -248,14 +252,15 @@ func (h *harness) ordersWrites(ctx context.Context, script string, rules, pgPort
 	for _, mode := range proxyModes {
 		w := ordersWrites{Protocol: mode}
 		for _, tg := range []struct {
-			db  string
-			out *float64
-		}{{"orders_rules", &w.Pgrules}, {"orders_none", &w.Relayed}} {
-			n, err := h.writesPerTx(ctx, url(rules, tg.db), script, mode, pgPort)
+			db     string
+			writes *float64
+			calls  *map[string]float64
+		}{{"orders_rules", &w.Pgrules, &w.PgrulesCalls}, {"orders_none", &w.Relayed, &w.RelayedCalls}} {
+			n, calls, err := h.callsPerTx(ctx, url(rules, tg.db), script, mode, pgPort)
 			if err != nil {
 				return nil, fmt.Errorf("counting failed: %w", err)
 			}
-			*tg.out = n
+			*tg.writes, *tg.calls = n, calls
 		}
 		h.logf("orders %-8s writes to PostgreSQL per transaction: %.1f through pgrules, %.1f relayed", mode, w.Pgrules, w.Relayed)
 		out = append(out, w)
@@ -299,15 +304,16 @@ func cpuNote(r ordersRun) string {
 	return fmt.Sprintf(", proxy CPU %.3f ms/tx", *r.ProxyCPUMS/float64(r.Transactions))
 }
 
-// writesPerTx counts pgrules' writes to PostgreSQL (on pgPort) for the
-// order transaction at 1 client against url: the difference between two
-// runs of ordersWriteTxs transactions, so that what a connection does
-// once (its start-up, the first preparing) cancels out. A run before,
-// not traced, leaves out what pgrules does once per database (its first
-// session there starts the catalog's watcher and the outbox's
-// dispatcher, each with a connection of its own). Only connections with
-// a write per transaction or more count (see countWritesTo).
-func (h *harness) writesPerTx(ctx context.Context, url, script, mode string, pgPort int) (float64, error) {
+// callsPerTx counts pgrules' writes to PostgreSQL (on pgPort), and its
+// system calls by name, for the order transaction at 1 client against
+// url: the difference between two runs of ordersWriteTxs transactions, so
+// that what a connection does once (its start-up, the first preparing)
+// cancels out. A run before, not traced, leaves out what pgrules does
+// once per database (its first session there starts the catalog's
+// watcher and the outbox's dispatcher, each with a connection of its
+// own). Only connections with a write per transaction or more count
+// among the writes (see countCalls).
+func (h *harness) callsPerTx(ctx context.Context, url, script, mode string, pgPort int) (float64, map[string]float64, error) {
 	bench := func(txs int) error {
 		out, err := h.pgbench(ctx, "-n", "-f", script, "-M", mode, "-t", strconv.Itoa(txs), "-c", "1", url)
 		if err != nil {
@@ -317,17 +323,21 @@ func (h *harness) writesPerTx(ctx context.Context, url, script, mode string, pgP
 		return err
 	}
 	if err := bench(ordersWriteTxs[0]); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	var counts [2]int
+	var counts [2]straceCount
 	for i, txs := range ordersWriteTxs {
-		n, err := h.straceWrites(ctx, h.rulesSrv, pgPort, txs, func() error { return bench(txs) })
+		c, err := h.straceCalls(ctx, h.rulesSrv, pgPort, txs, func() error { return bench(txs) })
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
-		counts[i] = n
+		counts[i] = c
 	}
-	return perTx(counts, ordersWriteTxs), nil
+	calls := map[string]float64{}
+	for name := range counts[1].calls {
+		calls[name] = perTx([2]int{counts[0].calls[name], counts[1].calls[name]}, ordersWriteTxs)
+	}
+	return perTx([2]int{counts[0].writes, counts[1].writes}, ordersWriteTxs), calls, nil
 }
 
 // perTx is what the second of two runs counted more than the first, per
@@ -429,7 +439,28 @@ func (r *ordersReport) print(w io.Writer) {
 		fmt.Fprintf(tw, "%-8s\t%.1f\t%.1f\t\n", x.Protocol, x.Pgrules, x.Relayed)
 	}
 	tw.Flush()
+	fmt.Fprintf(w, "\nsystem calls of the pgrules process per transaction, with the rules / relayed (the same strace runs; every thread):\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "protocol\t")
+	for _, name := range printedCalls {
+		fmt.Fprintf(tw, "%s\t", name)
+	}
+	fmt.Fprintln(tw)
+	for _, x := range r.Writes {
+		fmt.Fprintf(tw, "%-8s\t", x.Protocol)
+		for _, name := range printedCalls {
+			fmt.Fprintf(tw, "%.1f / %.1f\t", x.PgrulesCalls[name], x.RelayedCalls[name])
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
 }
+
+// printedCalls are the columns of the system calls' table: Go's network
+// poller reads until a read would block (read), then waits (epoll_pwait);
+// a goroutine woken on another thread costs a futex, and a thread that
+// spins for work before it sleeps a nanosleep.
+var printedCalls = []string{"write", "read", "epoll_pwait", "futex", "nanosleep"}
 
 func optMS(v *float64) string {
 	if v == nil {

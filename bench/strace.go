@@ -23,46 +23,65 @@ import (
 // "<unfinished ...>" and is counted, its "<... write resumed>" is not.
 var reSocketWrite = regexp.MustCompile(`\b(?:write|writev|sendto|sendmsg)\(\d+<TCP(?:v6)?:\[(.*)->(.*?)\]>`)
 
-// countWritesTo counts the lines of strace output that are writes to a
-// TCP connection whose remote end is on port, on the connections that
-// carry atLeast writes or more: the proxy's other connections to the same
+// reCall matches the start of a system call's line in strace -f output,
+// after the thread's id; a "<... futex resumed>" line does not match.
+var reCall = regexp.MustCompile(`^(?:\d+\s+)?([a-z_0-9]+)\(`)
+
+// tracedCalls are the system calls counted: the socket I/O of a relay,
+// and the waits and wake-ups of the goroutines that do it.
+const tracedCalls = "write,writev,sendto,sendmsg,read,recvfrom,epoll_pwait,epoll_wait,futex,nanosleep,sched_yield"
+
+// straceCount is what strace saw of the proxy: its writes to the server,
+// and every call of tracedCalls by name.
+type straceCount struct {
+	writes int
+	calls  map[string]int
+}
+
+// countCalls reads strace output. Writes count when they go to a TCP
+// connection whose remote end is on port, on the connections that carry
+// atLeast writes or more: the proxy's other connections to the same
 // server (the catalog's watcher, the outbox's dispatcher) write now and
 // then, on their own clock, and would blur a count per transaction.
-func countWritesTo(r io.Reader, port, atLeast int) (int, error) {
+func countCalls(r io.Reader, port, atLeast int) (straceCount, error) {
 	suffix := ":" + strconv.Itoa(port)
 	byConn := map[string]int{}
+	out := straceCount{calls: map[string]int{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
-		if m := reSocketWrite.FindStringSubmatch(sc.Text()); m != nil && strings.HasSuffix(m[2], suffix) {
+		line := sc.Text()
+		if m := reCall.FindStringSubmatch(line); m != nil {
+			out.calls[m[1]]++
+		}
+		if m := reSocketWrite.FindStringSubmatch(line); m != nil && strings.HasSuffix(m[2], suffix) {
 			byConn[m[1]+"->"+m[2]]++
 		}
 	}
-	n := 0
 	for _, c := range byConn {
 		if c >= atLeast {
-			n += c
+			out.writes += c
 		}
 	}
-	return n, sc.Err()
+	return out, sc.Err()
 }
 
-// straceWrites attaches strace to the server's process (every thread) for
-// as long as work runs, and counts the process's writes to sockets whose
-// remote end is on port, on connections with at least atLeast of them.
-// strace slows every system call it traces, so this counts and does not
-// time.
-func (h *harness) straceWrites(ctx context.Context, s *server, port, atLeast int, work func() error) (int, error) {
+// straceCalls attaches strace to the server's process (every thread) for
+// as long as work runs, and counts the process's system calls (see
+// countCalls). strace slows every system call it traces, so this counts
+// and does not time.
+func (h *harness) straceCalls(ctx context.Context, s *server, port, atLeast int, work func() error) (straceCount, error) {
+	var none straceCount
 	out := filepath.Join(h.tmp, "strace.out")
-	cmd := exec.Command("strace", "-f", "-yy", "-e", "trace=write,writev,sendto,sendmsg", "-e", "signal=none",
+	cmd := exec.Command("strace", "-f", "-yy", "-e", "trace="+tracedCalls, "-e", "signal=none",
 		"-s", "0", "-o", out, "-p", strconv.Itoa(s.cmd.Process.Pid))
 	cmd.SysProcAttr = procAttr(nil)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		return 0, err
+		return none, err
 	}
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("starting strace: %w", err)
+		return none, fmt.Errorf("starting strace: %w", err)
 	}
 	exited := make(chan error, 1)
 	var msgs strings.Builder
@@ -98,28 +117,28 @@ func (h *harness) straceWrites(ctx context.Context, s *server, port, atLeast int
 	select {
 	case <-attached:
 	case err := <-exited:
-		return 0, fmt.Errorf("strace exited before attaching (%v): %s", err, msgs.String())
+		return none, fmt.Errorf("strace exited before attaching (%v): %s", err, msgs.String())
 	case <-time.After(10 * time.Second):
 		stop()
-		return 0, fmt.Errorf("strace did not attach within 10s: %s", msgs.String())
+		return none, fmt.Errorf("strace did not attach within 10s: %s", msgs.String())
 	case <-ctx.Done():
 		stop()
-		return 0, ctx.Err()
+		return none, ctx.Err()
 	}
 	workErr := work()
 	if err := stop(); err != nil && !interrupted(err) && workErr == nil {
 		workErr = fmt.Errorf("strace: %v: %s", err, msgs.String())
 	}
 	if workErr != nil {
-		return 0, workErr
+		return none, workErr
 	}
 	f, err := os.Open(out)
 	if err != nil {
-		return 0, err
+		return none, err
 	}
 	defer f.Close()
 	defer os.Remove(out)
-	return countWritesTo(f, port, atLeast)
+	return countCalls(f, port, atLeast)
 }
 
 // interrupted tells whether err is the exit of a process by SIGINT: how
