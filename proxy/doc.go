@@ -21,6 +21,14 @@
 // (lend.go) and runs under the session's context, which ends with the
 // session or when the server closes its connections.
 //
+// The files follow the same split: startup.go relays startup and
+// authentication, frontend.go and backend.go are the two loops, and
+// session.go holds what both share. In a session with rules, intercept.go
+// runs the simple Queries the engine wants part of, batch.go holds an
+// extended-protocol batch back until its Sync, held.go runs it,
+// implicit.go keeps the transactions PostgreSQL would run either in, and
+// portal.go answers the portals the engine executes.
+//
 // The proxy knows nothing of rule semantics and never imports expr: deciding
 // what a rule means is the rules package's job.
 package proxy

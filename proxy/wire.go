@@ -317,3 +317,52 @@ func isFatalError(body []byte) bool {
 	}
 	return sev == "FATAL" || sev == "PANIC"
 }
+
+// noticeCode is the SQLSTATE of a NoticeResponse.
+func noticeCode(body []byte) string {
+	for len(body) > 1 {
+		field := body[0]
+		v, rest, ok := bytes.Cut(body[1:], []byte{0})
+		if !ok {
+			break
+		}
+		if field == 'C' {
+			return string(v)
+		}
+		body = rest
+	}
+	return ""
+}
+
+// appendMessage appends a message with its header to buf.
+func appendMessage(buf []byte, typ byte, body []byte) []byte {
+	buf = append(buf, typ)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(body)+4))
+	return append(buf, body...)
+}
+
+func writeDataRow(w interface{ Write([]byte) (int, error) }, row [][]byte) {
+	n := 2
+	for _, v := range row {
+		n += 4 + len(v)
+	}
+	buf := make([]byte, 0, 5+n)
+	buf = append(buf, 'D')
+	buf = binary.BigEndian.AppendUint32(buf, uint32(n+4))
+	buf = binary.BigEndian.AppendUint16(buf, uint16(len(row)))
+	for _, v := range row {
+		if v == nil {
+			buf = binary.BigEndian.AppendUint32(buf, 0xffffffff)
+			continue
+		}
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(v)))
+		buf = append(buf, v...)
+	}
+	w.Write(buf)
+}
+
+// cstring returns the NUL-terminated string at the start of b.
+func cstring(b []byte) (string, bool) {
+	s, _, ok := bytes.Cut(b, []byte{0})
+	return string(s), ok
+}

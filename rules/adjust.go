@@ -57,6 +57,46 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 	if len(tr.up) == 0 {
 		return nil
 	}
+	if err := r.loadChangedParents(tr, changes); err != nil {
+		return err
+	}
+	var b adjustBatch
+	var fromFollows parentChanges
+	for _, a := range tr.up {
+		if a.err != nil {
+			return r.fail(asPgError(a.err))
+		}
+		if f, ok := r.followed[a]; ok && f.standsFor(changes) {
+			delete(r.followed, a)
+			fromFollows.add(a.parent, f.changes)
+			continue
+		}
+		if err := r.planAdjustment(&b, tr, a, changes); err != nil {
+			return err
+		}
+	}
+	if err := r.parentsChanged(fromFollows); err != nil {
+		return err
+	}
+	if len(b.sts) == 0 {
+		return nil
+	}
+	results, err := r.batch(b.sts)
+	if err != nil {
+		return err
+	}
+	if r.s.tx.locked == nil {
+		r.s.tx.locked = make(map[string]bool)
+	}
+	for _, k := range b.locking {
+		r.s.tx.locked[k] = true
+	}
+	return r.parentsChanged(r.adjustedParents(b.adjs, results))
+}
+
+// loadChangedParents loads the parents of the rows as they were and as
+// they are, for the deltas to find.
+func (r *runner) loadChangedParents(tr *tableRules, changes []*change) error {
 	var old, live []*row
 	for _, ch := range changes {
 		if ch.old != nil {
@@ -69,84 +109,63 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 	if err := r.loadParents(tr.filterPaths.old, old, ""); err != nil {
 		return err
 	}
-	if err := r.loadParents(tr.filterPaths.paths, live, ""); err != nil {
-		return err
+	return r.loadParents(tr.filterPaths.paths, live, "")
+}
+
+// adjustBatch is what adjustParents sends in one round trip.
+type adjustBatch struct {
+	sts     []stmt.Statement
+	adjs    []adjusting // what each statement adjusts
+	locking []string    // parent rows the batch locks
+}
+
+// planAdjustment adds to b the statements that apply a's deltas: parents
+// this transaction has locked already are adjusted apart from those it
+// locks now.
+func (r *runner) planAdjustment(b *adjustBatch, tr *tableRules, a *adjustment, changes []*change) error {
+	deltas, err := r.deltas(tr, a, changes)
+	if err != nil {
+		return r.fail(asPgError(err))
 	}
-	var sts []stmt.Statement
-	var adjs []adjusting // what each statement adjusts
-	var locking []string // parent rows the batch locks
-	type done struct {
-		a       *adjustment
-		changes []*change
-	}
-	var followed []done
-	for _, a := range tr.up {
-		if a.err != nil {
-			return r.fail(asPgError(a.err))
-		}
-		if f, ok := r.followed[a]; ok && f.standsFor(changes) {
-			delete(r.followed, a)
-			followed = append(followed, done{a, f.changes})
-			continue
-		}
-		deltas, err := r.deltas(tr, a, changes)
-		if err != nil {
-			return r.fail(asPgError(err))
-		}
-		if len(deltas) == 0 {
-			r.tracef("%s pruned: no parent of %s changes", aggNames(a), catalog.ShortName(a.parent.QualifiedName()))
-			continue
-		}
-		var held, fresh []*delta
-		for _, d := range deltas {
-			r.traceDelta(a, d)
-			k := a.parent.QualifiedName() + "\x00" + string(joinKey(d.key))
-			if r.s.tx.locked[k] {
-				held = append(held, d)
-			} else {
-				fresh = append(fresh, d)
-				locking = append(locking, k)
-			}
-		}
-		switch {
-		case a.additive && len(deltas) == 1:
-			// One parent: its UPDATE locks it, in no order to keep.
-			sts = append(sts, stmt.Statement{SQL: a.one, Params: additiveParams(a, deltas[0])})
-			adjs = append(adjs, adjusting{a, deltas})
-		case a.additive && len(fresh) == 0:
-			sts = append(sts, stmt.Statement{SQL: a.many, Params: adjustParams(a, held)})
-			adjs = append(adjs, adjusting{a, held})
-		default:
-			if len(fresh) > 0 {
-				sts = append(sts, stmt.Statement{SQL: a.sql, Params: adjustParams(a, fresh)})
-				adjs = append(adjs, adjusting{adjustment: a})
-			}
-			if len(held) > 0 {
-				sts = append(sts, stmt.Statement{SQL: a.held, Params: adjustParams(a, held)})
-				adjs = append(adjs, adjusting{adjustment: a})
-			}
-		}
-	}
-	var fromFollows parentChanges
-	for _, f := range followed {
-		fromFollows.add(f.a.parent, f.changes)
-	}
-	if err := r.parentsChanged(fromFollows); err != nil {
-		return err
-	}
-	if len(sts) == 0 {
+	if len(deltas) == 0 {
+		r.tracef("%s pruned: no parent of %s changes", aggNames(a), catalog.ShortName(a.parent.QualifiedName()))
 		return nil
 	}
-	results, err := r.batch(sts)
-	if err != nil {
-		return err
+	var held, fresh []*delta
+	for _, d := range deltas {
+		r.traceDelta(a, d)
+		k := a.parent.QualifiedName() + "\x00" + string(joinKey(d.key))
+		if r.s.tx.locked[k] {
+			held = append(held, d)
+		} else {
+			fresh = append(fresh, d)
+			b.locking = append(b.locking, k)
+		}
 	}
-	if r.s.tx.locked == nil {
-		r.s.tx.locked = make(map[string]bool)
+	switch {
+	case a.additive && len(deltas) == 1:
+		// One parent: its UPDATE locks it, in no order to keep.
+		b.sts = append(b.sts, stmt.Statement{SQL: a.one, Params: additiveParams(a, deltas[0])})
+		b.adjs = append(b.adjs, adjusting{a, deltas})
+	case a.additive && len(fresh) == 0:
+		b.sts = append(b.sts, stmt.Statement{SQL: a.many, Params: adjustParams(a, held)})
+		b.adjs = append(b.adjs, adjusting{a, held})
+	default:
+		if len(fresh) > 0 {
+			b.sts = append(b.sts, stmt.Statement{SQL: a.sql, Params: adjustParams(a, fresh)})
+			b.adjs = append(b.adjs, adjusting{adjustment: a})
+		}
+		if len(held) > 0 {
+			b.sts = append(b.sts, stmt.Statement{SQL: a.held, Params: adjustParams(a, held)})
+			b.adjs = append(b.adjs, adjusting{adjustment: a})
+		}
 	}
-	for _, k := range locking {
-		r.s.tx.locked[k] = true
-	}
+	return nil
+}
+
+// adjustedParents turns the rows the statements of adjs returned into the
+// parents' changes.
+func (r *runner) adjustedParents(adjs []adjusting, results []*stmt.Result) parentChanges {
 	var fromBatch parentChanges
 	for i := 0; i < len(adjs); i++ {
 		a := adjs[i].adjustment
@@ -168,7 +187,7 @@ func (r *runner) adjustParents(tr *tableRules, changes []*change) error {
 		}
 		fromBatch.add(a.parent, pchanges)
 	}
-	return r.parentsChanged(fromBatch)
+	return fromBatch
 }
 
 // parentChanges are the changes of parent rows that statements run

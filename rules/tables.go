@@ -429,22 +429,7 @@ func (s *runSet) chainParts(a *adjustment, follow, prefix string) (chain []*adju
 	for i, c := range a.aggs {
 		targets[c.Rule.Column] = i + 1
 	}
-	cols := func(t *catalog.Table) []string {
-		out := make([]string, len(t.Columns))
-		for i, c := range t.Columns {
-			out[i] = sqltext.Ident(c.Name)
-		}
-		return out
-	}
-	deltaNames := func(n int) []string {
-		out := make([]string, n)
-		for i := range out {
-			out[i] = fmt.Sprintf("pgrules_d%d", i+1)
-		}
-		return out
-	}
-	pcols := cols(p)
-	with = append(with, fmt.Sprintf("%su0(%s, pgrules_ctid, %s) AS (%s)", prefix, strings.Join(deltaNames(len(a.aggs)), ", "), strings.Join(pcols, ", "), follow))
+	with = append(with, fmt.Sprintf("%su0(%s, pgrules_ctid, %s) AS (%s)", prefix, strings.Join(deltaNames(len(a.aggs)), ", "), strings.Join(columnIdents(p), ", "), follow))
 	old := make([]string, len(p.Columns))
 	for i, c := range p.Columns {
 		if j := targets[c.Name]; j > 0 {
@@ -454,15 +439,7 @@ func (s *runSet) chainParts(a *adjustment, follow, prefix string) (chain []*adju
 		}
 	}
 	with = append(with, fmt.Sprintf("%so0 AS (SELECT pgrules_ctid, %s FROM %su0)", prefix, strings.Join(old, ", "), prefix))
-	arrayOf := func(rel string, n int, t *catalog.Table) string {
-		parts := append(deltaNames(n), "pgrules_ctid")
-		parts = append(parts, cols(t)...)
-		for i := range parts {
-			parts[i] = rel + "." + parts[i] + "::text"
-		}
-		return "ARRAY[" + strings.Join(parts, ", ") + "]"
-	}
-	selects = []string{"SELECT 0, " + arrayOf(prefix+"u0", len(a.aggs), p) + " FROM " + prefix + "u0"}
+	selects = []string{"SELECT 0, " + levelArray(prefix+"u0", len(a.aggs), p) + " FROM " + prefix + "u0"}
 	ptr := s.tables[p.QualifiedName()]
 	if ptr == nil {
 		return nil, with, selects
@@ -483,57 +460,100 @@ func (s *runSet) chainParts(a *adjustment, follow, prefix string) (chain []*adju
 			continue
 		}
 		j := len(chain) + 1
-		var keys, keyNames, vals, sums, having, sets, lockKeys, joins []string
-		for i, k := range b.fk.Columns {
-			typ := gp.Column(b.fk.ParentColumns[i]).Type
-			keys = append(keys, fmt.Sprintf("CAST(n.%s AS %s) AS k%d", sqltext.Ident(k), typ, i+1))
-			keyNames = append(keyNames, fmt.Sprintf("k%d", i+1))
-			lockKeys = append(lockKeys, "g."+sqltext.Ident(b.fk.ParentColumns[i]))
-			joins = append(joins, fmt.Sprintf("p.%s = l.%s AND l.%s = d.k%d", sqltext.Ident(b.fk.ParentColumns[i]), sqltext.Ident(b.fk.ParentColumns[i]), sqltext.Ident(b.fk.ParentColumns[i]), i+1))
-		}
-		ok := true
-		for i, c := range b.aggs {
-			contribution := func(alias string) string {
-				v := "1"
-				if c.Rule.Kind == catalog.Sum {
-					v = "coalesce(" + alias + "." + sqltext.Ident(c.Rule.SourceColumn) + ", 0)"
-				}
-				if c.Rule.Filter != "" {
-					g := &compiler.Translator{Snap: s.Snapshot(), Table: p, Alias: alias, Rule: c.Rule.Name}
-					f, err := g.Translate(c.Rule.Filter)
-					if err != nil || len(c.Paths) > 0 {
-						ok = false
-						return ""
-					}
-					v = "CASE WHEN coalesce(" + f + ", false) THEN " + v + " ELSE 0 END"
-				}
-				return "CAST(" + v + " AS numeric)"
-			}
-			vals = append(vals, fmt.Sprintf("%s - %s AS a%d", contribution("n"), contribution("o"), i+1))
-			sums = append(sums, fmt.Sprintf("sum(a%d) AS a%d", i+1, i+1))
-			having = append(having, fmt.Sprintf("sum(a%d) <> 0", i+1))
-			sets = append(sets, fmt.Sprintf("%s = coalesce(p.%s, 0) + d.a%d", sqltext.Ident(c.Rule.Column), sqltext.Ident(c.Rule.Column), i+1))
-		}
+		level, ok := s.chainLevel(p, b, j, prefix)
 		if !ok {
 			continue
 		}
-		deltas := make([]string, len(b.aggs))
-		for i := range deltas {
-			deltas[i] = fmt.Sprintf("d.a%d", i+1)
-		}
-		with = append(with,
-			fmt.Sprintf("%[1]sd%[2]d AS (SELECT %[3]s, %[4]s FROM (SELECT %[5]s, %[6]s FROM %[1]su0 n JOIN %[1]so0 o ON o.pgrules_ctid = n.pgrules_ctid) x GROUP BY %[3]s HAVING %[7]s)",
-				prefix, j, strings.Join(keyNames, ", "), strings.Join(sums, ", "), strings.Join(keys, ", "), strings.Join(vals, ", "), strings.Join(having, " OR ")),
-			fmt.Sprintf("%[1]sl%[2]d AS MATERIALIZED (SELECT g.* FROM %[3]s g WHERE (%[4]s) IN (SELECT %[5]s FROM %[1]sd%[2]d) ORDER BY %[4]s FOR NO KEY UPDATE OF g)",
-				prefix, j, sqltext.Table(gp), strings.Join(lockKeys, ", "), strings.Join(keyNames, ", ")),
-			fmt.Sprintf("%[1]su%[2]d(%[3]s, pgrules_ctid, %[4]s) AS (UPDATE %[5]s AS p SET %[6]s FROM %[1]sd%[2]d d, %[1]sl%[2]d l WHERE %[7]s RETURNING %[8]s, p.ctid, p.*)",
-				prefix, j, strings.Join(deltaNames(len(b.aggs)), ", "), strings.Join(cols(gp), ", "), sqltext.Table(gp), strings.Join(sets, ", "),
-				strings.Join(joins, " AND "), strings.Join(deltas, ", ")))
+		with = append(with, level...)
 		u := fmt.Sprintf("%su%d", prefix, j)
-		selects = append(selects, fmt.Sprintf("SELECT %d, %s FROM %s", j, arrayOf(u, len(b.aggs), gp), u))
+		selects = append(selects, fmt.Sprintf("SELECT %d, %s FROM %s", j, levelArray(u, len(b.aggs), gp), u))
 		chain = append(chain, b)
 	}
 	return chain, with, selects
+}
+
+// chainLevel is the CTEs of level j of a chain: the deltas of the
+// parent p's rows in the previous level to the sums of b, the grandparent
+// rows they lock in key order, and the UPDATE that adjusts them. It
+// reports false when a filter of b does not translate to SQL.
+func (s *runSet) chainLevel(p *catalog.Table, b *adjustment, j int, prefix string) ([]string, bool) {
+	gp := b.parent
+	var keys, keyNames, vals, sums, having, sets, lockKeys, joins []string
+	for i, k := range b.fk.Columns {
+		typ := gp.Column(b.fk.ParentColumns[i]).Type
+		keys = append(keys, fmt.Sprintf("CAST(n.%s AS %s) AS k%d", sqltext.Ident(k), typ, i+1))
+		keyNames = append(keyNames, fmt.Sprintf("k%d", i+1))
+		lockKeys = append(lockKeys, "g."+sqltext.Ident(b.fk.ParentColumns[i]))
+		joins = append(joins, fmt.Sprintf("p.%s = l.%s AND l.%s = d.k%d", sqltext.Ident(b.fk.ParentColumns[i]), sqltext.Ident(b.fk.ParentColumns[i]), sqltext.Ident(b.fk.ParentColumns[i]), i+1))
+	}
+	ok := true
+	for i, c := range b.aggs {
+		contribution := func(alias string) string {
+			v := "1"
+			if c.Rule.Kind == catalog.Sum {
+				v = "coalesce(" + alias + "." + sqltext.Ident(c.Rule.SourceColumn) + ", 0)"
+			}
+			if c.Rule.Filter != "" {
+				g := &compiler.Translator{Snap: s.Snapshot(), Table: p, Alias: alias, Rule: c.Rule.Name}
+				f, err := g.Translate(c.Rule.Filter)
+				if err != nil || len(c.Paths) > 0 {
+					ok = false
+					return ""
+				}
+				v = "CASE WHEN coalesce(" + f + ", false) THEN " + v + " ELSE 0 END"
+			}
+			return "CAST(" + v + " AS numeric)"
+		}
+		vals = append(vals, fmt.Sprintf("%s - %s AS a%d", contribution("n"), contribution("o"), i+1))
+		sums = append(sums, fmt.Sprintf("sum(a%d) AS a%d", i+1, i+1))
+		having = append(having, fmt.Sprintf("sum(a%d) <> 0", i+1))
+		sets = append(sets, fmt.Sprintf("%s = coalesce(p.%s, 0) + d.a%d", sqltext.Ident(c.Rule.Column), sqltext.Ident(c.Rule.Column), i+1))
+	}
+	if !ok {
+		return nil, false
+	}
+	deltas := make([]string, len(b.aggs))
+	for i := range deltas {
+		deltas[i] = fmt.Sprintf("d.a%d", i+1)
+	}
+	return []string{
+		fmt.Sprintf("%[1]sd%[2]d AS (SELECT %[3]s, %[4]s FROM (SELECT %[5]s, %[6]s FROM %[1]su0 n JOIN %[1]so0 o ON o.pgrules_ctid = n.pgrules_ctid) x GROUP BY %[3]s HAVING %[7]s)",
+			prefix, j, strings.Join(keyNames, ", "), strings.Join(sums, ", "), strings.Join(keys, ", "), strings.Join(vals, ", "), strings.Join(having, " OR ")),
+		fmt.Sprintf("%[1]sl%[2]d AS MATERIALIZED (SELECT g.* FROM %[3]s g WHERE (%[4]s) IN (SELECT %[5]s FROM %[1]sd%[2]d) ORDER BY %[4]s FOR NO KEY UPDATE OF g)",
+			prefix, j, sqltext.Table(gp), strings.Join(lockKeys, ", "), strings.Join(keyNames, ", ")),
+		fmt.Sprintf("%[1]su%[2]d(%[3]s, pgrules_ctid, %[4]s) AS (UPDATE %[5]s AS p SET %[6]s FROM %[1]sd%[2]d d, %[1]sl%[2]d l WHERE %[7]s RETURNING %[8]s, p.ctid, p.*)",
+			prefix, j, strings.Join(deltaNames(len(b.aggs)), ", "), strings.Join(columnIdents(gp), ", "), sqltext.Table(gp), strings.Join(sets, ", "),
+			strings.Join(joins, " AND "), strings.Join(deltas, ", ")),
+	}, true
+}
+
+// columnIdents are t's column names as SQL identifiers.
+func columnIdents(t *catalog.Table) []string {
+	out := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		out[i] = sqltext.Ident(c.Name)
+	}
+	return out
+}
+
+// deltaNames name the n deltas a level of a chain returns before its row.
+func deltaNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("pgrules_d%d", i+1)
+	}
+	return out
+}
+
+// levelArray is the text array a chain's select returns for a row of rel:
+// its n deltas, its ctid and t's columns.
+func levelArray(rel string, n int, t *catalog.Table) string {
+	parts := append(deltaNames(n), "pgrules_ctid")
+	parts = append(parts, columnIdents(t)...)
+	for i := range parts {
+		parts[i] = rel + "." + parts[i] + "::text"
+	}
+	return "ARRAY[" + strings.Join(parts, ", ") + "]"
 }
 
 // adjustSQL is the statement that adjusts the parents of one foreign key

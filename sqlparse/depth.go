@@ -14,29 +14,7 @@ package sqlparse
 // identifiers, dollar quotes, nested block comments), and stops counting
 // once the bound exceeds limit, returning a value above limit.
 func NestingBound(sql string, limit int) int {
-	type frame struct {
-		chain    int  // operators in the current operand
-		spine    int  // set operations and joins, each a level above its operands
-		longest  int  // the longest operand's chain
-		boolean  bool // AND or OR made this level a flat list
-		child    int  // the deepest bracket within
-		caseExpr bool // opened by CASE, closed by END
-	}
-	stack := []frame{{}}
-	best := 0 // of the statements before the last
-	depth := func(f *frame) int {
-		d := f.spine + max(f.chain, f.longest) + f.child + 1
-		if f.boolean {
-			d += 2 // an OR of ANDs
-		}
-		return d
-	}
-	closeFrame := func() {
-		d := depth(&stack[len(stack)-1])
-		stack = stack[:len(stack)-1]
-		top := &stack[len(stack)-1]
-		top.child = max(top.child, d)
-	}
+	n := nesting{stack: []nestFrame{{}}}
 	for i := 0; i < len(sql); {
 		c := sql[i]
 		switch {
@@ -55,20 +33,20 @@ func NestingBound(sql string, limit int) int {
 		case c == '$':
 			i = dollarEnd(sql, i)
 		case c == '(' || c == '[':
-			stack = append(stack, frame{})
+			n.stack = append(n.stack, nestFrame{})
 			i++
 		case c == ')' || c == ']':
-			if len(stack) > 1 { // else unbalanced: the parser refuses it
-				closeFrame()
+			if len(n.stack) > 1 { // else unbalanced: the parser refuses it
+				n.closeFrame()
 			}
 			i++
-		case c == ';' && len(stack) == 1:
+		case c == ';' && len(n.stack) == 1:
 			// The next statement's tree is another.
-			best = max(best, depth(&stack[0]))
-			stack[0] = frame{}
+			n.best = max(n.best, n.stack[0].depth())
+			n.stack[0] = nestFrame{}
 			i++
 		case c == ',' || c == ';':
-			f := &stack[len(stack)-1]
+			f := &n.stack[len(n.stack)-1]
 			f.longest, f.chain = max(f.longest, f.chain), 0
 			i++
 		case isIdentStart(c):
@@ -84,25 +62,7 @@ func NestingBound(sql string, limit int) int {
 				continue
 			}
 			i = j
-			f := &stack[len(stack)-1]
-			switch keyword(word) {
-			case kwList:
-				f.longest, f.chain = max(f.longest, f.chain), 0
-			case kwBool:
-				f.longest, f.chain = max(f.longest, f.chain), 0
-				f.boolean = true
-			case kwOperator:
-				f.chain++
-			case kwSpine:
-				f.longest, f.chain = max(f.longest, f.chain), 0
-				f.spine++
-			case kwCase:
-				stack = append(stack, frame{caseExpr: true})
-			case kwEnd:
-				if f.caseExpr {
-					closeFrame()
-				}
-			}
+			n.word(word)
 		case isDigit(c) || c == '.':
 			i++
 			for i < len(sql) && (isIdentByte(sql[i]) || sql[i] == '.') {
@@ -111,17 +71,76 @@ func NestingBound(sql string, limit int) int {
 		default:
 			// Operator characters, each counted: the scanner splits
 			// runs such as +- into several operators.
-			stack[len(stack)-1].chain++
+			n.stack[len(n.stack)-1].chain++
 			i++
 		}
-		if f := &stack[len(stack)-1]; len(stack) > limit || f.chain > limit || f.spine > limit {
+		if f := &n.stack[len(n.stack)-1]; len(n.stack) > limit || f.chain > limit || f.spine > limit {
 			return limit + 1
 		}
 	}
-	for len(stack) > 1 {
-		closeFrame()
+	for len(n.stack) > 1 {
+		n.closeFrame()
 	}
-	return max(best, depth(&stack[0]))
+	return max(n.best, n.stack[0].depth())
+}
+
+// nesting is NestingBound's state: a frame for each bracket or CASE open
+// at the point read, the outermost first.
+type nesting struct {
+	stack []nestFrame
+	best  int // of the statements before the last
+}
+
+// nestFrame counts what one bracket or CASE holds.
+type nestFrame struct {
+	chain    int  // operators in the current operand
+	spine    int  // set operations and joins, each a level above its operands
+	longest  int  // the longest operand's chain
+	boolean  bool // AND or OR made this level a flat list
+	child    int  // the deepest bracket within
+	caseExpr bool // opened by CASE, closed by END
+}
+
+// depth is how deep the tree of what the frame has read nests.
+func (f *nestFrame) depth() int {
+	d := f.spine + max(f.chain, f.longest) + f.child + 1
+	if f.boolean {
+		d += 2 // an OR of ANDs
+	}
+	return d
+}
+
+// closeFrame ends the innermost frame; its depth is a bracket of the
+// frame around it.
+func (n *nesting) closeFrame() {
+	d := n.stack[len(n.stack)-1].depth()
+	n.stack = n.stack[:len(n.stack)-1]
+	top := &n.stack[len(n.stack)-1]
+	top.child = max(top.child, d)
+}
+
+// word counts a word: a keyword that adds a level, starts an operand or
+// opens or closes a CASE.
+func (n *nesting) word(w string) {
+	f := &n.stack[len(n.stack)-1]
+	switch keyword(w) {
+	case kwList:
+		f.longest, f.chain = max(f.longest, f.chain), 0
+	case kwBool:
+		f.longest, f.chain = max(f.longest, f.chain), 0
+		f.boolean = true
+	case kwOperator:
+		f.chain++
+	case kwSpine:
+		f.longest, f.chain = max(f.longest, f.chain), 0
+		f.spine++
+	case kwCase:
+		n.stack = append(n.stack, nestFrame{caseExpr: true})
+	case kwEnd:
+		if f.caseExpr {
+			n.closeFrame()
+		}
+	}
 }
 
 type kwKind uint8

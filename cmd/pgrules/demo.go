@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgrules/pgrules/internal/demo"
 	"github.com/pgrules/pgrules/internal/tempdb"
+	"github.com/rs/zerolog"
 )
 
 func runDemo(ctx context.Context, args []string) error {
@@ -34,16 +35,7 @@ func runDemo(ctx context.Context, args []string) error {
 			log.Warn().Err(err).Msg("removing the throwaway PostgreSQL")
 		}
 	}()
-	if err := demo.Exec(ctx, cluster.URL(tempdb.SuperUser, "postgres"), "CREATE DATABASE demo"); err != nil {
-		return err
-	}
-	if err := demo.Load(ctx, cluster.URL(tempdb.SuperUser, "demo")); err != nil {
-		return err
-	}
-	// The roles of SECURITY.md: the tables belong to demo_owner, clients
-	// write them as demo_app, and the dispatcher runs entries as
-	// pgrules_dispatch, which has no rights of its own.
-	if err := demo.Exec(ctx, cluster.URL(tempdb.SuperUser, "demo"), demoRoles); err != nil {
+	if err := loadDemo(ctx, cluster); err != nil {
 		return err
 	}
 	f.upstream = cluster.URL(tempdb.SuperUser, "postgres")
@@ -70,17 +62,39 @@ func runDemo(ctx context.Context, args []string) error {
 	return runProxy(ctx, cfg, &f, 5*time.Second, func(addr net.Addr) {
 		// The rules are defined through the proxy, as a user would in
 		// psql, once it serves (this runs before it does).
-		go func() {
-			proxyURL := fmt.Sprintf("postgres://%s@127.0.0.1:%s/demo?sslmode=disable", tempdb.SuperUser, portOf(addr))
-			if err := demo.Exec(ctx, proxyURL, demo.Rules, strings.ReplaceAll(demo.Events, "{{webhook}}", webhook)); err != nil {
-				log.Error().Err(err).Msg("defining the check-credit rules and the demo's events")
-				return
-			}
-			if err := demo.Exec(ctx, cluster.URL(tempdb.SuperUser, "demo"), demoGrants); err != nil {
-				log.Error().Err(err).Msg("granting the demo's roles")
-				return
-			}
-			fmt.Printf(`
+		go defineDemo(ctx, log, cluster, addr, webhook)
+	})
+}
+
+// loadDemo creates database "demo" with the check-credit scenario and the
+// roles of SECURITY.md.
+func loadDemo(ctx context.Context, cluster *tempdb.Cluster) error {
+	if err := demo.Exec(ctx, cluster.URL(tempdb.SuperUser, "postgres"), "CREATE DATABASE demo"); err != nil {
+		return err
+	}
+	if err := demo.Load(ctx, cluster.URL(tempdb.SuperUser, "demo")); err != nil {
+		return err
+	}
+	// The roles of SECURITY.md: the tables belong to demo_owner, clients
+	// write them as demo_app, and the dispatcher runs entries as
+	// pgrules_dispatch, which has no rights of its own.
+	return demo.Exec(ctx, cluster.URL(tempdb.SuperUser, "demo"), demoRoles)
+}
+
+// defineDemo defines the scenario's rules and events through the proxy
+// serving on addr, gives the tables to the demo's roles and tells the
+// user what to try.
+func defineDemo(ctx context.Context, log zerolog.Logger, cluster *tempdb.Cluster, addr net.Addr, webhook string) {
+	proxyURL := fmt.Sprintf("postgres://%s@127.0.0.1:%s/demo?sslmode=disable", tempdb.SuperUser, portOf(addr))
+	if err := demo.Exec(ctx, proxyURL, demo.Rules, strings.ReplaceAll(demo.Events, "{{webhook}}", webhook)); err != nil {
+		log.Error().Err(err).Msg("defining the check-credit rules and the demo's events")
+		return
+	}
+	if err := demo.Exec(ctx, cluster.URL(tempdb.SuperUser, "demo"), demoGrants); err != nil {
+		log.Error().Err(err).Msg("granting the demo's roles")
+		return
+	}
+	fmt.Printf(`
 pgrules demo is running: PostgreSQL %s (data in %s), pgrules on %s.
 The check-credit scenario (customer, orders, lineitem, product) is in database "demo",
 with its rules (rules.sql) defined through pgrules: SELECT * FROM pgrules.rules;
@@ -112,8 +126,6 @@ The events are in events.sql: SELECT name, timing, expression FROM pgrules.rules
 Press Ctrl-C to stop both and remove the data.
 
 `, "on port "+fmt.Sprint(cluster.Port), cluster.Dir, addr, portOf(addr))
-		}()
-	})
 }
 
 // demoRoles is the role setup of SECURITY.md for the demo's database.
