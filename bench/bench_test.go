@@ -168,16 +168,17 @@ func TestPerTx(t *testing.T) {
 
 func TestOrdersGoals(t *testing.T) {
 	ms := func(v float64) *float64 { return &v }
-	cell := func(protocol string, clients int, rules, triggers, bouncer, none float64) ordersCell {
+	cell := func(protocol string, clients int, rules, triggers, bouncer, none, unguarded float64) ordersCell {
 		c := ordersCell{Protocol: protocol, Clients: clients, Results: map[string]*ordersResult{
 			// Two runs of pgrules: the median of their CPU per transaction.
 			ordersPgrules: {Runs: []ordersRun{
 				{pgbenchRun: pgbenchRun{TPS: rules, Transactions: 1000}, ProxyCPUMS: ms(800)},
 				{pgbenchRun: pgbenchRun{TPS: rules, Transactions: 2000}, ProxyCPUMS: ms(2000)},
 			}},
-			ordersTriggers: {Runs: []ordersRun{{pgbenchRun: pgbenchRun{TPS: triggers}}}},
-			ordersBouncer:  {Runs: []ordersRun{{pgbenchRun: pgbenchRun{TPS: bouncer, Transactions: 1000}, ProxyCPUMS: ms(200)}}},
-			ordersNone:     {Runs: []ordersRun{{pgbenchRun: pgbenchRun{TPS: none}}}},
+			ordersTriggers:  {Runs: []ordersRun{{pgbenchRun: pgbenchRun{TPS: triggers}}}},
+			ordersBouncer:   {Runs: []ordersRun{{pgbenchRun: pgbenchRun{TPS: bouncer, Transactions: 1000}, ProxyCPUMS: ms(200)}}},
+			ordersNone:      {Runs: []ordersRun{{pgbenchRun: pgbenchRun{TPS: none}}}},
+			ordersUnguarded: {Runs: []ordersRun{{pgbenchRun: pgbenchRun{TPS: unguarded, Transactions: 1000}, ProxyCPUMS: ms(700)}}},
 		}}
 		c.summarise()
 		return c
@@ -185,11 +186,11 @@ func TestOrdersGoals(t *testing.T) {
 	r := &ordersReport{Cells: []ordersCell{
 		// At 1 client pgrules passes the gate (0.95 of the triggers
 		// through PgBouncer) but not the aim (0.5 of them directly).
-		cell("simple", 1, 190, 380, 200, 400),
-		cell("simple", 8, 950, 1000, 900, 2000),
+		cell("simple", 1, 190, 380, 200, 400, 196),
+		cell("simple", 8, 950, 1000, 900, 2000, 960),
 	}}
 	c := r.Cells[0]
-	if c.RatioTriggers != 0.5 || c.RatioBouncer != 0.95 || c.RatioNone != 190.0/400 {
+	if c.RatioTriggers != 0.5 || c.RatioBouncer != 0.95 || c.RatioNone != 190.0/400 || c.RatioGuard != 190.0/196 {
 		t.Errorf("ratios %+v", c)
 	}
 	if got := *c.Results[ordersPgrules].CPUMSPerTx; got != 0.9 {
@@ -202,12 +203,20 @@ func TestOrdersGoals(t *testing.T) {
 		t.Error("CPU reported for a target without a proxy")
 	}
 	g := r.goals()
-	if len(g) != 3 || !g[0].Met || !g[1].Met || g[2].Met {
-		t.Errorf("want the 8-client target and the gate met, the aim missed: %+v", g)
+	if len(g) != 4 || !g[0].Met || !g[1].Met || g[2].Met || !g[3].Met {
+		t.Errorf("want the 8-client target, the gate and the guard's target met, the aim missed: %+v", g)
 	}
-	r.Cells = append(r.Cells, cell("prepared", 8, 800, 1000, 900, 2000))
+	// The guard at 0.90 of pgrules without it misses its target of 0.95.
+	r.Cells = append(r.Cells, cell("prepared", 8, 800, 1000, 900, 2000, 800/0.9))
 	if g := r.goals(); g[0].Met || !strings.Contains(g[0].Detail, "prepared 0.80 (missed)") {
 		t.Errorf("8-client target met with prepared at 0.8: %+v", g[0])
+	}
+	if g := r.goals(); g[3].Met || !strings.Contains(g[3].Detail, "prepared/8 0.90 (missed)") {
+		t.Errorf("the guard's target met at 0.9: %+v", g[3])
+	}
+	r.ServerTimes = []serverTime{{Target: ordersPgrules, MSPerTx: 0.8}, {Target: ordersTriggers, MSPerTx: 0.6}, {Target: ordersUnguarded, MSPerTx: 0.76}}
+	if cost, share, ok := r.guardServerCost(); !ok || math.Abs(cost-0.04) > 1e-9 || math.Abs(share-5) > 1e-9 {
+		t.Errorf("guardServerCost = %v, %v, %v; want 0.04 ms, 5%%", cost, share, ok)
 	}
 	r.Goals = g
 	r.WritesSkipped = "strace is not installed"

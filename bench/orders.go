@@ -59,15 +59,22 @@ const (
 	ordersTriggers = "triggers"
 	ordersBouncer  = "triggers_pgbouncer"
 	ordersNone     = "no_logic"
+	// ordersUnguarded is pgrules on a database whose guard triggers are
+	// dropped: the difference from ordersPgrules is all the guard costs.
+	ordersUnguarded = "pgrules_unguarded"
 )
 
-var ordersTargets = []string{ordersPgrules, ordersTriggers, ordersBouncer, ordersNone}
+var ordersTargets = []string{ordersPgrules, ordersTriggers, ordersBouncer, ordersNone, ordersUnguarded}
 
 // The section's targets: pgrules at least this fraction of the triggers'
 // TPS at targetClients, and at 1 client against the triggers through
 // PgBouncer (the same relay hop as pgrules: the gate) and directly (the
 // aim).
 const ordersTargetRatio = 0.9
+
+// ordersGuardRatio is the guard's target: pgrules at least this fraction
+// of its TPS without the guard, in every cell.
+const ordersGuardRatio = 0.95
 
 // ordersWriteTxs are the transactions of the two strace runs whose
 // difference gives the writes per transaction, without the connection's
@@ -107,6 +114,8 @@ type ordersCell struct {
 	RatioTriggers float64 `json:"ratio_pgrules_triggers"`
 	RatioBouncer  float64 `json:"ratio_pgrules_triggers_pgbouncer"`
 	RatioNone     float64 `json:"ratio_pgrules_no_logic"`
+	// RatioGuard is pgrules TPS / pgrules TPS without the guard.
+	RatioGuard float64 `json:"ratio_guarded_unguarded"`
 }
 
 type ordersResult struct {
@@ -147,6 +156,7 @@ func runOrders(ctx context.Context, h *harness) (report, error) {
 		"orders_triggers": {demo.Schema, demo.Data, demo.Triggers, ordersData},
 		"orders_bouncer":  {demo.Schema, demo.Data, demo.Triggers, ordersData},
 		"orders_none":     {demo.Schema, demo.Data, ordersData},
+		"orders_noguard":  {demo.Schema, demo.Data, ordersData},
 	}
 	if err := createDatabases(ctx, pg, dbs); err != nil {
 		return nil, err
@@ -160,20 +170,26 @@ func runOrders(ctx context.Context, h *harness) (report, error) {
 		return nil, err
 	}
 	urls := map[string]string{
-		ordersPgrules:  url(rules, "orders_rules"),
-		ordersTriggers: pg.URL(tempdb.SuperUser, "orders_triggers"),
-		ordersBouncer:  url(bouncer, "orders_bouncer"),
-		ordersNone:     pg.URL(tempdb.SuperUser, "orders_none"),
+		ordersPgrules:   url(rules, "orders_rules"),
+		ordersTriggers:  pg.URL(tempdb.SuperUser, "orders_triggers"),
+		ordersBouncer:   url(bouncer, "orders_bouncer"),
+		ordersNone:      pg.URL(tempdb.SuperUser, "orders_none"),
+		ordersUnguarded: url(rules, "orders_noguard"),
 	}
-	if err := demo.Exec(ctx, urls[ordersPgrules], demo.Rules); err != nil {
-		return nil, fmt.Errorf("define the rules through pgrules: %w", err)
+	for _, t := range []string{ordersPgrules, ordersUnguarded} {
+		if err := demo.Exec(ctx, urls[t], demo.Rules); err != nil {
+			return nil, fmt.Errorf("define the rules through pgrules: %w", err)
+		}
+	}
+	if err := demo.Exec(ctx, pg.URL(tempdb.SuperUser, "orders_noguard"), dropGuards); err != nil {
+		return nil, fmt.Errorf("drop the guards: %w", err)
 	}
 	script := filepath.Join(h.tmp, "orders.sql")
 	if err := os.WriteFile(script, []byte(ordersScript), 0o644); err != nil {
 		return nil, err
 	}
 	rep := &ordersReport{Customers: ordersCustomers, DurationS: seconds(h.opts.duration), WarmupS: seconds(h.opts.warmup), Repeat: h.opts.repeat}
-	procs := map[string]*server{ordersPgrules: h.rulesSrv, ordersBouncer: h.bouncerSrv}
+	procs := map[string]*server{ordersPgrules: h.rulesSrv, ordersUnguarded: h.rulesSrv, ordersBouncer: h.bouncerSrv}
 	for _, mode := range proxyModes {
 		for _, clients := range creditClients {
 			cell, err := h.ordersCell(ctx, script, mode, clients, urls, procs, len(rep.Cells))
@@ -189,6 +205,7 @@ func runOrders(ctx context.Context, h *harness) (report, error) {
 	}
 	rep.ServerTimes, err = h.serverTimes(ctx, pg, script, "prepared", []serverTarget{
 		{ordersPgrules, "orders_rules", urls[ordersPgrules]},
+		{ordersUnguarded, "orders_noguard", urls[ordersUnguarded]},
 		{ordersTriggers, "orders_triggers", urls[ordersTriggers]},
 	})
 	if err != nil {
@@ -365,6 +382,7 @@ func (c *ordersCell) summarise() {
 	c.RatioTriggers = p / c.Results[ordersTriggers].TPS
 	c.RatioBouncer = p / c.Results[ordersBouncer].TPS
 	c.RatioNone = p / c.Results[ordersNone].TPS
+	c.RatioGuard = p / c.Results[ordersUnguarded].TPS
 }
 
 func (r *ordersReport) goals() []goal {
@@ -376,13 +394,19 @@ func (r *ordersReport) goals() []goal {
 		{g: goal{Name: fmt.Sprintf("pgrules >= %.1f x triggers at %d clients, every protocol", ordersTargetRatio, targetClients), Met: true}},
 		{g: goal{Name: fmt.Sprintf("gate: pgrules >= %.1f x triggers through PgBouncer at 1 client, every protocol", ordersTargetRatio), Met: true}},
 		{g: goal{Name: fmt.Sprintf("aim: pgrules >= %.1f x triggers directly at 1 client, every protocol", ordersTargetRatio), Met: true}},
+		{g: goal{Name: fmt.Sprintf("the guard: pgrules >= %.2f x pgrules without its guard, every protocol and client count", ordersGuardRatio), Met: true}},
 	}
 	add := func(c *check, protocol string, ratio float64) {
-		ok := ratio >= ordersTargetRatio
+		target := ordersTargetRatio
+		if c == checks[3] {
+			target = ordersGuardRatio
+		}
+		ok := ratio >= target
 		c.g.Met = c.g.Met && ok
 		c.parts = append(c.parts, fmt.Sprintf("%s %.2f%s", protocol, ratio, mark(ok)))
 	}
 	for _, c := range r.Cells {
+		add(checks[3], fmt.Sprintf("%s/%d", c.Protocol, c.Clients), c.RatioGuard)
 		switch c.Clients {
 		case targetClients:
 			add(checks[0], c.Protocol, c.RatioTriggers)
@@ -403,13 +427,13 @@ func (r *ordersReport) print(w io.Writer) {
 	fmt.Fprintf(w, "check-credit order transaction with little contention (one of %d customers at random; insert an order, two lines, update a line, pay the order);\n", r.Customers)
 	fmt.Fprintf(w, "%ds per run after a %ds warm-up, targets interleaved; median of %d run(s); CPU = the proxy process's CPU time per transaction\n\n", r.DurationS, r.WarmupS, r.Repeat)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "protocol\tclients\tpgrules TPS\tCPU ms/tx\ttriggers TPS\tvia PgBouncer TPS\tCPU ms/tx\tno logic TPS\tpgrules/triggers\tpgrules/via PgBouncer\tpgrules/no logic\t")
+	fmt.Fprintln(tw, "protocol\tclients\tpgrules TPS\tCPU ms/tx\twithout guard TPS\ttriggers TPS\tvia PgBouncer TPS\tCPU ms/tx\tno logic TPS\tpgrules/triggers\tpgrules/via PgBouncer\tpgrules/no logic\tguarded/unguarded\t")
 	for _, c := range r.Cells {
 		res := c.Results
-		fmt.Fprintf(tw, "%-8s\t%d\t%.0f\t%s\t%.0f\t%.0f\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t\n", c.Protocol, c.Clients,
-			res[ordersPgrules].TPS, optMS(res[ordersPgrules].CPUMSPerTx), res[ordersTriggers].TPS,
+		fmt.Fprintf(tw, "%-8s\t%d\t%.0f\t%s\t%.0f\t%.0f\t%.0f\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.3f\t\n", c.Protocol, c.Clients,
+			res[ordersPgrules].TPS, optMS(res[ordersPgrules].CPUMSPerTx), res[ordersUnguarded].TPS, res[ordersTriggers].TPS,
 			res[ordersBouncer].TPS, optMS(res[ordersBouncer].CPUMSPerTx), res[ordersNone].TPS,
-			c.RatioTriggers, c.RatioBouncer, c.RatioNone)
+			c.RatioTriggers, c.RatioBouncer, c.RatioNone, c.RatioGuard)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -428,6 +452,9 @@ func (r *ordersReport) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  %2d  in all\n", total)
 	printServerTimes(w, r.ServerTimes)
+	if cost, share, ok := r.guardServerCost(); ok {
+		fmt.Fprintf(w, "  the guard: %.3f ms of PostgreSQL's time per transaction (%.1f%% of pgrules')\n", cost, share)
+	}
 	if r.WritesSkipped != "" {
 		fmt.Fprintf(w, "\nwrites to PostgreSQL's sockets per transaction: not counted: %s\n", r.WritesSkipped)
 		return
@@ -461,6 +488,25 @@ func (r *ordersReport) print(w io.Writer) {
 // a goroutine woken on another thread costs a futex, and a thread that
 // spins for work before it sleeps a nanosleep.
 var printedCalls = []string{"write", "read", "epoll_pwait", "futex", "nanosleep"}
+
+// guardServerCost is what the guard adds to PostgreSQL's time per
+// transaction, and its share of the time with the guard.
+func (r *ordersReport) guardServerCost() (cost, share float64, ok bool) {
+	var with, without *serverTime
+	for i := range r.ServerTimes {
+		switch r.ServerTimes[i].Target {
+		case ordersPgrules:
+			with = &r.ServerTimes[i]
+		case ordersUnguarded:
+			without = &r.ServerTimes[i]
+		}
+	}
+	if with == nil || without == nil || with.MSPerTx == 0 {
+		return 0, 0, false
+	}
+	cost = with.MSPerTx - without.MSPerTx
+	return cost, 100 * cost / with.MSPerTx, true
+}
 
 func optMS(v *float64) string {
 	if v == nil {
