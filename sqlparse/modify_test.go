@@ -146,6 +146,12 @@ func TestLiteralParams(t *testing.T) {
 		{"UPDATE t SET a = NULL WHERE x::numeric(10,2) = 1", []string{"1"}, []string{"NULL", "::numeric(10, 2)", "$2000000001::int"}},
 		{"UPDATE t SET a = 1 WHERE name = 'x'", nil, nil},
 		{"UPDATE t SET a = B'101' WHERE id = 1", nil, nil},
+		// A disqualifying constant or sub-select before others that could
+		// be parameters: the statement still keeps all of its constants.
+		{"UPDATE t SET a = B'101', b = 'x' WHERE id = 1", nil, nil},
+		{"UPDATE t SET a = X'F0', b = 2 WHERE id = 1", nil, nil},
+		{"UPDATE t SET a = (SELECT y FROM u ORDER BY 1 DESC LIMIT 1), b = 5 WHERE id = 1", nil, nil},
+		{"UPDATE t SET a = 1 WHERE name = 'x' AND id = 2", nil, nil},
 		{"UPDATE t SET a = 1 WHERE id IN (SELECT 1)", nil, nil},
 		{"UPDATE t SET a = (SELECT 1)", nil, nil},
 		{"UPDATE t SET (a, b) = (1, 2)", nil, nil},

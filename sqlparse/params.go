@@ -104,9 +104,12 @@ func literalsCanBeParams(targets []*pg_query.Node, where *pg_query.Node) bool {
 			return false
 		}
 		if c := n.GetAConst(); c != nil && !c.Isnull {
-			// A bit string has no text here to pass.
-			_, readable := literalText(c)
-			ok = readable && (bare[n] || constantType(c) != "")
+			// A bit string has no text here to pass. Once false, ok
+			// stays false: a later constant must not undo a sub-select
+			// or a bit string seen before it.
+			if _, readable := literalText(c); !readable || !bare[n] && constantType(c) == "" {
+				ok = false
+			}
 		}
 		return ok
 	}

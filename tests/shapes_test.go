@@ -47,16 +47,26 @@ func TestTextsOfOneShape(t *testing.T) {
 	}
 }
 
-// TestBitStringConstant: a bit string in an UPDATE stays a constant (it
-// has no text the engine could pass as a parameter), and is written.
-func TestBitStringConstant(t *testing.T) {
-	c, admin, _, _ := rulesDB(t, demo.Schema+demo.Data+"ALTER TABLE orders ADD flags bit(3)", nil)
+// TestConstantsKept: an UPDATE whose constants cannot all be parameters
+// keeps every one of them, whatever constants come after the one that
+// stops it: a bit string (B'...' or X'...'), which has no text to pass,
+// and a constant in a sub-select, where ORDER BY 1 is a position. Each is
+// written as PostgreSQL writes it.
+func TestConstantsKept(t *testing.T) {
+	c, admin, _, _ := rulesDB(t, demo.Schema+demo.Data+"ALTER TABLE orders ADD flags bit(4); CREATE TABLE src (y int); INSERT INTO src VALUES (10), (30), (20)", nil)
 	defineCreditRules(t, c)
 	scalar(t, c, "INSERT INTO orders (customer_id) VALUES (1)")
-	if e := pgError(t, c, "UPDATE orders SET flags = B'101' WHERE id = 1"); e != nil {
-		t.Fatal(e)
-	}
-	if got := scalar(t, admin, "SELECT flags::text FROM orders WHERE id = 1"); got != "101" {
-		t.Fatalf("flags %q, want 101", got)
+	for _, tc := range []struct{ sql, want string }{
+		{"UPDATE orders SET flags = B'1011' WHERE id = 1", "1011 "},
+		{"UPDATE orders SET flags = X'A', notes = 'z' WHERE id = 1", "1010 z"},
+		{"UPDATE orders SET notes = 'y', flags = B'0110' WHERE id = 1", "0110 y"},
+		{"UPDATE orders SET notes = (SELECT y::text FROM src ORDER BY 1 DESC LIMIT 1), paid = false WHERE id = 1", "0110 30"},
+	} {
+		if e := pgError(t, c, tc.sql); e != nil {
+			t.Fatalf("%s: %v", tc.sql, e)
+		}
+		if got := scalar(t, admin, "SELECT flags::text || ' ' || coalesce(notes, '') FROM orders WHERE id = 1"); got != tc.want {
+			t.Fatalf("%s: flags and notes %q, want %q", tc.sql, got, tc.want)
+		}
 	}
 }
