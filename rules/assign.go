@@ -69,7 +69,7 @@ func assignments(t *catalog.Table, items []sqlparse.Assignment) (setList, error)
 		case a.Default:
 			s.add(c, defaultSQL(c), false)
 		default:
-			s.add(c, fmt.Sprintf("CAST((%s) AS %s)", a.Value, c.Type), false)
+			s.add(c, fmt.Sprintf("CAST((%s) AS %s)", a.Value, sqltext.ValueType(c)), false)
 		}
 	}
 	return s, nil
@@ -101,14 +101,14 @@ func (s *setList) subselectValue(t *catalog.Table, rest []sqlparse.Assignment) (
 			if c == nil {
 				return "", pgerr.New(pgerr.UndefinedColumn, "column %q of relation %q does not exist", rest[k].Name, t.Name)
 			}
-			elems[k] = fmt.Sprintf("CAST(CAST(pgrules_s.c%d AS %s) AS text)", k+1, c.Type)
+			elems[k] = fmt.Sprintf("CAST(CAST(pgrules_s.c%d AS %s) AS text)", k+1, sqltext.ValueType(c))
 			names[k] = fmt.Sprintf("c%d", k+1)
 		}
 		s.subselects = append(s.subselects, fmt.Sprintf("(SELECT ARRAY[%s] FROM (%s) AS pgrules_s(%s))",
 			strings.Join(elems, ", "), a.Subselect.SQL, strings.Join(names, ", ")))
 	}
 	c := t.Column(a.Name)
-	return fmt.Sprintf("CAST(pgrules_x.pgrules_a%d[%d] AS %s)", len(s.subselects), a.Colno, c.Type), nil
+	return fmt.Sprintf("CAST(pgrules_x.pgrules_a%d[%d] AS %s)", len(s.subselects), a.Colno, sqltext.ValueType(c)), nil
 }
 
 // materialize is an UPDATE's materialising query for its FROM list (with

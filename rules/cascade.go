@@ -87,7 +87,7 @@ func (r *runner) writeDerived(tr *tableRules, changes []*change, before []*row, 
 		}
 		params = append(params, textArray(vals))
 		names = append(names, fmt.Sprintf("c%d", i+1))
-		sets[i] = fmt.Sprintf("%s = CAST(pgrules_v.c%d AS %s)", sqltext.Ident(c.Name), i+1, c.Type)
+		sets[i] = fmt.Sprintf("%s = CAST(pgrules_v.c%d AS %s)", sqltext.Ident(c.Name), i+1, sqltext.ValueType(c))
 	}
 	args := make([]string, len(params))
 	for i := range params {

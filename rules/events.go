@@ -493,7 +493,7 @@ func effectSQL(list []effect) (string, [][]byte) {
 		for i, x := range list {
 			vals := make([]string, len(x.vals))
 			for j, cv := range x.vals {
-				vals[j] = fmt.Sprintf("CAST(%s AS %s)", param(cv.text), cv.col.Type)
+				vals[j] = fmt.Sprintf("CAST(%s AS %s)", param(cv.text), sqltext.ValueType(cv.col))
 			}
 			rows[i] = "(" + strings.Join(vals, ", ") + ")"
 		}
@@ -507,7 +507,7 @@ func effectSQL(list []effect) (string, [][]byte) {
 	}
 	for i, cv := range e.vals {
 		names = append(names, fmt.Sprintf("v%d", i+1))
-		sets = append(sets, fmt.Sprintf("%s = CAST(pgrules_v.v%d AS %s)", sqltext.Ident(cv.col.Name), i+1, cv.col.Type))
+		sets = append(sets, fmt.Sprintf("%s = CAST(pgrules_v.v%d AS %s)", sqltext.Ident(cv.col.Name), i+1, sqltext.ValueType(cv.col)))
 	}
 	rows := make([]string, len(list))
 	for i, x := range list {

@@ -202,7 +202,7 @@ func writeSQL(tr *tableRules, w *writeStmt, changes []*change, n int) (sql strin
 		vals := make([]string, len(w.insertCols))
 		for i, c := range w.insertCols {
 			cols[i] = sqltext.Ident(c.Name)
-			vals[i] = fmt.Sprintf("CAST($%d AS %s)", n+i+1, c.Type)
+			vals[i] = fmt.Sprintf("CAST($%d AS %s)", n+i+1, sqltext.ValueType(c))
 			arrays = append(arrays, changes[0].new.text[tr.index[c.Name]])
 		}
 		sql = fmt.Sprintf("INSERT INTO %s AS %s (%s) %s VALUES (%s) %s",
@@ -220,7 +220,7 @@ func writeSQL(tr *tableRules, w *writeStmt, changes []*change, n int) (sql strin
 		sets := make([]string, len(cols))
 		for i, j := range cols {
 			c := t.Columns[j]
-			sets[i] = fmt.Sprintf("%s = CAST($%d AS %s)", sqltext.Ident(c.Name), n+i+2, c.Type)
+			sets[i] = fmt.Sprintf("%s = CAST($%d AS %s)", sqltext.Ident(c.Name), n+i+2, sqltext.ValueType(c))
 			arrays = append(arrays, changes[0].new.text[j])
 		}
 		sql = fmt.Sprintf("UPDATE %s AS %s SET %s WHERE %s.ctid = CAST($%d AS tid)",
@@ -234,7 +234,7 @@ func writeSQL(tr *tableRules, w *writeStmt, changes []*change, n int) (sql strin
 		names := make([]string, len(w.insertCols))
 		for i, c := range w.insertCols {
 			cols[i] = sqltext.Ident(c.Name)
-			casts[i] = fmt.Sprintf("CAST(v.c%d AS %s)", i+1, c.Type)
+			casts[i] = fmt.Sprintf("CAST(v.c%d AS %s)", i+1, sqltext.ValueType(c))
 			names[i] = fmt.Sprintf("c%d", i+1)
 			vals := make([][]byte, len(changes))
 			for j, ch := range changes {
@@ -265,7 +265,7 @@ func writeSQL(tr *tableRules, w *writeStmt, changes []*change, n int) (sql strin
 		names := []string{"pgrules_k"}
 		for i, j := range cols {
 			c := t.Columns[j]
-			sets[i] = fmt.Sprintf("%s = CAST(pgrules_v.pgrules_c%d AS %s)", sqltext.Ident(c.Name), i+1, c.Type)
+			sets[i] = fmt.Sprintf("%s = CAST(pgrules_v.pgrules_c%d AS %s)", sqltext.Ident(c.Name), i+1, sqltext.ValueType(c))
 			names = append(names, fmt.Sprintf("pgrules_c%d", i+1))
 			vals := make([][]byte, len(changes))
 			for k, ch := range changes {

@@ -275,7 +275,7 @@ func insertSource(m *sqlparse.ModifyTable, given []*catalog.Column) (string, err
 	case len(m.Values) == 0:
 		casts := make([]string, len(given))
 		for i, c := range given {
-			casts[i] = fmt.Sprintf("CAST(pgrules_q.c%d AS %s) AS c%d", i+1, c.Type, i+1)
+			casts[i] = fmt.Sprintf("CAST(pgrules_q.c%d AS %s) AS c%d", i+1, sqltext.ValueType(c), i+1)
 		}
 		return fmt.Sprintf("(SELECT %s FROM (%s) pgrules_q(%s)) pgrules_s", strings.Join(casts, ", "), m.Select, strings.Join(names, ", ")), nil
 	}
@@ -296,9 +296,9 @@ func insertSource(m *sqlparse.ModifyTable, given []*catalog.Column) (string, err
 			case v.Literal > 0:
 				// A literal becomes a parameter, so that the query is the
 				// same for every row's values and is prepared.
-				vals[i] = fmt.Sprintf("CAST(%s AS %s)", literalMark(v.Literal), c.Type)
+				vals[i] = fmt.Sprintf("CAST(%s AS %s)", literalMark(v.Literal), sqltext.ValueType(c))
 			default:
-				vals[i] = fmt.Sprintf("CAST((%s) AS %s)", v.SQL, c.Type)
+				vals[i] = fmt.Sprintf("CAST((%s) AS %s)", v.SQL, sqltext.ValueType(c))
 			}
 		}
 		rows[r] = "(" + strings.Join(vals, ", ") + ")"
@@ -333,9 +333,9 @@ func sourceColumns(given []*catalog.Column, listed bool, m *sqlparse.ModifyTable
 // defaultSQL is a column's value when the statement gives none.
 func defaultSQL(c *catalog.Column) string {
 	if c.Default == "" {
-		return "CAST(NULL AS " + c.Type + ")"
+		return "CAST(NULL AS " + sqltext.ValueType(c) + ")"
 	}
-	return "CAST((" + c.Default + ") AS " + c.Type + ")"
+	return "CAST((" + c.Default + ") AS " + sqltext.ValueType(c) + ")"
 }
 
 func (w *writeStmt) analyseUpdate(m *sqlparse.ModifyTable) error {

@@ -34,3 +34,33 @@ func KeyMatch(fk *catalog.ForeignKey, child, parent string) string {
 	}
 	return strings.Join(conds, " AND ")
 }
+
+// lengthTypes are the types whose explicit cast to a length cuts or pads
+// a value that does not fit (varchar(3), char(2), bit(8), varbit(4)), and
+// the type without a length each is cast to instead.
+var lengthTypes = []struct{ prefix, unbounded string }{
+	{"character varying(", "character varying"},
+	{"character(", "bpchar"},
+	{"bit varying(", "bit varying"},
+	{"bit(", "bit varying"},
+}
+
+// ValueType is the type the engine casts a value to before an INSERT or
+// UPDATE assigns it to column c: c's type, but for a character or bit
+// string type (or an array of one) without its length. An explicit cast
+// to varchar(3) or char(2) cuts a longer string, and one to bit(8) pads
+// or cuts a bit string, where the assignment of an INSERT or an UPDATE
+// refuses the value (22001, 22026): with the length left to the write's
+// own assignment, what PostgreSQL refuses is refused, with its error.
+func ValueType(c *catalog.Column) string {
+	t, array := strings.CutSuffix(c.Type, "[]")
+	for _, l := range lengthTypes {
+		if strings.HasPrefix(t, l.prefix) && strings.HasSuffix(t, ")") {
+			if array {
+				return l.unbounded + "[]"
+			}
+			return l.unbounded
+		}
+	}
+	return c.Type
+}

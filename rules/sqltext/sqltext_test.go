@@ -53,3 +53,27 @@ func TestKeyMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestValueType: the character and bit string types lose their length,
+// arrays of them too; every other type, numeric's precision and scale
+// included (its explicit cast rounds as assignment does), stays as it is.
+func TestValueType(t *testing.T) {
+	for in, want := range map[string]string{
+		"character varying(3)":           "character varying",
+		"character varying":              "character varying",
+		"character(2)":                   "bpchar",
+		"bit(8)":                         "bit varying",
+		"bit varying(5)":                 "bit varying",
+		"character varying(3)[]":         "character varying[]",
+		"bit(1)[]":                       "bit varying[]",
+		"numeric(14,2)":                  "numeric(14,2)",
+		"timestamp(0) without time zone": "timestamp(0) without time zone",
+		"text":                           "text",
+		"integer[]":                      "integer[]",
+		"public.short_code":              "public.short_code",
+	} {
+		if got := ValueType(&catalog.Column{Type: in}); got != want {
+			t.Errorf("ValueType(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
