@@ -54,7 +54,7 @@ func (s *session) relayUpstream() error {
 				return upstreamLost(err)
 			}
 			if len(body) != 1 {
-				return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ReadyForQuery")
+				return malformed("ReadyForQuery")
 			}
 			s.pending.Add(-1)
 			if s.seen++; s.seen == s.lendAt.Load() {

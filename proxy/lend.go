@@ -443,7 +443,7 @@ func (s *session) readUpstream() (byte, []byte, error) {
 	switch typ {
 	case 'Z':
 		if len(body) != 1 {
-			return 0, nil, pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ReadyForQuery")
+			return 0, nil, malformed("ReadyForQuery")
 		}
 		s.setTxStatus(body[0])
 	case 'E':
@@ -524,6 +524,8 @@ func (s *session) fieldName(b []byte) string {
 	return name
 }
 
+// malformed is the error for a message from the upstream that does not
+// decode: the session cannot go on.
 func malformed(message string) error {
 	return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed %s", message)
 }

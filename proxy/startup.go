@@ -149,7 +149,7 @@ func (s *session) relayAuth() error {
 		switch typ {
 		case 'R':
 			if len(body) < 4 {
-				return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed authentication request")
+				return malformed("authentication request")
 			}
 			switch method := binary.BigEndian.Uint32(body); method {
 			case 0, 12: // AuthenticationOk, AuthenticationSASLFinal
@@ -186,7 +186,7 @@ func (s *session) relayAuth() error {
 			return errAuthRelayed
 		case 'Z':
 			if len(body) != 1 {
-				return pgerr.Fatal(pgerr.ProtocolViolation, "upstream sent a malformed ReadyForQuery")
+				return malformed("ReadyForQuery")
 			}
 			s.setTxStatus(body[0])
 			writeMessage(s.cw, typ, body)
